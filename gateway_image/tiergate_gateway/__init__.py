@@ -1,0 +1,1 @@
+"""tiergate's gateway: an OpenAI-compatible routing proxy for tiered LLM access."""

@@ -1,0 +1,231 @@
+"""The versioned gateway configuration: the contract between operator and gateway.
+
+The operator renders one ``GatewayConfig`` per gateway into a ConfigMap; the
+gateway validates it with these models before swapping it in. Nothing here
+depends on Kubernetes. No secret is ever part of a config: client keys appear
+only as SHA-256 digests, upstream credentials only as references to files
+(``<credentials_dir>/<secret>/<key>``, as a mounted Secret volume lays them out).
+
+Money is ``Decimal`` and serialises as a string, so configs round-trip exactly.
+A config whose ``version`` is not ``CONFIG_VERSION`` is refused.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Sequence
+from decimal import Decimal
+from enum import StrEnum
+from typing import Annotated, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, PlainSerializer, field_validator, model_validator
+
+__all__ = [
+    "CONFIG_KEY",
+    "CONFIG_VERSION",
+    "Budget",
+    "CircuitBreaker",
+    "CredentialRef",
+    "Failover",
+    "GatewayConfig",
+    "Limits",
+    "Money",
+    "Pricing",
+    "RequestClass",
+    "Route",
+    "Target",
+    "Tier",
+    "TierUpstream",
+    "Timeouts",
+    "canonical_json",
+    "hash_client_key",
+    "seal",
+]
+
+CONFIG_VERSION = "tiergate.dev/gateway-config/v1"
+# The ConfigMap data key holding the JSON config.
+CONFIG_KEY = "config.json"
+
+Money = Annotated[
+    Decimal,
+    Field(ge=0, max_digits=18, decimal_places=9),
+    PlainSerializer(lambda value: format(value, "f"), return_type=str),
+]
+
+
+def hash_client_key(key: str) -> str:
+    """Digest under which a client key appears in a config (hex SHA-256)."""
+    return hashlib.sha256(key.encode()).hexdigest()
+
+
+def canonical_json(config: GatewayConfig) -> bytes:
+    """Deterministic bytes of a config: sorted keys, no whitespace, ASCII only."""
+    return json.dumps(
+        config.model_dump(mode="json"), sort_keys=True, separators=(",", ":"), ensure_ascii=True
+    ).encode()
+
+
+def seal(
+    *, gateway: str, namespace: str, routes: Sequence[Route], tiers: Sequence[Tier]
+) -> GatewayConfig:
+    """Build a config whose ``generation`` is the hash of its content."""
+    unsealed = GatewayConfig(
+        generation="-", gateway=gateway, namespace=namespace, routes=tuple(routes), tiers=tuple(tiers)
+    )
+    digest = hashlib.sha256(canonical_json(unsealed)).hexdigest()[:16]
+    return unsealed.model_copy(update={"generation": digest})
+
+
+class _Frozen(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class RequestClass(StrEnum):
+    STANDARD = "Standard"
+    PREMIUM = "Premium"
+
+
+class CredentialRef(_Frozen):
+    """A key of a Secret, mounted as a file at ``<credentials_dir>/<secret>/<key>``."""
+
+    secret: str = Field(min_length=1, max_length=253)
+    key: str = Field(min_length=1, max_length=253)
+
+
+class Pricing(_Frozen):
+    """USD per million tokens."""
+
+    input_per_million: Money = Decimal(0)
+    output_per_million: Money = Decimal(0)
+
+
+class Target(_Frozen):
+    name: str = Field(min_length=1, max_length=63)
+    base_url: str = Field(min_length=1, max_length=2048)
+    upstream_model: str = Field(min_length=1, max_length=253)
+    weight: int = Field(ge=0, le=1000)
+    priority: int = Field(ge=0, le=100)
+    request_class: RequestClass = RequestClass.STANDARD
+    pricing: Pricing = Pricing()
+    credential: CredentialRef | None = None
+
+
+class CircuitBreaker(_Frozen):
+    consecutive_failures: int = Field(default=5, ge=1, le=1000)
+    cooldown_seconds: float = Field(default=30.0, gt=0, le=3600)
+
+
+class Failover(_Frozen):
+    statuses: tuple[int, ...] = (429, 500, 502, 503, 504)
+    on_timeout: bool = True
+    max_attempts: int = Field(default=3, ge=1, le=10)
+    circuit_breaker: CircuitBreaker = CircuitBreaker()
+
+    @field_validator("statuses")
+    @classmethod
+    def _only_retryable(cls, statuses: tuple[int, ...]) -> tuple[int, ...]:
+        for status in statuses:
+            if status != 429 and not 500 <= status <= 599:
+                raise ValueError(f"failover status {status} is not 429 or 5xx")
+        return tuple(sorted(set(statuses)))
+
+
+class Timeouts(_Frozen):
+    connect_seconds: float = Field(default=5.0, gt=0, le=600)
+    first_byte_seconds: float = Field(default=60.0, gt=0, le=3600)
+    total_seconds: float = Field(default=600.0, gt=0, le=7200)
+
+
+class Route(_Frozen):
+    model: str = Field(min_length=1, max_length=253)
+    targets: tuple[Target, ...] = Field(min_length=1, max_length=32)
+    failover: Failover = Failover()
+    timeouts: Timeouts = Timeouts()
+
+    @model_validator(mode="after")
+    def _servable(self) -> Route:
+        names = [target.name for target in self.targets]
+        if len(names) != len(set(names)):
+            raise ValueError(f"route {self.model!r}: target names are not unique")
+        standard = [t for t in self.targets if t.request_class is RequestClass.STANDARD]
+        lowest = min((t.priority for t in standard), default=None)
+        if not any(t.weight > 0 for t in standard if t.priority == lowest):
+            raise ValueError(
+                f"route {self.model!r}: no Standard target of the lowest priority has weight > 0"
+            )
+        return self
+
+
+class Limits(_Frozen):
+    """Per-tier limits; ``None`` means unlimited."""
+
+    requests_per_minute: int | None = Field(default=None, ge=1)
+    tokens_per_minute: int | None = Field(default=None, ge=1)
+    concurrent_requests: int | None = Field(default=None, ge=1)
+
+
+class Budget(_Frozen):
+    """Monthly (calendar month, UTC) spend thresholds in USD."""
+
+    soft_usd: Money
+    hard_usd: Money
+
+    @model_validator(mode="after")
+    def _ordered(self) -> Budget:
+        if self.soft_usd > self.hard_usd:
+            raise ValueError("budget soft threshold is above the hard threshold")
+        return self
+
+
+class TierUpstream(_Frozen):
+    """A tier's own upstream channel: it overrides every target's credential."""
+
+    credential: CredentialRef | None = None
+    model_prefix: str = Field(default="", max_length=253)
+
+
+class Tier(_Frozen):
+    name: str = Field(min_length=1, max_length=253)
+    key_sha256: tuple[str, ...] = Field(max_length=10_000)
+    models: tuple[str, ...]
+    default_class: RequestClass = RequestClass.STANDARD
+    limits: Limits = Limits()
+    budget: Budget | None = None
+    upstream: TierUpstream = TierUpstream()
+
+    @field_validator("key_sha256")
+    @classmethod
+    def _digests(cls, digests: tuple[str, ...]) -> tuple[str, ...]:
+        for digest in digests:
+            if len(digest) != 64 or any(c not in "0123456789abcdef" for c in digest):
+                raise ValueError("key_sha256 holds something that is not a hex SHA-256 digest")
+        return digests
+
+
+class GatewayConfig(_Frozen):
+    version: Literal["tiergate.dev/gateway-config/v1"] = CONFIG_VERSION
+    # Content hash of everything below, set by the operator; identifies the config.
+    generation: str = Field(min_length=1, max_length=64)
+    gateway: str = Field(min_length=1, max_length=253)
+    namespace: str = Field(min_length=1, max_length=63)
+    routes: tuple[Route, ...] = ()
+    tiers: tuple[Tier, ...] = ()
+
+    @model_validator(mode="after")
+    def _consistent(self) -> GatewayConfig:
+        models = [route.model for route in self.routes]
+        if len(models) != len(set(models)):
+            raise ValueError("route models are not unique")
+        tiers = [tier.name for tier in self.tiers]
+        if len(tiers) != len(set(tiers)):
+            raise ValueError("tier names are not unique")
+        owners: dict[str, str] = {}
+        for tier in self.tiers:
+            for digest in tier.key_sha256:
+                if owners.setdefault(digest, tier.name) != tier.name:
+                    raise ValueError(f"a client key is shared by tiers {owners[digest]!r} and {tier.name!r}")
+            unknown = set(tier.models) - set(models)
+            if unknown:
+                raise ValueError(f"tier {tier.name!r} allows unknown models {sorted(unknown)}")
+        return self

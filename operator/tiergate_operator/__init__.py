@@ -1,0 +1,1 @@
+"""tiergate's operator: reconciles ModelRoute and ApiKeyTier into gateways."""
