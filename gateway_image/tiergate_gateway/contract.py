@@ -71,7 +71,11 @@ def seal(
 ) -> GatewayConfig:
     """Build a config whose ``generation`` is the hash of its content."""
     unsealed = GatewayConfig(
-        generation="-", gateway=gateway, namespace=namespace, routes=tuple(routes), tiers=tuple(tiers)
+        generation="-",
+        gateway=gateway,
+        namespace=namespace,
+        routes=tuple(routes),
+        tiers=tuple(tiers),
     )
     digest = hashlib.sha256(canonical_json(unsealed)).hexdigest()[:16]
     return unsealed.model_copy(update={"generation": digest})
@@ -204,7 +208,7 @@ class Tier(_Frozen):
 
 
 class GatewayConfig(_Frozen):
-    version: Literal["tiergate.dev/gateway-config/v1"] = CONFIG_VERSION
+    version: Literal["tiergate.dev/gateway-config/v1"] = "tiergate.dev/gateway-config/v1"
     # Content hash of everything below, set by the operator; identifies the config.
     generation: str = Field(min_length=1, max_length=64)
     gateway: str = Field(min_length=1, max_length=253)
@@ -224,7 +228,9 @@ class GatewayConfig(_Frozen):
         for tier in self.tiers:
             for digest in tier.key_sha256:
                 if owners.setdefault(digest, tier.name) != tier.name:
-                    raise ValueError(f"a client key is shared by tiers {owners[digest]!r} and {tier.name!r}")
+                    raise ValueError(
+                        f"a client key is shared by tiers {owners[digest]!r} and {tier.name!r}"
+                    )
             unknown = set(tier.models) - set(models)
             if unknown:
                 raise ValueError(f"tier {tier.name!r} allows unknown models {sorted(unknown)}")

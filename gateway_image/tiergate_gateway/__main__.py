@@ -1,0 +1,181 @@
+"""``tiergate-gateway``: run the gateway (flags, or ``TIERGATE_GATEWAY_*`` environment variables).
+
+Public entry points for the operator's CLI and tests:
+``run(settings, config=None)`` blocks until SIGTERM/SIGINT and drains;
+``serve(settings, config=None, stop=None)`` is the same as a coroutine.
+With ``--workers N`` (N > 1) a master starts N worker processes sharing the
+port through SO_REUSEPORT, with Prometheus multiprocess metrics; limits and
+budgets then go through Redis (``--redis-url`` is required).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import logging
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+from .app import create_gateway
+from .contract import GatewayConfig
+from .settings import DEFAULT_CREDENTIALS_DIR, Settings
+
+__all__ = ["main", "parse_args", "run", "serve"]
+
+_ENV = "TIERGATE_GATEWAY_"
+
+
+def _env(name: str, default: str | None = None) -> str | None:
+    return os.environ.get(_ENV + name, default)
+
+
+def parse_args(argv: Sequence[str] | None = None) -> tuple[Settings, bool]:
+    """Settings from flags, defaulting to ``TIERGATE_GATEWAY_<FLAG>`` variables. Returns (settings, is_worker)."""
+    parser = argparse.ArgumentParser(
+        prog="tiergate-gateway", description="tiergate's OpenAI-compatible gateway"
+    )
+    parser.add_argument("--host", default=_env("HOST", "127.0.0.1"), help="listen address [HOST]")
+    parser.add_argument(
+        "--port", type=int, default=int(_env("PORT", "8080") or 8080), help="listen port [PORT]"
+    )
+    parser.add_argument(
+        "--config-file",
+        type=Path,
+        default=_env("CONFIG_FILE"),
+        help="config JSON file, hot reloaded [CONFIG_FILE]",
+    )
+    parser.add_argument(
+        "--configmap",
+        default=_env("CONFIGMAP"),
+        help="watch this ConfigMap (namespace/name), key config.json [CONFIGMAP]",
+    )
+    parser.add_argument(
+        "--kubeconfig",
+        type=Path,
+        default=_env("KUBECONFIG"),
+        help="kubeconfig for --configmap outside a cluster [KUBECONFIG]",
+    )
+    parser.add_argument(
+        "--credentials-dir",
+        type=Path,
+        default=Path(
+            _env("CREDENTIALS_DIR", str(DEFAULT_CREDENTIALS_DIR)) or DEFAULT_CREDENTIALS_DIR
+        ),
+        help="where upstream credentials are mounted: <dir>/<secret>/<key> [CREDENTIALS_DIR]",
+    )
+    parser.add_argument(
+        "--redis-url",
+        default=_env("REDIS_URL"),
+        help="share limits and budgets via Redis [REDIS_URL]",
+    )
+    parser.add_argument(
+        "--workers",
+        type=int,
+        default=int(_env("WORKERS", "1") or 1),
+        help="worker processes [WORKERS]",
+    )
+    parser.add_argument(
+        "--grace-seconds",
+        type=float,
+        default=float(_env("GRACE_SECONDS", "25") or 25),
+        help="drain time on SIGTERM [GRACE_SECONDS]",
+    )
+    parser.add_argument("--log-level", default=_env("LOG_LEVEL", "INFO"), help="[LOG_LEVEL]")
+    parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    try:
+        settings = Settings(
+            host=args.host,
+            port=args.port,
+            config_file=args.config_file,
+            configmap=args.configmap,
+            kubeconfig=args.kubeconfig,
+            credentials_dir=args.credentials_dir,
+            redis_url=args.redis_url,
+            workers=args.workers,
+            grace_seconds=args.grace_seconds,
+            log_level=str(args.log_level).upper(),
+        )
+    except ValueError as exc:
+        parser.error(str(exc))
+    return settings, bool(args.worker)
+
+
+async def serve(
+    settings: Settings,
+    config: GatewayConfig | None = None,
+    stop: asyncio.Event | None = None,
+    on_ready: Callable[[int], None] | None = None,
+) -> None:
+    """Run one gateway process until ``stop`` is set (or SIGTERM/SIGINT), then drain and close."""
+    stop = stop or asyncio.Event()
+    loop = asyncio.get_running_loop()
+    with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, stop.set)
+    gateway = create_gateway(settings, config=config)
+    await gateway.start()
+    if on_ready is not None:
+        on_ready(gateway.port)
+    try:
+        await stop.wait()
+    finally:
+        logging.getLogger("tiergate_gateway").info("draining (grace %.0fs)", settings.grace_seconds)
+        await gateway.stop()
+
+
+def _configure_logging(level: str) -> None:
+    logging.basicConfig(
+        level=level, format="%(asctime)s %(levelname)s %(name)s pid=%(process)d %(message)s"
+    )
+
+
+def run(settings: Settings, config: GatewayConfig | None = None) -> None:
+    """Run the gateway in this process (or as a master of ``settings.workers`` processes)."""
+    _configure_logging(settings.log_level)
+    if settings.workers > 1:
+        raise SystemExit(_run_master(settings, sys.argv[1:]))
+    import uvloop
+
+    uvloop.run(serve(settings, config))
+
+
+def _run_master(settings: Settings, argv: list[str]) -> int:
+    metrics_dir = tempfile.mkdtemp(prefix="tiergate-metrics-")
+    env = dict(os.environ, PROMETHEUS_MULTIPROC_DIR=metrics_dir)
+    command = [sys.executable, "-m", "tiergate_gateway", *argv, "--worker"]
+    children = [subprocess.Popen(command, env=env) for _ in range(settings.workers)]
+
+    def forward(signum: int, _frame: object) -> None:
+        for child in children:
+            if child.poll() is None:
+                child.send_signal(signum)
+
+    signal.signal(signal.SIGTERM, forward)
+    signal.signal(signal.SIGINT, forward)
+    codes = [child.wait() for child in children]
+    shutil.rmtree(metrics_dir, ignore_errors=True)
+    return max(codes, default=0)
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    settings, is_worker = parse_args(argv)
+    if is_worker:
+        _configure_logging(settings.log_level)
+        import uvloop
+
+        # A worker of a master: same settings, one process, port shared through SO_REUSEPORT.
+        uvloop.run(serve(settings))
+        return
+    run(settings)
+
+
+if __name__ == "__main__":
+    main()

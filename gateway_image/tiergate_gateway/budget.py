@@ -1,0 +1,130 @@
+"""Monthly spend per tier (calendar month, UTC): reserve the worst case before a call, settle after.
+
+Amounts are kept as integer nano-USD so Redis can add them atomically and the
+in-process ledger adds exactly the same numbers. A reservation that would take
+committed spend (settled + outstanding reservations) above the hard threshold
+is refused before any upstream call; above the soft threshold it is allowed
+with a warning.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from decimal import ROUND_CEILING, Decimal
+from typing import Any, Protocol
+
+from .contract import Budget, Pricing
+
+__all__ = [
+    "BudgetDecision",
+    "BudgetLedger",
+    "LocalLedger",
+    "RedisLedger",
+    "call_cost",
+    "month_of",
+    "to_nano",
+    "worst_case",
+]
+
+_MILLION = Decimal(1_000_000)
+_NANO = Decimal(1_000_000_000)
+
+
+def month_of(now: datetime) -> str:
+    """The UTC calendar month of an aware datetime, e.g. ``2025-03``."""
+    if now.tzinfo is None:
+        raise ValueError("budget clock must return an aware datetime")
+    return now.astimezone(UTC).strftime("%Y-%m")
+
+
+def call_cost(pricing: Pricing, prompt_tokens: int, completion_tokens: int) -> Decimal:
+    """USD for one call at a target's prices (per million tokens)."""
+    return (
+        pricing.input_per_million * prompt_tokens + pricing.output_per_million * completion_tokens
+    ) / _MILLION
+
+
+def worst_case(
+    input_price: Decimal, output_price: Decimal, prompt_tokens: int, max_tokens: int
+) -> Decimal:
+    return (input_price * prompt_tokens + output_price * max_tokens) / _MILLION
+
+
+def to_nano(usd: Decimal) -> int:
+    return int((usd * _NANO).to_integral_value(rounding=ROUND_CEILING))
+
+
+@dataclass(frozen=True, slots=True)
+class BudgetDecision:
+    allowed: bool
+    warn: bool
+    committed_nano: int  # settled spend + outstanding reservations, this one included if allowed
+
+
+class BudgetLedger(Protocol):
+    async def reserve(self, tier: str, budget: Budget, month: str, nano: int) -> BudgetDecision: ...
+    async def settle(self, tier: str, month: str, reserved_nano: int, actual_nano: int) -> None: ...
+    async def spent(self, tier: str, month: str) -> int: ...
+
+
+class LocalLedger:
+    def __init__(self) -> None:
+        self._committed: dict[tuple[str, str], int] = {}
+
+    async def reserve(self, tier: str, budget: Budget, month: str, nano: int) -> BudgetDecision:
+        key = (tier, month)
+        committed = self._committed.get(key, 0)
+        hard, soft = to_nano(budget.hard_usd), to_nano(budget.soft_usd)
+        if committed + nano > hard:
+            return BudgetDecision(False, True, committed)
+        committed += nano
+        self._committed[key] = committed
+        return BudgetDecision(True, committed > soft, committed)
+
+    async def settle(self, tier: str, month: str, reserved_nano: int, actual_nano: int) -> None:
+        key = (tier, month)
+        self._committed[key] = self._committed.get(key, 0) - reserved_nano + actual_nano
+
+    async def spent(self, tier: str, month: str) -> int:
+        return self._committed.get((tier, month), 0)
+
+
+_RESERVE = """
+local committed = tonumber(redis.call('GET', KEYS[1]) or '0')
+local nano, hard, soft = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3])
+if committed + nano > hard then return {0, 1, committed} end
+committed = redis.call('INCRBY', KEYS[1], nano)
+redis.call('EXPIRE', KEYS[1], 3456000)
+local warn = 0
+if committed > soft then warn = 1 end
+return {1, warn, committed}
+"""
+
+
+class RedisLedger:
+    """The same ledger in Redis: one key per tier and month, checked and added by one Lua script."""
+
+    def __init__(self, redis: Any, prefix: str = "tiergate:budget") -> None:
+        self._redis = redis
+        self._prefix = prefix
+        self._reserve = redis.register_script(_RESERVE)
+
+    def _key(self, tier: str, month: str) -> str:
+        return f"{self._prefix}:{{{tier}}}:{month}"
+
+    async def reserve(self, tier: str, budget: Budget, month: str, nano: int) -> BudgetDecision:
+        result = await self._reserve(
+            keys=[self._key(tier, month)],
+            args=[nano, to_nano(budget.hard_usd), to_nano(budget.soft_usd)],
+        )
+        allowed, warn, committed = (int(x) for x in result)
+        return BudgetDecision(bool(allowed), bool(warn), committed)
+
+    async def settle(self, tier: str, month: str, reserved_nano: int, actual_nano: int) -> None:
+        if reserved_nano != actual_nano:
+            await self._redis.incrby(self._key(tier, month), actual_nano - reserved_nano)
+
+    async def spent(self, tier: str, month: str) -> int:
+        value = await self._redis.get(self._key(tier, month))
+        return int(value or 0)

@@ -1,0 +1,295 @@
+"""A lean HTTP/1.1 client for upstream calls: pooled keep-alive connections on httptools.
+
+Chosen by measurement over aiohttp's and httpx's clients, which cost several
+hundred microseconds per call on the reference machine (bench/gateway/README.md).
+It speaks exactly what an OpenAI-compatible upstream needs: one request per
+connection at a time, Content-Length or chunked responses, TLS via ``ssl``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import socket
+import ssl
+from collections import deque
+from dataclasses import dataclass
+from typing import cast
+from urllib.parse import urlsplit
+
+import httptools
+
+__all__ = [
+    "Endpoint",
+    "UpstreamConnectError",
+    "UpstreamPool",
+    "UpstreamProtocolError",
+    "UpstreamResponse",
+]
+
+
+class UpstreamConnectError(Exception):
+    """The upstream could not be reached (refused, DNS, TLS, connect timeout)."""
+
+
+class UpstreamProtocolError(Exception):
+    """The upstream broke the exchange (reset, malformed response, early close)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Endpoint:
+    """A parsed base URL: where to connect and the path prefix to prepend."""
+
+    scheme: str
+    host: str
+    port: int
+    prefix: str
+    host_header: bytes
+
+    @classmethod
+    def parse(cls, base_url: str) -> Endpoint:
+        parts = urlsplit(base_url)
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise ValueError(f"base_url {base_url!r} is not an http(s) URL")
+        default = 443 if parts.scheme == "https" else 80
+        port = parts.port or default
+        host_header = parts.hostname if port == default else f"{parts.hostname}:{port}"
+        return cls(
+            parts.scheme, parts.hostname, port, parts.path.rstrip("/"), host_header.encode("idna")
+        )
+
+
+class _Conn(asyncio.Protocol):
+    def __init__(self) -> None:
+        self.parser = httptools.HttpResponseParser(self)
+        self.transport: asyncio.Transport | None = None
+        self.headers: dict[str, str] = {}
+        self.status = 0
+        self.head: asyncio.Future[None] | None = None
+        self.chunks: deque[bytes] = deque()
+        self.waiter: asyncio.Future[None] | None = None
+        self.complete = False
+        self.failed: Exception | None = None
+        self.received_any = False
+
+    def reset(self) -> None:
+        self.parser = httptools.HttpResponseParser(self)
+        self.headers = {}
+        self.status = 0
+        self.chunks.clear()
+        self.complete = False
+        self.received_any = False
+        self.head = asyncio.get_running_loop().create_future()
+
+    @property
+    def usable(self) -> bool:
+        return (
+            self.failed is None and self.transport is not None and not self.transport.is_closing()
+        )
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = cast(asyncio.Transport, transport)
+        sock = transport.get_extra_info("socket")
+        if sock is not None:
+            with contextlib.suppress(OSError):
+                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if not self.complete:
+            self._fail(UpstreamProtocolError(f"upstream closed the connection: {exc or 'EOF'}"))
+        elif self.failed is None:
+            self.failed = UpstreamProtocolError("connection closed")
+
+    def data_received(self, data: bytes) -> None:
+        self.received_any = True
+        try:
+            self.parser.feed_data(data)
+        except httptools.HttpParserError as exc:
+            self._fail(UpstreamProtocolError(f"malformed upstream response: {exc}"))
+            if self.transport is not None:
+                self.transport.close()
+
+    def eof_received(self) -> bool:
+        return False
+
+    def _fail(self, exc: Exception) -> None:
+        self.failed = exc
+        if self.head is not None and not self.head.done():
+            self.head.set_exception(exc)
+        self._wake()
+
+    def _wake(self) -> None:
+        waiter = self.waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        self.headers[name.decode("latin-1").lower()] = value.decode("latin-1")
+
+    def on_headers_complete(self) -> None:
+        self.status = self.parser.get_status_code()
+        if self.head is not None and not self.head.done():
+            self.head.set_result(None)
+
+    def on_body(self, body: bytes) -> None:
+        self.chunks.append(body)
+        self._wake()
+
+    def on_message_complete(self) -> None:
+        self.complete = True
+        if not self.parser.should_keep_alive():
+            self.failed = UpstreamProtocolError("not keep-alive")
+        self._wake()
+
+
+class UpstreamResponse:
+    """Status and headers of an upstream response; the body is read with ``read``/``read_all``."""
+
+    __slots__ = ("_conn", "_key", "_pool", "_released", "headers", "status")
+
+    def __init__(self, pool: UpstreamPool, key: tuple[str, str, int], conn: _Conn) -> None:
+        self._pool = pool
+        self._key = key
+        self._conn = conn
+        self._released = False
+        self.status = conn.status
+        self.headers = conn.headers
+
+    async def read(self) -> bytes:
+        """The next piece of the body as it arrives; ``b""`` at the end."""
+        conn = self._conn
+        while True:
+            if conn.chunks:
+                return b"".join(self._drain())
+            if conn.complete:
+                self.close()
+                return b""
+            if conn.failed is not None:
+                self.close()
+                raise conn.failed
+            conn.waiter = asyncio.get_running_loop().create_future()
+            try:
+                await conn.waiter
+            finally:
+                conn.waiter = None
+
+    def _drain(self) -> list[bytes]:
+        chunks = list(self._conn.chunks)
+        self._conn.chunks.clear()
+        return chunks
+
+    async def read_all(self) -> bytes:
+        parts = []
+        while chunk := await self.read():
+            parts.append(chunk)
+        return b"".join(parts)
+
+    def close(self) -> None:
+        """Give the connection back when the body was read whole, else drop it."""
+        if self._released:
+            return
+        self._released = True
+        conn = self._conn
+        if conn.complete and conn.usable:
+            self._pool.release(self._key, conn)
+        elif conn.transport is not None:
+            conn.transport.close()
+
+
+class UpstreamPool:
+    """Keep-alive connections per (scheme, host, port), reused most-recent first."""
+
+    def __init__(self, max_idle_per_host: int = 256) -> None:
+        self._idle: dict[tuple[str, str, int], list[_Conn]] = {}
+        self._max_idle = max_idle_per_host
+        self._ssl: ssl.SSLContext | None = None
+
+    def release(self, key: tuple[str, str, int], conn: _Conn) -> None:
+        idle = self._idle.setdefault(key, [])
+        if len(idle) < self._max_idle:
+            idle.append(conn)
+        elif conn.transport is not None:
+            conn.transport.close()
+
+    async def _connect(self, endpoint: Endpoint, connect_timeout: float) -> _Conn:
+        loop = asyncio.get_running_loop()
+        tls: ssl.SSLContext | None = None
+        if endpoint.scheme == "https":
+            if self._ssl is None:
+                self._ssl = ssl.create_default_context()
+            tls = self._ssl
+        try:
+            async with asyncio.timeout(connect_timeout):
+                _, conn = await loop.create_connection(
+                    _Conn,
+                    endpoint.host,
+                    endpoint.port,
+                    ssl=tls,
+                    server_hostname=endpoint.host if tls else None,
+                )
+        except TimeoutError as exc:
+            raise UpstreamConnectError(
+                f"connect to {endpoint.host}:{endpoint.port} timed out"
+            ) from exc
+        except (OSError, ssl.SSLError) as exc:
+            raise UpstreamConnectError(
+                f"cannot connect to {endpoint.host}:{endpoint.port}: {exc}"
+            ) from exc
+        return conn
+
+    async def request(
+        self,
+        endpoint: Endpoint,
+        path: str,
+        headers: list[tuple[bytes, bytes]],
+        body: bytes,
+        *,
+        connect_timeout: float,
+        first_byte_timeout: float,
+    ) -> UpstreamResponse:
+        """POST/GET ``body`` and wait for the response head (status and headers)."""
+        key = (endpoint.scheme, endpoint.host, endpoint.port)
+        method = b"POST" if body else b"GET"
+        head = [
+            b"%s %s%s HTTP/1.1\r\nhost: %s\r\ncontent-length: %d\r\n"
+            % (method, endpoint.prefix.encode(), path.encode(), endpoint.host_header, len(body))
+        ]
+        head.extend(b"%s: %s\r\n" % pair for pair in headers)
+        head.append(b"\r\n")
+        payload = b"".join(head) + body
+        for _ in range(3):
+            idle = self._idle.get(key)
+            reused = False
+            conn: _Conn | None = None
+            while idle:
+                candidate = idle.pop()
+                if candidate.usable:
+                    conn, reused = candidate, True
+                    break
+            if conn is None:
+                conn = await self._connect(endpoint, connect_timeout)
+            conn.reset()
+            transport = conn.transport
+            assert transport is not None
+            assert conn.head is not None
+            transport.write(payload)
+            try:
+                async with asyncio.timeout(first_byte_timeout):
+                    await conn.head
+            except UpstreamProtocolError:
+                transport.close()
+                if reused and not conn.received_any:
+                    continue  # a stale keep-alive connection: try a fresh one
+                raise
+            except BaseException:
+                transport.close()
+                raise
+            return UpstreamResponse(self, key, conn)
+        raise UpstreamProtocolError("upstream keeps closing connections")
+
+    async def close(self) -> None:
+        for idle in self._idle.values():
+            for conn in idle:
+                if conn.transport is not None:
+                    conn.transport.close()
+        self._idle.clear()

@@ -1,0 +1,167 @@
+"""Validate a gateway config and compile it into lookup tables; the whole object is swapped.
+
+``ConfigStore.offer(data)`` parses and validates raw bytes with the contract
+models; a config of an unknown version or an invalid one is refused (a log
+line and ``tiergate_gateway_config_rejected_total``) and the current one
+keeps serving. Accepted configs replace ``store.current`` in one assignment,
+so a request sees either the old or the new config, never a mix.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+from decimal import Decimal
+
+import orjson
+import pydantic
+
+from .client import Endpoint
+from .contract import CONFIG_VERSION, GatewayConfig, RequestClass, Route, Target, Tier
+
+__all__ = [
+    "CompiledConfig",
+    "CompiledRoute",
+    "ConfigRejected",
+    "ConfigStore",
+    "compile_config",
+    "parse_config",
+]
+
+_log = logging.getLogger("tiergate_gateway.config")
+
+
+class ConfigRejected(ValueError):
+    """A config the gateway will not serve; the message says why."""
+
+
+@dataclass(frozen=True, slots=True)
+class CompiledRoute:
+    route: Route
+    # Candidates per request class; Premium falls back to Standard when a route has no Premium target.
+    candidates: dict[RequestClass, tuple[Target, ...]]
+    endpoints: dict[str, Endpoint]
+    # Worst-case prices among a class's candidates, for budget reservations.
+    max_input_price: dict[RequestClass, Decimal]
+    max_output_price: dict[RequestClass, Decimal]
+
+
+@dataclass(frozen=True, slots=True)
+class CompiledConfig:
+    config: GatewayConfig
+    tiers_by_digest: dict[str, tuple[str, Tier]]
+    routes: dict[str, CompiledRoute]
+    allowed: dict[str, frozenset[str]]
+    models_body: dict[str, bytes]
+
+    @property
+    def generation(self) -> str:
+        return self.config.generation
+
+
+def parse_config(data: bytes | str) -> GatewayConfig:
+    """Bytes of a config (JSON) -> a validated ``GatewayConfig``, or ``ConfigRejected``."""
+    try:
+        raw = orjson.loads(data)
+    except orjson.JSONDecodeError as exc:
+        raise ConfigRejected(f"config is not valid JSON: {exc}") from exc
+    if not isinstance(raw, dict):
+        raise ConfigRejected("config is not a JSON object")
+    version = raw.get("version")
+    if version != CONFIG_VERSION:
+        raise ConfigRejected(
+            f"unknown config version {version!r}; this gateway serves {CONFIG_VERSION!r}"
+        )
+    try:
+        return GatewayConfig.model_validate(raw)
+    except pydantic.ValidationError as exc:
+        problems = "; ".join(
+            f"{'.'.join(str(p) for p in err['loc']) or '<root>'}: {err['msg']}"
+            for err in exc.errors()[:5]
+        )
+        raise ConfigRejected(f"config is invalid: {problems}") from exc
+
+
+def _compile_route(route: Route) -> CompiledRoute:
+    endpoints: dict[str, Endpoint] = {}
+    for target in route.targets:
+        try:
+            endpoints[target.name] = Endpoint.parse(target.base_url)
+        except ValueError as exc:
+            raise ConfigRejected(f"route {route.model!r} target {target.name!r}: {exc}") from exc
+    standard = tuple(t for t in route.targets if t.request_class is RequestClass.STANDARD)
+    premium = tuple(t for t in route.targets if t.request_class is RequestClass.PREMIUM) or standard
+    candidates = {RequestClass.STANDARD: standard, RequestClass.PREMIUM: premium}
+    return CompiledRoute(
+        route=route,
+        candidates=candidates,
+        endpoints=endpoints,
+        max_input_price={
+            c: max(t.pricing.input_per_million for t in ts) for c, ts in candidates.items()
+        },
+        max_output_price={
+            c: max(t.pricing.output_per_million for t in ts) for c, ts in candidates.items()
+        },
+    )
+
+
+def compile_config(config: GatewayConfig) -> CompiledConfig:
+    routes = {route.model: _compile_route(route) for route in config.routes}
+    tiers_by_digest = {
+        digest: (digest, tier) for tier in config.tiers for digest in tier.key_sha256
+    }
+    allowed = {tier.name: frozenset(tier.models) for tier in config.tiers}
+    models_body = {
+        tier.name: orjson.dumps(
+            {
+                "object": "list",
+                "data": [
+                    {"id": m, "object": "model", "created": 0, "owned_by": "tiergate"}
+                    for m in sorted(tier.models)
+                ],
+            }
+        )
+        for tier in config.tiers
+    }
+    return CompiledConfig(config, tiers_by_digest, routes, allowed, models_body)
+
+
+class ConfigStore:
+    """Holds the serving config; ``offer`` validates and swaps, listeners hear about swaps."""
+
+    def __init__(
+        self, on_rejected: Callable[[str], None], on_loaded: Callable[[CompiledConfig], None]
+    ) -> None:
+        self.current: CompiledConfig | None = None
+        self._on_rejected = on_rejected
+        self._on_loaded = on_loaded
+
+    def offer(self, data: bytes | str, source: str) -> bool:
+        """Validate and swap in a config; ``False`` (and the old config keeps serving) if refused."""
+        try:
+            compiled = compile_config(parse_config(data))
+        except ConfigRejected as exc:
+            _log.error(
+                "config from %s refused, keeping generation %s: %s",
+                source,
+                self.current.generation if self.current else "<none>",
+                exc,
+            )
+            self._on_rejected(str(exc))
+            return False
+        return self.install(compiled, source)
+
+    def install(self, compiled: CompiledConfig, source: str) -> bool:
+        if self.current is not None and self.current.generation == compiled.generation:
+            return True
+        self.current = compiled
+        _log.info(
+            "config generation %s from %s is serving (%d routes, %d tiers)",
+            compiled.generation,
+            source,
+            len(compiled.routes),
+            len(compiled.config.tiers),
+        )
+        self._on_loaded(compiled)
+        return True

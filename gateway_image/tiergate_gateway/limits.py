@@ -1,0 +1,259 @@
+"""Per-tier rate limits: requests/min, tokens/min (token buckets) and concurrent requests.
+
+Two backends with one interface: ``LocalLimiter`` (one process) and
+``RedisLimiter`` (shared by workers and replicas; each decision is one atomic
+Lua script, timed by the Redis server's clock). Tokens are taken for the
+estimated prompt before the call and settled with the reported usage after.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from .contract import Limits
+
+__all__ = ["Bucket", "LimitDecision", "Limiter", "LocalLimiter", "RedisLimiter", "take"]
+
+
+@dataclass(slots=True)
+class Bucket:
+    """A token bucket holding up to ``capacity`` (per minute), refilled continuously."""
+
+    level: float
+    updated: float
+
+
+def _refill(bucket: Bucket, capacity: int, now: float) -> None:
+    rate = capacity / 60.0
+    bucket.level = min(float(capacity), bucket.level + (now - bucket.updated) * rate)
+    bucket.updated = now
+
+
+def take(bucket: Bucket, capacity: int, amount: float, now: float) -> tuple[bool, float]:
+    """Take ``amount`` if the bucket holds it. Returns (taken, seconds until it would be)."""
+    _refill(bucket, capacity, now)
+    if amount <= bucket.level:
+        bucket.level -= amount
+        return True, 0.0
+    if amount > capacity:
+        return False, 60.0
+    return False, (amount - bucket.level) / (capacity / 60.0)
+
+
+def reset_seconds(bucket: Bucket, capacity: int) -> float:
+    """Seconds until the bucket is full again."""
+    return max(0.0, (capacity - bucket.level) / (capacity / 60.0))
+
+
+@dataclass(slots=True)
+class LimitDecision:
+    allowed: bool
+    headers: list[tuple[str, str]] = field(default_factory=list)
+    retry_after: float = 0.0
+    limit: str = ""  # which limit refused: requests | tokens | concurrency
+
+
+def _fmt_reset(seconds: float) -> str:
+    return f"{seconds:.3f}s" if seconds < 60 else f"{seconds / 60:.0f}m"
+
+
+def _headers(kind: str, limit: int, remaining: float, reset: float) -> list[tuple[str, str]]:
+    return [
+        (f"x-ratelimit-limit-{kind}", str(limit)),
+        (f"x-ratelimit-remaining-{kind}", str(max(0, math.floor(remaining)))),
+        (f"x-ratelimit-reset-{kind}", _fmt_reset(reset)),
+    ]
+
+
+class Limiter(Protocol):
+    async def acquire(self, tier: str, limits: Limits, tokens: int) -> LimitDecision: ...
+    async def settle(self, tier: str, limits: Limits, estimated: int, actual: int) -> None: ...
+    async def release(self, tier: str, limits: Limits) -> None: ...
+    async def close(self) -> None: ...
+
+
+class LocalLimiter:
+    """In-process limits: exact for one process; no awaits, so every decision is atomic."""
+
+    def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
+        self._clock = clock
+        self._requests: dict[str, Bucket] = {}
+        self._tokens: dict[str, Bucket] = {}
+        self._inflight: dict[str, int] = {}
+
+    def _bucket(self, table: dict[str, Bucket], tier: str, capacity: int, now: float) -> Bucket:
+        bucket = table.get(tier)
+        if bucket is None:
+            bucket = table[tier] = Bucket(float(capacity), now)
+        return bucket
+
+    async def acquire(self, tier: str, limits: Limits, tokens: int) -> LimitDecision:
+        return self.acquire_now(tier, limits, tokens)
+
+    def acquire_now(self, tier: str, limits: Limits, tokens: int) -> LimitDecision:
+        now = self._clock()
+        headers: list[tuple[str, str]] = []
+        rpm, tpm, conc = (
+            limits.requests_per_minute,
+            limits.tokens_per_minute,
+            limits.concurrent_requests,
+        )
+        inflight = self._inflight.get(tier, 0)
+        if conc is not None and inflight >= conc:
+            return LimitDecision(False, [], 1.0, "concurrency")
+        req_bucket = self._bucket(self._requests, tier, rpm, now) if rpm is not None else None
+        tok_bucket = self._bucket(self._tokens, tier, tpm, now) if tpm is not None else None
+        if req_bucket is not None and rpm is not None:
+            _refill(req_bucket, rpm, now)
+            if req_bucket.level < 1:
+                wait = (1 - req_bucket.level) / (rpm / 60.0)
+                headers += _headers(
+                    "requests", rpm, req_bucket.level, reset_seconds(req_bucket, rpm)
+                )
+                return LimitDecision(False, headers, wait, "requests")
+        if tok_bucket is not None and tpm is not None:
+            ok, wait = take(tok_bucket, tpm, tokens, now)
+            if not ok:
+                headers += _headers("tokens", tpm, tok_bucket.level, reset_seconds(tok_bucket, tpm))
+                return LimitDecision(False, headers, wait, "tokens")
+            headers += _headers("tokens", tpm, tok_bucket.level, reset_seconds(tok_bucket, tpm))
+        if req_bucket is not None and rpm is not None:
+            req_bucket.level -= 1
+            headers = (
+                _headers("requests", rpm, req_bucket.level, reset_seconds(req_bucket, rpm))
+                + headers
+            )
+        if conc is not None:
+            self._inflight[tier] = inflight + 1
+        return LimitDecision(True, headers)
+
+    async def settle(self, tier: str, limits: Limits, estimated: int, actual: int) -> None:
+        bucket = self._tokens.get(tier)
+        if bucket is not None and limits.tokens_per_minute is not None:
+            # May go below zero: a call that used more than estimated is paid back from the future.
+            bucket.level = min(float(limits.tokens_per_minute), bucket.level + estimated - actual)
+
+    async def release(self, tier: str, limits: Limits) -> None:
+        if limits.concurrent_requests is not None:
+            self._inflight[tier] = max(0, self._inflight.get(tier, 0) - 1)
+
+    async def close(self) -> None:
+        return None
+
+
+# KEYS: requests bucket, tokens bucket, in-flight counter.
+# ARGV: rpm, tpm, concurrency (0 = unlimited), tokens.
+# Returns {allowed(0/1), refused limit (0 none, 1 requests, 2 tokens, 3 concurrency),
+#          req remaining*1000, req reset ms, tok remaining*1000, tok reset ms, retry ms}.
+_ACQUIRE = """
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local rpm, tpm, conc, tokens = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3]), tonumber(ARGV[4])
+local function load(key, cap)
+  local v = redis.call('HMGET', key, 'l', 't')
+  local level, ts = tonumber(v[1]), tonumber(v[2])
+  if level == nil then return cap end
+  return math.min(cap, level + (now - ts) * cap / 60000)
+end
+local function reset(level, cap) return math.max(0, (cap - level) * 60000 / cap) end
+if conc > 0 then
+  local n = tonumber(redis.call('GET', KEYS[3]) or '0')
+  if n >= conc then return {0, 3, 0, 0, 0, 0, 1000} end
+end
+local rl, tl = 0, 0
+if rpm > 0 then
+  rl = load(KEYS[1], rpm)
+  if rl < 1 then
+    return {0, 1, math.floor(rl * 1000), math.ceil(reset(rl, rpm)), 0, 0, math.ceil((1 - rl) * 60000 / rpm)}
+  end
+end
+if tpm > 0 then
+  tl = load(KEYS[2], tpm)
+  if tokens > tl then
+    local retry = 60000
+    if tokens <= tpm then retry = math.ceil((tokens - tl) * 60000 / tpm) end
+    return {0, 2, math.floor(rl * 1000), 0, math.floor(tl * 1000), math.ceil(reset(tl, tpm)), retry}
+  end
+  tl = tl - tokens
+  redis.call('HSET', KEYS[2], 'l', tostring(tl), 't', now)
+  redis.call('PEXPIRE', KEYS[2], 120000)
+end
+if rpm > 0 then
+  rl = rl - 1
+  redis.call('HSET', KEYS[1], 'l', tostring(rl), 't', now)
+  redis.call('PEXPIRE', KEYS[1], 120000)
+end
+if conc > 0 then
+  redis.call('INCR', KEYS[3])
+  redis.call('EXPIRE', KEYS[3], 900)
+end
+local rr, tr = 0, 0
+if rpm > 0 then rr = reset(rl, rpm) end
+if tpm > 0 then tr = reset(tl, tpm) end
+return {1, 0, math.floor(rl * 1000), math.ceil(rr), math.floor(tl * 1000), math.ceil(tr), 0}
+"""
+
+# KEYS: tokens bucket. ARGV: tpm, delta (estimated - actual).
+_SETTLE = """
+local v = redis.call('HMGET', KEYS[1], 'l', 't')
+if v[1] == false or v[1] == nil then return 0 end
+local level = math.min(tonumber(ARGV[1]), tonumber(v[1]) + tonumber(ARGV[2]))
+redis.call('HSET', KEYS[1], 'l', tostring(level))
+return 1
+"""
+
+_RELEASE = """
+local n = tonumber(redis.call('GET', KEYS[1]) or '0')
+if n > 0 then return redis.call('DECR', KEYS[1]) end
+return 0
+"""
+
+
+class RedisLimiter:
+    """Limits shared through Redis; the same decisions as ``LocalLimiter``, made atomically by Lua."""
+
+    def __init__(self, redis: Any, prefix: str = "tiergate:limits") -> None:
+        self._redis = redis
+        self._prefix = prefix
+        self._acquire = redis.register_script(_ACQUIRE)
+        self._settle = redis.register_script(_SETTLE)
+        self._release = redis.register_script(_RELEASE)
+
+    def _keys(self, tier: str) -> list[str]:
+        base = f"{self._prefix}:{{{tier}}}"
+        return [f"{base}:req", f"{base}:tok", f"{base}:inflight"]
+
+    async def acquire(self, tier: str, limits: Limits, tokens: int) -> LimitDecision:
+        rpm = limits.requests_per_minute or 0
+        tpm = limits.tokens_per_minute or 0
+        conc = limits.concurrent_requests or 0
+        if not (rpm or tpm or conc):
+            return LimitDecision(True)
+        result = await self._acquire(keys=self._keys(tier), args=[rpm, tpm, conc, tokens])
+        allowed, refused, req_rem, req_reset, tok_rem, tok_reset, retry = (int(x) for x in result)
+        headers: list[tuple[str, str]] = []
+        if rpm and refused != 2:
+            headers += _headers("requests", rpm, req_rem / 1000, req_reset / 1000)
+        if tpm and refused != 1:
+            headers += _headers("tokens", tpm, tok_rem / 1000, tok_reset / 1000)
+        if refused == 3:
+            headers = []
+        limit = {0: "", 1: "requests", 2: "tokens", 3: "concurrency"}[refused]
+        return LimitDecision(bool(allowed), headers, retry / 1000, limit)
+
+    async def settle(self, tier: str, limits: Limits, estimated: int, actual: int) -> None:
+        if limits.tokens_per_minute is not None and estimated != actual:
+            await self._settle(
+                keys=[self._keys(tier)[1]], args=[limits.tokens_per_minute, estimated - actual]
+            )
+
+    async def release(self, tier: str, limits: Limits) -> None:
+        if limits.concurrent_requests is not None:
+            await self._release(keys=[self._keys(tier)[2]])
+
+    async def close(self) -> None:
+        return None

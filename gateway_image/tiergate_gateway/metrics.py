@@ -1,0 +1,138 @@
+"""Prometheus metrics with bounded labels (tier/route/target names come from the config only).
+
+One ``Metrics`` object per process, on its own registry (no module-level
+state). With several workers, ``PROMETHEUS_MULTIPROC_DIR`` is set by the
+master before the workers start; every worker then writes its samples to
+that directory and ``/metrics`` on any worker aggregates all of them.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client.multiprocess import MultiProcessCollector
+
+__all__ = ["Metrics"]
+
+_KNOWN_STATUSES = frozenset(
+    {200, 400, 401, 403, 404, 405, 408, 413, 415, 422, 429, 500, 502, 503, 504}
+)
+_LATENCY_BUCKETS = (
+    0.001,
+    0.0025,
+    0.005,
+    0.01,
+    0.025,
+    0.05,
+    0.1,
+    0.25,
+    0.5,
+    1,
+    2.5,
+    5,
+    10,
+    30,
+    60,
+    120,
+    300,
+)
+
+
+def status_label(status: int) -> str:
+    return str(status) if status in _KNOWN_STATUSES else f"{status // 100}xx"
+
+
+class Metrics:
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry(auto_describe=True)
+        self.multiprocess_dir = os.environ.get("PROMETHEUS_MULTIPROC_DIR")
+        r = self.registry
+        p = "tiergate_gateway_"
+        self.requests = Counter(
+            p + "requests", "Requests answered", ["endpoint", "tier", "route", "status"], registry=r
+        )
+        self.latency = Histogram(
+            p + "request_duration_seconds",
+            "Time to the response head (streams: to the first byte)",
+            ["endpoint", "tier"],
+            buckets=_LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.attempts = Counter(
+            p + "upstream_attempts",
+            "Upstream attempts by outcome",
+            ["route", "target", "outcome"],
+            registry=r,
+        )
+        self.failovers = Counter(
+            p + "failovers",
+            "Attempts moved to another target",
+            ["route", "from_target"],
+            registry=r,
+        )
+        self.circuit = Gauge(
+            p + "circuit_state",
+            "Circuit breaker: 0 closed, 1 open, 2 half-open",
+            ["route", "target"],
+            registry=r,
+            multiprocess_mode="max",
+        )
+        self.tokens = Counter(
+            p + "tokens",
+            "Tokens reported by upstreams",
+            ["tier", "route", "target", "kind"],
+            registry=r,
+        )
+        self.cost = Counter(p + "cost_usd", "Spend in USD", ["tier", "route", "target"], registry=r)
+        self.rate_limited = Counter(
+            p + "rate_limited", "Requests refused by a limit", ["tier", "limit"], registry=r
+        )
+        self.budget_rejected = Counter(
+            p + "budget_rejected", "Requests refused by a hard budget", ["tier"], registry=r
+        )
+        self.budget_warnings = Counter(
+            p + "budget_warnings", "Requests over a soft budget", ["tier"], registry=r
+        )
+        self.config_rejected = Counter(
+            p + "config_rejected", "Configs refused (invalid or unknown version)", registry=r
+        )
+        self.config_loaded = Counter(p + "config_loaded", "Configs swapped in", registry=r)
+        self.config_generation = Gauge(
+            p + "config_generation_info",
+            "The serving config generation (value 1)",
+            ["generation"],
+            registry=r,
+            multiprocess_mode="livemax",
+        )
+        self._generation: str | None = None
+        self._cache: dict[tuple[Any, ...], Any] = {}
+
+    def child(self, metric: Any, *labels: str) -> Any:
+        """A labelled child, cached: ``labels()`` is the expensive part of a sample."""
+        key = (id(metric), *labels)
+        found = self._cache.get(key)
+        if found is None:
+            found = self._cache[key] = metric.labels(*labels)
+        return found
+
+    def set_generation(self, generation: str) -> None:
+        if self._generation is not None and self.multiprocess_dir is None:
+            self.config_generation.remove(self._generation)
+        elif self._generation is not None:
+            self.config_generation.labels(self._generation).set(0)
+        self.config_generation.labels(generation).set(1)
+        self._generation = generation
+        self.config_loaded.inc()
+
+    def forget_labels(self) -> None:
+        """Drop cached children after a config swap (names may have gone)."""
+        self._cache.clear()
+
+    def render(self) -> bytes:
+        if self.multiprocess_dir is None:
+            return generate_latest(self.registry)
+        registry = CollectorRegistry()
+        MultiProcessCollector(registry, path=self.multiprocess_dir)  # type: ignore[no-untyped-call]
+        return generate_latest(registry)

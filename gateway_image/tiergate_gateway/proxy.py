@@ -1,0 +1,330 @@
+"""Upstream calls with failover: tries targets in plan order, streams SSE through unbuffered."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+
+import orjson
+
+from .client import UpstreamConnectError, UpstreamPool, UpstreamProtocolError, UpstreamResponse
+from .config import CompiledRoute
+from .contract import Target, Tier
+from .credentials import CredentialStore
+from .errors import GatewayError, envelope
+from .metrics import Metrics
+from .routing import Breaker, BreakerBoard
+from .server import Response, StreamResponse
+
+__all__ = ["Outcome", "Usage", "forward"]
+
+
+@dataclass(slots=True)
+class Usage:
+    prompt_tokens: int
+    completion_tokens: int
+    reported: bool
+
+
+@dataclass(slots=True)
+class Outcome:
+    """What a finished call did, for settling limits, budgets and metrics."""
+
+    target: Target | None = None
+    usage: Usage | None = None
+
+
+Finish = Callable[[Outcome], Awaitable[None]]
+
+
+def usage_of(data: object) -> Usage | None:
+    if not isinstance(data, dict):
+        return None
+    usage = data.get("usage")
+    if not isinstance(usage, dict):
+        return None
+    prompt = usage.get("prompt_tokens")
+    completion = usage.get("completion_tokens", 0)
+    if not isinstance(prompt, int) or not isinstance(completion, int):
+        return None
+    return Usage(max(0, prompt), max(0, completion), True)
+
+
+class _UsageScanner:
+    """Finds the last ``usage`` object in an SSE stream without buffering the stream."""
+
+    __slots__ = ("carry", "usage")
+
+    def __init__(self) -> None:
+        self.carry = b""
+        self.usage: Usage | None = None
+
+    def feed(self, chunk: bytes) -> None:
+        data = self.carry + chunk if self.carry else chunk
+        cut = data.rfind(b"\n")
+        self.carry = data[cut + 1 :] if cut >= 0 else data
+        if len(self.carry) > 65536:
+            self.carry = b""
+        if b'"usage"' not in data:
+            return
+        for line in data[:cut].split(b"\n"):
+            if line.startswith(b"data:") and b'"usage"' in line:
+                try:
+                    found = usage_of(orjson.loads(line[5:]))
+                except orjson.JSONDecodeError:
+                    continue
+                if found is not None:
+                    self.usage = found
+
+
+@dataclass(slots=True)
+class Call:
+    """One client request, ready to send: what, where to, and its headers back to the client."""
+
+    path: str
+    payload: dict[str, object]
+    stream: bool
+    tier: Tier
+    route: CompiledRoute
+    candidates: list[Target]
+    headers: list[tuple[str, str]] = field(default_factory=list)
+
+
+def _header_block(credential: str | None, stream: bool) -> list[tuple[bytes, bytes]]:
+    headers = [(b"content-type", b"application/json"), (b"user-agent", b"tiergate-gateway")]
+    if stream:
+        headers.append((b"accept", b"text/event-stream"))
+    if credential is not None:
+        headers.append((b"authorization", b"Bearer " + credential.encode("latin-1", "replace")))
+    return headers
+
+
+class _Relay:
+    """The body of a streamed answer; closing it (always) closes the upstream and settles the call."""
+
+    def __init__(
+        self,
+        first: bytes,
+        response: UpstreamResponse,
+        deadline: float,
+        outcome: Outcome,
+        finish: Finish,
+    ) -> None:
+        self._pending: bytes | None = first
+        self._response = response
+        self._deadline = deadline
+        self._outcome = outcome
+        self._finish = finish
+        self._scanner = _UsageScanner()
+        self._done = False
+        self._chunks = 0
+
+    def __aiter__(self) -> _Relay:
+        return self
+
+    async def __anext__(self) -> bytes:
+        if self._done:
+            raise StopAsyncIteration
+        if self._pending is not None:
+            chunk, self._pending = self._pending, None
+        else:
+            try:
+                async with asyncio.timeout_at(self._deadline_loop()):
+                    chunk = await self._response.read()
+            except (TimeoutError, UpstreamProtocolError) as exc:
+                self._done = True
+                reason = "timed out" if isinstance(exc, TimeoutError) else "broke off"
+                return (
+                    b"data: "
+                    + envelope(
+                        f"the upstream stream {reason}",
+                        "upstream_error",
+                        "upstream_stream_interrupted",
+                    )
+                    + b"\n\n"
+                )
+            if not chunk:
+                self._done = True
+                raise StopAsyncIteration
+        self._chunks += 1
+        self._scanner.feed(chunk)
+        return chunk
+
+    def _deadline_loop(self) -> float:
+        loop = asyncio.get_running_loop()
+        return loop.time() + max(0.0, self._deadline - time.monotonic())
+
+    async def aclose(self) -> None:
+        if self._outcome.usage is not None:
+            return
+        self._response.close()
+        self._outcome.usage = self._scanner.usage or Usage(0, self._chunks, False)
+        await self._finish(self._outcome)
+
+
+async def forward(
+    call: Call,
+    *,
+    pool: UpstreamPool,
+    credentials: CredentialStore,
+    breakers: BreakerBoard,
+    metrics: Metrics,
+    finish: Finish,
+) -> Response | StreamResponse:
+    """Try the planned targets in order; ``finish`` is awaited exactly once with the outcome."""
+    route = call.route.route
+    failover, timeouts = route.failover, route.timeouts
+    body = orjson.dumps(call.payload)
+    deadline = time.monotonic() + timeouts.total_seconds
+    outcome = Outcome()
+    attempts = 0
+    last_error: GatewayError | None = None
+    last_upstream: Response | None = None
+    handed_over = False
+    previous = ""
+    try:
+        for target in call.candidates:
+            if attempts >= failover.max_attempts:
+                break
+            breaker: Breaker = breakers.get(route.model, target.name, failover.circuit_breaker)
+            if not breaker.acquire(time.monotonic()):
+                continue
+            if attempts:
+                metrics.child(metrics.failovers, route.model, previous).inc()
+            attempts += 1
+            previous = target.name
+            ref = call.tier.upstream.credential or target.credential
+            credential = credentials.get(ref) if ref is not None else None
+            if ref is not None and credential is None:
+                breaker.failure(time.monotonic())
+                _attempt(metrics, route.model, target, "credential_missing", breaker)
+                last_error = GatewayError(
+                    502,
+                    f"upstream credential for target {target.name!r} is not available",
+                    type_="upstream_error",
+                    code="upstream_credential_missing",
+                )
+                continue
+            upstream_model = call.tier.upstream.model_prefix + target.upstream_model
+            payload = body.replace(
+                b'"model":' + orjson.dumps(call.payload["model"]),
+                b'"model":' + orjson.dumps(upstream_model),
+                1,
+            )
+            endpoint = call.route.endpoints[target.name]
+            try:
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    raise TimeoutError
+                async with asyncio.timeout(remaining):
+                    response = await pool.request(
+                        endpoint,
+                        call.path[3:],  # base_url includes the API version, as in the openai SDK
+
+                        _header_block(credential, call.stream),
+                        payload,
+                        connect_timeout=timeouts.connect_seconds,
+                        first_byte_timeout=min(timeouts.first_byte_seconds, remaining),
+                    )
+                    if response.status in failover.statuses:
+                        error_body = await response.read_all()
+                        breaker.failure(time.monotonic())
+                        _attempt(
+                            metrics,
+                            route.model,
+                            target,
+                            f"status_{response.status // 100}xx",
+                            breaker,
+                        )
+                        last_upstream = _passthrough(response, error_body, call.headers)
+                        last_error = None
+                        continue
+                    if not call.stream or response.status != 200:
+                        data = await response.read_all()
+                        first = b""
+                    else:
+                        first = await response.read()
+                        if not first:
+                            raise UpstreamProtocolError(
+                                "upstream stream ended before its first byte"
+                            )
+            except (UpstreamConnectError, UpstreamProtocolError) as exc:
+                breaker.failure(time.monotonic())
+                kind = (
+                    "connect_error" if isinstance(exc, UpstreamConnectError) else "protocol_error"
+                )
+                _attempt(metrics, route.model, target, kind, breaker)
+                last_error = GatewayError(
+                    502,
+                    f"upstream {target.name!r} failed: {exc}",
+                    type_="upstream_error",
+                    code="upstream_unavailable",
+                )
+                last_upstream = None
+                continue
+            except TimeoutError:
+                breaker.failure(time.monotonic())
+                _attempt(metrics, route.model, target, "timeout", breaker)
+                last_error = GatewayError(
+                    504,
+                    f"upstream {target.name!r} timed out",
+                    type_="upstream_error",
+                    code="upstream_timeout",
+                )
+                last_upstream = None
+                if not failover.on_timeout:
+                    break
+                continue
+            except BaseException:
+                breaker.abandon()
+                raise
+            breaker.success()
+            _attempt(metrics, route.model, target, "ok", breaker)
+            outcome.target = target
+            if call.stream and response.status == 200:
+                relay = _Relay(first, response, deadline, outcome, finish)
+                handed_over = True
+                return StreamResponse(
+                    200,
+                    relay,
+                    call.headers,
+                    response.headers.get("content-type", "text/event-stream"),
+                )
+            try:
+                outcome.usage = usage_of(orjson.loads(data)) if response.status == 200 else None
+            except orjson.JSONDecodeError:
+                outcome.usage = None
+            return _passthrough(response, data, call.headers)
+        if last_upstream is not None:
+            return last_upstream
+        if last_error is not None:
+            raise last_error
+        raise GatewayError(
+            503,
+            f"no healthy upstream for model {route.model!r} (circuit breakers open)",
+            type_="upstream_error",
+            code="no_healthy_upstream",
+            headers=[("retry-after", "1")],
+        )
+    finally:
+        if not handed_over:
+            await finish(outcome)
+
+
+def _passthrough(
+    response: UpstreamResponse, data: bytes, headers: list[tuple[str, str]]
+) -> Response:
+    extra = list(headers)
+    retry_after = response.headers.get("retry-after")
+    if retry_after is not None and response.status in (429, 503):
+        extra.append(("retry-after", retry_after))
+    return Response(
+        response.status, data, extra, response.headers.get("content-type", "application/json")
+    )
+
+
+def _attempt(metrics: Metrics, route: str, target: Target, outcome: str, breaker: Breaker) -> None:
+    metrics.child(metrics.attempts, route, target.name, outcome).inc()
+    metrics.child(metrics.circuit, route, target.name).set(int(breaker.state))

@@ -1,0 +1,320 @@
+"""A small HTTP/1.1 server on asyncio + httptools: keep-alive, chunked streaming, graceful close.
+
+ASGI-free on purpose: on the measured machine uvicorn's ASGI layer cost more
+than the gateway's whole routing logic (see bench/gateway/README.md). The
+server knows nothing about the gateway: it parses a request, calls
+``handler(request)`` and writes the returned ``Response`` or ``StreamResponse``.
+
+A client that goes away (reset or EOF) while its request is handled cancels
+the handler task, which cancels any upstream call it is awaiting.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import socket
+from collections import deque
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import cast
+
+import httptools
+
+__all__ = ["HttpServer", "Request", "Response", "StreamResponse"]
+
+_log = logging.getLogger("tiergate_gateway.server")
+
+_REASONS = {
+    200: b"OK",
+    400: b"Bad Request",
+    401: b"Unauthorized",
+    403: b"Forbidden",
+    404: b"Not Found",
+    405: b"Method Not Allowed",
+    408: b"Request Timeout",
+    413: b"Payload Too Large",
+    415: b"Unsupported Media Type",
+    429: b"Too Many Requests",
+    431: b"Request Header Fields Too Large",
+    500: b"Internal Server Error",
+    502: b"Bad Gateway",
+    503: b"Service Unavailable",
+    504: b"Gateway Timeout",
+}
+_MAX_HEADERS = 100
+_MAX_HEADER_BYTES = 64 * 1024
+
+
+@dataclass(slots=True)
+class Request:
+    method: str
+    path: str
+    headers: dict[str, str]
+    body: bytes
+
+
+@dataclass(slots=True)
+class Response:
+    status: int
+    body: bytes
+    headers: list[tuple[str, str]] = field(default_factory=list)
+    content_type: str = "application/json"
+
+
+@dataclass(slots=True)
+class StreamResponse:
+    status: int
+    chunks: AsyncIterator[bytes]
+    headers: list[tuple[str, str]] = field(default_factory=list)
+    content_type: str = "text/event-stream"
+
+
+Handler = Callable[[Request], Awaitable[Response | StreamResponse]]
+
+
+def _head(status: int, headers: list[tuple[str, str]], content_type: str, extra: bytes) -> bytes:
+    lines = [
+        b"HTTP/1.1 %d %s\r\ncontent-type: %s\r\n"
+        % (status, _REASONS.get(status, b"Status"), content_type.encode("latin-1"))
+    ]
+    for name, value in headers:
+        lines.append(b"%s: %s\r\n" % (name.encode("latin-1"), value.encode("latin-1")))
+    lines.append(extra)
+    return b"".join(lines)
+
+
+class _Connection(asyncio.Protocol):
+    """One client connection; requests on it are served one after the other."""
+
+    def __init__(self, server: HttpServer) -> None:
+        self._server = server
+        self._parser = httptools.HttpRequestParser(self)
+        self._transport: asyncio.Transport | None = None
+        self._url = b""
+        self._headers: dict[str, str] = {}
+        self._header_bytes = 0
+        self._body: list[bytes] = []
+        self._body_size = 0
+        self._too_large = False
+        self._queue: deque[tuple[Request | None, int, bool]] = deque()
+        self._task: asyncio.Task[None] | None = None
+        self._writable = asyncio.Event()
+        self._writable.set()
+        self._closing = False
+        self.busy = False
+
+    # -- asyncio.Protocol -------------------------------------------------
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self._transport = cast(asyncio.Transport, transport)
+        sock = transport.get_extra_info("socket")
+        if sock is not None:
+            with contextlib.suppress(OSError):
+                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        self._server.connections.add(self)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._closing = True
+        self._server.connections.discard(self)
+        self._writable.set()
+        if self._task is not None and not self._task.done():
+            self._task.cancel()
+
+    def eof_received(self) -> bool:
+        # A client that half-closes has gone away: treat it as a disconnect.
+        if self._task is not None and not self._task.done():
+            self._task.cancel()
+        return False
+
+    def pause_writing(self) -> None:
+        self._writable.clear()
+
+    def resume_writing(self) -> None:
+        self._writable.set()
+
+    def data_received(self, data: bytes) -> None:
+        try:
+            self._parser.feed_data(data)
+        except httptools.HttpParserUpgrade:
+            self._reject(400, "protocol upgrades are not supported")
+        except httptools.HttpParserError as exc:
+            self._reject(400, f"malformed HTTP request: {exc}")
+
+    # -- httptools callbacks ---------------------------------------------
+    def on_message_begin(self) -> None:
+        self._url = b""
+        self._headers = {}
+        self._header_bytes = 0
+        self._body = []
+        self._body_size = 0
+        self._too_large = False
+
+    def on_url(self, url: bytes) -> None:
+        self._url += url
+        if len(self._url) > 8192:
+            raise httptools.HttpParserError("request target too long")
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        self._header_bytes += len(name) + len(value)
+        if len(self._headers) >= _MAX_HEADERS or self._header_bytes > _MAX_HEADER_BYTES:
+            raise httptools.HttpParserError("too many or too large headers")
+        key = name.decode("latin-1").lower()
+        text = value.decode("latin-1")
+        previous = self._headers.get(key)
+        self._headers[key] = text if previous is None else f"{previous}, {text}"
+
+    def on_body(self, body: bytes) -> None:
+        self._body_size += len(body)
+        if self._body_size > self._server.max_body_bytes:
+            self._too_large = True
+            self._body = []
+        elif not self._too_large:
+            self._body.append(body)
+
+    def on_message_complete(self) -> None:
+        keep_alive = self._parser.should_keep_alive()
+        if self._too_large:
+            self._queue.append((None, 413, False))
+        else:
+            try:
+                path = httptools.parse_url(self._url).path.decode("latin-1")
+            except httptools.HttpParserInvalidURLError:
+                self._queue.append((None, 400, False))
+            else:
+                method = self._parser.get_method().decode("latin-1")
+                request = Request(method, path, self._headers, b"".join(self._body))
+                self._queue.append((request, 0, keep_alive))
+        self._body = []
+        if self._task is None or self._task.done():
+            self._task = asyncio.get_running_loop().create_task(self._serve())
+
+    # -- serving ----------------------------------------------------------
+    def _reject(self, status: int, message: str) -> None:
+        if self._transport is None or self._transport.is_closing():
+            return
+        if not self.busy:
+            self._transport.write(self._server.error_bytes(status, message))
+        self._transport.close()
+
+    async def _serve(self) -> None:
+        transport = self._transport
+        assert transport is not None
+        while self._queue and not self._closing:
+            request, status, keep_alive = self._queue.popleft()
+            if request is None:
+                message = "request body too large" if status == 413 else "malformed request target"
+                transport.write(self._server.error_bytes(status, message))
+                transport.close()
+                return
+            self.busy = True
+            try:
+                response = await self._server.handler(request)
+                keep_alive = keep_alive and not self._server.draining
+                await self._write(transport, response, keep_alive)
+            except asyncio.CancelledError:
+                transport.close()
+                raise
+            except Exception:
+                _log.exception("unhandled error serving %s %s", request.method, request.path)
+                transport.write(self._server.error_bytes(500, "internal gateway error"))
+                keep_alive = False
+            finally:
+                self.busy = False
+                self._server.request_done()
+            if not keep_alive:
+                transport.close()
+                return
+
+    async def _write(
+        self, transport: asyncio.Transport, response: Response | StreamResponse, keep_alive: bool
+    ) -> None:
+        connection = b"" if keep_alive else b"connection: close\r\n"
+        if isinstance(response, Response):
+            extra = b"content-length: %d\r\n%s\r\n" % (len(response.body), connection)
+            transport.write(
+                _head(response.status, response.headers, response.content_type, extra)
+                + response.body
+            )
+            return
+        transport.write(
+            _head(
+                response.status,
+                response.headers,
+                response.content_type,
+                b"transfer-encoding: chunked\r\ncache-control: no-cache\r\n%s\r\n" % connection,
+            )
+        )
+        chunks = response.chunks
+        try:
+            async for chunk in chunks:
+                if self._closing:
+                    raise asyncio.CancelledError
+                if chunk:
+                    transport.write(b"%x\r\n%s\r\n" % (len(chunk), chunk))
+                    if not self._writable.is_set():
+                        await self._writable.wait()
+        finally:
+            aclose = getattr(chunks, "aclose", None)
+            if aclose is not None:
+                await aclose()
+        transport.write(b"0\r\n\r\n")
+
+    def close_if_idle(self) -> None:
+        if not self.busy and not self._queue and self._transport is not None:
+            self._transport.close()
+
+
+class HttpServer:
+    """Serves ``handler`` on a listening socket; ``shutdown`` drains in-flight requests."""
+
+    def __init__(
+        self, handler: Handler, error_bytes: Callable[[int, str], bytes], max_body_bytes: int
+    ) -> None:
+        self.handler = handler
+        self.error_bytes = error_bytes
+        self.max_body_bytes = max_body_bytes
+        self.connections: set[_Connection] = set()
+        self.draining = False
+        self._server: asyncio.base_events.Server | None = None
+        self._idle = asyncio.Event()
+
+    async def start(
+        self, host: str, port: int, *, reuse_port: bool = False, sock: socket.socket | None = None
+    ) -> int:
+        loop = asyncio.get_running_loop()
+        if sock is not None:
+            server = await loop.create_server(lambda: _Connection(self), sock=sock, backlog=2048)
+        else:
+            server = await loop.create_server(
+                lambda: _Connection(self),
+                host,
+                port,
+                backlog=2048,
+                reuse_port=reuse_port,
+                reuse_address=True,
+            )
+        self._server = server
+        sockets = server.sockets
+        return int(sockets[0].getsockname()[1]) if sockets else port
+
+    def request_done(self) -> None:
+        if self.draining and not any(c.busy for c in self.connections):
+            self._idle.set()
+
+    async def shutdown(self, grace_seconds: float) -> None:
+        """Stop accepting, let in-flight requests (streams too) finish, then close everything."""
+        self.draining = True
+        if self._server is not None:
+            self._server.close()
+        for connection in list(self.connections):
+            connection.close_if_idle()
+        if any(c.busy for c in self.connections):
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._idle.wait(), grace_seconds)
+        for connection in list(self.connections):
+            if connection._transport is not None:
+                connection._transport.close()
+        if self._server is not None:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._server.wait_closed(), 1.0)

@@ -1,0 +1,50 @@
+"""Gateway settings: CLI flags, with ``TIERGATE_GATEWAY_*`` environment variables as defaults."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+__all__ = ["DEFAULT_CREDENTIALS_DIR", "Settings"]
+
+DEFAULT_CREDENTIALS_DIR = Path("/var/run/tiergate/credentials")
+
+
+@dataclass(frozen=True, slots=True)
+class Settings:
+    """Everything a gateway process needs besides its config.
+
+    Exactly one config source: ``config_file`` (hot reloaded) or
+    ``configmap`` (``namespace/name``, watched through the Kubernetes API).
+    ``redis_url`` switches limits and budgets to Redis (needed for several
+    workers or replicas to share them).
+    """
+
+    host: str = "127.0.0.1"
+    port: int = 8080
+    config_file: Path | None = None
+    configmap: str | None = None
+    kubeconfig: Path | None = None
+    credentials_dir: Path = DEFAULT_CREDENTIALS_DIR
+    redis_url: str | None = None
+    workers: int = 1
+    grace_seconds: float = 25.0
+    max_body_bytes: int = 8 * 1024 * 1024
+    reload_interval_seconds: float = 0.25
+    log_level: str = "INFO"
+
+    def __post_init__(self) -> None:
+        if (self.config_file is None) == (self.configmap is None):
+            raise ValueError(
+                "set exactly one config source: a config file or a ConfigMap (namespace/name)"
+            )
+        if self.configmap is not None and self.configmap.count("/") != 1:
+            raise ValueError(f"configmap {self.configmap!r} is not namespace/name")
+        if not 0 <= self.port <= 65535:
+            raise ValueError(f"port {self.port} is out of range")
+        if not 1 <= self.workers <= 64:
+            raise ValueError(f"workers {self.workers} is not between 1 and 64")
+        if self.workers > 1 and self.redis_url is None:
+            raise ValueError(
+                "several workers need a redis_url so limits and budgets hold across them"
+            )

@@ -1,0 +1,162 @@
+"""A real OpenAI-protocol HTTP server on 127.0.0.1 that fails on purpose, and records what it got.
+
+Each ``MockUpstream`` runs an aiohttp server in its own thread and event loop,
+so sync and async clients alike can call through the gateway to it.
+``behaviour`` picks what it does with the next requests:
+
+- ``ok``: a normal answer (chat, completions, embeddings; streamed if asked)
+- ``status``: answer ``status`` with an OpenAI error body
+- ``slow``: wait ``delay`` seconds before answering normally
+- ``reset_mid_stream``: send the head and one chunk, then reset the connection
+- ``hang_stream``: send one chunk, then wait until the caller goes away
+  (sets ``disconnected``)
+- ``slow_stream``: send a chunk every ``delay`` seconds, ``chunks`` times
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import socket
+import threading
+from dataclasses import dataclass, field
+from typing import Any
+
+from aiohttp import web
+
+
+@dataclass
+class Received:
+    path: str
+    headers: dict[str, str]
+    body: dict[str, Any]
+
+
+@dataclass
+class MockUpstream:
+    name: str
+    behaviour: str = "ok"
+    status: int = 500
+    delay: float = 0.0
+    chunks: int = 3
+    prompt_tokens: int = 10
+    completion_tokens: int = 5
+    received: list[Received] = field(default_factory=list)
+    received_event: threading.Event = field(default_factory=threading.Event)
+    disconnected: threading.Event = field(default_factory=threading.Event)
+    port: int = 0
+    _loop: asyncio.AbstractEventLoop | None = None
+    _thread: threading.Thread | None = None
+    _runner: web.AppRunner | None = None
+
+    @property
+    def base_url(self) -> str:
+        return f"http://127.0.0.1:{self.port}/v1"
+
+    def reset(self, behaviour: str = "ok", **changes: Any) -> None:
+        self.behaviour = behaviour
+        for key, value in changes.items():
+            setattr(self, key, value)
+        self.received.clear()
+        self.received_event.clear()
+        self.disconnected.clear()
+
+    # -- server ------------------------------------------------------------
+    def start(self) -> MockUpstream:
+        ready = threading.Event()
+        sock = socket.socket()
+        sock.bind(("127.0.0.1", 0))
+        self.port = sock.getsockname()[1]
+
+        def run() -> None:
+            loop = asyncio.new_event_loop()
+            self._loop = loop
+            app = web.Application(client_max_size=64 * 1024 * 1024)
+            app.router.add_post("/v1/{endpoint:.*}", self._handle)
+            self._runner = web.AppRunner(app, access_log=None, handle_signals=False)
+            loop.run_until_complete(self._runner.setup())
+            site = web.SockSite(self._runner, sock)
+            loop.run_until_complete(site.start())
+            ready.set()
+            loop.run_forever()
+            loop.run_until_complete(self._runner.cleanup())
+            loop.close()
+
+        self._thread = threading.Thread(target=run, name=f"upstream-{self.name}", daemon=True)
+        self._thread.start()
+        ready.wait(10)
+        return self
+
+    def stop(self) -> None:
+        if self._loop is not None and self._thread is not None:
+            self._loop.call_soon_threadsafe(self._loop.stop)
+            self._thread.join(10)
+
+    async def _handle(self, request: web.Request) -> web.StreamResponse:
+        body = await request.json()
+        self.received.append(Received(request.path, dict(request.headers), body))
+        self.received_event.set()
+        endpoint = request.match_info["endpoint"]
+        behaviour = self.behaviour
+        if behaviour == "status":
+            return web.json_response(
+                {"error": {"message": f"{self.name} says {self.status}", "type": "upstream_test", "param": None,
+                           "code": None}}, status=self.status)
+        if behaviour == "slow":
+            await asyncio.sleep(self.delay)
+        if body.get("stream"):
+            return await self._stream(request, body, behaviour)
+        return web.json_response(self._answer(endpoint, body))
+
+    def _usage(self) -> dict[str, int]:
+        return {"prompt_tokens": self.prompt_tokens, "completion_tokens": self.completion_tokens,
+                "total_tokens": self.prompt_tokens + self.completion_tokens}
+
+    def _answer(self, endpoint: str, body: dict[str, Any]) -> dict[str, Any]:
+        model = body.get("model")
+        if endpoint == "embeddings":
+            return {"object": "list", "model": model,
+                    "data": [{"object": "embedding", "index": 0, "embedding": [0.25, -0.5, 1.0]}],
+                    "usage": {"prompt_tokens": self.prompt_tokens, "total_tokens": self.prompt_tokens}}
+        if endpoint == "completions":
+            return {"id": "cmpl-1", "object": "text_completion", "created": 1, "model": model,
+                    "choices": [{"index": 0, "text": f"hello from {self.name}", "finish_reason": "stop",
+                                 "logprobs": None}], "usage": self._usage()}
+        return {"id": "chatcmpl-1", "object": "chat.completion", "created": 1, "model": model,
+                "choices": [{"index": 0, "message": {"role": "assistant", "content": f"hello from {self.name}"},
+                             "finish_reason": "stop"}], "usage": self._usage()}
+
+    def _chunk(self, model: str, text: str) -> bytes:
+        event = {"id": "chatcmpl-1", "object": "chat.completion.chunk", "created": 1, "model": model,
+                 "choices": [{"index": 0, "delta": {"content": text}, "finish_reason": None}]}
+        return b"data: " + json.dumps(event).encode() + b"\n\n"
+
+    async def _stream(self, request: web.Request, body: dict[str, Any], behaviour: str) -> web.StreamResponse:
+        model = str(body.get("model"))
+        response = web.StreamResponse(headers={"content-type": "text/event-stream"})
+        await response.prepare(request)
+        await response.write(self._chunk(model, f"{self.name}:"))
+        if behaviour == "reset_mid_stream":
+            await response.drain()
+            assert request.transport is not None
+            request.transport.abort()
+            return response
+        if behaviour == "hang_stream":
+            try:
+                while True:
+                    await response.write(b": keep-alive\n\n")
+                    await asyncio.sleep(0.05)
+            except (ConnectionResetError, asyncio.CancelledError):
+                self.disconnected.set()
+                raise
+        for index in range(self.chunks):
+            if behaviour == "slow_stream":
+                await asyncio.sleep(self.delay)
+            await response.write(self._chunk(model, f" part{index}"))
+        if (body.get("stream_options") or {}).get("include_usage"):
+            event = {"id": "chatcmpl-1", "object": "chat.completion.chunk", "created": 1, "model": model,
+                     "choices": [], "usage": self._usage()}
+            await response.write(b"data: " + json.dumps(event).encode() + b"\n\n")
+        await response.write(b"data: [DONE]\n\n")
+        await response.write_eof()
+        return response
