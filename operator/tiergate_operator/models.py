@@ -1,0 +1,343 @@
+"""Pydantic views of the ``ModelRoute`` and ``ApiKeyTier`` custom resources.
+
+The CRD YAML under ``crds/`` is the source of truth; these models mirror it field by
+field (names, required-ness, enums, bounds, defaults) and ``tests/crds`` fails on drift.
+Specs are strict and forbid unknown fields; statuses tolerate fields written by others.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal
+
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    StringConstraints,
+    field_validator,
+    model_validator,
+)
+
+__all__ = [
+    "API_GROUP",
+    "API_VERSION",
+    "ApiKeyTier",
+    "ApiKeyTierSpec",
+    "ApiKeyTierStatus",
+    "Autoscaling",
+    "Budget",
+    "CircuitBreaker",
+    "Condition",
+    "ConditionStatus",
+    "Failover",
+    "Isolation",
+    "KeySource",
+    "Limits",
+    "ModelRoute",
+    "ModelRouteSpec",
+    "ModelRouteStatus",
+    "ObjectMeta",
+    "PodDisruptionBudget",
+    "Pricing",
+    "RequestClass",
+    "ResourceList",
+    "Resources",
+    "SecretKeyRef",
+    "SecretRef",
+    "Target",
+    "Timeouts",
+    "Upstream",
+]
+
+API_GROUP = "tiergate.dev"
+API_VERSION = "tiergate.dev/v1alpha1"
+
+RequestClass = Literal["Standard", "Premium"]
+Isolation = Literal["Dedicated", "Shared"]
+ConditionStatus = Literal["True", "False", "Unknown"]
+
+_DECIMAL_USD = r"^(0|[1-9][0-9]{0,8})(\.[0-9]{1,6})?$"
+_QUANTITY = (
+    r"^(\+|-)?(([0-9]+(\.[0-9]*)?)|(\.[0-9]+))(([KMGTPE]i)|[numkMGTPE]"
+    r"|([eE](\+|-)?(([0-9]+(\.[0-9]*)?)|(\.[0-9]+))))?$"
+)
+_CONDITION_TYPE = (
+    r"^([a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*/)?"
+    r"(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])$"
+)
+
+DecimalUSD = Annotated[str, StringConstraints(max_length=16, pattern=_DECIMAL_USD)]
+Quantity = int | Annotated[str, StringConstraints(pattern=_QUANTITY)]
+IntOrPercent = int | Annotated[str, StringConstraints(pattern=r"^([0-9]+%?)$")]
+ObjectName = Annotated[str, StringConstraints(min_length=1, max_length=253)]
+
+
+class _Spec(BaseModel):
+    model_config = ConfigDict(
+        strict=True, extra="forbid", frozen=True,
+        validate_by_name=True, validate_by_alias=True, serialize_by_alias=True,
+    )
+
+
+class _Status(BaseModel):
+    model_config = ConfigDict(
+        extra="ignore", validate_by_name=True, validate_by_alias=True, serialize_by_alias=True,
+    )
+
+
+class SecretKeyRef(_Spec):
+    name: ObjectName
+    key: ObjectName
+
+
+class SecretRef(_Spec):
+    name: ObjectName
+
+
+class Pricing(_Spec):
+    input_per_million: DecimalUSD = Field(alias="inputPerMillion")
+    output_per_million: DecimalUSD = Field(alias="outputPerMillion")
+
+
+class Target(_Spec):
+    name: Annotated[str, StringConstraints(min_length=1, max_length=63,
+                                           pattern=r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")]
+    base_url: Annotated[str, StringConstraints(min_length=1, max_length=2048,
+                                               pattern=r"^https?://[^\s]+$")] = Field(alias="baseURL")
+    credentials_secret_ref: SecretKeyRef | None = Field(default=None, alias="credentialsSecretRef")
+    upstream_model: ObjectName = Field(alias="upstreamModel")
+    weight: int = Field(default=1, ge=0, le=1000)
+    priority: int = Field(default=0, ge=0, le=100)
+    request_class: RequestClass = Field(default="Standard", alias="class")
+    pricing: Pricing | None = None
+
+
+class CircuitBreaker(_Spec):
+    consecutive_failures: int | None = Field(default=None, ge=1, le=1000, alias="consecutiveFailures")
+    cooldown_seconds: int | None = Field(default=None, ge=1, le=3600, alias="cooldownSeconds")
+
+
+class Failover(_Spec):
+    statuses: list[Annotated[int, Field(ge=100, le=599)]] | None = Field(default=None, max_length=16)
+    on_timeout: bool | None = Field(default=None, alias="onTimeout")
+    max_attempts: int | None = Field(default=None, ge=1, le=10, alias="maxAttempts")
+    circuit_breaker: CircuitBreaker | None = Field(default=None, alias="circuitBreaker")
+
+    @field_validator("statuses")
+    @classmethod
+    def _retryable(cls, statuses: list[int] | None) -> list[int] | None:
+        if statuses is not None:
+            if len(set(statuses)) != len(statuses):
+                raise ValueError("failover statuses must be unique")
+            if not all(s == 429 or 500 <= s <= 599 for s in statuses):
+                raise ValueError("failover statuses must be 429 or 5xx")
+        return statuses
+
+
+class Timeouts(_Spec):
+    connect_seconds: int | None = Field(default=None, ge=1, le=600, alias="connectSeconds")
+    first_byte_seconds: int | None = Field(default=None, ge=1, le=3600, alias="firstByteSeconds")
+    total_seconds: int | None = Field(default=None, ge=1, le=7200, alias="totalSeconds")
+
+    @model_validator(mode="after")
+    def _within_total(self) -> Timeouts:
+        if self.total_seconds is not None:
+            if self.connect_seconds is not None and self.connect_seconds > self.total_seconds:
+                raise ValueError("timeouts.connectSeconds must not exceed timeouts.totalSeconds")
+            if self.first_byte_seconds is not None and self.first_byte_seconds > self.total_seconds:
+                raise ValueError("timeouts.firstByteSeconds must not exceed timeouts.totalSeconds")
+        return self
+
+
+class ModelRouteSpec(_Spec):
+    model: Annotated[str, StringConstraints(min_length=1, max_length=253,
+                                            pattern=r"^[A-Za-z0-9][A-Za-z0-9._:/-]*$")]
+    targets: list[Target] = Field(min_length=1, max_length=32)
+    failover: Failover | None = None
+    timeouts: Timeouts | None = None
+
+    @field_validator("targets")
+    @classmethod
+    def _servable(cls, targets: list[Target]) -> list[Target]:
+        names = [target.name for target in targets]
+        if len(set(names)) != len(names):
+            raise ValueError("target names must be unique")
+        standard = [t for t in targets if t.request_class == "Standard"]
+        lowest = min((t.priority for t in standard), default=None)
+        if not any(t.weight > 0 for t in standard if t.priority == lowest):
+            raise ValueError(
+                "among Standard-class targets, those of the lowest priority must include one with weight > 0"
+            )
+        return targets
+
+
+class KeySource(_Spec):
+    secret_ref: SecretRef = Field(alias="secretRef")
+
+
+class Limits(_Spec):
+    requests_per_minute: int | None = Field(default=None, ge=1, le=100_000_000, alias="requestsPerMinute")
+    tokens_per_minute: int | None = Field(default=None, ge=1, le=1_000_000_000_000, alias="tokensPerMinute")
+    concurrent_requests: int | None = Field(default=None, ge=1, le=1_000_000, alias="concurrentRequests")
+
+
+class Budget(_Spec):
+    monthly_usd: DecimalUSD = Field(alias="monthlyUSD")
+    soft_threshold_percent: int = Field(default=80, ge=1, le=100, alias="softThresholdPercent")
+    hard_threshold_percent: int = Field(default=100, ge=1, le=100, alias="hardThresholdPercent")
+
+    @model_validator(mode="after")
+    def _ordered(self) -> Budget:
+        if self.soft_threshold_percent >= self.hard_threshold_percent:
+            raise ValueError("budget.softThresholdPercent must be below budget.hardThresholdPercent")
+        return self
+
+
+class Upstream(_Spec):
+    credentials_secret_ref: SecretKeyRef | None = Field(default=None, alias="credentialsSecretRef")
+    model_prefix: str | None = Field(default=None, max_length=253, alias="modelPrefix")
+
+
+class Autoscaling(_Spec):
+    min_replicas: int = Field(default=1, ge=1, le=100, alias="minReplicas")
+    max_replicas: int = Field(ge=1, le=100, alias="maxReplicas")
+    target_cpu_utilization_percentage: int = Field(
+        default=80, ge=1, le=100, alias="targetCPUUtilizationPercentage"
+    )
+
+    @model_validator(mode="after")
+    def _ordered(self) -> Autoscaling:
+        if self.min_replicas > self.max_replicas:
+            raise ValueError("autoscaling.minReplicas must not exceed autoscaling.maxReplicas")
+        return self
+
+
+class ResourceList(_Spec):
+    cpu: Quantity | None = None
+    memory: Quantity | None = None
+
+
+class Resources(_Spec):
+    requests: ResourceList | None = None
+    limits: ResourceList | None = None
+
+
+class PodDisruptionBudget(_Spec):
+    min_available: IntOrPercent | None = Field(default=None, alias="minAvailable")
+    max_unavailable: IntOrPercent | None = Field(default=None, alias="maxUnavailable")
+
+    @model_validator(mode="after")
+    def _exactly_one(self) -> PodDisruptionBudget:
+        if (self.min_available is None) == (self.max_unavailable is None):
+            raise ValueError("podDisruptionBudget needs exactly one of minAvailable and maxUnavailable")
+        return self
+
+
+class ApiKeyTierSpec(_Spec):
+    isolation: Isolation
+    keys: list[KeySource] = Field(min_length=1, max_length=16)
+    models: list[ObjectName] | None = Field(default=None, max_length=256)
+    default_class: RequestClass | None = Field(default=None, alias="defaultClass")
+    limits: Limits | None = None
+    budget: Budget | None = None
+    upstream: Upstream | None = None
+    replicas: int | None = Field(default=None, ge=1, le=100)
+    autoscaling: Autoscaling | None = None
+    resources: Resources | None = None
+    pod_disruption_budget: PodDisruptionBudget | None = Field(default=None, alias="podDisruptionBudget")
+
+    @field_validator("keys")
+    @classmethod
+    def _distinct_secrets(cls, keys: list[KeySource]) -> list[KeySource]:
+        names = [key.secret_ref.name for key in keys]
+        if len(set(names)) != len(names):
+            raise ValueError("keys must reference distinct Secrets")
+        return keys
+
+    @field_validator("models")
+    @classmethod
+    def _unique_models(cls, models: list[str] | None) -> list[str] | None:
+        if models is not None and len(set(models)) != len(models):
+            raise ValueError("models must be unique")
+        return models
+
+    @model_validator(mode="after")
+    def _isolation_fields(self) -> ApiKeyTierSpec:
+        dedicated_only = (self.replicas, self.autoscaling, self.resources, self.pod_disruption_budget)
+        if self.isolation != "Dedicated" and any(field is not None for field in dedicated_only):
+            raise ValueError(
+                "replicas, autoscaling, resources and podDisruptionBudget are only allowed "
+                "when isolation is Dedicated"
+            )
+        if self.replicas is not None and self.autoscaling is not None:
+            raise ValueError("replicas and autoscaling are mutually exclusive")
+        return self
+
+
+class Condition(_Status):
+    type: Annotated[str, StringConstraints(max_length=316, pattern=_CONDITION_TYPE)]
+    status: ConditionStatus
+    observed_generation: int | None = Field(default=None, ge=0, alias="observedGeneration")
+    last_transition_time: str = Field(alias="lastTransitionTime")
+    reason: Annotated[str, StringConstraints(min_length=1, max_length=1024,
+                                             pattern=r"^[A-Za-z]([A-Za-z0-9_,:]*[A-Za-z0-9_])?$")]
+    message: str = Field(max_length=32768)
+
+
+class ModelRouteStatus(_Status):
+    observed_generation: int | None = Field(default=None, ge=0, alias="observedGeneration")
+    conditions: list[Condition] | None = Field(default=None, max_length=8)
+    gateways: list[Annotated[str, StringConstraints(max_length=63)]] | None = Field(
+        default=None, max_length=1024
+    )
+
+
+class ApiKeyTierStatus(_Status):
+    observed_generation: int | None = Field(default=None, ge=0, alias="observedGeneration")
+    conditions: list[Condition] | None = Field(default=None, max_length=8)
+    gateway: str | None = Field(default=None, max_length=63)
+    replicas: int | None = Field(default=None, ge=0)
+    ready_replicas: int | None = Field(default=None, ge=0, alias="readyReplicas")
+
+
+class ObjectMeta(_Status):
+    name: str
+    namespace: str = ""
+    uid: str = ""
+    generation: int = 0
+    labels: dict[str, str] | None = None
+    annotations: dict[str, str] | None = None
+    deletion_timestamp: str | None = Field(default=None, alias="deletionTimestamp")
+
+
+class _Resource(_Status):
+    api_version: str = Field(default=API_VERSION, alias="apiVersion")
+    metadata: ObjectMeta
+
+
+class ModelRoute(_Resource):
+    kind: Literal["ModelRoute"] = "ModelRoute"
+    spec: ModelRouteSpec
+    status: ModelRouteStatus | None = None
+
+
+class ApiKeyTier(_Resource):
+    kind: Literal["ApiKeyTier"] = "ApiKeyTier"
+    spec: ApiKeyTierSpec
+    status: ApiKeyTierStatus | None = None
+
+    @model_validator(mode="after")
+    def _gateway_name(self) -> ApiKeyTier:
+        if self.spec.isolation == "Dedicated":
+            name = self.metadata.name
+            if name == "shared":
+                raise ValueError(
+                    "a Dedicated tier must not be named shared "
+                    "(its gateway would be the shared pool, tiergate-shared)"
+                )
+            if len(name) > 54 or "." in name:
+                raise ValueError(
+                    "a Dedicated tier's name must be a DNS label of at most 54 characters "
+                    "(its gateway is tiergate-<name>)"
+                )
+        return self
