@@ -49,8 +49,8 @@ def start_gateway(tmp_path: Path, credentials_dir: Path) -> Iterator[Callable[..
     """Start a gateway serving ``cfg`` from a hot-reloaded file; stopped after the test."""
     started: list[GatewayThread] = []
 
-    def start(cfg: GatewayConfig | None, **overrides: Any) -> GatewayThread:
-        path = tmp_path / "config.json"
+    def start(cfg: GatewayConfig | None, path: Path | None = None, **overrides: Any) -> GatewayThread:
+        path = path or tmp_path / "config.json"
         if cfg is not None:
             write_config(path, cfg)
         settings = Settings(port=0, config_file=path, credentials_dir=credentials_dir,

@@ -137,7 +137,6 @@ class MockUpstream:
         await response.prepare(request)
         await response.write(self._chunk(model, f"{self.name}:"))
         if behaviour == "reset_mid_stream":
-            await response.drain()
             assert request.transport is not None
             request.transport.abort()
             return response
