@@ -336,7 +336,6 @@ def _start_components(
         f"--config={stages / 'pod/fast/pod-ready.yaml'}",
         f"--config={stages / 'pod/fast/pod-complete.yaml'}",
         f"--config={stages / 'pod/fast/pod-delete.yaml'}",
-        "--server-address=127.0.0.1:0",
     ])
     launcher.wait_until("kube-controller-manager",
                         lambda: _https_ok(f"https://127.0.0.1:{kcm_port}/healthz"), timeout)

@@ -1,0 +1,37 @@
+from __future__ import annotations
+
+import base64
+import copy
+from typing import Any
+
+from tiergate_gateway.contract import hash_client_key
+from tiergate_operator.store import Store
+
+ROUTE: dict[str, Any] = {
+    "apiVersion": "tiergate.dev/v1alpha1", "kind": "ModelRoute",
+    "metadata": {"name": "r", "namespace": "ns", "uid": "u1", "generation": 1},
+    "spec": {"model": "m"},
+}
+
+
+def test_status_only_changes_do_not_wake_the_reconciler() -> None:
+    store = Store()
+    assert store.put_route(copy.deepcopy(ROUTE))
+    with_status = copy.deepcopy(ROUTE) | {"status": {"conditions": [{"type": "Ready"}]}}
+    assert not store.put_route(with_status)
+    assert store.namespace("ns").routes["r"]["status"]["conditions"][0]["type"] == "Ready"
+    new_spec = copy.deepcopy(ROUTE)
+    new_spec["metadata"]["generation"] = 2
+    new_spec["spec"]["model"] = "other"
+    assert store.put_route(new_spec)
+
+
+def test_secrets_are_kept_as_digests_only() -> None:
+    store = Store()
+    data = {"key-a": base64.b64encode(b"sk-client-secret").decode()}
+    assert store.put_secret("ns", "keys", data)
+    assert store.namespace("ns").secrets["keys"] == {"key-a": hash_client_key("sk-client-secret")}
+    assert "sk-client-secret" not in repr(store)
+    assert not store.put_secret("ns", "keys", data)
+    assert store.remove_secret("ns", "keys")
+    assert not store.remove_secret("ns", "keys")
