@@ -1,0 +1,123 @@
+"""Semantic checks a schema cannot make: references to Secrets and routes, clashes between objects.
+
+Each check records at most one ``Problem`` per object (the first found) and returns the
+objects that parsed, so a broken object can still be placed on its gateway.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any
+
+from pydantic import ValidationError
+
+from tiergate_operator.models import ApiKeyTier, ModelRoute, SecretKeyRef
+from tiergate_operator.plans import Problem
+
+__all__ = ["check_routes", "check_tiers", "invalid_spec"]
+
+Body = Mapping[str, Any]
+SecretDigests = Mapping[str, Mapping[str, str]]
+
+
+def invalid_spec(error: ValidationError) -> Problem:
+    details = "; ".join(
+        f"{'.'.join(str(part) for part in e['loc']) or 'object'}: {e['msg']}" for e in error.errors()[:3]
+    )
+    return Problem("InvalidSpec", details)
+
+
+def _secret_key_problem(ref: SecretKeyRef, secrets: SecretDigests, purpose: str) -> Problem | None:
+    if ref.name not in secrets:
+        return Problem("MissingSecret", f"Secret {ref.name} ({purpose}) does not exist")
+    if ref.key not in secrets[ref.name]:
+        return Problem("MissingSecretKey", f"Secret {ref.name} ({purpose}) has no key {ref.key}")
+    return None
+
+
+def _first(problems: Iterable[Problem | None]) -> Problem | None:
+    return next((problem for problem in problems if problem is not None), None)
+
+
+def _mark_shared(
+    claims: Mapping[str, Sequence[str]], problems: dict[str, Problem], reason: str, describe: str
+) -> None:
+    """Every object sharing a claim with another gets ``reason`` (unless it has a problem already)."""
+    for claimants in claims.values():
+        if len(claimants) > 1:
+            for name in claimants:
+                others = ", ".join(sorted(set(claimants) - {name}))
+                problems.setdefault(name, Problem(reason, describe.format(others=others)))
+
+
+def check_routes(
+    bodies: Sequence[Body], secrets: SecretDigests, problems: dict[str, Problem]
+) -> dict[str, ModelRoute]:
+    parsed: dict[str, ModelRoute] = {}
+    aliases: dict[str, list[str]] = defaultdict(list)
+    for body in bodies:
+        name = str(body["metadata"]["name"])
+        try:
+            route = parsed[name] = ModelRoute.model_validate(body)
+        except ValidationError as error:
+            problems[name] = invalid_spec(error)
+            continue
+        aliases[route.spec.model].append(name)
+        problem = _first(
+            _secret_key_problem(t.credentials_secret_ref, secrets, f"credentials of target {t.name}")
+            for t in route.spec.targets if t.credentials_secret_ref
+        )
+        if problem:
+            problems[name] = problem
+    _mark_shared(aliases, problems, "DuplicateModel",
+                 "its model alias is also claimed by ModelRoute {others}")
+    return parsed
+
+
+def _tier_problem(
+    tier: ApiKeyTier, route_names: Sequence[str], secrets: SecretDigests
+) -> Problem | None:
+    spec = tier.spec
+    if spec.models is not None and not spec.models:
+        return Problem("EmptyAllowlist", "models is an empty list: the tier may use no route "
+                                         "(omit models to allow every route of the namespace)")
+    unknown = sorted(set(spec.models or ()) - set(route_names))
+    if unknown:
+        return Problem("UnknownRoute", f"models names ModelRoutes that do not exist: {', '.join(unknown)}")
+    missing = [key.secret_ref.name for key in spec.keys if key.secret_ref.name not in secrets]
+    if missing:
+        return Problem("MissingSecret", f"key Secret {', '.join(missing)} does not exist")
+    if not any(secrets[key.secret_ref.name] for key in spec.keys):
+        return Problem("NoKeys", "the key Secrets hold no keys")
+    upstream = spec.upstream.credentials_secret_ref if spec.upstream else None
+    return _secret_key_problem(upstream, secrets, "upstream credentials") if upstream else None
+
+
+def check_tiers(
+    bodies: Sequence[Body], route_names: Sequence[str], secrets: SecretDigests,
+    problems: dict[str, Problem],
+) -> tuple[dict[str, ApiKeyTier], dict[str, tuple[str, ...]]]:
+    """The tiers that parsed, and the digests of each tier's client keys."""
+    parsed: dict[str, ApiKeyTier] = {}
+    digests: dict[str, tuple[str, ...]] = {}
+    owners: dict[str, list[str]] = defaultdict(list)
+    for body in bodies:
+        name = str(body["metadata"]["name"])
+        try:
+            tier = parsed[name] = ApiKeyTier.model_validate(body)
+        except ValidationError as error:
+            problems[name] = invalid_spec(error)
+            continue
+        problem = _tier_problem(tier, route_names, secrets)
+        if problem:
+            problems[name] = problem
+            continue
+        digests[name] = tuple(sorted({
+            digest for key in tier.spec.keys for digest in secrets[key.secret_ref.name].values()
+        }))
+        for digest in digests[name]:
+            owners[digest].append(name)
+    _mark_shared(owners, problems, "DuplicateKey",
+                 "a client key of this tier is also a key of ApiKeyTier {others}")
+    return parsed, digests

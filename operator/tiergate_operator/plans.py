@@ -1,0 +1,63 @@
+"""What translation decides for a namespace: one plan per gateway, and each object's problem."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+from tiergate_gateway.contract import GatewayConfig
+
+from tiergate_operator.models import Autoscaling, Isolation, PodDisruptionBudget, Resources
+
+__all__ = ["GatewayPlan", "OwnerRef", "Problem", "Translation"]
+
+
+@dataclass(frozen=True)
+class Problem:
+    """Why an object is not served as specified: a CamelCase reason and a message."""
+
+    reason: str
+    message: str
+
+
+@dataclass(frozen=True)
+class OwnerRef:
+    api_version: str
+    kind: str
+    name: str
+    uid: str
+    controller: bool
+
+
+@dataclass(frozen=True)
+class GatewayPlan:
+    name: str
+    namespace: str
+    isolation: Isolation
+    owners: tuple[OwnerRef, ...]
+    config: GatewayConfig
+    # None: the shared pool's replicas (from the settings), or an HPA's when autoscaling is set.
+    replicas: int | None = None
+    autoscaling: Autoscaling | None = None
+    resources: Resources | None = None
+    pod_disruption_budget: PodDisruptionBudget | None = None
+    # Secrets holding upstream credentials the config refers to, mounted as files.
+    credential_secrets: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class Translation:
+    plans: tuple[GatewayPlan, ...] = ()
+    route_problems: Mapping[str, Problem] = field(default_factory=dict)
+    tier_problems: Mapping[str, Problem] = field(default_factory=dict)
+    # ModelRoute name -> gateways whose config holds it (current or last good).
+    route_gateways: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
+    # ApiKeyTier name -> the gateway whose config holds it (current or last good).
+    tier_gateways: Mapping[str, str] = field(default_factory=dict)
+
+    def plan(self, gateway: str) -> GatewayPlan | None:
+        return next((plan for plan in self.plans if plan.name == gateway), None)
+
+    @property
+    def configs(self) -> dict[str, GatewayConfig]:
+        return {plan.name: plan.config for plan in self.plans}

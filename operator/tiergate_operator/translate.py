@@ -1,0 +1,211 @@
+"""Pure translation: the routes, tiers and Secret digests of one namespace -> gateway plans.
+
+No I/O: the gather step hands over the custom resources as stored bodies, each Secret
+as ``{data key: sha256 of value}`` (``contract.hash_client_key``), and the configs
+last applied per gateway. An object with a problem never breaks the others: its
+entry from the previous config of its gateway (its last good state) is carried
+over, or it is left out when it has none. Everything is sorted, so the same inputs
+give byte-identical configs.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from pydantic import ValidationError
+from tiergate_gateway import contract
+
+from tiergate_operator.checks import check_routes, check_tiers, invalid_spec
+from tiergate_operator.convert import contract_route, contract_tier
+from tiergate_operator.models import API_VERSION, ApiKeyTier
+from tiergate_operator.names import SHARED_GATEWAY, gateway_for_tier
+from tiergate_operator.plans import GatewayPlan, OwnerRef, Problem, Translation
+
+__all__ = ["GatewayPlan", "OwnerRef", "Problem", "SecretDigests", "Translation", "translate"]
+
+Body = Mapping[str, Any]
+# Secret name -> {data key -> hex SHA-256 of the value}.
+SecretDigests = Mapping[str, Mapping[str, str]]
+
+
+@dataclass
+class _Routes:
+    """The namespace's routes: fresh contract entries, and aliases of the broken ones."""
+
+    fresh: dict[str, contract.Route] = field(default_factory=dict)  # object name -> route
+    broken_aliases: dict[str, str] = field(default_factory=dict)  # object name -> alias
+    names: tuple[str, ...] = ()
+
+    def alias(self, name: str) -> str | None:
+        route = self.fresh.get(name)
+        return route.model if route else self.broken_aliases.get(name)
+
+
+def _live(bodies: Iterable[Body]) -> list[Body]:
+    return sorted((b for b in bodies if not b.get("metadata", {}).get("deletionTimestamp")),
+                  key=lambda b: str(b["metadata"]["name"]))
+
+
+def _gather_routes(
+    bodies: list[Body], secrets: SecretDigests, problems: dict[str, Problem]
+) -> _Routes:
+    parsed = check_routes(bodies, secrets, problems)
+    routes = _Routes(names=tuple(str(b["metadata"]["name"]) for b in bodies))
+    for body in bodies:
+        name = str(body["metadata"]["name"])
+        route = parsed.get(name)
+        if name not in problems and route is not None:
+            try:
+                routes.fresh[name] = contract_route(route.spec)
+                continue
+            except ValidationError as error:
+                problems[name] = invalid_spec(error)
+        alias = route.spec.model if route else (body.get("spec") or {}).get("model")
+        if isinstance(alias, str):
+            routes.broken_aliases[name] = alias
+    return routes
+
+
+@dataclass
+class _GatewayBuilder:
+    """Assembles one gateway's config from fresh and carried-over entries."""
+
+    name: str
+    routes: _Routes
+    previous: contract.GatewayConfig | None
+    entries: dict[str, contract.Route] = field(default_factory=dict)  # alias -> route
+    tiers: dict[str, contract.Tier] = field(default_factory=dict)
+
+    def _previous_route(self, alias: str) -> contract.Route | None:
+        if self.previous is None:
+            return None
+        return next((r for r in self.previous.routes if r.model == alias), None)
+
+    def _route_by_name(self, name: str) -> contract.Route | None:
+        if name in self.routes.fresh:
+            return self.routes.fresh[name]
+        alias = self.routes.broken_aliases.get(name)
+        return self._previous_route(alias) if alias else None
+
+    def _route_by_alias(self, alias: str) -> contract.Route | None:
+        fresh = next((r for r in self.routes.fresh.values() if r.model == alias), None)
+        if fresh is not None:
+            return fresh
+        broken = alias in self.routes.broken_aliases.values()
+        return self._previous_route(alias) if broken else None
+
+    def _admit(self, tier: contract.Tier, routes: list[contract.Route]) -> bool:
+        taken = {d for t in self.tiers.values() for d in t.key_sha256}
+        if taken & set(tier.key_sha256):
+            return False
+        self.tiers[tier.name] = tier.model_copy(update={"models": tuple(sorted(r.model for r in routes))})
+        self.entries.update((route.model, route) for route in routes)
+        return True
+
+    def add_fresh(self, tier: ApiKeyTier, key_digests: Iterable[str]) -> None:
+        allowed = self.routes.names if tier.spec.models is None else tier.spec.models
+        routes = [r for r in (self._route_by_name(n) for n in sorted(allowed)) if r is not None]
+        self._admit(contract_tier(tier.metadata.name, tier.spec, key_digests, ()), routes)
+
+    def carry_over(self, tier_name: str) -> bool:
+        last_good = next((t for t in (self.previous.tiers if self.previous else ()) if t.name == tier_name),
+                         None)
+        if last_good is None:
+            return False
+        routes = [r for r in (self._route_by_alias(a) for a in last_good.models) if r is not None]
+        return self._admit(last_good, routes)
+
+    def seal(self, namespace: str) -> contract.GatewayConfig:
+        try:
+            return contract.seal(
+                gateway=self.name, namespace=namespace,
+                routes=[self.entries[alias] for alias in sorted(self.entries)],
+                tiers=[self.tiers[name] for name in sorted(self.tiers)],
+            )
+        except ValidationError:
+            if self.previous is not None:
+                return self.previous
+            return contract.seal(gateway=self.name, namespace=namespace, routes=(), tiers=())
+
+
+def _owner(tier: ApiKeyTier, controller: bool) -> OwnerRef:
+    return OwnerRef(api_version=API_VERSION, kind="ApiKeyTier", name=tier.metadata.name,
+                    uid=tier.metadata.uid, controller=controller)
+
+
+def _credential_secrets(config: contract.GatewayConfig) -> tuple[str, ...]:
+    refs = [t.credential for r in config.routes for t in r.targets]
+    refs += [tier.upstream.credential for tier in config.tiers]
+    return tuple(sorted({ref.secret for ref in refs if ref is not None}))
+
+
+def _plan(
+    gateway: str, namespace: str, members: list[ApiKeyTier], config: contract.GatewayConfig
+) -> GatewayPlan:
+    if gateway == SHARED_GATEWAY:
+        return GatewayPlan(
+            name=gateway, namespace=namespace, isolation="Shared", config=config,
+            owners=tuple(_owner(tier, controller=False) for tier in members),
+            credential_secrets=_credential_secrets(config),
+        )
+    (tier,) = members
+    spec = tier.spec
+    return GatewayPlan(
+        name=gateway, namespace=namespace, isolation="Dedicated", config=config,
+        owners=(_owner(tier, controller=True),),
+        replicas=spec.replicas if spec.replicas is not None else (None if spec.autoscaling else 1),
+        autoscaling=spec.autoscaling, resources=spec.resources,
+        pod_disruption_budget=spec.pod_disruption_budget,
+        credential_secrets=_credential_secrets(config),
+    )
+
+
+def translate(
+    namespace: str,
+    routes: Iterable[Body],
+    tiers: Iterable[Body],
+    secrets: SecretDigests,
+    previous: Mapping[str, contract.GatewayConfig],
+) -> Translation:
+    """All ModelRoute and ApiKeyTier bodies of ``namespace`` -> one plan per gateway.
+
+    A Dedicated tier gets ``tiergate-<tier>``; the Shared tiers share ``tiergate-shared``,
+    which exists while at least one Shared tier does. Objects being deleted are ignored.
+    """
+    route_problems: dict[str, Problem] = {}
+    tier_problems: dict[str, Problem] = {}
+    route_set = _gather_routes(_live(routes), secrets, route_problems)
+    tier_bodies = _live(tiers)
+    parsed_tiers, key_digests = check_tiers(tier_bodies, route_set.names, secrets, tier_problems)
+
+    members: dict[str, list[ApiKeyTier]] = defaultdict(list)
+    for tier in parsed_tiers.values():
+        members[gateway_for_tier(tier.metadata.name, tier.spec.isolation)].append(tier)
+    unparsed = [str(b["metadata"]["name"]) for b in tier_bodies if b["metadata"]["name"] not in parsed_tiers]
+
+    plans: list[GatewayPlan] = []
+    tier_gateways: dict[str, str] = {}
+    for gateway in sorted(members):
+        builder = _GatewayBuilder(gateway, route_set, previous.get(gateway))
+        for tier in members[gateway]:
+            if tier.metadata.name not in tier_problems:
+                builder.add_fresh(tier, key_digests[tier.metadata.name])
+        for name in [t.metadata.name for t in members[gateway]] + unparsed:
+            if name in tier_problems:
+                builder.carry_over(name)
+        config = builder.seal(namespace)
+        tier_gateways.update((tier.name, gateway) for tier in config.tiers)
+        plans.append(_plan(gateway, namespace, members[gateway], config))
+
+    route_gateways = {
+        name: tuple(p.name for p in plans if any(r.model == alias for r in p.config.routes))
+        for name in route_set.names if (alias := route_set.alias(name)) is not None
+    }
+    return Translation(
+        plans=tuple(plans), route_problems=route_problems, tier_problems=tier_problems,
+        route_gateways={name: gws for name, gws in route_gateways.items() if gws},
+        tier_gateways=tier_gateways,
+    )
