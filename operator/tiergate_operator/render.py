@@ -1,0 +1,195 @@
+"""Pure rendering: a ``GatewayPlan`` + ``OperatorSettings`` -> the gateway's manifests.
+
+ConfigMap (the config), Deployment, Service, and for Dedicated gateways a
+PodDisruptionBudget and, when autoscaling is set, an HPA. The pod template depends
+on the settings and the Secrets mounted, never on the config itself, so a config
+change reaches running pods through the ConfigMap without a restart.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from typing import Any
+
+from tiergate_gateway.contract import CONFIG_KEY, canonical_json
+
+from tiergate_operator.models import Autoscaling, Resources
+from tiergate_operator.names import CREDENTIALS_DIR
+from tiergate_operator.plans import GatewayPlan
+from tiergate_operator.settings import OperatorSettings
+
+__all__ = ["HTTP_PORT", "Manifest", "gateway_container_args", "render", "selector_labels"]
+
+Manifest = dict[str, Any]
+HTTP_PORT = 8080
+
+
+def selector_labels(plan: GatewayPlan, settings: OperatorSettings) -> dict[str, str]:
+    return {"app.kubernetes.io/name": "tiergate-gateway", f"{settings.prefix}/gateway": plan.name}
+
+
+def _labels(plan: GatewayPlan, settings: OperatorSettings) -> dict[str, str]:
+    return {
+        **selector_labels(plan, settings),
+        "app.kubernetes.io/instance": plan.name,
+        "app.kubernetes.io/component": "gateway",
+        "app.kubernetes.io/part-of": "tiergate",
+        "app.kubernetes.io/managed-by": "tiergate-operator",
+        f"{settings.prefix}/isolation": plan.isolation,
+    }
+
+
+def _metadata(plan: GatewayPlan, settings: OperatorSettings, **extra: Any) -> Manifest:
+    owners = [
+        {"apiVersion": o.api_version, "kind": o.kind, "name": o.name, "uid": o.uid,
+         **({"controller": True, "blockOwnerDeletion": True} if o.controller else {})}
+        for o in plan.owners
+    ]
+    return {"name": plan.name, "namespace": plan.namespace, "labels": _labels(plan, settings),
+            "ownerReferences": owners, **extra}
+
+
+def gateway_container_args(plan: GatewayPlan, settings: OperatorSettings) -> tuple[list[str], list[Manifest]]:
+    """The gateway CLI's arguments and environment: the one place that knows its flags."""
+    env = {
+        "TIERGATE_GATEWAY_CONFIGMAP": f"{plan.namespace}/{plan.name}",
+        "TIERGATE_GATEWAY_HOST": "0.0.0.0",
+        "TIERGATE_GATEWAY_PORT": str(HTTP_PORT),
+        "TIERGATE_GATEWAY_CREDENTIALS_DIR": CREDENTIALS_DIR,
+    }
+    if settings.redis_url:
+        env["TIERGATE_GATEWAY_REDIS_URL"] = settings.redis_url
+    return [], [{"name": name, "value": value} for name, value in sorted(env.items())]
+
+
+def _credential_volume(secret: str) -> str:
+    return f"credentials-{hashlib.sha256(secret.encode()).hexdigest()[:12]}"
+
+
+def _resources(plan: GatewayPlan, settings: OperatorSettings) -> Manifest:
+    chosen: Resources = plan.resources or (
+        settings.shared_resources if plan.isolation == "Shared" else settings.dedicated_resources
+    )
+    return chosen.model_dump(mode="json", exclude_none=True)
+
+
+def _probe(path: str, period: int, failures: int) -> Manifest:
+    return {"httpGet": {"path": path, "port": "http"}, "periodSeconds": period,
+            "timeoutSeconds": 2, "failureThreshold": failures}
+
+
+def _container(plan: GatewayPlan, settings: OperatorSettings) -> Manifest:
+    args, env = gateway_container_args(plan, settings)
+    mounts = [{"name": "tmp", "mountPath": "/tmp"}] + [
+        {"name": _credential_volume(secret), "mountPath": f"{CREDENTIALS_DIR}/{secret}", "readOnly": True}
+        for secret in plan.credential_secrets
+    ]
+    return {
+        "name": "gateway",
+        "image": settings.gateway_image,
+        "imagePullPolicy": settings.image_pull_policy,
+        **({"args": args} if args else {}),
+        "env": env,
+        "ports": [{"name": "http", "containerPort": HTTP_PORT, "protocol": "TCP"}],
+        "livenessProbe": _probe("/healthz", period=10, failures=3),
+        "readinessProbe": _probe("/readyz", period=5, failures=2),
+        "resources": _resources(plan, settings),
+        "securityContext": {
+            "allowPrivilegeEscalation": False,
+            "readOnlyRootFilesystem": True,
+            "runAsNonRoot": True,
+            "capabilities": {"drop": ["ALL"]},
+        },
+        "volumeMounts": mounts,
+    }
+
+
+def _pod_template(plan: GatewayPlan, settings: OperatorSettings) -> Manifest:
+    volumes = [{"name": "tmp", "emptyDir": {"sizeLimit": "64Mi"}}] + [
+        {"name": _credential_volume(secret), "secret": {"secretName": secret, "defaultMode": 0o440}}
+        for secret in plan.credential_secrets
+    ]
+    spec: Manifest = {
+        "serviceAccountName": settings.gateway_service_account,
+        "enableServiceLinks": False,
+        "terminationGracePeriodSeconds": 30,
+        "securityContext": {
+            "runAsNonRoot": True,
+            "runAsUser": 65532,
+            "runAsGroup": 65532,
+            "fsGroup": 65532,
+            "seccompProfile": {"type": "RuntimeDefault"},
+        },
+        "containers": [_container(plan, settings)],
+        "volumes": volumes,
+    }
+    if plan.isolation == "Dedicated":
+        spec["affinity"] = {"podAntiAffinity": {"preferredDuringSchedulingIgnoredDuringExecution": [{
+            "weight": 100,
+            "podAffinityTerm": {"topologyKey": "kubernetes.io/hostname",
+                                "labelSelector": {"matchLabels": selector_labels(plan, settings)}},
+        }]}}
+    return {"metadata": {"labels": _labels(plan, settings)}, "spec": spec}
+
+
+def _config_map(plan: GatewayPlan, settings: OperatorSettings) -> Manifest:
+    return {
+        "apiVersion": "v1", "kind": "ConfigMap",
+        "metadata": _metadata(plan, settings, annotations={
+            f"{settings.prefix}/config-generation": plan.config.generation,
+            f"{settings.prefix}/config-version": plan.config.version,
+        }),
+        "data": {CONFIG_KEY: canonical_json(plan.config).decode()},
+    }
+
+
+def _deployment(plan: GatewayPlan, settings: OperatorSettings) -> Manifest:
+    spec: Manifest = {
+        "selector": {"matchLabels": selector_labels(plan, settings)},
+        "revisionHistoryLimit": 3,
+        "strategy": {"type": "RollingUpdate", "rollingUpdate": {"maxUnavailable": 0, "maxSurge": 1}},
+        "template": _pod_template(plan, settings),
+    }
+    if plan.autoscaling is None:
+        spec = {"replicas": plan.replicas if plan.replicas is not None else settings.shared_replicas, **spec}
+    return {"apiVersion": "apps/v1", "kind": "Deployment", "metadata": _metadata(plan, settings), "spec": spec}
+
+
+def _service(plan: GatewayPlan, settings: OperatorSettings) -> Manifest:
+    return {
+        "apiVersion": "v1", "kind": "Service", "metadata": _metadata(plan, settings),
+        "spec": {"type": "ClusterIP", "selector": selector_labels(plan, settings),
+                 "ports": [{"name": "http", "port": 80, "targetPort": "http", "protocol": "TCP"}]},
+    }
+
+
+def _disruption_budget(plan: GatewayPlan, settings: OperatorSettings) -> Manifest:
+    chosen = plan.pod_disruption_budget
+    budget: Manifest = (
+        chosen.model_dump(mode="json", exclude_none=True) if chosen else {"maxUnavailable": 1}
+    )
+    return {"apiVersion": "policy/v1", "kind": "PodDisruptionBudget", "metadata": _metadata(plan, settings),
+            "spec": {**budget, "selector": {"matchLabels": selector_labels(plan, settings)}}}
+
+
+def _autoscaler(plan: GatewayPlan, settings: OperatorSettings, scaling: Autoscaling) -> Manifest:
+    return {
+        "apiVersion": "autoscaling/v2", "kind": "HorizontalPodAutoscaler", "metadata": _metadata(plan, settings),
+        "spec": {
+            "scaleTargetRef": {"apiVersion": "apps/v1", "kind": "Deployment", "name": plan.name},
+            "minReplicas": scaling.min_replicas,
+            "maxReplicas": scaling.max_replicas,
+            "metrics": [{"type": "Resource", "resource": {"name": "cpu", "target": {
+                "type": "Utilization", "averageUtilization": scaling.target_cpu_utilization_percentage}}}],
+        },
+    }
+
+
+def render(plan: GatewayPlan, settings: OperatorSettings) -> list[Manifest]:
+    """The manifests of one gateway, config first; all named after the gateway."""
+    manifests = [_config_map(plan, settings), _deployment(plan, settings), _service(plan, settings)]
+    if plan.isolation == "Dedicated":
+        manifests.append(_disruption_budget(plan, settings))
+        if plan.autoscaling is not None:
+            manifests.append(_autoscaler(plan, settings, plan.autoscaling))
+    return manifests
