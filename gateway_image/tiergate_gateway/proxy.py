@@ -222,7 +222,6 @@ async def forward(
                     response = await pool.request(
                         endpoint,
                         call.path[3:],  # base_url includes the API version, as in the openai SDK
-
                         _header_block(credential, call.stream),
                         payload,
                         connect_timeout=timeouts.connect_seconds,

@@ -35,6 +35,7 @@ _REASONS = {
     405: b"Method Not Allowed",
     408: b"Request Timeout",
     413: b"Payload Too Large",
+    414: b"URI Too Long",
     415: b"Unsupported Media Type",
     429: b"Too Many Requests",
     431: b"Request Header Fields Too Large",
@@ -103,6 +104,7 @@ class _Connection(asyncio.Protocol):
         self._writable = asyncio.Event()
         self._writable.set()
         self._closing = False
+        self._problem: tuple[int, str] | None = None
         self.busy = False
 
     # -- asyncio.Protocol -------------------------------------------------
@@ -139,7 +141,8 @@ class _Connection(asyncio.Protocol):
         except httptools.HttpParserUpgrade:
             self._reject(400, "protocol upgrades are not supported")
         except httptools.HttpParserError as exc:
-            self._reject(400, f"malformed HTTP request: {exc}")
+            status, message = self._problem or (400, f"malformed HTTP request: {exc}")
+            self._reject(status, message)
 
     # -- httptools callbacks ---------------------------------------------
     def on_message_begin(self) -> None:
@@ -153,12 +156,14 @@ class _Connection(asyncio.Protocol):
     def on_url(self, url: bytes) -> None:
         self._url += url
         if len(self._url) > 8192:
-            raise httptools.HttpParserError("request target too long")
+            self._problem = (414, "request target too long")
+            raise httptools.HttpParserError(self._problem[1])
 
     def on_header(self, name: bytes, value: bytes) -> None:
         self._header_bytes += len(name) + len(value)
         if len(self._headers) >= _MAX_HEADERS or self._header_bytes > _MAX_HEADER_BYTES:
-            raise httptools.HttpParserError("too many or too large headers")
+            self._problem = (431, f"too many or too large request headers (at most {_MAX_HEADERS})")
+            raise httptools.HttpParserError(self._problem[1])
         key = name.decode("latin-1").lower()
         text = value.decode("latin-1")
         previous = self._headers.get(key)

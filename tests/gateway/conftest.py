@@ -11,7 +11,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-
 from tiergate_gateway.contract import GatewayConfig
 from tiergate_gateway.settings import Settings
 
@@ -38,7 +37,10 @@ def upstreams(_upstream_pool: dict[str, MockUpstream]) -> dict[str, MockUpstream
 @pytest.fixture
 def credentials_dir(tmp_path: Path) -> Path:
     folder = tmp_path / "credentials"
-    for secret, key, value in (("provider", "api-key", "target-secret-1"), ("acme", "token", "acme-tier-secret")):
+    for secret, key, value in (
+        ("provider", "api-key", "target-secret-1"),
+        ("acme", "token", "acme-tier-secret"),
+    ):
         (folder / secret).mkdir(parents=True, exist_ok=True)
         (folder / secret / key).write_text(value + "\n")
     return folder
@@ -49,12 +51,20 @@ def start_gateway(tmp_path: Path, credentials_dir: Path) -> Iterator[Callable[..
     """Start a gateway serving ``cfg`` from a hot-reloaded file; stopped after the test."""
     started: list[GatewayThread] = []
 
-    def start(cfg: GatewayConfig | None, path: Path | None = None, **overrides: Any) -> GatewayThread:
+    def start(
+        cfg: GatewayConfig | None, path: Path | None = None, **overrides: Any
+    ) -> GatewayThread:
         path = path or tmp_path / "config.json"
         if cfg is not None:
             write_config(path, cfg)
-        settings = Settings(port=0, config_file=path, credentials_dir=credentials_dir,
-                            reload_interval_seconds=0.05, grace_seconds=5, **overrides)
+        settings = Settings(
+            port=0,
+            config_file=path,
+            credentials_dir=credentials_dir,
+            reload_interval_seconds=0.05,
+            grace_seconds=5,
+            **overrides,
+        )
         gateway = GatewayThread(settings).start()
         started.append(gateway)
         return gateway
@@ -71,8 +81,11 @@ def redis_url() -> Iterator[str]:
     if binary is None:
         pytest.skip("redis-server is not installed (apt-get install -y redis-server)")
     port = free_port()
-    proc = subprocess.Popen([binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen(
+        [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     deadline = time.monotonic() + 10
     while True:
         try:

@@ -15,7 +15,6 @@ from pathlib import Path
 from typing import Any
 
 import uvloop
-
 from tiergate_gateway.__main__ import serve
 from tiergate_gateway.contract import (
     Budget,
@@ -42,36 +41,77 @@ ACME_KEY = "sk-acme-abcdefghij"
 ROOT = Path(__file__).resolve().parents[2]
 
 
-def target(name: str, base_url: str, *, weight: int = 100, priority: int = 0, premium: bool = False,
-           credential: tuple[str, str] | None = None, price: tuple[str, str] = ("1", "2"),
-           upstream_model: str | None = None) -> Target:
+def target(
+    name: str,
+    base_url: str,
+    *,
+    weight: int = 100,
+    priority: int = 0,
+    premium: bool = False,
+    credential: tuple[str, str] | None = None,
+    price: tuple[str, str] = ("1", "2"),
+    upstream_model: str | None = None,
+) -> Target:
     return Target(
-        name=name, base_url=base_url, upstream_model=upstream_model or f"{name}-model", weight=weight,
-        priority=priority, request_class=RequestClass.PREMIUM if premium else RequestClass.STANDARD,
+        name=name,
+        base_url=base_url,
+        upstream_model=upstream_model or f"{name}-model",
+        weight=weight,
+        priority=priority,
+        request_class=RequestClass.PREMIUM if premium else RequestClass.STANDARD,
         pricing=Pricing(input_per_million=Decimal(price[0]), output_per_million=Decimal(price[1])),
         credential=CredentialRef(secret=credential[0], key=credential[1]) if credential else None,
     )
 
 
-def route(model: str, *targets: Target, failures: int = 5, cooldown: float = 30.0, first_byte: float = 10.0,
-          total: float = 30.0, max_attempts: int = 3, statuses: tuple[int, ...] = (429, 500, 502, 503, 504)) -> Route:
+def route(
+    model: str,
+    *targets: Target,
+    failures: int = 5,
+    cooldown: float = 30.0,
+    first_byte: float = 10.0,
+    total: float = 30.0,
+    max_attempts: int = 3,
+    statuses: tuple[int, ...] = (429, 500, 502, 503, 504),
+) -> Route:
     return Route(
-        model=model, targets=targets,
-        failover=Failover(statuses=statuses, max_attempts=max_attempts,
-                          circuit_breaker=CircuitBreaker(consecutive_failures=failures, cooldown_seconds=cooldown)),
+        model=model,
+        targets=targets,
+        failover=Failover(
+            statuses=statuses,
+            max_attempts=max_attempts,
+            circuit_breaker=CircuitBreaker(
+                consecutive_failures=failures, cooldown_seconds=cooldown
+            ),
+        ),
         timeouts=Timeouts(connect_seconds=2, first_byte_seconds=first_byte, total_seconds=total),
     )
 
 
-def tier(name: str, key: str, models: list[str], *, limits: Limits | None = None, budget: tuple[str, str] | None = None,
-         credential: tuple[str, str] | None = None, prefix: str = "", premium: bool = False) -> Tier:
+def tier(
+    name: str,
+    key: str,
+    models: list[str],
+    *,
+    limits: Limits | None = None,
+    budget: tuple[str, str] | None = None,
+    credential: tuple[str, str] | None = None,
+    prefix: str = "",
+    premium: bool = False,
+) -> Tier:
     return Tier(
-        name=name, key_sha256=(hash_client_key(key),), models=tuple(models),
+        name=name,
+        key_sha256=(hash_client_key(key),),
+        models=tuple(models),
         default_class=RequestClass.PREMIUM if premium else RequestClass.STANDARD,
         limits=limits or Limits(),
         budget=Budget(soft_usd=Decimal(budget[0]), hard_usd=Decimal(budget[1])) if budget else None,
-        upstream=TierUpstream(credential=CredentialRef(secret=credential[0], key=credential[1]) if credential else None,
-                              model_prefix=prefix),
+        upstream=TierUpstream(
+            credential=CredentialRef(secret=credential[0], key=credential[1])
+            if credential
+            else None,
+            model_prefix=prefix,
+        ),
     )
 
 
@@ -158,18 +198,26 @@ class GatewayProcess:
         return f"http://127.0.0.1:{self.port}"
 
     def start(self, timeout: float = 15) -> GatewayProcess:
-        self.proc = subprocess.Popen([sys.executable, "-m", "tiergate_gateway", *self.args], env=self.env,
-                                     stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "tiergate_gateway", *self.args],
+            env=self.env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+        )
         deadline = time.monotonic() + timeout
         import urllib.request
 
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
-                raise RuntimeError(f"gateway exited: {self.proc.stdout.read().decode() if self.proc.stdout else ''}")
-            with contextlib.suppress(OSError):
-                with urllib.request.urlopen(f"{self.url}/readyz", timeout=1) as resp:
-                    if resp.status == 200:
-                        return self
+                raise RuntimeError(
+                    f"gateway exited: {self.proc.stdout.read().decode() if self.proc.stdout else ''}"
+                )
+            with (
+                contextlib.suppress(OSError),
+                urllib.request.urlopen(f"{self.url}/readyz", timeout=1) as resp,
+            ):
+                if resp.status == 200:
+                    return self
             time.sleep(0.05)
         raise RuntimeError("gateway did not become ready")
 

@@ -11,7 +11,6 @@ from pathlib import Path
 import httpx
 import openai
 import pytest
-
 from tiergate_gateway.contract import canonical_json
 
 from .helpers import STARTUP_KEY, GatewayProcess, config, route, target, tier, write_config
@@ -30,44 +29,69 @@ def wait_for(predicate, timeout=5.0, what="condition"):
 def test_reset_mid_stream_reaches_client_as_error_and_gateway_survives(upstreams, start_gateway):
     a, b = upstreams["a"], upstreams["b"]
     a.reset("reset_mid_stream")
-    gw = start_gateway(config([route("m", target("a", a.base_url), target("b", b.base_url, priority=1))],
-                              [tier("t", STARTUP_KEY, ["m"])]))
+    gw = start_gateway(
+        config(
+            [route("m", target("a", a.base_url), target("b", b.base_url, priority=1))],
+            [tier("t", STARTUP_KEY, ["m"])],
+        )
+    )
     client = openai.OpenAI(base_url=gw.url + "/v1", api_key=STARTUP_KEY, max_retries=0)
-    seen = []
-    with pytest.raises(openai.APIError) as excinfo:
+    seen: list[str | None] = []
+
+    def consume() -> None:
         for chunk in client.chat.completions.create(model="m", messages=MSG, stream=True):
             seen.append(chunk.choices[0].delta.content)
+
+    with pytest.raises(openai.APIError) as excinfo:
+        consume()
     assert seen == ["a:"]  # the first byte was sent, so no failover after it
     assert "broke off" in str(excinfo.value)
     assert len(b.received) == 0
     a.reset("ok")
-    assert client.chat.completions.create(model="m", messages=MSG).choices[0].message.content == "hello from a"
+    assert (
+        client.chat.completions.create(model="m", messages=MSG).choices[0].message.content
+        == "hello from a"
+    )
 
 
 def test_stream_fails_over_before_first_byte(upstreams, start_gateway):
     a, b = upstreams["a"], upstreams["b"]
     a.reset("status", status=502)
-    gw = start_gateway(config([route("m", target("a", a.base_url), target("b", b.base_url, priority=1))],
-                              [tier("t", STARTUP_KEY, ["m"])]))
+    gw = start_gateway(
+        config(
+            [route("m", target("a", a.base_url), target("b", b.base_url, priority=1))],
+            [tier("t", STARTUP_KEY, ["m"])],
+        )
+    )
     client = openai.OpenAI(base_url=gw.url + "/v1", api_key=STARTUP_KEY, max_retries=0)
-    text = "".join(c.choices[0].delta.content or "" for c in
-                   client.chat.completions.create(model="m", messages=MSG, stream=True) if c.choices)
+    text = "".join(
+        c.choices[0].delta.content or ""
+        for c in client.chat.completions.create(model="m", messages=MSG, stream=True)
+        if c.choices
+    )
     assert text == "b: part0 part1 part2"
 
 
 def test_client_disconnect_cancels_upstream(upstreams, start_gateway):
     a = upstreams["a"]
     a.reset("hang_stream")
-    gw = start_gateway(config([route("m", target("a", a.base_url))], [tier("t", STARTUP_KEY, ["m"])]))
-    with httpx.Client(base_url=gw.url, headers=AUTH) as client, client.stream(
-        "POST", "/v1/chat/completions", json={"model": "m", "messages": MSG, "stream": True}
-    ) as resp:
+    gw = start_gateway(
+        config([route("m", target("a", a.base_url))], [tier("t", STARTUP_KEY, ["m"])])
+    )
+    with (
+        httpx.Client(base_url=gw.url, headers=AUTH) as client,
+        client.stream(
+            "POST", "/v1/chat/completions", json={"model": "m", "messages": MSG, "stream": True}
+        ) as resp,
+    ):
         assert resp.status_code == 200
         first = next(resp.iter_raw())
         assert b"a:" in first
     assert a.disconnected.wait(5), "the upstream call was not cancelled"
     metrics = httpx.get(gw.url + "/metrics").text
-    assert 'tiergate_gateway_upstream_attempts_total{outcome="ok",route="m",target="a"} 1.0' in metrics
+    assert (
+        'tiergate_gateway_upstream_attempts_total{outcome="ok",route="m",target="a"} 1.0' in metrics
+    )
 
 
 def test_hot_reload_and_rejected_config_keeps_serving(upstreams, start_gateway, tmp_path):
@@ -75,20 +99,36 @@ def test_hot_reload_and_rejected_config_keeps_serving(upstreams, start_gateway, 
     tiers = [tier("t", STARTUP_KEY, ["m"])]
     gw = start_gateway(config([route("m", target("a", a.base_url))], tiers))
     client = openai.OpenAI(base_url=gw.url + "/v1", api_key=STARTUP_KEY, max_retries=0)
-    assert client.chat.completions.create(model="m", messages=MSG).choices[0].message.content == "hello from a"
+    assert (
+        client.chat.completions.create(model="m", messages=MSG).choices[0].message.content
+        == "hello from a"
+    )
     new = config([route("m", target("b", b.base_url))], tiers)
     write_config(tmp_path / "config.json", new)
-    wait_for(lambda: httpx.get(gw.url + "/readyz").json()["generation"] == new.generation, what="reload")
-    assert client.chat.completions.create(model="m", messages=MSG).choices[0].message.content == "hello from b"
+    wait_for(
+        lambda: httpx.get(gw.url + "/readyz").json()["generation"] == new.generation, what="reload"
+    )
+    assert (
+        client.chat.completions.create(model="m", messages=MSG).choices[0].message.content
+        == "hello from b"
+    )
 
     bad_version = canonical_json(new).replace(b"gateway-config/v1", b"gateway-config/v9")
     for count, broken in enumerate(
-        (bad_version, b"{truncated", b'{"version": "tiergate.dev/gateway-config/v1", "generation": ""}'), start=1
+        (
+            bad_version,
+            b"{truncated",
+            b'{"version": "tiergate.dev/gateway-config/v1", "generation": ""}',
+        ),
+        start=1,
     ):
         write_config(tmp_path / "config.json", broken)
         wait_for(lambda c=count: _rejected(gw) == c, what=f"rejection {count}")
         assert httpx.get(gw.url + "/readyz").json()["generation"] == new.generation
-        assert client.chat.completions.create(model="m", messages=MSG).choices[0].message.content == "hello from b"
+        assert (
+            client.chat.completions.create(model="m", messages=MSG).choices[0].message.content
+            == "hello from b"
+        )
 
 
 def _rejected(gw) -> float:
@@ -106,7 +146,10 @@ def test_kubernetes_symlink_swap_and_readiness(upstreams, start_gateway, tmp_pat
     link = mount / "config.json"
     gw = start_gateway(None, path=link)
     assert httpx.get(gw.url + "/readyz").status_code == 503
-    assert httpx.post(gw.url + "/v1/chat/completions", json={"model": "m"}, headers=AUTH).status_code == 503
+    assert (
+        httpx.post(gw.url + "/v1/chat/completions", json={"model": "m"}, headers=AUTH).status_code
+        == 503
+    )
 
     def publish(version: str, cfg) -> None:
         data_dir = mount / f"..{version}"
@@ -123,8 +166,12 @@ def test_kubernetes_symlink_swap_and_readiness(upstreams, start_gateway, tmp_pat
     wait_for(lambda: httpx.get(gw.url + "/readyz").status_code == 200, what="ready")
     second = config([route("m", target("b", b.base_url))], tiers)
     publish("2024_02", second)
-    wait_for(lambda: httpx.get(gw.url + "/readyz").json()["generation"] == second.generation, what="swap")
-    reply = httpx.post(gw.url + "/v1/chat/completions", json={"model": "m", "messages": MSG}, headers=AUTH)
+    wait_for(
+        lambda: httpx.get(gw.url + "/readyz").json()["generation"] == second.generation, what="swap"
+    )
+    reply = httpx.post(
+        gw.url + "/v1/chat/completions", json={"model": "m", "messages": MSG}, headers=AUTH
+    )
     assert reply.json()["choices"][0]["message"]["content"] == "hello from b"
 
 
@@ -132,15 +179,27 @@ def test_sigterm_drains_an_inflight_stream(upstreams, tmp_path, credentials_dir)
     a = upstreams["a"]
     a.reset("slow_stream", delay=0.2, chunks=5)
     path = tmp_path / "config.json"
-    write_config(path, config([route("m", target("a", a.base_url))], [tier("t", STARTUP_KEY, ["m"])]))
-    proc = GatewayProcess("--config-file", str(path), "--credentials-dir", str(credentials_dir),
-                          "--grace-seconds", "10").start()
+    write_config(
+        path, config([route("m", target("a", a.base_url))], [tier("t", STARTUP_KEY, ["m"])])
+    )
+    proc = GatewayProcess(
+        "--config-file",
+        str(path),
+        "--credentials-dir",
+        str(credentials_dir),
+        "--grace-seconds",
+        "10",
+    ).start()
     body: list[bytes] = []
     done = threading.Event()
 
     def consume() -> None:
-        with httpx.stream("POST", proc.url + "/v1/chat/completions", headers=AUTH,
-                          json={"model": "m", "messages": MSG, "stream": True}) as resp:
+        with httpx.stream(
+            "POST",
+            proc.url + "/v1/chat/completions",
+            headers=AUTH,
+            json={"model": "m", "messages": MSG, "stream": True},
+        ) as resp:
             body.extend(resp.iter_raw())
         done.set()
 
@@ -164,7 +223,11 @@ def test_cli_rejects_bad_settings(tmp_path: Path):
     import subprocess
     import sys
 
-    result = subprocess.run([sys.executable, "-m", "tiergate_gateway", "--workers", "2", "--config-file", "x.json"],
-                            capture_output=True, text=True, timeout=30)
+    result = subprocess.run(
+        [sys.executable, "-m", "tiergate_gateway", "--workers", "2", "--config-file", "x.json"],
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
     assert result.returncode == 2
     assert "redis_url" in result.stderr

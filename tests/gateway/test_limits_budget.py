@@ -7,7 +7,6 @@ import asyncio
 import httpx
 import openai
 import pytest
-
 from tiergate_gateway.contract import Limits
 
 from .helpers import STARTUP_KEY, config, route, target, tier
@@ -17,12 +16,18 @@ AUTH = {"authorization": f"Bearer {STARTUP_KEY}"}
 
 
 def post(gw, **body):
-    return httpx.post(gw.url + "/v1/chat/completions", json={"model": "m", "messages": MSG, **body}, headers=AUTH)
+    return httpx.post(
+        gw.url + "/v1/chat/completions", json={"model": "m", "messages": MSG, **body}, headers=AUTH
+    )
 
 
 def test_requests_per_minute(upstreams, start_gateway):
-    gw = start_gateway(config([route("m", target("a", upstreams["a"].base_url))],
-                              [tier("t", STARTUP_KEY, ["m"], limits=Limits(requests_per_minute=3))]))
+    gw = start_gateway(
+        config(
+            [route("m", target("a", upstreams["a"].base_url))],
+            [tier("t", STARTUP_KEY, ["m"], limits=Limits(requests_per_minute=3))],
+        )
+    )
     first = post(gw)
     assert first.status_code == 200
     assert first.headers["x-ratelimit-limit-requests"] == "3"
@@ -36,8 +41,9 @@ def test_requests_per_minute(upstreams, start_gateway):
     assert refused.headers["x-ratelimit-reset-requests"].endswith("s")
     assert len(upstreams["a"].received) == 3
     with pytest.raises(openai.RateLimitError):
-        openai.OpenAI(base_url=gw.url + "/v1", api_key=STARTUP_KEY, max_retries=0).chat.completions.create(
-            model="m", messages=MSG)
+        openai.OpenAI(
+            base_url=gw.url + "/v1", api_key=STARTUP_KEY, max_retries=0
+        ).chat.completions.create(model="m", messages=MSG)
     metrics = httpx.get(gw.url + "/metrics").text
     assert 'tiergate_gateway_rate_limited_total{limit="requests",tier="t"} 2.0' in metrics
 
@@ -46,8 +52,12 @@ def test_tokens_per_minute_settles_with_usage(upstreams, start_gateway):
     a = upstreams["a"]
     # The estimate (~body/4) is taken first, then settled to reported usage (10 + 5 = 15).
     a.reset("ok", prompt_tokens=10, completion_tokens=5)
-    gw = start_gateway(config([route("m", target("a", a.base_url))],
-                              [tier("t", STARTUP_KEY, ["m"], limits=Limits(tokens_per_minute=100))]))
+    gw = start_gateway(
+        config(
+            [route("m", target("a", a.base_url))],
+            [tier("t", STARTUP_KEY, ["m"], limits=Limits(tokens_per_minute=100))],
+        )
+    )
     statuses = [post(gw).status_code for _ in range(8)]
     # 100 tokens / 15 per call settled = 6 calls, the next estimate (~20) no longer fits.
     assert statuses[:6] == [200] * 6
@@ -62,8 +72,12 @@ def test_tokens_per_minute_settles_with_usage(upstreams, start_gateway):
 async def test_concurrent_requests(upstreams, start_gateway):
     a = upstreams["a"]
     a.reset("slow", delay=0.5)
-    gw = start_gateway(config([route("m", target("a", a.base_url))],
-                              [tier("t", STARTUP_KEY, ["m"], limits=Limits(concurrent_requests=1))]))
+    gw = start_gateway(
+        config(
+            [route("m", target("a", a.base_url))],
+            [tier("t", STARTUP_KEY, ["m"], limits=Limits(concurrent_requests=1))],
+        )
+    )
     async with httpx.AsyncClient(base_url=gw.url, headers=AUTH) as client:
         body = {"model": "m", "messages": MSG}
         slow = asyncio.create_task(client.post("/v1/chat/completions", json=body))
@@ -79,8 +93,12 @@ def test_budget_warns_then_rejects_before_upstream(upstreams, start_gateway):
     a = upstreams["a"]
     # 1000 USD/M in and out; each call settles to 15 tokens = 0.015 USD.
     # Worst case reserved: (~18 prompt estimate + 10 max_tokens) * 1000/M ~ 0.028 USD.
-    gw = start_gateway(config([route("m", target("a", a.base_url, price=("1000", "1000")))],
-                              [tier("t", STARTUP_KEY, ["m"], budget=("0.035", "0.055"))]))
+    gw = start_gateway(
+        config(
+            [route("m", target("a", a.base_url, price=("1000", "1000")))],
+            [tier("t", STARTUP_KEY, ["m"], budget=("0.035", "0.055"))],
+        )
+    )
     first = post(gw, max_tokens=10)
     assert first.status_code == 200
     assert "x-tiergate-budget-warning" not in first.headers
@@ -101,13 +119,19 @@ def test_budget_warns_then_rejects_before_upstream(upstreams, start_gateway):
 def test_budget_reservation_blocks_a_burst(upstreams, start_gateway):
     a = upstreams["a"]
     a.reset("slow", delay=0.3)
-    gw = start_gateway(config([route("m", target("a", a.base_url, price=("0", "1000")))],
-                              [tier("t", STARTUP_KEY, ["m"], budget=("1", "1"))]))
+    gw = start_gateway(
+        config(
+            [route("m", target("a", a.base_url, price=("0", "1000")))],
+            [tier("t", STARTUP_KEY, ["m"], budget=("1", "1"))],
+        )
+    )
 
     async def burst():
         async with httpx.AsyncClient(base_url=gw.url, headers=AUTH, timeout=10) as client:
             body = {"model": "m", "messages": MSG, "max_tokens": 400}  # worst case 0.4 USD each
-            return await asyncio.gather(*(client.post("/v1/chat/completions", json=body) for _ in range(5)))
+            return await asyncio.gather(
+                *(client.post("/v1/chat/completions", json=body) for _ in range(5))
+            )
 
     statuses = sorted(r.status_code for r in asyncio.run(burst()))
     assert statuses == [200, 200, 429, 429, 429]

@@ -100,8 +100,16 @@ class MockUpstream:
         behaviour = self.behaviour
         if behaviour == "status":
             return web.json_response(
-                {"error": {"message": f"{self.name} says {self.status}", "type": "upstream_test", "param": None,
-                           "code": None}}, status=self.status)
+                {
+                    "error": {
+                        "message": f"{self.name} says {self.status}",
+                        "type": "upstream_test",
+                        "param": None,
+                        "code": None,
+                    }
+                },
+                status=self.status,
+            )
         if behaviour == "slow":
             await asyncio.sleep(self.delay)
         if body.get("stream"):
@@ -109,29 +117,65 @@ class MockUpstream:
         return web.json_response(self._answer(endpoint, body))
 
     def _usage(self) -> dict[str, int]:
-        return {"prompt_tokens": self.prompt_tokens, "completion_tokens": self.completion_tokens,
-                "total_tokens": self.prompt_tokens + self.completion_tokens}
+        return {
+            "prompt_tokens": self.prompt_tokens,
+            "completion_tokens": self.completion_tokens,
+            "total_tokens": self.prompt_tokens + self.completion_tokens,
+        }
 
     def _answer(self, endpoint: str, body: dict[str, Any]) -> dict[str, Any]:
         model = body.get("model")
         if endpoint == "embeddings":
-            return {"object": "list", "model": model,
-                    "data": [{"object": "embedding", "index": 0, "embedding": [0.25, -0.5, 1.0]}],
-                    "usage": {"prompt_tokens": self.prompt_tokens, "total_tokens": self.prompt_tokens}}
+            return {
+                "object": "list",
+                "model": model,
+                "data": [{"object": "embedding", "index": 0, "embedding": [0.25, -0.5, 1.0]}],
+                "usage": {"prompt_tokens": self.prompt_tokens, "total_tokens": self.prompt_tokens},
+            }
         if endpoint == "completions":
-            return {"id": "cmpl-1", "object": "text_completion", "created": 1, "model": model,
-                    "choices": [{"index": 0, "text": f"hello from {self.name}", "finish_reason": "stop",
-                                 "logprobs": None}], "usage": self._usage()}
-        return {"id": "chatcmpl-1", "object": "chat.completion", "created": 1, "model": model,
-                "choices": [{"index": 0, "message": {"role": "assistant", "content": f"hello from {self.name}"},
-                             "finish_reason": "stop"}], "usage": self._usage()}
+            return {
+                "id": "cmpl-1",
+                "object": "text_completion",
+                "created": 1,
+                "model": model,
+                "choices": [
+                    {
+                        "index": 0,
+                        "text": f"hello from {self.name}",
+                        "finish_reason": "stop",
+                        "logprobs": None,
+                    }
+                ],
+                "usage": self._usage(),
+            }
+        return {
+            "id": "chatcmpl-1",
+            "object": "chat.completion",
+            "created": 1,
+            "model": model,
+            "choices": [
+                {
+                    "index": 0,
+                    "message": {"role": "assistant", "content": f"hello from {self.name}"},
+                    "finish_reason": "stop",
+                }
+            ],
+            "usage": self._usage(),
+        }
 
     def _chunk(self, model: str, text: str) -> bytes:
-        event = {"id": "chatcmpl-1", "object": "chat.completion.chunk", "created": 1, "model": model,
-                 "choices": [{"index": 0, "delta": {"content": text}, "finish_reason": None}]}
+        event = {
+            "id": "chatcmpl-1",
+            "object": "chat.completion.chunk",
+            "created": 1,
+            "model": model,
+            "choices": [{"index": 0, "delta": {"content": text}, "finish_reason": None}],
+        }
         return b"data: " + json.dumps(event).encode() + b"\n\n"
 
-    async def _stream(self, request: web.Request, body: dict[str, Any], behaviour: str) -> web.StreamResponse:
+    async def _stream(
+        self, request: web.Request, body: dict[str, Any], behaviour: str
+    ) -> web.StreamResponse:
         model = str(body.get("model"))
         response = web.StreamResponse(headers={"content-type": "text/event-stream"})
         await response.prepare(request)
@@ -153,8 +197,14 @@ class MockUpstream:
                 await asyncio.sleep(self.delay)
             await response.write(self._chunk(model, f" part{index}"))
         if (body.get("stream_options") or {}).get("include_usage"):
-            event = {"id": "chatcmpl-1", "object": "chat.completion.chunk", "created": 1, "model": model,
-                     "choices": [], "usage": self._usage()}
+            event = {
+                "id": "chatcmpl-1",
+                "object": "chat.completion.chunk",
+                "created": 1,
+                "model": model,
+                "choices": [],
+                "usage": self._usage(),
+            }
             await response.write(b"data: " + json.dumps(event).encode() + b"\n\n")
         await response.write(b"data: [DONE]\n\n")
         await response.write_eof()

@@ -1,0 +1,161 @@
+"""Limits and budgets shared through a real redis-server, across gateway processes and workers."""
+
+from __future__ import annotations
+
+import asyncio
+import re
+from decimal import Decimal
+
+import httpx
+import pytest
+from redis.asyncio import Redis
+from tiergate_gateway.budget import RedisLedger, to_nano
+from tiergate_gateway.contract import Budget, Limits
+from tiergate_gateway.limits import RedisLimiter
+
+from .helpers import STARTUP_KEY, GatewayProcess, config, route, target, tier, write_config
+
+pytestmark = pytest.mark.redis
+MSG = [{"role": "user", "content": "hi"}]
+AUTH = {"authorization": f"Bearer {STARTUP_KEY}"}
+
+
+async def test_redis_limiter_is_atomic_under_concurrency(redis_url):
+    redis = Redis.from_url(redis_url)
+    await redis.flushdb()
+    limiter = RedisLimiter(redis, prefix="unit")
+    limits = Limits(requests_per_minute=10, concurrent_requests=50)
+    decisions = await asyncio.gather(*(limiter.acquire("t", limits, 1) for _ in range(40)))
+    assert sum(d.allowed for d in decisions) == 10
+    refused = [d for d in decisions if not d.allowed]
+    assert {d.limit for d in refused} == {"requests"}
+    assert all(0 < d.retry_after <= 6.1 for d in refused)
+    granted = next(d for d in decisions if d.allowed)
+    assert dict(granted.headers)["x-ratelimit-limit-requests"] == "10"
+    for _ in range(10):
+        await limiter.release("t", limits)
+    assert int(await redis.get("unit:{t}:inflight")) == 0
+    await redis.aclose()
+
+
+async def test_redis_limiter_tokens_and_concurrency(redis_url):
+    redis = Redis.from_url(redis_url)
+    await redis.flushdb()
+    limiter = RedisLimiter(redis, prefix="unit2")
+    limits = Limits(tokens_per_minute=100, concurrent_requests=2)
+    assert (await limiter.acquire("t", limits, 60)).allowed
+    assert (await limiter.acquire("t", limits, 30)).allowed
+    third = await limiter.acquire("t", limits, 1)
+    assert (third.allowed, third.limit) == (False, "concurrency")
+    await limiter.release("t", limits)
+    await limiter.settle("t", limits, 60, 20)  # used 40 fewer than estimated: given back
+    fourth = await limiter.acquire("t", limits, 45)
+    assert fourth.allowed, fourth
+    too_big = await limiter.acquire("x", limits, 101)
+    assert (too_big.allowed, too_big.limit, too_big.retry_after) == (False, "tokens", 60.0)
+    await redis.aclose()
+
+
+async def test_redis_ledger_reserves_atomically(redis_url):
+    redis = Redis.from_url(redis_url)
+    await redis.flushdb()
+    ledger = RedisLedger(redis, prefix="unitb")
+    budget = Budget(soft_usd=Decimal("0.5"), hard_usd=Decimal("1"))
+    decisions = await asyncio.gather(
+        *(ledger.reserve("t", budget, "2025-01", to_nano(Decimal("0.3"))) for _ in range(6))
+    )
+    assert sum(d.allowed for d in decisions) == 3
+    assert [d.warn for d in decisions if d.allowed].count(True) == 2
+    await ledger.settle("t", "2025-01", to_nano(Decimal("0.3")), to_nano(Decimal("0.1")))
+    assert await ledger.spent("t", "2025-01") == to_nano(Decimal("0.7"))
+    assert await ledger.spent("t", "2025-02") == 0
+    await redis.aclose()
+
+
+def test_limits_hold_across_two_gateway_processes(redis_url, upstreams, tmp_path, credentials_dir):
+    path = tmp_path / "config.json"
+    write_config(
+        path,
+        config(
+            [route("m", target("a", upstreams["a"].base_url))],
+            [tier("shared", STARTUP_KEY, ["m"], limits=Limits(requests_per_minute=5))],
+        ),
+    )
+    import redis as sync_redis
+
+    sync_redis.Redis.from_url(redis_url).flushdb()
+    args = (
+        "--config-file",
+        str(path),
+        "--credentials-dir",
+        str(credentials_dir),
+        "--redis-url",
+        redis_url,
+    )
+    one, two = GatewayProcess(*args).start(), GatewayProcess(*args).start()
+    try:
+        statuses = []
+        for _ in range(4):
+            for gw in (one, two):
+                statuses.append(
+                    httpx.post(
+                        gw.url + "/v1/chat/completions",
+                        json={"model": "m", "messages": MSG},
+                        headers=AUTH,
+                    ).status_code
+                )
+        assert statuses.count(200) == 5
+        assert statuses.count(429) == 3
+        assert len(upstreams["a"].received) == 5
+    finally:
+        one.stop()
+        two.stop()
+
+
+def test_workers_share_port_limits_and_metrics(redis_url, upstreams, tmp_path, credentials_dir):
+    path = tmp_path / "config.json"
+    write_config(
+        path,
+        config(
+            [route("m", target("a", upstreams["a"].base_url))],
+            [tier("w", STARTUP_KEY, ["m"], limits=Limits(requests_per_minute=4))],
+        ),
+    )
+    import redis as sync_redis
+
+    sync_redis.Redis.from_url(redis_url).flushdb()
+    gw = GatewayProcess(
+        "--config-file",
+        str(path),
+        "--credentials-dir",
+        str(credentials_dir),
+        "--redis-url",
+        redis_url,
+        "--workers",
+        "2",
+    ).start()
+    try:
+        statuses = []
+        for _ in range(8):
+            # A new connection each time, so the kernel spreads them over both workers.
+            with httpx.Client() as client:
+                statuses.append(
+                    client.post(
+                        gw.url + "/v1/chat/completions",
+                        json={"model": "m", "messages": MSG},
+                        headers=AUTH,
+                    ).status_code
+                )
+        assert sorted(statuses) == [200] * 4 + [429] * 4
+        total = 0.0
+        for _ in range(4):  # any worker answers /metrics with the sum over all workers
+            text = httpx.get(gw.url + "/metrics").text
+            found = re.findall(
+                r'tiergate_gateway_requests_total\{endpoint="chat",[^}]*status="(\d+)"[^}]*\} (\S+)',
+                text,
+            )
+            total = sum(float(v) for _, v in found)
+            assert total == 8.0, text
+    finally:
+        output = gw.stop()
+    assert output.count("gateway listening") == 2

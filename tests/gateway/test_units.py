@@ -1,0 +1,248 @@
+"""Pure parts: target choice, circuit breaker, limiter and budget math, config validation."""
+
+from __future__ import annotations
+
+import random
+from collections import Counter
+from datetime import UTC, datetime, timedelta, timezone
+from decimal import Decimal
+
+import pytest
+import tiergate_gateway.contract as contract
+from tiergate_gateway.budget import LocalLedger, call_cost, month_of, to_nano, worst_case
+from tiergate_gateway.config import ConfigRejected, compile_config, parse_config
+from tiergate_gateway.contract import (
+    Budget,
+    CircuitBreaker,
+    Limits,
+    Pricing,
+    RequestClass,
+    canonical_json,
+)
+from tiergate_gateway.credentials import CredentialStore
+from tiergate_gateway.errors import GatewayError
+from tiergate_gateway.limits import Bucket, LocalLimiter, take
+from tiergate_gateway.routing import Breaker, BreakerState, plan
+
+from .helpers import ACME_KEY, STARTUP_KEY, config, route, target, tier
+
+
+def breakers_for(*targets, failures=3, cooldown=10.0):
+    return {
+        t.name: Breaker(CircuitBreaker(consecutive_failures=failures, cooldown_seconds=cooldown))
+        for t in targets
+    }
+
+
+def test_plan_orders_priorities_and_weights():
+    a, b, c = (
+        target("a", "http://x/v1", weight=3),
+        target("b", "http://x/v1", weight=1),
+        target("c", "http://x/v1", priority=1),
+    )
+    drained = target("d", "http://x/v1", weight=0)
+    rng = random.Random(7)
+    firsts = Counter()
+    for _ in range(4000):
+        order = plan([c, a, drained, b], breakers_for(a, b, c, drained), 0.0, rng)
+        assert order[-1] is c
+        assert drained not in order
+        firsts[order[0].name] += 1
+    assert 2850 <= firsts["a"] <= 3150  # 3:1 -> 75% of 4000, +-5 sd
+
+
+def test_plan_skips_open_breakers_until_cooldown():
+    a, b = target("a", "http://x/v1"), target("b", "http://x/v1", priority=1)
+    board = breakers_for(a, b, failures=2, cooldown=10)
+    board["a"].failure(100.0)
+    assert [t.name for t in plan([a, b], board, 100.0, random.Random(1))] == ["a", "b"]
+    board["a"].failure(101.0)
+    assert board["a"].state is BreakerState.OPEN
+    assert [t.name for t in plan([a, b], board, 105.0, random.Random(1))] == ["b"]
+    assert [t.name for t in plan([a, b], board, 111.0, random.Random(1))] == ["a", "b"]
+
+
+def test_breaker_half_open_allows_one_probe():
+    breaker = Breaker(CircuitBreaker(consecutive_failures=1, cooldown_seconds=5))
+    breaker.failure(0.0)
+    assert not breaker.acquire(4.9)
+    assert breaker.acquire(5.0)
+    assert breaker.state is BreakerState.HALF_OPEN
+    assert not breaker.acquire(5.1)  # one probe at a time
+    breaker.failure(6.0)  # the probe failed: open again, new cooldown
+    assert breaker.state is BreakerState.OPEN
+    assert not breaker.acquire(10.0)
+    assert breaker.acquire(11.0)
+    breaker.success()
+    assert breaker.state is BreakerState.CLOSED
+    assert breaker.failures == 0
+
+
+def test_token_bucket_math():
+    bucket = Bucket(level=60.0, updated=0.0)
+    assert take(bucket, 60, 60, 0.0) == (True, 0.0)
+    ok, wait = take(bucket, 60, 10, 2.0)  # refilled 2 tokens at 1/s
+    assert not ok
+    assert wait == pytest.approx(8.0)
+    assert take(bucket, 60, 10, 10.0)[0]
+    assert take(bucket, 60, 61, 1000.0) == (False, 60.0)  # never fits
+
+
+def test_local_limiter_requests_tokens_concurrency():
+    now = [0.0]
+    limiter = LocalLimiter(clock=lambda: now[0])
+    limits = Limits(requests_per_minute=2, tokens_per_minute=100, concurrent_requests=3)
+    first = limiter.acquire_now("t", limits, 40)
+    assert first.allowed
+    assert dict(first.headers) == {
+        "x-ratelimit-limit-requests": "2",
+        "x-ratelimit-remaining-requests": "1",
+        "x-ratelimit-reset-requests": "30.000s",
+        "x-ratelimit-limit-tokens": "100",
+        "x-ratelimit-remaining-tokens": "60",
+        "x-ratelimit-reset-tokens": "24.000s",
+    }
+    assert limiter.acquire_now("t", limits, 40).allowed
+    third = limiter.acquire_now("t", limits, 1)
+    assert (third.allowed, third.limit) == (False, "requests")
+    assert third.retry_after == pytest.approx(30.0)
+    now[0] = 30.0
+    fourth = limiter.acquire_now("t", limits, 80)  # tokens: 20 left + 50 refilled = 70 < 80
+    assert (fourth.allowed, fourth.limit) == (False, "tokens")
+    assert limiter.acquire_now("other", limits, 1).allowed  # tiers are independent
+
+
+async def test_local_limiter_concurrency_and_settle():
+    limiter = LocalLimiter(clock=lambda: 0.0)
+    limits = Limits(concurrent_requests=1, tokens_per_minute=100)
+    assert limiter.acquire_now("t", limits, 90).allowed
+    assert limiter.acquire_now("t", limits, 1).limit == "concurrency"
+    await limiter.release("t", limits)
+    await limiter.settle("t", limits, 90, 10)  # 80 tokens given back
+    assert limiter.acquire_now("t", limits, 85).allowed
+
+
+def test_budget_math():
+    pricing = Pricing(input_per_million=Decimal("0.27"), output_per_million=Decimal("1.10"))
+    assert call_cost(pricing, 1_000_000, 500_000) == Decimal("0.82")
+    assert worst_case(Decimal("2"), Decimal("8"), 1000, 4000) == Decimal("0.034")
+    assert to_nano(Decimal("0.0000000011")) == 2  # rounds up: never under-reserve
+    assert (
+        month_of(datetime(2025, 1, 31, 23, 30, tzinfo=timezone(timedelta(hours=-2)))) == "2025-02"
+    )
+    with pytest.raises(ValueError, match="aware"):
+        month_of(datetime(2025, 1, 1))
+
+
+async def test_local_ledger_reserve_settle_and_months():
+    ledger = LocalLedger()
+    budget = Budget(soft_usd=Decimal("1"), hard_usd=Decimal("2"))
+    first = await ledger.reserve("t", budget, "2025-01", to_nano(Decimal("1.5")))
+    assert (first.allowed, first.warn) == (True, True)
+    assert not (await ledger.reserve("t", budget, "2025-01", to_nano(Decimal("0.6")))).allowed
+    await ledger.settle("t", "2025-01", to_nano(Decimal("1.5")), to_nano(Decimal("0.4")))
+    second = await ledger.reserve("t", budget, "2025-01", to_nano(Decimal("0.6")))
+    assert (second.allowed, second.warn) == (True, False)
+    assert (await ledger.reserve("t", budget, "2025-02", to_nano(Decimal("2")))).allowed
+
+
+def _valid():
+    return config(
+        [
+            route(
+                "m",
+                target("a", "http://127.0.0.1:1/v1"),
+                target("p", "http://127.0.0.1:2/v1", premium=True),
+            )
+        ],
+        [tier("t", STARTUP_KEY, ["m"]), tier("u", ACME_KEY, [])],
+    )
+
+
+def test_parse_config_round_trip_and_compile():
+    cfg = _valid()
+    assert parse_config(canonical_json(cfg)) == cfg
+    compiled = compile_config(cfg)
+    assert [t.name for t in compiled.routes["m"].candidates[RequestClass.PREMIUM]] == ["p"]
+    assert [t.name for t in compiled.routes["m"].candidates[RequestClass.STANDARD]] == ["a"]
+    assert compiled.allowed == {"t": frozenset({"m"}), "u": frozenset()}
+
+
+@pytest.mark.parametrize(
+    ("mutate", "message"),
+    [
+        (
+            lambda raw: raw.replace(b"gateway-config/v1", b"gateway-config/v2"),
+            "unknown config version",
+        ),
+        (lambda raw: raw[:-5], "not valid JSON"),
+        (lambda raw: b"[]", "not a JSON object"),
+        (lambda raw: raw.replace(b'"weight":100', b'"weight":-1', 1), "routes.0.targets.0.weight"),
+        (lambda raw: raw.replace(b'"models":["m"]', b'"models":["zzz"]'), "unknown models"),
+        (
+            lambda raw: raw.replace(b"http://127.0.0.1:1/v1", b"ftp://x"),
+            r"route .m. target .a.: base_url .ftp://x. is not an http\(s\) URL",
+        ),
+    ],
+)
+def test_parse_config_rejections_name_the_problem(mutate, message):
+    with pytest.raises(ConfigRejected, match=message):
+        compile_config(parse_config(mutate(canonical_json(_valid()))))
+
+
+def test_credentials_store(tmp_path):
+    store = CredentialStore(tmp_path, recheck_seconds=0)
+    (tmp_path / "s").mkdir()
+    (tmp_path / "s" / "k").write_text("value\n")
+    ref = contract.CredentialRef(secret="s", key="k")
+    assert store.get(ref) == "value"
+    (tmp_path / "s" / "k").write_text("new-value-longer")
+    assert store.get(ref) == "new-value-longer"
+    assert store.get(contract.CredentialRef(secret="..", key="k")) is None
+    assert store.get(contract.CredentialRef(secret="s", key="missing")) is None
+    (tmp_path / "s" / "k").write_text("two\nlines")
+    assert store.get(ref) is None  # never sent as a header
+
+
+def test_error_envelope():
+    error = GatewayError(
+        403, "nope", type_="permission_error", code="model_not_allowed", param="model"
+    )
+    assert (
+        error.body()
+        == b'{"error":{"message":"nope","type":"permission_error","param":"model","code":"model_not_allowed"}}'
+    )
+
+
+def test_public_exports():
+    import tiergate_gateway.__main__ as cli
+    import tiergate_gateway.app as app
+
+    assert set(contract.__all__) >= {
+        "GatewayConfig",
+        "Route",
+        "Target",
+        "Tier",
+        "Limits",
+        "Budget",
+        "TierUpstream",
+        "CredentialRef",
+        "Pricing",
+        "Failover",
+        "CircuitBreaker",
+        "Timeouts",
+        "RequestClass",
+        "seal",
+        "canonical_json",
+        "hash_client_key",
+        "CONFIG_VERSION",
+        "CONFIG_KEY",
+    }
+    for module in (contract, cli, app):
+        for name in module.__all__:
+            assert hasattr(module, name), name
+    assert cli.__all__ == ["main", "parse_args", "run", "serve"]
+
+
+def test_now_is_utc_aware():
+    assert datetime.now(UTC).tzinfo is UTC
