@@ -1,0 +1,45 @@
+"""Without a cluster: the pydantic models reject every bad manifest too."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import yaml
+from invalid_manifests import InvalidManifest, invalid_manifests
+from pydantic import BaseModel, ValidationError
+from tiergate_operator.models import ApiKeyTier, ModelRoute
+
+CRDS = Path(__file__).parents[2] / "crds"
+MODELS: dict[str, type[BaseModel]] = {"ModelRoute": ModelRoute, "ApiKeyTier": ApiKeyTier}
+
+
+def test_the_folder_covers_every_cel_rule() -> None:
+    rules = {m.model_message for m in invalid_manifests() if m.model_message}
+    assert len(invalid_manifests()) >= 12
+    assert len(rules) >= 12
+
+
+@pytest.mark.parametrize("manifest", invalid_manifests(), ids=lambda m: m.path.stem)
+def test_models_reject(manifest: InvalidManifest) -> None:
+    body = manifest.body
+    with pytest.raises(ValidationError) as error:
+        MODELS[body["kind"]].model_validate(body)
+    if manifest.model_message:
+        assert manifest.model_message in str(error.value)
+
+
+def _cel_messages(node: object) -> list[str]:
+    if isinstance(node, dict):
+        own = [rule["message"] for rule in node.get("x-kubernetes-validations", [])]
+        return own + [m for value in node.values() for m in _cel_messages(value)]
+    if isinstance(node, list):
+        return [m for value in node for m in _cel_messages(value)]
+    return []
+
+
+@pytest.mark.parametrize("filename", ["modelroutes.yaml", "apikeytiers.yaml"])
+def test_every_cel_rule_has_a_bad_manifest(filename: str) -> None:
+    crd = yaml.safe_load((CRDS / filename).read_text())
+    expected = " ".join(m.server_message for m in invalid_manifests())
+    assert [m for m in _cel_messages(crd) if m not in expected] == []
