@@ -7,6 +7,7 @@ the processes it started, by the PIDs it recorded in ``state.json``.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -60,6 +61,13 @@ _FAKE_NODE_MANIFEST = {
 
 class ClusterStartError(RuntimeError):
     """A component failed to start; the message carries the tail of its log."""
+
+
+class CommandFailed(subprocess.CalledProcessError):
+    """A kubectl or helm call failed; unlike its base, ``str()`` shows what it printed."""
+
+    def __str__(self) -> str:
+        return f"{super().__str__()}\nstderr: {self.stderr}\nstdout: {self.stdout}"
 
 
 def kubectl_binary() -> str:
@@ -131,9 +139,7 @@ class ControlPlane:
             env=self.env(kubeconfig), timeout=timeout, check=False,
         )
         if check and result.returncode != 0:
-            raise subprocess.CalledProcessError(
-                result.returncode, result.args, result.stdout, result.stderr
-            )
+            raise CommandFailed(result.returncode, result.args, result.stdout, result.stderr)
         return result
 
     def helm(self, *args: str, check: bool = True, timeout: float = 300) -> subprocess.CompletedProcess[str]:
@@ -145,9 +151,7 @@ class ControlPlane:
         result = subprocess.run([str(self.bin_dir / "helm"), *args], capture_output=True, text=True,
                                 env=env, timeout=timeout, check=False)
         if check and result.returncode != 0:
-            raise subprocess.CalledProcessError(
-                result.returncode, result.args, result.stdout, result.stderr
-            )
+            raise CommandFailed(result.returncode, result.args, result.stdout, result.stderr)
         return result
 
     def save(self) -> None:
@@ -386,7 +390,5 @@ def stop(workdir: Path, grace: float = 10) -> list[str]:
 
 
 def _reap(pid: int) -> None:
-    try:
+    with contextlib.suppress(ChildProcessError):
         os.waitpid(pid, os.WNOHANG)
-    except ChildProcessError:
-        pass

@@ -1,0 +1,34 @@
+"""``python -m tiergate_operator``: run the operator (kopf) over all namespaces.
+
+Environment: TIERGATE_STANDALONE=1 runs without kopf peering (one replica);
+otherwise replicas coordinate through the ``ClusterKopfPeering`` named by
+TIERGATE_PEERING (default ``tiergate``) and only the highest-priority one acts.
+TIERGATE_LIVENESS (e.g. ``http://0.0.0.0:8080/healthz``) serves kopf's probe.
+Gateway settings: see ``tiergate_operator.settings``.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+
+import kopf
+
+import tiergate_operator.handlers  # noqa: F401  (registers the handlers)
+
+
+def main() -> None:
+    logging.basicConfig(level=os.environ.get("TIERGATE_LOG_LEVEL", "INFO"),
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    standalone = os.environ.get("TIERGATE_STANDALONE", "") in {"1", "true", "yes"}
+    kopf.run(
+        clusterwide=True,
+        standalone=standalone,
+        peering_name=None if standalone else os.environ.get("TIERGATE_PEERING", "tiergate"),
+        priority=int(os.environ.get("TIERGATE_PEERING_PRIORITY", "0")),
+        liveness_endpoint=os.environ.get("TIERGATE_LIVENESS") or None,
+    )
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,127 @@
+"""The status each ModelRoute and ApiKeyTier should show, and which ones changed (pure).
+
+``Accepted`` says whether the spec can be served (a reason names the problem);
+``Ready`` (the kstatus summary) says whether it is served: accepted, and every
+gateway that serves it has its current config and all replicas ready.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import datetime
+from typing import TYPE_CHECKING, Any
+
+from pydantic import ValidationError
+
+from tiergate_operator.conditions import route_conditions, tier_conditions
+from tiergate_operator.kube import ObjectRef
+from tiergate_operator.models import Condition
+from tiergate_operator.plans import Problem
+from tiergate_operator.store import NamespaceState
+
+if TYPE_CHECKING:
+    from tiergate_operator.desired import DesiredState
+
+__all__ = ["GatewayHealth", "StatusChange", "desired_statuses", "gateway_health"]
+
+Body = dict[str, Any]
+GENERATION_ANNOTATION = "tiergate.dev/config-generation"
+
+
+@dataclass(frozen=True)
+class StatusChange:
+    ref: ObjectRef
+    body: Body  # the object, for events
+    status: Body
+    # (reason, message) of a Warning event to post, when the object just became not Ready.
+    warning: tuple[str, str] | None = None
+
+
+class GatewayHealth:
+    def __init__(self, replicas: int, ready: int, current_config: bool) -> None:
+        self.replicas, self.ready, self.current_config = replicas, ready, current_config
+
+
+
+def gateway_health(state: NamespaceState, desired: DesiredState, gateway: str) -> GatewayHealth:
+    deployment = state.children.get(("Deployment", gateway))
+    configmap = state.children.get(("ConfigMap", gateway))
+    plan = desired.translation.plan(gateway)
+    if deployment is None:
+        return GatewayHealth(0, 0, False)
+    status = deployment.get("status", {})
+    observed = status.get("observedGeneration", 0) >= deployment["metadata"].get("generation", 0)
+    replicas = int(deployment.get("spec", {}).get("replicas", 1))
+    ready = min(int(status.get("readyReplicas", 0)), int(status.get("updatedReplicas", 0)))
+    applied = (configmap or {}).get("metadata", {}).get("annotations", {}).get(GENERATION_ANNOTATION)
+    current = plan is not None and applied == plan.config.generation
+    return GatewayHealth(replicas, ready if observed else 0, current)
+
+
+def _current_conditions(body: Body) -> list[Condition]:
+    raw = (body.get("status") or {}).get("conditions") or []
+    try:
+        return [Condition.model_validate(c) for c in raw]
+    except ValidationError:
+        return []  # someone wrote conditions we cannot read: start afresh
+
+
+def _dump(conditions: list[Condition]) -> list[Body]:
+    return [c.model_dump(mode="json", by_alias=True, exclude_none=True) for c in conditions]
+
+
+def _change(
+    namespace: str, body: Body, status: Body, problem: Problem | None
+) -> StatusChange | None:
+    current = body.get("status") or {}
+    if all(current.get(key) == value for key, value in status.items()):
+        return None
+    was = {c["type"]: c for c in current.get("conditions") or []}.get("Ready", {})
+    warning = None
+    if problem and was.get("reason") != problem.reason:
+        warning = (problem.reason, problem.message)
+    ref = ObjectRef(body["kind"], namespace, body["metadata"]["name"])
+    return StatusChange(ref=ref, body=body, status=status, warning=warning)
+
+
+def desired_statuses(
+    namespace: str, state: NamespaceState, desired: DesiredState, now: datetime
+) -> Iterator[StatusChange]:
+    translation = desired.translation
+    health = {plan.name: gateway_health(state, desired, plan.name) for plan in translation.plans}
+    for name, body in sorted(state.routes.items()):
+        if body["metadata"].get("deletionTimestamp"):
+            continue
+        problem = translation.route_problems.get(name)
+        gateways = list(translation.route_gateways.get(name, ()))
+        generation = int(body["metadata"].get("generation", 0))
+        conditions = route_conditions(
+            _current_conditions(body), problem=problem, gateways=gateways,
+            configs_applied=all(g in health and health[g].current_config for g in gateways),
+            generation=generation, now=now,
+        )
+        status = {"observedGeneration": generation, "conditions": _dump(conditions),
+                  "gateways": gateways}
+        if change := _change(namespace, body, status, problem):
+            yield change
+    for name, body in sorted(state.tiers.items()):
+        if body["metadata"].get("deletionTimestamp"):
+            continue
+        problem = translation.tier_problems.get(name)
+        gateway = translation.tier_gateways.get(name)
+        tier_health = health.get(gateway) if gateway else None
+        generation = int(body["metadata"].get("generation", 0))
+        conditions = tier_conditions(
+            _current_conditions(body), problem=problem, gateway=gateway,
+            configs_applied=bool(tier_health and tier_health.current_config),
+            ready_replicas=tier_health.ready if tier_health else 0,
+            generation=generation, now=now,
+        )
+        status = {
+            "observedGeneration": generation, "conditions": _dump(conditions), "gateway": gateway,
+            "replicas": tier_health.replicas if tier_health else 0,
+            "readyReplicas": tier_health.ready if tier_health else 0,
+        }
+        if change := _change(namespace, body, status, problem):
+            yield change

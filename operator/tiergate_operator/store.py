@@ -1,0 +1,93 @@
+"""What the operator knows of the cluster: the watched objects, per namespace.
+
+Filled by the watch handlers, read by the reconciler. Pure bookkeeping, no I/O.
+Secrets are never kept: only the SHA-256 digest of each value, so the operator's
+memory holds no client key or credential in plain text.
+"""
+
+from __future__ import annotations
+
+import base64
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from tiergate_gateway.contract import hash_client_key
+
+__all__ = ["ChildKey", "NamespaceState", "Store", "secret_digests"]
+
+Body = dict[str, Any]
+ChildKey = tuple[str, str]  # (kind, name)
+
+# The fields of a custom resource that can change what the operator must do;
+# status and managedFields are left out so our own status writes wake nothing.
+_RELEVANT_METADATA = ("name", "namespace", "uid", "generation", "deletionTimestamp")
+
+
+def secret_digests(data: Mapping[str, str] | None) -> dict[str, str]:
+    """``{key: sha256(value)}`` of a Secret's base64 ``data``, decoded first."""
+    return {key: hash_client_key(base64.b64decode(value).decode("utf-8", errors="replace"))
+            for key, value in sorted((data or {}).items())}
+
+
+def _relevant(body: Body) -> Body:
+    metadata = body.get("metadata", {})
+    return {
+        "metadata": {key: metadata.get(key) for key in _RELEVANT_METADATA},
+        "spec": body.get("spec"),
+    }
+
+
+@dataclass
+class NamespaceState:
+    routes: dict[str, Body] = field(default_factory=dict)
+    tiers: dict[str, Body] = field(default_factory=dict)
+    secrets: dict[str, dict[str, str]] = field(default_factory=dict)
+    children: dict[ChildKey, Body] = field(default_factory=dict)
+
+    def is_empty(self) -> bool:
+        return not (self.routes or self.tiers or self.children)
+
+
+@dataclass
+class Store:
+    namespaces: dict[str, NamespaceState] = field(default_factory=dict)
+
+    def namespace(self, name: str) -> NamespaceState:
+        return self.namespaces.setdefault(name, NamespaceState())
+
+    def _put(self, bucket: dict[str, Body], body: Body) -> bool:
+        """Store a custom resource; True when its spec or identity changed."""
+        name = body["metadata"]["name"]
+        previous = bucket.get(name)
+        bucket[name] = body
+        return previous is None or _relevant(previous) != _relevant(body)
+
+    def put_route(self, body: Body) -> bool:
+        return self._put(self.namespace(body["metadata"]["namespace"]).routes, body)
+
+    def put_tier(self, body: Body) -> bool:
+        return self._put(self.namespace(body["metadata"]["namespace"]).tiers, body)
+
+    def remove_route(self, namespace: str, name: str) -> bool:
+        return self.namespace(namespace).routes.pop(name, None) is not None
+
+    def remove_tier(self, namespace: str, name: str) -> bool:
+        return self.namespace(namespace).tiers.pop(name, None) is not None
+
+    def put_secret(self, namespace: str, name: str, data: Mapping[str, str] | None) -> bool:
+        state = self.namespace(namespace)
+        digests = secret_digests(data)
+        changed = state.secrets.get(name) != digests
+        state.secrets[name] = digests
+        return changed
+
+    def remove_secret(self, namespace: str, name: str) -> bool:
+        return self.namespace(namespace).secrets.pop(name, None) is not None
+
+    def put_child(self, body: Body) -> None:
+        metadata = body["metadata"]
+        self.namespace(metadata["namespace"]).children[(body["kind"], metadata["name"])] = body
+
+    def remove_child(self, namespace: str, kind: str, name: str) -> bool:
+        return self.namespace(namespace).children.pop((kind, name), None) is not None

@@ -1,0 +1,214 @@
+"""The operator, as a local process, reconciling on the real control plane."""
+
+from __future__ import annotations
+
+import base64
+import json
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from tiergate_gateway.contract import CONFIG_KEY, GatewayConfig, hash_client_key
+from tiergate_operator.devcluster import ControlPlane
+
+from tests.support.kube import EXAMPLES, apply_crds, eventually, get, get_or_none, resource_versions
+from tests.support.operator_process import running_operator
+
+pytestmark = pytest.mark.cluster
+
+CHILD_KINDS = "configmaps,deployments,services,poddisruptionbudgets,horizontalpodautoscalers"
+EXAMPLE_KEYS = ("tg-startup-fake-key-0001", "tg-acme-fake-key-search-0001",
+                "fake-acme-pro-channel-key-not-real", "fake-upstream-key-primary-not-real")
+
+
+@pytest.fixture(scope="module")
+def operator_log(control_plane: ControlPlane, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    apply_crds(control_plane)
+    log = tmp_path_factory.mktemp("operator") / "operator.log"
+    with running_operator(control_plane, log):
+        yield log
+    assert "Traceback" not in log.read_text(), "the operator logged a traceback"
+
+
+def apply_examples(plane: ControlPlane, namespace: str) -> None:
+    plane.kubectl("-n", namespace, "apply", "-k", str(EXAMPLES))
+
+
+def wait_ready(plane: ControlPlane, namespace: str, *objects: str, timeout: int = 90) -> None:
+    plane.kubectl("-n", namespace, "wait", "--for=condition=Ready", *objects,
+                  f"--timeout={timeout}s", timeout=timeout + 10)
+
+
+def gateway_config(plane: ControlPlane, namespace: str, gateway: str) -> GatewayConfig:
+    configmap = get(plane, namespace, "configmap", gateway)
+    return GatewayConfig.model_validate_json(configmap["data"][CONFIG_KEY])
+
+
+def condition(body: dict[str, Any], type_: str) -> dict[str, Any]:
+    return next(c for c in body["status"]["conditions"] if c["type"] == type_)
+
+
+def test_examples_become_ready_gateways(
+    control_plane: ControlPlane, namespace: str, operator_log: Path
+) -> None:
+    apply_examples(control_plane, namespace)
+    wait_ready(control_plane, namespace, "modelroute/deepseek-chat", "apikeytier/startup",
+               "apikeytier/enterprise-acme")
+
+    acme = get(control_plane, namespace, "apikeytier", "enterprise-acme")
+    assert acme["status"]["gateway"] == "tiergate-enterprise-acme"
+    assert acme["status"]["replicas"] == 3
+    assert acme["status"]["readyReplicas"] == 3
+    assert acme["status"]["observedGeneration"] == acme["metadata"]["generation"]
+    route = get(control_plane, namespace, "modelroute", "deepseek-chat")
+    assert route["status"]["gateways"] == ["tiergate-enterprise-acme", "tiergate-shared"]
+
+    shared = gateway_config(control_plane, namespace, "tiergate-shared")
+    assert [t.name for t in shared.tiers] == ["startup"]
+    assert shared.tiers[0].key_sha256 == (hash_client_key("tg-startup-fake-key-0001"),)
+    dedicated = gateway_config(control_plane, namespace, "tiergate-enterprise-acme")
+    assert dedicated.tiers[0].upstream.model_prefix == "Pro/"
+    for gateway in ("tiergate-shared", "tiergate-enterprise-acme"):
+        assert get_or_none(control_plane, namespace, "service", gateway) is not None
+        control_plane.kubectl("-n", namespace, "wait", "--for=condition=Available",
+                              f"deployment/{gateway}", "--timeout=60s")
+    assert get_or_none(control_plane, namespace, "pdb", "tiergate-enterprise-acme") is not None
+
+    # No key or credential in plain text anywhere the operator writes.
+    written = control_plane.kubectl("-n", namespace, "get", f"{CHILD_KINDS},modelroutes,apikeytiers,events",
+                                    "-o", "json").stdout
+    for secret in EXAMPLE_KEYS:
+        assert secret not in written
+    assert all(secret not in operator_log.read_text() for secret in EXAMPLE_KEYS)
+
+    printed = control_plane.kubectl("-n", namespace, "get", "akt").stdout
+    assert "tiergate-enterprise-acme" in printed
+    assert "True" in printed
+
+
+def test_route_edit_reaches_the_config_without_restarting_pods(
+    control_plane: ControlPlane, namespace: str, operator_log: Path
+) -> None:
+    apply_examples(control_plane, namespace)
+    wait_ready(control_plane, namespace, "apikeytier/startup")
+    before = get(control_plane, namespace, "deployment", "tiergate-shared")
+    patch = [{"op": "replace", "path": "/spec/targets/0/weight", "value": 10}]
+    control_plane.kubectl("-n", namespace, "patch", "modelroute", "deepseek-chat", "--type=json",
+                          "-p", json.dumps(patch))
+
+    def primary_weight() -> bool:
+        config = gateway_config(control_plane, namespace, "tiergate-shared")
+        return config.routes[0].targets[[t.name for t in config.routes[0].targets].index("primary")].weight == 10
+
+    eventually(primary_weight, timeout=20, what="the new weight reaches the shared config")
+    after = get(control_plane, namespace, "deployment", "tiergate-shared")
+    assert after["metadata"]["generation"] == before["metadata"]["generation"]
+    assert after["spec"]["template"] == before["spec"]["template"]
+
+
+def test_deleting_tiers_removes_their_gateways(
+    control_plane: ControlPlane, namespace: str, operator_log: Path
+) -> None:
+    apply_examples(control_plane, namespace)
+    wait_ready(control_plane, namespace, "apikeytier/startup", "apikeytier/enterprise-acme")
+
+    control_plane.kubectl("-n", namespace, "delete", "apikeytier", "enterprise-acme")
+    eventually(lambda: get_or_none(control_plane, namespace, "deployment", "tiergate-enterprise-acme") is None,
+               what="the dedicated gateway is removed")
+    assert get_or_none(control_plane, namespace, "deployment", "tiergate-shared") is not None
+
+    control_plane.kubectl("-n", namespace, "delete", "apikeytier", "startup")
+    eventually(lambda: not resource_versions(control_plane, namespace, CHILD_KINDS).keys()
+               - {"ConfigMap/kube-root-ca.crt"}, what="the shared pool disappears with the last Shared tier")
+    # What the user owns stays.
+    assert get_or_none(control_plane, namespace, "secret", "startup-keys") is not None
+    assert get_or_none(control_plane, namespace, "modelroute", "deepseek-chat") is not None
+
+
+def test_deleted_and_edited_children_are_restored(
+    control_plane: ControlPlane, namespace: str, operator_log: Path
+) -> None:
+    apply_examples(control_plane, namespace)
+    wait_ready(control_plane, namespace, "apikeytier/enterprise-acme")
+    control_plane.kubectl("-n", namespace, "delete", "service", "tiergate-enterprise-acme")
+    control_plane.kubectl("-n", namespace, "scale", "deployment", "tiergate-enterprise-acme", "--replicas=1")
+    control_plane.kubectl("-n", namespace, "patch", "configmap", "tiergate-enterprise-acme", "--type=merge",
+                          "-p", json.dumps({"data": {CONFIG_KEY: "{}"}}))
+
+    eventually(lambda: get_or_none(control_plane, namespace, "service", "tiergate-enterprise-acme"),
+               what="the deleted Service comes back")
+    eventually(lambda: get(control_plane, namespace, "deployment", "tiergate-enterprise-acme")["spec"]["replicas"] == 3,
+               what="the replica count is restored")
+    eventually(lambda: gateway_config(control_plane, namespace, "tiergate-enterprise-acme").tiers,
+               what="the config is restored")
+
+
+def test_key_rotation_reaches_the_config_without_a_restart(
+    control_plane: ControlPlane, namespace: str, operator_log: Path
+) -> None:
+    apply_examples(control_plane, namespace)
+    wait_ready(control_plane, namespace, "apikeytier/startup")
+    before = get(control_plane, namespace, "deployment", "tiergate-shared")
+    new_key = "tg-startup-fake-key-0002"
+    control_plane.kubectl("-n", namespace, "patch", "secret", "startup-keys", "--type=merge", "-p",
+                          json.dumps({"data": {"key-2": base64.b64encode(new_key.encode()).decode()}}))
+
+    def both_keys() -> bool:
+        tier = gateway_config(control_plane, namespace, "tiergate-shared").tiers[0]
+        return hash_client_key(new_key) in tier.key_sha256 and len(tier.key_sha256) == 2
+
+    eventually(both_keys, timeout=20, what="the added key is accepted")
+    assert get(control_plane, namespace, "deployment", "tiergate-shared")["metadata"]["generation"] == \
+        before["metadata"]["generation"]
+    assert new_key not in json.dumps(get(control_plane, namespace, "configmap", "tiergate-shared"))
+
+
+def test_a_missing_secret_marks_the_tier_not_ready_and_keeps_the_last_good_config(
+    control_plane: ControlPlane, namespace: str, operator_log: Path
+) -> None:
+    apply_examples(control_plane, namespace)
+    wait_ready(control_plane, namespace, "apikeytier/startup", "apikeytier/enterprise-acme")
+    good_shared = gateway_config(control_plane, namespace, "tiergate-shared")
+
+    patch = [{"op": "replace", "path": "/spec/keys/0/secretRef/name", "value": "no-such-secret"}]
+    control_plane.kubectl("-n", namespace, "patch", "apikeytier", "startup", "--type=json",
+                          "-p", json.dumps(patch))
+
+    def not_ready() -> dict[str, Any] | None:
+        tier = get(control_plane, namespace, "apikeytier", "startup")
+        ready = condition(tier, "Ready") if tier.get("status", {}).get("conditions") else None
+        return ready if ready and ready["status"] == "False" and \
+            ready["observedGeneration"] == tier["metadata"]["generation"] else None
+
+    ready = eventually(not_ready, timeout=20, what="startup becomes Ready=False")
+    assert ready["reason"] == "MissingSecret"
+    assert "no-such-secret" in ready["message"]
+    assert gateway_config(control_plane, namespace, "tiergate-shared").tiers == good_shared.tiers
+    events = control_plane.kubectl("-n", namespace, "get", "events", "--field-selector",
+                                   "involvedObject.name=startup", "-o", "json").stdout
+    assert "MissingSecret" in events
+
+    # The others keep working: a route edit still reaches the dedicated gateway.
+    patch = [{"op": "replace", "path": "/spec/targets/0/weight", "value": 7}]
+    control_plane.kubectl("-n", namespace, "patch", "modelroute", "deepseek-chat", "--type=json",
+                          "-p", json.dumps(patch))
+    eventually(lambda: 7 in [t.weight for t in gateway_config(
+        control_plane, namespace, "tiergate-enterprise-acme").routes[0].targets],
+        timeout=20, what="the edit reaches the dedicated gateway")
+
+    control_plane.kubectl("-n", namespace, "patch", "apikeytier", "startup", "--type=json", "-p",
+                          json.dumps([{"op": "replace", "path": "/spec/keys/0/secretRef/name",
+                                       "value": "startup-keys"}]))
+    wait_ready(control_plane, namespace, "apikeytier/startup", timeout=30)
+
+
+def test_operator_survives_an_invalid_config_in_its_own_configmap(
+    control_plane: ControlPlane, namespace: str, operator_log: Path
+) -> None:
+    apply_examples(control_plane, namespace)
+    wait_ready(control_plane, namespace, "apikeytier/startup")
+    control_plane.kubectl("-n", namespace, "patch", "configmap", "tiergate-shared", "--type=merge",
+                          "-p", json.dumps({"data": {CONFIG_KEY: "not json"}}))
+    eventually(lambda: gateway_config(control_plane, namespace, "tiergate-shared").tiers,
+               what="the operator rewrites a corrupted config")
