@@ -35,7 +35,9 @@ def month_of(now: datetime) -> str:
     """The UTC calendar month of an aware datetime, e.g. ``2025-03``."""
     if now.tzinfo is None:
         raise ValueError("budget clock must return an aware datetime")
-    return now.astimezone(UTC).strftime("%Y-%m")
+    if now.tzinfo is not UTC:
+        now = now.astimezone(UTC)
+    return f"{now.year:04d}-{now.month:02d}"
 
 
 def call_cost(pricing: Pricing, prompt_tokens: int, completion_tokens: int) -> Decimal:

@@ -71,6 +71,8 @@ class _Conn(asyncio.Protocol):
         self.complete = False
         self.failed: Exception | None = None
         self.received_any = False
+        self.timer: asyncio.TimerHandle | None = None
+        self.deadline = 0.0
 
     def reset(self) -> None:
         self.parser = httptools.HttpResponseParser(self)
@@ -112,8 +114,34 @@ class _Conn(asyncio.Protocol):
     def eof_received(self) -> bool:
         return False
 
+    def arm(self, first_byte_at: float, deadline: float) -> None:
+        """One timer per exchange: the first-byte deadline, then the total deadline."""
+        self.deadline = deadline
+        self.timer = asyncio.get_running_loop().call_at(min(first_byte_at, deadline), self._expire)
+
+    def disarm(self) -> None:
+        if self.timer is not None:
+            self.timer.cancel()
+            self.timer = None
+
+    def _expire(self) -> None:
+        self.timer = None
+        if self.complete:
+            return
+        loop = asyncio.get_running_loop()
+        head_done = self.head is not None and self.head.done()
+        if head_done and loop.time() < self.deadline:
+            self.timer = loop.call_at(self.deadline, self._expire)
+            return
+        what = "the total timeout" if head_done else "the first-byte timeout"
+        self._fail(TimeoutError(f"upstream exceeded {what}"))
+        if self.transport is not None:
+            self.transport.close()
+
     def _fail(self, exc: Exception) -> None:
-        self.failed = exc
+        if self.failed is None:
+            self.failed = exc
+        self.disarm()
         if self.head is not None and not self.head.done():
             self.head.set_exception(exc)
         self._wake()
@@ -137,6 +165,7 @@ class _Conn(asyncio.Protocol):
 
     def on_message_complete(self) -> None:
         self.complete = True
+        self.disarm()
         if not self.parser.should_keep_alive():
             self.failed = UpstreamProtocolError("not keep-alive")
         self._wake()
@@ -190,6 +219,7 @@ class UpstreamResponse:
             return
         self._released = True
         conn = self._conn
+        conn.disarm()
         if conn.complete and conn.usable:
             self._pool.release(self._key, conn)
         elif conn.transport is not None:
@@ -246,8 +276,14 @@ class UpstreamPool:
         *,
         connect_timeout: float,
         first_byte_timeout: float,
+        deadline: float,
     ) -> UpstreamResponse:
-        """POST/GET ``body`` and wait for the response head (status and headers)."""
+        """POST/GET ``body`` and wait for the response head (status and headers).
+
+        ``deadline`` (event-loop time) bounds the whole exchange, body included: reads
+        after it raise ``TimeoutError``, as does a head later than ``first_byte_timeout``.
+        """
+        loop = asyncio.get_running_loop()
         key = (endpoint.scheme, endpoint.host, endpoint.port)
         method = b"POST" if body else b"GET"
         head = [
@@ -273,15 +309,16 @@ class UpstreamPool:
             assert transport is not None
             assert conn.head is not None
             transport.write(payload)
+            conn.arm(loop.time() + first_byte_timeout, deadline)
             try:
-                async with asyncio.timeout(first_byte_timeout):
-                    await conn.head
+                await conn.head
             except UpstreamProtocolError:
                 transport.close()
                 if reused and not conn.received_any:
                     continue  # a stale keep-alive connection: try a fresh one
                 raise
             except BaseException:
+                conn.disarm()
                 transport.close()
                 raise
             return UpstreamResponse(self, key, conn)

@@ -131,8 +131,7 @@ class _Relay:
             chunk, self._pending = self._pending, None
         else:
             try:
-                async with asyncio.timeout_at(self._deadline_loop()):
-                    chunk = await self._response.read()
+                chunk = await self._response.read()
             except (TimeoutError, UpstreamProtocolError) as exc:
                 self._done = True
                 reason = "timed out" if isinstance(exc, TimeoutError) else "broke off"
@@ -151,10 +150,6 @@ class _Relay:
         self._chunks += 1
         self._scanner.feed(chunk)
         return chunk
-
-    def _deadline_loop(self) -> float:
-        loop = asyncio.get_running_loop()
-        return loop.time() + max(0.0, self._deadline - time.monotonic())
 
     async def aclose(self) -> None:
         if self._outcome.usage is not None:
@@ -177,7 +172,8 @@ async def forward(
     route = call.route.route
     failover, timeouts = route.failover, route.timeouts
     body = orjson.dumps(call.payload)
-    deadline = time.monotonic() + timeouts.total_seconds
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeouts.total_seconds
     outcome = Outcome()
     attempts = 0
     last_error: GatewayError | None = None
@@ -215,40 +211,38 @@ async def forward(
             )
             endpoint = call.route.endpoints[target.name]
             try:
-                remaining = deadline - time.monotonic()
+                remaining = deadline - loop.time()
                 if remaining <= 0:
                     raise TimeoutError
-                async with asyncio.timeout(remaining):
-                    response = await pool.request(
-                        endpoint,
-                        call.path[3:],  # base_url includes the API version, as in the openai SDK
-                        _header_block(credential, call.stream),
-                        payload,
-                        connect_timeout=timeouts.connect_seconds,
-                        first_byte_timeout=min(timeouts.first_byte_seconds, remaining),
+                response = await pool.request(
+                    endpoint,
+                    call.path[3:],  # base_url includes the API version, as in the openai SDK
+                    _header_block(credential, call.stream),
+                    payload,
+                    connect_timeout=min(timeouts.connect_seconds, remaining),
+                    first_byte_timeout=timeouts.first_byte_seconds,
+                    deadline=deadline,
+                )
+                if response.status in failover.statuses:
+                    error_body = await response.read_all()
+                    breaker.failure(time.monotonic())
+                    _attempt(
+                        metrics,
+                        route.model,
+                        target,
+                        f"status_{response.status // 100}xx",
+                        breaker,
                     )
-                    if response.status in failover.statuses:
-                        error_body = await response.read_all()
-                        breaker.failure(time.monotonic())
-                        _attempt(
-                            metrics,
-                            route.model,
-                            target,
-                            f"status_{response.status // 100}xx",
-                            breaker,
-                        )
-                        last_upstream = _passthrough(response, error_body, call.headers)
-                        last_error = None
-                        continue
-                    if not call.stream or response.status != 200:
-                        data = await response.read_all()
-                        first = b""
-                    else:
-                        first = await response.read()
-                        if not first:
-                            raise UpstreamProtocolError(
-                                "upstream stream ended before its first byte"
-                            )
+                    last_upstream = _passthrough(response, error_body, call.headers)
+                    last_error = None
+                    continue
+                if not call.stream or response.status != 200:
+                    data = await response.read_all()
+                    first = b""
+                else:
+                    first = await response.read()
+                    if not first:
+                        raise UpstreamProtocolError("upstream stream ended before its first byte")
             except (UpstreamConnectError, UpstreamProtocolError) as exc:
                 breaker.failure(time.monotonic())
                 kind = (

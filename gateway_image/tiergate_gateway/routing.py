@@ -78,7 +78,7 @@ class BreakerBoard:
         breaker = self._breakers.get(key)
         if breaker is None:
             breaker = self._breakers[key] = Breaker(policy)
-        elif breaker.policy != policy:
+        elif breaker.policy is not policy and breaker.policy != policy:
             breaker.policy = policy
         return breaker
 
