@@ -8,6 +8,7 @@ rebuilds every gateway of a dirty namespace from all its inputs (level-based).
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 from typing import Any
 
@@ -52,10 +53,16 @@ async def start_reconciler(
 
 
 @kopf.on.cleanup()
-async def stop_reconciler(memo: Any, **_: Any) -> None:
+async def stop_reconciler(
+    memo: Any, logger: logging.Logger | logging.LoggerAdapter[Any], **_: Any
+) -> None:
     memo.task.cancel()
     await asyncio.gather(memo.task, return_exceptions=True)
-    await memo.reconciler.close()
+    reconciler: Reconciler = memo.reconciler
+    writes = dict(sorted(reconciler.kube.writes.items()))
+    logger.info("tiergate reconciler stopped after %d passes; API writes by verb: %s",
+                reconciler.passes, json.dumps(writes))
+    await reconciler.close()
 
 
 @kopf.on.event(CRD_GROUP, CRD_VERSION, "modelroutes")

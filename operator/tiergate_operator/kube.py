@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
 import ssl
 from collections import Counter
 from dataclasses import dataclass
@@ -93,10 +94,16 @@ class ObjectRef:
 def load_client_configuration() -> k8s_client.Configuration:
     """The kubeconfig ($KUBECONFIG or ~/.kube/config), else the in-cluster service account."""
     configuration = k8s_client.Configuration()
+    kubeconfig = os.environ.get("KUBECONFIG") or os.path.expanduser("~/.kube/config")
+    if os.path.exists(kubeconfig.split(os.pathsep)[0]):
+        k8s_config.load_kube_config(  # type: ignore[no-untyped-call]
+            config_file=kubeconfig, client_configuration=configuration)
+        return configuration
     try:
-        k8s_config.load_kube_config(client_configuration=configuration)  # type: ignore[no-untyped-call]
-    except k8s_config.ConfigException:
         k8s_config.load_incluster_config(client_configuration=configuration)  # type: ignore[no-untyped-call]
+    except k8s_config.ConfigException as error:
+        raise KubeError(0, "NoCredentials",
+                        f"no kubeconfig at {kubeconfig} and not in a cluster ({error})") from error
     return configuration
 
 

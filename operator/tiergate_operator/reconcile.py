@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -80,17 +80,30 @@ def _gateway_of(body: Body) -> str:
     return str(body["metadata"].get("labels", {}).get(GATEWAY_LABEL, ""))
 
 
-async def act(kube: KubeApi, decision: Decision, now: datetime) -> None:
-    # Config and Secrets first, then workloads, so a new pod never starts on a stale config.
-    for manifest in sorted(decision.apply, key=lambda m: m["kind"] != "ConfigMap"):
-        await kube.apply(manifest)
-    for ref in decision.delete:
-        await kube.delete(ref)
-    for change in decision.statuses:
-        await kube.patch_status(change.ref, change.status)
-        if change.warning:
-            reason, message = change.warning
-            await kube.event(change.body, type_="Warning", reason=reason, message=message, now=now)
+async def act(kube: KubeApi, decision: Decision, now: datetime, concurrency: int = 16) -> None:
+    """Carry out a decision: configs first, then workloads, deletions and statuses."""
+    limit = asyncio.Semaphore(concurrency)
+
+    async def bounded(call: Awaitable[object]) -> None:
+        async with limit:
+            await call
+
+    async def each(calls: Iterable[Awaitable[object]]) -> None:
+        await asyncio.gather(*(bounded(call) for call in calls))
+
+    # A ConfigMap is applied before the workload that reads it, so a new pod never
+    # starts on a stale config.
+    await each(kube.apply(m) for m in decision.apply if m["kind"] == "ConfigMap")
+    await each(kube.apply(m) for m in decision.apply if m["kind"] != "ConfigMap")
+    await each(kube.delete(ref) for ref in decision.delete)
+    await each(_report(kube, change, now) for change in decision.statuses)
+
+
+async def _report(kube: KubeApi, change: StatusChange, now: datetime) -> None:
+    await kube.patch_status(change.ref, change.status)
+    if change.warning:
+        reason, message = change.warning
+        await kube.event(change.body, type_="Warning", reason=reason, message=message, now=now)
 
 
 class Reconciler:
@@ -99,10 +112,10 @@ class Reconciler:
     def __init__(
         self, store: Store, kube: KubeApi, settings: OperatorSettings,
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
-        debounce_seconds: float = 0.1,
+        quiet_seconds: float = 0.1, max_delay_seconds: float = 2.0,
     ) -> None:
         self.store, self.kube, self.settings, self.clock = store, kube, settings, clock
-        self.debounce_seconds = debounce_seconds
+        self.quiet_seconds, self.max_delay_seconds = quiet_seconds, max_delay_seconds
         self._dirty: set[str] = set()
         self._wake = asyncio.Event()
         self._failures: dict[str, int] = {}
@@ -117,9 +130,14 @@ class Reconciler:
         await self.kube.close()
 
     async def run(self) -> None:
+        loop = asyncio.get_running_loop()
         while True:
             await self._wake.wait()
-            await asyncio.sleep(self.debounce_seconds)  # let a burst of events land first
+            # Let a burst of events land first: wait for a quiet spell, but not forever.
+            deadline = loop.time() + self.max_delay_seconds
+            while self._wake.is_set() and loop.time() < deadline:
+                self._wake.clear()
+                await asyncio.sleep(self.quiet_seconds)
             self._wake.clear()
             batch, self._dirty = sorted(self._dirty), set()
             for namespace in batch:
