@@ -7,7 +7,6 @@ from decimal import Decimal
 from typing import Any
 
 from tiergate_gateway import contract
-
 from tiergate_operator.models import ApiKeyTierSpec, ModelRouteSpec, SecretKeyRef
 
 __all__ = ["contract_route", "contract_tier"]

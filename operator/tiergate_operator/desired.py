@@ -7,7 +7,6 @@ from dataclasses import dataclass
 from typing import Any
 
 from tiergate_gateway.contract import GatewayConfig
-
 from tiergate_operator.access import render_gateway_access
 from tiergate_operator.models import API_VERSION
 from tiergate_operator.names import gateway_for_tier

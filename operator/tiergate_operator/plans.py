@@ -6,7 +6,6 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 from tiergate_gateway.contract import GatewayConfig
-
 from tiergate_operator.models import Autoscaling, Isolation, PodDisruptionBudget, Resources
 
 __all__ = ["GatewayPlan", "OwnerRef", "Problem", "Translation"]

@@ -18,8 +18,8 @@ from datetime import UTC, datetime
 from typing import Any
 
 from pydantic import ValidationError
-from tiergate_gateway.contract import CONFIG_KEY, GatewayConfig
 
+from tiergate_gateway.contract import CONFIG_KEY, GatewayConfig
 from tiergate_operator.desired import desired_state
 from tiergate_operator.drift import holds
 from tiergate_operator.kube import KubeApi, KubeError, ObjectRef

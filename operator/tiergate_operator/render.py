@@ -12,7 +12,6 @@ import hashlib
 from typing import Any
 
 from tiergate_gateway.contract import CONFIG_KEY, canonical_json
-
 from tiergate_operator.models import Autoscaling, Resources
 from tiergate_operator.names import CREDENTIALS_DIR
 from tiergate_operator.plans import GatewayPlan

@@ -16,8 +16,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from pydantic import ValidationError
-from tiergate_gateway import contract
 
+from tiergate_gateway import contract
 from tiergate_operator.checks import check_routes, check_tiers, invalid_spec
 from tiergate_operator.convert import contract_route, contract_tier
 from tiergate_operator.models import API_VERSION, ApiKeyTier

@@ -73,7 +73,8 @@ def test_rbac_denies_the_operator_user_until_a_role_binding_grants_it(
     as_operator = {"kubeconfig": control_plane.operator_kubeconfig, "check": False}
     denied = control_plane.kubectl("-n", namespace, "get", "configmaps", **as_operator)  # type: ignore[arg-type]
     assert denied.returncode != 0
-    assert "Forbidden" in denied.stderr and 'User "operator"' in denied.stderr
+    assert "Forbidden" in denied.stderr
+    assert 'User "operator"' in denied.stderr
 
     control_plane.kubectl("-n", namespace, "create", "role", "cm-reader",
                           "--verb=get,list", "--resource=configmaps")

@@ -8,6 +8,7 @@ from urllib.parse import urlsplit
 
 import pytest
 import yaml
+
 from tiergate_operator.models import ApiKeyTier, ModelRoute
 
 EXAMPLES = Path(__file__).parents[2] / "crds" / "examples"

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 from invalid_manifests import InvalidManifest, invalid_manifests
+
 from tiergate_operator.devcluster import ControlPlane
 
 CRDS = Path(__file__).parents[2] / "crds"

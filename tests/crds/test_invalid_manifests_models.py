@@ -8,6 +8,7 @@ import pytest
 import yaml
 from invalid_manifests import InvalidManifest, invalid_manifests
 from pydantic import BaseModel, ValidationError
+
 from tiergate_operator.models import ApiKeyTier, ModelRoute
 
 CRDS = Path(__file__).parents[2] / "crds"

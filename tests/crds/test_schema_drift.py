@@ -12,6 +12,7 @@ from typing import Any
 import pytest
 import yaml
 from pydantic import BaseModel
+
 from tiergate_operator.models import (
     ApiKeyTierSpec,
     ApiKeyTierStatus,

@@ -9,11 +9,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from tiergate_gateway.contract import CONFIG_KEY, GatewayConfig, hash_client_key
-from tiergate_operator.devcluster import ControlPlane
 
 from tests.support.kube import EXAMPLES, apply_crds, eventually, get, get_or_none, resource_versions
 from tests.support.operator_process import running_operator
+from tiergate_gateway.contract import CONFIG_KEY, GatewayConfig, hash_client_key
+from tiergate_operator.devcluster import ControlPlane
 
 pytestmark = pytest.mark.cluster
 

@@ -8,11 +8,11 @@ import time
 from pathlib import Path
 
 import pytest
-from tiergate_operator.devcluster import ControlPlane
 
 from tests.e2e.test_operator import CHILD_KINDS, apply_examples, wait_ready
 from tests.support.kube import apply_crds, eventually, resource_versions
 from tests.support.operator_process import running_operator
+from tiergate_operator.devcluster import ControlPlane
 
 pytestmark = pytest.mark.cluster
 

@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+
 from tiergate_gateway.contract import GatewayConfig
 from tiergate_gateway.settings import Settings
 

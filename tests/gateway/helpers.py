@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import uvloop
+
 from tiergate_gateway.__main__ import serve
 from tiergate_gateway.contract import (
     Budget,

@@ -14,6 +14,7 @@ import httpx
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+
 from tiergate_gateway.settings import Settings
 
 from .helpers import STARTUP_KEY, GatewayThread, config, route, target, tier, write_config

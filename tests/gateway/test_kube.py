@@ -7,6 +7,7 @@ import time
 
 import httpx
 import pytest
+
 from tiergate_gateway.contract import canonical_json
 from tiergate_gateway.settings import Settings
 

@@ -11,6 +11,7 @@ from pathlib import Path
 import httpx
 import openai
 import pytest
+
 from tiergate_gateway.contract import canonical_json
 
 from .helpers import STARTUP_KEY, GatewayProcess, config, route, target, tier, write_config

@@ -7,6 +7,7 @@ import asyncio
 import httpx
 import openai
 import pytest
+
 from tiergate_gateway.contract import Limits
 
 from .helpers import STARTUP_KEY, config, route, target, tier

@@ -9,6 +9,7 @@ from decimal import Decimal
 import httpx
 import pytest
 from redis.asyncio import Redis
+
 from tiergate_gateway.budget import RedisLedger, to_nano
 from tiergate_gateway.contract import Budget, Limits
 from tiergate_gateway.limits import RedisLimiter

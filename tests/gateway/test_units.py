@@ -8,6 +8,7 @@ from datetime import UTC, datetime, timedelta, timezone
 from decimal import Decimal
 
 import pytest
+
 import tiergate_gateway.contract as contract
 from tiergate_gateway.budget import LocalLedger, call_cost, month_of, to_nano, worst_case
 from tiergate_gateway.config import ConfigRejected, compile_config, parse_config

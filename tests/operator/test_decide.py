@@ -76,7 +76,7 @@ def test_once_applied_the_same_inputs_decide_nothing() -> None:
     second = decide(NS, store.namespace(NS), OperatorSettings(), NOW)
     assert second.apply == () and second.delete == ()
     # Statuses now say Ready, since the configs are applied and replicas ready.
-    readiness = {c.ref.name: [x for x in c.status["conditions"] if x["type"] == "Ready"][0]["status"]
+    readiness = {c.ref.name: next(x for x in c.status["conditions"] if x["type"] == "Ready")["status"]
                  for c in second.statuses}
     assert readiness == {"deepseek-chat": "True", "enterprise-acme": "True", "startup": "True"}
     for change in second.statuses:

@@ -3,6 +3,7 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
+
 from tiergate_operator.drift import holds
 
 DESIRED: dict[str, Any] = {

@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import yaml
+
 from tiergate_gateway.contract import hash_client_key
 
 Body = dict[str, Any]

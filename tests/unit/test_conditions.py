@@ -5,6 +5,7 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 
 import pytest
+
 from tiergate_operator.conditions import route_conditions, set_condition, tier_conditions
 from tiergate_operator.models import Condition
 from tiergate_operator.plans import Problem

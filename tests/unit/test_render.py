@@ -7,6 +7,7 @@ from typing import Any
 
 import pytest
 from namespace_inputs import load
+
 from tiergate_operator.render import gateway_container_args, render
 from tiergate_operator.settings import OperatorSettings, SettingsError, load_operator_settings
 from tiergate_operator.translate import GatewayPlan, translate

@@ -13,6 +13,7 @@ from typing import Any
 import pytest
 import yaml
 from namespace_inputs import load
+
 from tiergate_gateway.contract import GatewayConfig
 from tiergate_operator.render import render
 from tiergate_operator.settings import load_operator_settings

@@ -9,6 +9,7 @@ from typing import Any
 
 import pytest
 from namespace_inputs import NamespaceInputs, from_documents, load
+
 from tiergate_gateway.contract import GatewayConfig, canonical_json, hash_client_key
 from tiergate_operator.translate import Translation, translate
 
