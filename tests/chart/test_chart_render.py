@@ -1,0 +1,174 @@
+"""`helm lint` and `helm template` with the real pinned helm: the schema rejects bad values,
+the rendered objects carry what the operator and the cluster need."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+import yaml
+
+from tiergate_operator.devcluster import ControlPlane
+
+from .helpers import CHART, REPO, template
+
+pytestmark = pytest.mark.cluster
+
+
+def rendered(plane: ControlPlane, *args: str) -> list[dict[str, Any]]:
+    return [d for d in yaml.safe_load_all(template(plane, *args).stdout) if d]
+
+
+def one(objects: list[dict[str, Any]], kind: str, name: str | None = None) -> dict[str, Any]:
+    found = [o for o in objects if o["kind"] == kind and name in (None, o["metadata"]["name"])]
+    assert len(found) == 1, f"{kind} {name or ''}: found {len(found)}"
+    return found[0]
+
+
+def env_of(deployment: dict[str, Any]) -> dict[str, Any]:
+    container = deployment["spec"]["template"]["spec"]["containers"][0]
+    return {e["name"]: e.get("value", e.get("valueFrom")) for e in container["env"]}
+
+
+@pytest.mark.parametrize("extra", [
+    [], ["--set", "replicaCount=3"],
+    ["--set", "networkPolicy.enabled=true,serviceMonitor.enabled=true,crds.keep=false"],
+])
+def test_helm_lint_passes_strict(control_plane: ControlPlane, extra: list[str]) -> None:
+    for strict in ([], ["--strict"]):
+        result = control_plane.helm("lint", str(CHART), *strict, *extra)
+        assert "1 chart(s) linted, 0 chart(s) failed" in result.stdout, result.stdout
+
+
+@pytest.mark.parametrize(("value", "message"), [
+    ("replicas=2", "additional properties 'replicas' not allowed"),
+    ("gateway.shared.replica=2", "additional properties 'replica' not allowed"),
+    ("crds.kep=false", "additional properties 'kep' not allowed"),
+    ("replicaCount=two", "/replicaCount': got string, want integer"),
+    ("crds.keep=maybe", "/crds/keep': got string, want boolean"),
+    ("gateway.image.pullPolicy=Sometimes", "/gateway/image/pullPolicy"),
+    ("gateway.redis.url=redis://user:hunter2@redis:6379", "/gateway/redis/url"),
+    ("resources.requests.cpu=lots", "/resources/requests/cpu"),
+])
+def test_schema_rejects_unknown_keys_and_wrong_types(
+    control_plane: ControlPlane, value: str, message: str
+) -> None:
+    for command in (["lint", str(CHART), "--strict"],
+                    ["template", "t", str(CHART), "--kube-version", "1.37.2"]):
+        result = control_plane.helm(*command, "--set", value, check=False)
+        assert result.returncode != 0, f"helm {command[0]} accepted {value}"
+        assert message in result.stdout + result.stderr, result.stdout + result.stderr
+
+
+def test_one_replica_runs_standalone_hardened_with_probes(control_plane: ControlPlane) -> None:
+    objects = rendered(control_plane)
+    deployment = one(objects, "Deployment")
+    assert deployment["spec"]["strategy"] == {"type": "Recreate"}
+    pod = deployment["spec"]["template"]["spec"]
+    container = pod["containers"][0]
+    env = env_of(deployment)
+    assert env["TIERGATE_STANDALONE"] == "1"
+    assert "TIERGATE_PEERING" not in env
+    assert env["TIERGATE_LIVENESS"] == "http://0.0.0.0:8080/healthz"
+    assert env["TIERGATE_GATEWAY_IMAGE"] == "ghcr.io/tiergate/tiergate-gateway:0.1.0"
+    assert env["TIERGATE_SHARED_REPLICAS"] == "2"
+    assert env["TIERGATE_SHARED_CPU_REQUEST"] == "100m"
+    assert env["TIERGATE_DEDICATED_MEMORY_LIMIT"] == "512Mi"
+    assert env["TIERGATE_GATEWAY_SERVICE_ACCOUNT"] == "tiergate-gateway"
+    assert "TIERGATE_REDIS_URL" not in env
+    assert container["image"] == "ghcr.io/tiergate/tiergate-operator:0.1.0"
+    assert container["command"] == ["python", "-m", "tiergate_operator"]
+    for probe in ("livenessProbe", "readinessProbe"):
+        assert container[probe]["httpGet"] == {"path": "/healthz", "port": "health"}
+    assert {"name": "health", "containerPort": 8080, "protocol": "TCP"} in container["ports"]
+    security = container["securityContext"]
+    assert security["readOnlyRootFilesystem"] is True
+    assert security["runAsNonRoot"] is True
+    assert security["allowPrivilegeEscalation"] is False
+    assert security["capabilities"] == {"drop": ["ALL"]}
+    assert security["seccompProfile"] == {"type": "RuntimeDefault"}
+    assert pod["securityContext"]["runAsNonRoot"] is True
+    assert container["resources"]["requests"] == {"cpu": "100m", "memory": "128Mi"}
+    assert {"name": "tmp", "mountPath": "/tmp"} in container["volumeMounts"]
+    assert not [o for o in objects if o["kind"] == "ClusterKopfPeering"]
+    for obj in objects:
+        labels = obj["metadata"]["labels"]
+        assert labels["helm.sh/chart"] == "tiergate-0.1.0", obj["kind"]
+        assert labels["app.kubernetes.io/instance"] == "t", obj["kind"]
+        assert labels["app.kubernetes.io/managed-by"] == "Helm", obj["kind"]
+        assert labels["app.kubernetes.io/version"] == "0.1.0", obj["kind"]
+        assert labels["app.kubernetes.io/part-of"] == "tiergate", obj["kind"]
+
+
+def test_values_reach_the_operator_environment(control_plane: ControlPlane) -> None:
+    objects = rendered(
+        control_plane, "--set", "replicaCount=2", "--set", "gateway.image.tag=9.9.9",
+        "--set", "gateway.shared.replicas=5", "--set", "gateway.dedicated.resources.limits.cpu=2",
+        "--set", "gateway.redis.existingSecret.name=redis-url",
+        "--set", "image.digest=sha256:" + "a" * 64, "--set", "peering.name=mine",
+    )
+    deployment = one(objects, "Deployment")
+    env = env_of(deployment)
+    assert env["TIERGATE_PEERING"] == "mine"
+    assert "TIERGATE_STANDALONE" not in env
+    assert env["TIERGATE_GATEWAY_IMAGE"] == "ghcr.io/tiergate/tiergate-gateway:9.9.9"
+    assert env["TIERGATE_SHARED_REPLICAS"] == "5"
+    assert env["TIERGATE_DEDICATED_CPU_LIMIT"] == "2"
+    assert env["TIERGATE_REDIS_URL"] == {"secretKeyRef": {"name": "redis-url", "key": "redis-url"}}
+    container = deployment["spec"]["template"]["spec"]["containers"][0]
+    assert container["image"] == "ghcr.io/tiergate/tiergate-operator@sha256:" + "a" * 64
+    assert "TIERGATE_PEERING_PRIORITY" in container["command"][-1], "peers need distinct priorities"
+    assert deployment["spec"]["strategy"]["type"] == "RollingUpdate"
+    assert one(objects, "ClusterKopfPeering", "mine")["apiVersion"] == "kopf.dev/v1"
+    rules = one(objects, "ClusterRole")["rules"]
+    assert {"apiGroups": ["kopf.dev"], "resources": ["clusterkopfpeerings"],
+            "resourceNames": ["mine"], "verbs": ["get", "patch"]} in rules
+
+
+def test_crd_templates_render_the_source_crds(control_plane: ControlPlane) -> None:
+    sources = {d["metadata"]["name"]: d for d in
+               (yaml.safe_load((REPO / "crds" / f).read_text())
+                for f in ("modelroutes.yaml", "apikeytiers.yaml"))}
+    kept = {o["metadata"]["name"]: o for o in rendered(control_plane)
+            if o["kind"] == "CustomResourceDefinition"}
+    assert kept.keys() == sources.keys()
+    for name, crd in kept.items():
+        assert crd["spec"] == sources[name]["spec"], name
+        assert crd["metadata"]["annotations"] == {"helm.sh/resource-policy": "keep"}
+        assert sources[name]["metadata"]["labels"].items() <= crd["metadata"]["labels"].items()
+    owned = [o for o in rendered(control_plane, "--set", "crds.keep=false")
+             if o["kind"] == "CustomResourceDefinition"]
+    assert len(owned) == 2 and all("annotations" not in o["metadata"] for o in owned)
+    assert not [o for o in rendered(control_plane, "--set", "crds.enabled=false")
+                if o["kind"] == "CustomResourceDefinition"]
+
+
+def test_kopf_peering_crd_ships_in_helm_crds_dir(control_plane: ControlPlane) -> None:
+    with_crds = template(control_plane, "--include-crds").stdout
+    assert "name: clusterkopfpeerings.kopf.dev" in with_crds
+    assert "clusterkopfpeerings.kopf.dev" not in template(control_plane, "--skip-crds").stdout
+
+
+def test_service_monitor_and_network_policies_select_the_gateways(
+    control_plane: ControlPlane,
+) -> None:
+    objects = rendered(control_plane, "--set", "serviceMonitor.enabled=true",
+                       "--set", "networkPolicy.enabled=true",
+                       "--set", "networkPolicy.gatewayNamespaces={team-a,team-b}")
+    monitor = one(objects, "ServiceMonitor")
+    assert monitor["spec"]["selector"]["matchLabels"] == {
+        "app.kubernetes.io/part-of": "tiergate", "app.kubernetes.io/component": "gateway"}
+    assert monitor["spec"]["namespaceSelector"] == {"any": True}
+    assert monitor["spec"]["endpoints"][0]["port"] == "http"
+    assert monitor["spec"]["endpoints"][0]["path"] == "/metrics"
+    policies = [o for o in objects if o["kind"] == "NetworkPolicy"]
+    gateways = {p["metadata"]["namespace"]: p for p in policies if p["metadata"]["name"].endswith("-gateways")}
+    assert gateways.keys() == {"team-a", "team-b"}
+    for policy in gateways.values():
+        assert policy["spec"]["podSelector"]["matchLabels"]["app.kubernetes.io/name"] == "tiergate-gateway"
+        assert policy["spec"]["ingress"] == [
+            {"from": [{"podSelector": {}}], "ports": [{"port": "http", "protocol": "TCP"}]}]
+    denied = rendered(control_plane, "--set", "networkPolicy.enabled=true",
+                      "--set-json", "networkPolicy.gatewayIngressFrom=[]")
+    gateway_policy = next(o for o in denied if o["metadata"]["name"].endswith("-gateways"))
+    assert gateway_policy["spec"]["ingress"] == [], "no peers must mean deny, not allow-all"
