@@ -17,9 +17,9 @@ from typing import Any
 import orjson
 
 from .auth import authenticate
-from .budget import BudgetLedger, LocalLedger, RedisLedger, call_cost, month_of, to_nano, worst_case
+from .budget import BudgetLedger, LocalLedger, RedisLedger, month_of, nano_cost
 from .client import UpstreamPool
-from .config import CompiledConfig, ConfigStore, compile_config
+from .config import CompiledConfig, CompiledRoute, ConfigStore, compile_config
 from .contract import GatewayConfig, RequestClass, Tier
 from .credentials import CredentialStore
 from .errors import GatewayError, status_error_bytes
@@ -82,7 +82,8 @@ class Gateway:
         self.store = ConfigStore(on_rejected=self._rejected, on_loaded=self._loaded)
         self.credentials = CredentialStore(settings.credentials_dir)
         self.breakers = BreakerBoard()
-        self._wall_clock = wall_clock or (lambda: datetime.now(UTC))
+        self._wall_clock = wall_clock
+        self._month_cache = ("", 0.0)  # (month, epoch second it is valid until)
         self._rng = rng or random.Random()
         self._initial = config
         self.pool: UpstreamPool | None = None
@@ -181,6 +182,21 @@ class Gateway:
         metrics.child(metrics.latency, endpoint, tier_name).observe(time.perf_counter() - started)
         return response
 
+    def _month(self) -> str:
+        """The budget month (UTC); without an injected clock, recomputed only at month ends."""
+        if self._wall_clock is not None:
+            return month_of(self._wall_clock())
+        month, until = self._month_cache
+        now = time.time()
+        if now >= until:
+            current = datetime.fromtimestamp(now, UTC)
+            month = month_of(current)
+            nxt = datetime(
+                current.year + current.month // 12, current.month % 12 + 1, 1, tzinfo=UTC
+            )
+            self._month_cache = (month, min(nxt.timestamp(), now + 60))
+        return month
+
     def _config(self) -> CompiledConfig:
         compiled = self.store.current
         if compiled is None:
@@ -270,14 +286,9 @@ class Gateway:
         month = ""
         try:
             if tier.budget is not None:
-                month = month_of(self._wall_clock())
-                reserved = to_nano(
-                    worst_case(
-                        route.max_input_price[request_class],
-                        route.max_output_price[request_class],
-                        prompt_tokens,
-                        max_tokens,
-                    )
+                month = self._month()
+                reserved = nano_cost(
+                    *route.max_nano_prices[request_class], prompt_tokens, max_tokens
                 )
                 verdict = await self.ledger.reserve(tier.name, tier.budget, month, reserved)
                 if not verdict.allowed:
@@ -310,7 +321,7 @@ class Gateway:
         order = plan(candidates, board, time.monotonic(), self._rng)
 
         async def finish(outcome: Outcome) -> None:
-            await self._settle(tier, model, outcome, prompt_tokens, reserved, month)
+            await self._settle(tier, route, outcome, prompt_tokens, reserved, month)
 
         # The alias goes first so the upstream model can be swapped in the encoded bytes.
         payload = {"model": model, **payload}
@@ -327,33 +338,39 @@ class Gateway:
         return response, tier.name, model
 
     async def _settle(
-        self, tier: Tier, model: str, outcome: Outcome, estimated: int, reserved: int, month: str
+        self,
+        tier: Tier,
+        route: CompiledRoute,
+        outcome: Outcome,
+        estimated: int,
+        reserved: int,
+        month: str,
     ) -> None:
         usage, target = outcome.usage, outcome.target
+        model = route.route.model
         actual_prompt = (
             usage.prompt_tokens
             if usage is not None and usage.reported
             else (estimated if target is not None else 0)
         )
         completion = usage.completion_tokens if usage is not None else 0
+        cost = (
+            nano_cost(*route.nano_prices[target.name], actual_prompt, completion)
+            if target is not None
+            else 0
+        )
         try:
             await self.limiter.settle(tier.name, tier.limits, estimated, actual_prompt + completion)
             if tier.budget is not None:
-                actual = (
-                    to_nano(call_cost(target.pricing, actual_prompt, completion))
-                    if target is not None
-                    else 0
-                )
-                await self.ledger.settle(tier.name, month, reserved, actual)
+                await self.ledger.settle(tier.name, month, reserved, cost)
         finally:
             await self.limiter.release(tier.name, tier.limits)
         if target is not None and (actual_prompt or completion):
             m = self.metrics
             m.child(m.tokens, tier.name, model, target.name, "prompt").inc(actual_prompt)
             m.child(m.tokens, tier.name, model, target.name, "completion").inc(completion)
-            cost = call_cost(target.pricing, actual_prompt, completion)
             if cost:
-                m.child(m.cost, tier.name, model, target.name).inc(float(cost))
+                m.child(m.cost, tier.name, model, target.name).inc(cost / 1e9)
 
     def _parse(self, request: Request) -> dict[str, Any]:
         content_type = request.headers.get("content-type", "application/json")

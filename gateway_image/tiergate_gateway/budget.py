@@ -23,6 +23,8 @@ __all__ = [
     "RedisLedger",
     "call_cost",
     "month_of",
+    "nano_cost",
+    "price_nano",
     "to_nano",
     "worst_case",
 ]
@@ -53,6 +55,16 @@ def worst_case(
     return (input_price * prompt_tokens + output_price * max_tokens) / _MILLION
 
 
+def price_nano(usd_per_million: Decimal) -> int:
+    """A price as integer nano-USD per million tokens (exact: prices have at most 9 decimals)."""
+    return int((usd_per_million * _NANO).to_integral_value(rounding=ROUND_CEILING))
+
+
+def nano_cost(input_nano: int, output_nano: int, prompt_tokens: int, completion_tokens: int) -> int:
+    """Cost in nano-USD, rounded up, from ``price_nano`` prices: integer math on the hot path."""
+    return -(-(input_nano * prompt_tokens + output_nano * completion_tokens) // 1_000_000)
+
+
 def to_nano(usd: Decimal) -> int:
     return int((usd * _NANO).to_integral_value(rounding=ROUND_CEILING))
 
@@ -70,14 +82,23 @@ class BudgetLedger(Protocol):
     async def spent(self, tier: str, month: str) -> int: ...
 
 
+def thresholds(budget: Budget) -> tuple[int, int]:
+    """(hard, soft) in nano-USD."""
+    return to_nano(budget.hard_usd), to_nano(budget.soft_usd)
+
+
 class LocalLedger:
     def __init__(self) -> None:
         self._committed: dict[tuple[str, str], int] = {}
+        self._thresholds: dict[int, tuple[Budget, tuple[int, int]]] = {}
 
     async def reserve(self, tier: str, budget: Budget, month: str, nano: int) -> BudgetDecision:
         key = (tier, month)
         committed = self._committed.get(key, 0)
-        hard, soft = to_nano(budget.hard_usd), to_nano(budget.soft_usd)
+        cached = self._thresholds.get(id(budget))
+        if cached is None or cached[0] is not budget:
+            cached = self._thresholds[id(budget)] = (budget, thresholds(budget))
+        hard, soft = cached[1]
         if committed + nano > hard:
             return BudgetDecision(False, True, committed)
         committed += nano

@@ -71,11 +71,12 @@ class _Conn(asyncio.Protocol):
         self.complete = False
         self.failed: Exception | None = None
         self.received_any = False
-        self.timer: asyncio.TimerHandle | None = None
+        self.active: set[_Conn] | None = None
+        self.first_byte_at = 0.0
         self.deadline = 0.0
 
     def reset(self) -> None:
-        self.parser = httptools.HttpResponseParser(self)
+        # The parser carries over: llhttp parses one keep-alive response after the other.
         self.headers = {}
         self.status = 0
         self.chunks.clear()
@@ -114,24 +115,24 @@ class _Conn(asyncio.Protocol):
     def eof_received(self) -> bool:
         return False
 
-    def arm(self, first_byte_at: float, deadline: float) -> None:
-        """One timer per exchange: the first-byte deadline, then the total deadline."""
+    def arm(self, active: set[_Conn], first_byte_at: float, deadline: float) -> None:
+        """Watch this exchange's first-byte and total deadlines (checked by the pool's ticker)."""
+        self.first_byte_at = min(first_byte_at, deadline)
         self.deadline = deadline
-        self.timer = asyncio.get_running_loop().call_at(min(first_byte_at, deadline), self._expire)
+        self.active = active
+        active.add(self)
 
     def disarm(self) -> None:
-        if self.timer is not None:
-            self.timer.cancel()
-            self.timer = None
+        if self.active is not None:
+            self.active.discard(self)
+            self.active = None
 
-    def _expire(self) -> None:
-        self.timer = None
+    def check(self, now: float) -> None:
         if self.complete:
+            self.disarm()
             return
-        loop = asyncio.get_running_loop()
         head_done = self.head is not None and self.head.done()
-        if head_done and loop.time() < self.deadline:
-            self.timer = loop.call_at(self.deadline, self._expire)
+        if now < (self.deadline if head_done else self.first_byte_at):
             return
         what = "the total timeout" if head_done else "the first-byte timeout"
         self._fail(TimeoutError(f"upstream exceeded {what}"))
@@ -229,10 +230,24 @@ class UpstreamResponse:
 class UpstreamPool:
     """Keep-alive connections per (scheme, host, port), reused most-recent first."""
 
-    def __init__(self, max_idle_per_host: int = 256) -> None:
+    def __init__(self, max_idle_per_host: int = 256, tick_seconds: float = 0.02) -> None:
         self._idle: dict[tuple[str, str, int], list[_Conn]] = {}
         self._max_idle = max_idle_per_host
         self._ssl: ssl.SSLContext | None = None
+        # Deadlines are checked by one ticker (every ``tick_seconds``) instead of a timer per
+        # exchange: a timer per request cost more than the rest of the client on the hot path.
+        self._active: set[_Conn] = set()
+        self._tick = tick_seconds
+        self._ticker: asyncio.Task[None] | None = None
+
+    async def _run_ticker(self) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            await asyncio.sleep(self._tick)
+            if self._active:
+                now = loop.time()
+                for conn in list(self._active):
+                    conn.check(now)
 
     def release(self, key: tuple[str, str, int], conn: _Conn) -> None:
         idle = self._idle.setdefault(key, [])
@@ -309,7 +324,9 @@ class UpstreamPool:
             assert transport is not None
             assert conn.head is not None
             transport.write(payload)
-            conn.arm(loop.time() + first_byte_timeout, deadline)
+            if self._ticker is None:
+                self._ticker = loop.create_task(self._run_ticker())
+            conn.arm(self._active, loop.time() + first_byte_timeout, deadline)
             try:
                 await conn.head
             except UpstreamProtocolError:
@@ -325,6 +342,11 @@ class UpstreamPool:
         raise UpstreamProtocolError("upstream keeps closing connections")
 
     async def close(self) -> None:
+        if self._ticker is not None:
+            self._ticker.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._ticker
+            self._ticker = None
         for idle in self._idle.values():
             for conn in idle:
                 if conn.transport is not None:

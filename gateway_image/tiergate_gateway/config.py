@@ -17,6 +17,7 @@ from decimal import Decimal
 import orjson
 import pydantic
 
+from .budget import price_nano
 from .client import Endpoint
 from .contract import CONFIG_VERSION, GatewayConfig, RequestClass, Route, Target, Tier
 
@@ -45,6 +46,9 @@ class CompiledRoute:
     # Worst-case prices among a class's candidates, for budget reservations.
     max_input_price: dict[RequestClass, Decimal]
     max_output_price: dict[RequestClass, Decimal]
+    # Prices as integer nano-USD per million tokens: per target (input, output), and per-class worst case.
+    nano_prices: dict[str, tuple[int, int]]
+    max_nano_prices: dict[RequestClass, tuple[int, int]]
 
 
 @dataclass(frozen=True, slots=True)
@@ -93,6 +97,10 @@ def _compile_route(route: Route) -> CompiledRoute:
     standard = tuple(t for t in route.targets if t.request_class is RequestClass.STANDARD)
     premium = tuple(t for t in route.targets if t.request_class is RequestClass.PREMIUM) or standard
     candidates = {RequestClass.STANDARD: standard, RequestClass.PREMIUM: premium}
+    nano = {
+        t.name: (price_nano(t.pricing.input_per_million), price_nano(t.pricing.output_per_million))
+        for t in route.targets
+    }
     return CompiledRoute(
         route=route,
         candidates=candidates,
@@ -102,6 +110,11 @@ def _compile_route(route: Route) -> CompiledRoute:
         },
         max_output_price={
             c: max(t.pricing.output_per_million for t in ts) for c, ts in candidates.items()
+        },
+        nano_prices=nano,
+        max_nano_prices={
+            c: (max(nano[t.name][0] for t in ts), max(nano[t.name][1] for t in ts))
+            for c, ts in candidates.items()
         },
     )
 

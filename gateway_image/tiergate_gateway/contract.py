@@ -12,16 +12,19 @@ A config whose ``version`` is not ``CONFIG_VERSION`` is refused.
 
 from __future__ import annotations
 
+import base64
+import gzip
 import hashlib
 import json
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from decimal import Decimal
 from enum import StrEnum
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, PlainSerializer, field_validator, model_validator
 
 __all__ = [
+    "CONFIG_GZIP_KEY",
     "CONFIG_KEY",
     "CONFIG_VERSION",
     "Budget",
@@ -39,6 +42,8 @@ __all__ = [
     "TierUpstream",
     "Timeouts",
     "canonical_json",
+    "config_from_configmap",
+    "configmap_payload",
     "hash_client_key",
     "seal",
 ]
@@ -46,6 +51,10 @@ __all__ = [
 CONFIG_VERSION = "tiergate.dev/gateway-config/v1"
 # The ConfigMap data key holding the JSON config.
 CONFIG_KEY = "config.json"
+# The ConfigMap binaryData key holding it gzip-compressed, for configs too large to inline
+# (a ConfigMap holds at most 1 MiB; 1,000 routes for 90 tiers is more than that as JSON).
+CONFIG_GZIP_KEY = "config.json.gz"
+INLINE_LIMIT_BYTES = 256 * 1024
 
 Money = Annotated[
     Decimal,
@@ -64,6 +73,27 @@ def canonical_json(config: GatewayConfig) -> bytes:
     return json.dumps(
         config.model_dump(mode="json"), sort_keys=True, separators=(",", ":"), ensure_ascii=True
     ).encode()
+
+
+def configmap_payload(config: GatewayConfig) -> dict[str, dict[str, str]]:
+    """The ConfigMap fields carrying ``config``: ``data`` when small, else gzip ``binaryData``."""
+    raw = canonical_json(config)
+    if len(raw) <= INLINE_LIMIT_BYTES:
+        return {"data": {CONFIG_KEY: raw.decode()}}
+    packed = gzip.compress(raw, compresslevel=9, mtime=0)  # mtime=0: same input, same bytes
+    return {"binaryData": {CONFIG_GZIP_KEY: base64.b64encode(packed).decode()}}
+
+
+def config_from_configmap(configmap: Mapping[str, Any]) -> bytes | None:
+    """The config bytes a ConfigMap carries (see ``configmap_payload``), or None."""
+    packed = (configmap.get("binaryData") or {}).get(CONFIG_GZIP_KEY)
+    if packed is not None:
+        try:
+            return gzip.decompress(base64.b64decode(packed))
+        except (ValueError, OSError, EOFError):
+            return b""  # corrupt: the caller's validation refuses it
+    inline = (configmap.get("data") or {}).get(CONFIG_KEY)
+    return None if inline is None else str(inline).encode()
 
 
 def seal(

@@ -28,7 +28,7 @@ import aiohttp
 import orjson
 import yaml
 
-from .contract import CONFIG_KEY
+from .contract import CONFIG_GZIP_KEY, CONFIG_KEY, config_from_configmap
 
 __all__ = ["FileSource", "KubeAccess", "KubeSource", "kube_access"]
 
@@ -152,12 +152,12 @@ class KubeSource:
         self._source = f"configmap {configmap}"
 
     def _handle(self, obj: dict[str, Any]) -> None:
-        data = (obj.get("data") or {}).get(CONFIG_KEY)
+        data = config_from_configmap(obj)
         if data is None:
-            _log.error("%s has no key %s", self._source, CONFIG_KEY)
+            _log.error("%s has neither %s nor %s", self._source, CONFIG_KEY, CONFIG_GZIP_KEY)
             self._offer(b"", self._source)
         else:
-            self._offer(data.encode(), self._source)
+            self._offer(data, self._source)
 
     async def start(self) -> None:
         self._task = asyncio.get_running_loop().create_task(self._run())

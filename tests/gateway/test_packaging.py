@@ -24,7 +24,16 @@ def test_image_requirements_match_pyproject():
     project = tomllib.loads((ROOT / "pyproject.toml").read_text())
     declared = _pins(project["project"]["dependencies"])
     image = _pins((IMAGE / "requirements.txt").read_text().splitlines())
-    for name in ("aiohttp", "httptools", "uvloop", "orjson", "pydantic", "prometheus-client", "redis", "pyyaml"):
+    for name in (
+        "aiohttp",
+        "httptools",
+        "uvloop",
+        "orjson",
+        "pydantic",
+        "prometheus-client",
+        "redis",
+        "pyyaml",
+    ):
         assert image[name] == declared[name], name
     assert all(re.fullmatch(r"\d+(\.\d+)+", version) for version in image.values()), image
 

@@ -10,7 +10,15 @@ from decimal import Decimal
 import pytest
 
 import tiergate_gateway.contract as contract
-from tiergate_gateway.budget import LocalLedger, call_cost, month_of, to_nano, worst_case
+from tiergate_gateway.budget import (
+    LocalLedger,
+    call_cost,
+    month_of,
+    nano_cost,
+    price_nano,
+    to_nano,
+    worst_case,
+)
 from tiergate_gateway.config import ConfigRejected, compile_config, parse_config
 from tiergate_gateway.contract import (
     Budget,
@@ -128,6 +136,15 @@ def test_budget_math():
     assert call_cost(pricing, 1_000_000, 500_000) == Decimal("0.82")
     assert worst_case(Decimal("2"), Decimal("8"), 1000, 4000) == Decimal("0.034")
     assert to_nano(Decimal("0.0000000011")) == 2  # rounds up: never under-reserve
+    # The integer hot path agrees with the Decimal definition (rounded up to a nano-USD).
+    for prompt, completion in ((1_000_000, 500_000), (7, 3), (0, 0), (123_457, 1)):
+        fast = nano_cost(
+            price_nano(pricing.input_per_million),
+            price_nano(pricing.output_per_million),
+            prompt,
+            completion,
+        )
+        assert fast == to_nano(call_cost(pricing, prompt, completion))
     assert (
         month_of(datetime(2025, 1, 31, 23, 30, tzinfo=timezone(timedelta(hours=-2)))) == "2025-02"
     )
