@@ -27,7 +27,7 @@ from typing import Any
 
 import psutil
 
-from tiergate_gateway.contract import CONFIG_KEY, GatewayConfig
+from tiergate_gateway.contract import GatewayConfig, config_from_configmap
 from tiergate_operator.devcluster import ControlPlane, start, stop, tools_bin_dir
 from tiergate_operator.kube import KubeApi, ObjectRef, load_client_configuration
 
@@ -99,11 +99,12 @@ def stop_operator(process: subprocess.Popen[bytes], log: Path) -> dict[str, int]
 def converged(plane: ControlPlane, routes: int, tiers: int, gateways: int) -> bool:
     objs = json.loads(plane.kubectl("-n", NAMESPACE, "get", "configmaps,modelroutes,apikeytiers",
                                     "-o", "json", timeout=60).stdout)["items"]
-    configs = [o for o in objs if o["kind"] == "ConfigMap" and CONFIG_KEY in (o.get("data") or {})]
+    configs = [payload for o in objs if o["kind"] == "ConfigMap"
+               and (payload := config_from_configmap(o)) is not None]
     if len(configs) != gateways:
         return False
     for configmap in configs:
-        if len(GatewayConfig.model_validate_json(configmap["data"][CONFIG_KEY]).routes) != routes:
+        if len(GatewayConfig.model_validate_json(configmap).routes) != routes:
             return False
     crs = [o for o in objs if o["kind"] in ("ModelRoute", "ApiKeyTier")]
     if len(crs) != routes + tiers:

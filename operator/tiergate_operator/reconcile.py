@@ -19,7 +19,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from tiergate_gateway.contract import CONFIG_KEY, GatewayConfig
+from tiergate_gateway.contract import GatewayConfig, config_from_configmap
 from tiergate_operator.desired import desired_state
 from tiergate_operator.drift import holds
 from tiergate_operator.kube import KubeApi, KubeError, ObjectRef
@@ -27,7 +27,7 @@ from tiergate_operator.settings import OperatorSettings
 from tiergate_operator.statuses import StatusChange, desired_statuses
 from tiergate_operator.store import NamespaceState, Store
 
-__all__ = ["Decision", "Reconciler", "StatusChange", "decide"]
+__all__ = ["ActFailed", "Decision", "Reconciler", "StatusChange", "act", "decide"]
 
 logger = logging.getLogger("tiergate.reconcile")
 
@@ -55,8 +55,8 @@ def _live_configs(state: NamespaceState) -> dict[str, GatewayConfig]:
             continue
         gateway = body["metadata"].get("labels", {}).get(GATEWAY_LABEL)
         try:
-            configs[gateway] = GatewayConfig.model_validate_json((body.get("data") or {})[CONFIG_KEY])
-        except (KeyError, ValidationError):
+            configs[gateway] = GatewayConfig.model_validate_json(config_from_configmap(body) or b"")
+        except ValidationError:
             logger.warning("ConfigMap %s holds no valid gateway config; ignoring it", name)
     return configs
 
@@ -80,16 +80,34 @@ def _gateway_of(body: Body) -> str:
     return str(body["metadata"].get("labels", {}).get(GATEWAY_LABEL, ""))
 
 
+class ActFailed(Exception):
+    """Some writes of a decision failed; the others were carried out."""
+
+    def __init__(self, failures: list[BaseException]) -> None:
+        super().__init__(f"{len(failures)} write(s) failed; first: {failures[0]}")
+        self.failures = failures
+
+
 async def act(kube: KubeApi, decision: Decision, now: datetime, concurrency: int = 16) -> None:
-    """Carry out a decision: configs first, then workloads, deletions and statuses."""
+    """Carry out a decision: configs first, then workloads, deletions and statuses.
+
+    One object's failure (say, a config the API server refuses) does not stop the
+    others; the failures are raised together at the end, so the namespace is retried.
+    """
     limit = asyncio.Semaphore(concurrency)
+    failures: list[BaseException] = []
 
     async def bounded(call: Awaitable[object]) -> None:
         async with limit:
             await call
 
     async def each(calls: Iterable[Awaitable[object]]) -> None:
-        await asyncio.gather(*(bounded(call) for call in calls))
+        results = await asyncio.gather(*(bounded(call) for call in calls), return_exceptions=True)
+        for result in results:
+            if isinstance(result, KubeError | OSError):
+                failures.append(result)
+            elif isinstance(result, BaseException):
+                raise result
 
     # A ConfigMap is applied before the workload that reads it, so a new pod never
     # starts on a stale config.
@@ -97,6 +115,8 @@ async def act(kube: KubeApi, decision: Decision, now: datetime, concurrency: int
     await each(kube.apply(m) for m in decision.apply if m["kind"] != "ConfigMap")
     await each(kube.delete(ref) for ref in decision.delete)
     await each(_report(kube, change, now) for change in decision.statuses)
+    if failures:
+        raise ActFailed(failures)
 
 
 async def _report(kube: KubeApi, change: StatusChange, now: datetime) -> None:
@@ -146,7 +166,7 @@ class Reconciler:
     async def _reconcile_safely(self, namespace: str) -> None:
         try:
             await self.reconcile(namespace)
-        except (KubeError, OSError, ValueError) as error:
+        except (ActFailed, KubeError, OSError, ValueError) as error:
             failures = self._failures[namespace] = self._failures.get(namespace, 0) + 1
             delay = min(60.0, 0.5 * 2 ** min(failures, 7))
             logger.error("reconciling namespace %s failed (%s); retrying in %.1f s",

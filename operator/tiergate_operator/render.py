@@ -11,7 +11,7 @@ from __future__ import annotations
 import hashlib
 from typing import Any
 
-from tiergate_gateway.contract import CONFIG_KEY, canonical_json
+from tiergate_gateway.contract import configmap_payload
 from tiergate_operator.models import Autoscaling, Resources
 from tiergate_operator.names import CREDENTIALS_DIR
 from tiergate_operator.plans import GatewayPlan
@@ -138,7 +138,7 @@ def _config_map(plan: GatewayPlan, settings: OperatorSettings) -> Manifest:
             f"{settings.prefix}/config-generation": plan.config.generation,
             f"{settings.prefix}/config-version": plan.config.version,
         }),
-        "data": {CONFIG_KEY: canonical_json(plan.config).decode()},
+        **configmap_payload(plan.config),
     }
 
 

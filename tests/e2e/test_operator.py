@@ -9,10 +9,16 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from pydantic import ValidationError
 
 from tests.support.kube import EXAMPLES, apply_crds, eventually, get, get_or_none, resource_versions
 from tests.support.operator_process import running_operator
-from tiergate_gateway.contract import CONFIG_KEY, GatewayConfig, hash_client_key
+from tiergate_gateway.contract import (
+    CONFIG_KEY,
+    GatewayConfig,
+    config_from_configmap,
+    hash_client_key,
+)
 from tiergate_operator.devcluster import ControlPlane
 
 pytestmark = pytest.mark.cluster
@@ -42,7 +48,7 @@ def wait_ready(plane: ControlPlane, namespace: str, *objects: str, timeout: int 
 
 def gateway_config(plane: ControlPlane, namespace: str, gateway: str) -> GatewayConfig:
     configmap = get(plane, namespace, "configmap", gateway)
-    return GatewayConfig.model_validate_json(configmap["data"][CONFIG_KEY])
+    return GatewayConfig.model_validate_json(config_from_configmap(configmap) or b"")
 
 
 def condition(body: dict[str, Any], type_: str) -> dict[str, Any]:
@@ -210,5 +216,10 @@ def test_operator_survives_an_invalid_config_in_its_own_configmap(
     wait_ready(control_plane, namespace, "apikeytier/startup")
     control_plane.kubectl("-n", namespace, "patch", "configmap", "tiergate-shared", "--type=merge",
                           "-p", json.dumps({"data": {CONFIG_KEY: "not json"}}))
-    eventually(lambda: gateway_config(control_plane, namespace, "tiergate-shared").tiers,
-               what="the operator rewrites a corrupted config")
+    def restored() -> bool:
+        try:
+            return bool(gateway_config(control_plane, namespace, "tiergate-shared").tiers)
+        except ValidationError:
+            return False
+
+    eventually(restored, what="the operator rewrites a corrupted config")
