@@ -208,6 +208,11 @@ class UpstreamResponse:
         self._conn.chunks.clear()
         return chunks
 
+    @property
+    def finished(self) -> bool:
+        """The whole body has arrived and been read."""
+        return self._conn.complete and not self._conn.chunks
+
     async def read_all(self) -> bytes:
         parts = []
         while chunk := await self.read():

@@ -121,6 +121,11 @@ class _Relay:
         self._done = False
         self._chunks = 0
 
+    @property
+    def exhausted(self) -> bool:
+        """Would the next ``__anext__`` end the stream? (Lets the server send the end with the last chunk.)"""
+        return self._done or (self._pending is None and self._response.finished)
+
     def __aiter__(self) -> _Relay:
         return self
 

@@ -242,28 +242,44 @@ class _Connection(asyncio.Protocol):
                 + response.body
             )
             return
-        transport.write(
-            _head(
-                response.status,
-                response.headers,
-                response.content_type,
-                b"transfer-encoding: chunked\r\ncache-control: no-cache\r\n%s\r\n" % connection,
-            )
+        # The head goes out with the first chunk, and the terminating chunk with the last one
+        # when the body says it is exhausted: one write per stream in the common case.
+        pending = _head(
+            response.status,
+            response.headers,
+            response.content_type,
+            b"transfer-encoding: chunked\r\ncache-control: no-cache\r\n%s\r\n" % connection,
         )
         chunks = response.chunks
+        finished = False
         try:
             async for chunk in chunks:
                 if self._closing:
                     raise asyncio.CancelledError
-                if chunk:
-                    transport.write(b"%x\r\n%s\r\n" % (len(chunk), chunk))
-                    if not self._writable.is_set():
-                        await self._writable.wait()
+                if not chunk:
+                    continue
+                frame = b"%x\r\n%s\r\n" % (len(chunk), chunk)
+                if getattr(chunks, "exhausted", False):
+                    frame += b"0\r\n\r\n"
+                    finished = True
+                transport.write(pending + frame if pending else frame)
+                pending = b""
+                if finished:
+                    break
+                if not self._writable.is_set():
+                    await self._writable.wait()
+        except Exception:
+            if pending:
+                raise  # nothing sent yet: the caller answers with an error
+            _log.exception("stream broke off after its head was sent")
+            transport.close()
+            return
         finally:
             aclose = getattr(chunks, "aclose", None)
             if aclose is not None:
                 await aclose()
-        transport.write(b"0\r\n\r\n")
+        if not finished:
+            transport.write(pending + b"0\r\n\r\n")
 
     def close_if_idle(self) -> None:
         if not self.busy and not self._queue and self._transport is not None:
