@@ -41,3 +41,30 @@ cluster-down: ## stop the local control plane
 
 clean: cluster-down ## remove the venv and local state (not the tools cache)
 	rm -rf $(VENV) .tiergate .mypy_cache .ruff_cache .pytest_cache
+
+# --- chart and kind (charts/tiergate; docs/kind.md). kind targets need Docker and are not run in CI.
+KIND ?= kind
+KIND_CLUSTER ?= tiergate
+KIND_NODE_IMAGE ?= kindest/node:v1.33.1# pinned; pairs with kind v0.29.0 (docs/kind.md)
+IMAGE_TAG ?= 0.1.0
+OPERATOR_IMAGE ?= ghcr.io/tiergate/tiergate-operator
+GATEWAY_IMAGE ?= ghcr.io/tiergate/tiergate-gateway
+
+.PHONY: chart-crds kind-up kind-down
+
+chart-crds: setup ## regenerate charts/tiergate/templates/crds from crds/
+	$(BIN)/python scripts/sync-chart-crds.py
+
+kind-up: ## kind cluster + both images built and loaded + the chart installed (needs Docker, kind, helm)
+	$(KIND) get clusters | grep -qx '$(KIND_CLUSTER)' || $(KIND) create cluster --name $(KIND_CLUSTER) --image $(KIND_NODE_IMAGE)
+	docker build -f operator/Dockerfile -t $(OPERATOR_IMAGE):$(IMAGE_TAG) .
+	docker build -t $(GATEWAY_IMAGE):$(IMAGE_TAG) gateway_image
+	$(KIND) load docker-image --name $(KIND_CLUSTER) $(OPERATOR_IMAGE):$(IMAGE_TAG) $(GATEWAY_IMAGE):$(IMAGE_TAG)
+	helm upgrade --install tiergate charts/tiergate --kube-context kind-$(KIND_CLUSTER) \
+	  --namespace tiergate-system --create-namespace \
+	  --set image.repository=$(OPERATOR_IMAGE),image.tag=$(IMAGE_TAG),image.pullPolicy=Never \
+	  --set gateway.image.repository=$(GATEWAY_IMAGE),gateway.image.tag=$(IMAGE_TAG),gateway.image.pullPolicy=Never \
+	  --wait --timeout 3m
+
+kind-down: ## delete the kind cluster
+	$(KIND) delete cluster --name $(KIND_CLUSTER)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
@@ -77,7 +78,7 @@ def can_i(plane: ControlPlane, chart: InstalledChart, verb: str, resource: str,
 
 
 def can_i_all(plane: ControlPlane, chart: InstalledChart,
-              checks: list[tuple[str, str, str, str | None]]) -> list[bool]:
+              checks: Sequence[tuple[str, str, str, str | None]]) -> list[bool]:
     """``kubectl auth can-i`` for each (verb, resource, subresource, namespace or None = all)."""
     with ThreadPoolExecutor(max_workers=8) as pool:
         return list(pool.map(lambda check: can_i(plane, chart, *check), checks))
@@ -211,3 +212,21 @@ def test_fresh_install_with_two_replicas_and_clean_uninstall(
         assert not exists(control_plane, kind, name), f"{kind} {name} survived uninstall"
     assert exists(control_plane, "crd", "clusterkopfpeerings.kopf.dev"), \
         "kopf's shared peering CRD must stay for other kopf operators"
+
+
+def test_same_values_upgrade_changes_nothing(
+    control_plane: ControlPlane, installed_chart: InstalledChart
+) -> None:
+    """GitOps tools re-apply the chart constantly: the same values must render the same objects."""
+    release, namespace, _ = installed_chart
+    name = fullname(release)
+    objects = [("-n", namespace, "deployment", name), ("-n", namespace, "serviceaccount", name),
+               ("clusterrole", name), ("clusterrolebinding", name)]
+
+    def versions() -> list[str]:
+        return [get_json(control_plane, *o)["metadata"]["resourceVersion"] for o in objects]
+
+    before = versions()
+    control_plane.helm("upgrade", release, str(CHART), "-n", namespace, "--reuse-values",
+                       "--wait", "--timeout", "60s")
+    assert versions() == before, "an upgrade with unchanged values rewrote objects"
