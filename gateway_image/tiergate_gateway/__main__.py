@@ -105,6 +105,8 @@ def parse_args(argv: Sequence[str] | None = None) -> tuple[Settings, bool]:
         )
     except ValueError as exc:
         parser.error(str(exc))
+    if settings.config_file is None and settings.configmap is None:
+        parser.error("set a config source: --config-file PATH or --configmap NAMESPACE/NAME")
     return settings, bool(args.worker)
 
 

@@ -102,6 +102,12 @@ class Gateway:
 
     # -- lifespan ---------------------------------------------------------
     async def start(self, sock: socket.socket | None = None) -> None:
+        if (
+            self._initial is None
+            and self.settings.config_file is None
+            and self.settings.configmap is None
+        ):
+            raise ValueError("no config: pass a GatewayConfig, or set config_file or configmap")
         self.pool = UpstreamPool()
         if self.settings.redis_url is not None:
             from redis.asyncio import Redis

@@ -14,8 +14,9 @@ DEFAULT_CREDENTIALS_DIR = Path("/var/run/tiergate/credentials")
 class Settings:
     """Everything a gateway process needs besides its config.
 
-    Exactly one config source: ``config_file`` (hot reloaded) or
-    ``configmap`` (``namespace/name``, watched through the Kubernetes API).
+    At most one config source: ``config_file`` (hot reloaded) or ``configmap``
+    (``namespace/name``, watched through the Kubernetes API); none when the
+    config is handed over in-process (``run(settings, config)``).
     ``redis_url`` switches limits and budgets to Redis (needed for several
     workers or replicas to share them).
     """
@@ -34,10 +35,8 @@ class Settings:
     log_level: str = "INFO"
 
     def __post_init__(self) -> None:
-        if (self.config_file is None) == (self.configmap is None):
-            raise ValueError(
-                "set exactly one config source: a config file or a ConfigMap (namespace/name)"
-            )
+        if self.config_file is not None and self.configmap is not None:
+            raise ValueError("set one config source: a config file or a ConfigMap, not both")
         if self.configmap is not None and self.configmap.count("/") != 1:
             raise ValueError(f"configmap {self.configmap!r} is not namespace/name")
         if not 0 <= self.port <= 65535:

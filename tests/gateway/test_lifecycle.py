@@ -232,3 +232,52 @@ def test_cli_rejects_bad_settings(tmp_path: Path):
     )
     assert result.returncode == 2
     assert "redis_url" in result.stderr
+
+
+def test_in_process_gateway_from_a_config_object(upstreams, credentials_dir):
+    from tiergate_gateway.settings import Settings
+
+    from .helpers import GatewayThread
+
+    cfg = config(
+        [route("m", target("a", upstreams["a"].base_url))], [tier("t", STARTUP_KEY, ["m"])]
+    )
+    gw = GatewayThread(Settings(port=0, credentials_dir=credentials_dir), cfg).start()
+    try:
+        assert httpx.get(gw.url + "/readyz").json()["generation"] == cfg.generation
+        reply = httpx.post(
+            gw.url + "/v1/chat/completions", json={"model": "m", "messages": MSG}, headers=AUTH
+        )
+        assert reply.json()["choices"][0]["message"]["content"] == "hello from a"
+    finally:
+        gw.stop()
+
+
+def test_settings_from_environment_and_flags(monkeypatch, tmp_path):
+    from tiergate_gateway.__main__ import parse_args
+
+    for name, value in {
+        "HOST": "0.0.0.0",
+        "PORT": "9999",
+        "CONFIGMAP": "ns/gw",
+        "REDIS_URL": "redis://r:6379/0",
+        "WORKERS": "2",
+        "CREDENTIALS_DIR": str(tmp_path),
+        "GRACE_SECONDS": "7",
+    }.items():
+        monkeypatch.setenv(f"TIERGATE_GATEWAY_{name}", value)
+    settings, is_worker = parse_args([])
+    assert (
+        settings.host,
+        settings.port,
+        settings.configmap,
+        settings.redis_url,
+        settings.workers,
+    ) == ("0.0.0.0", 9999, "ns/gw", "redis://r:6379/0", 2)
+    assert (settings.credentials_dir, settings.grace_seconds, is_worker) == (tmp_path, 7.0, False)
+    assert (
+        parse_args(["--port", "1234", "--workers", "1"])[0].port == 1234
+    )  # flags win over the environment
+    monkeypatch.delenv("TIERGATE_GATEWAY_CONFIGMAP")
+    with pytest.raises(SystemExit):
+        parse_args([])
