@@ -1,0 +1,146 @@
+"""Pure cost arithmetic for ``tiergate cost``: prices per million tokens -> monthly USD.
+
+Assumptions (printed with every table):
+- A token costs ``input * (1 - s) + output * s`` per million, ``s`` being the output share.
+- Standard traffic is split among the Standard targets of the lowest priority by weight
+  (the gateway's own rule); fallback and Premium targets are priced as if they served it all.
+- A tier's traffic is spread evenly over the routes it may use.
+Money is ``Decimal`` throughout and rounded half-up to cents only when printed.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass
+from decimal import ROUND_HALF_UP, Decimal, InvalidOperation
+
+from tiergate_operator.models import ApiKeyTierSpec, ModelRouteSpec, Pricing
+
+__all__ = [
+    "MILLION",
+    "Comparison",
+    "TargetRow",
+    "blend",
+    "compact_tokens",
+    "money",
+    "monthly_cost",
+    "parse_comparison",
+    "parse_tokens",
+    "per_million",
+    "price_text",
+    "route_rows",
+    "saving",
+    "tier_price",
+]
+
+MILLION = Decimal(1_000_000)
+_SUFFIXES = {"": 1, "K": 10**3, "M": 10**6, "B": 10**9, "G": 10**9, "T": 10**12}
+_TOKENS = re.compile(r"^\s*([0-9]+(?:\.[0-9]+)?)\s*([KMBGT]?)\s*$", re.IGNORECASE)
+
+
+def parse_tokens(text: str) -> Decimal:
+    """``5M`` -> 5,000,000; suffixes K, M, B (or G), T; plain numbers are tokens."""
+    match = _TOKENS.match(text)
+    if not match:
+        raise ValueError(f"{text!r} is not a token count like 5M, 50M, 500M or 5B")
+    return Decimal(match.group(1)) * _SUFFIXES[match.group(2).upper()]
+
+
+def compact_tokens(tokens: Decimal) -> str:
+    for suffix in ("T", "B", "M", "K"):
+        scale = Decimal(_SUFFIXES[suffix])
+        if tokens >= scale:
+            return f"{(tokens / scale).quantize(Decimal('0.1'), ROUND_HALF_UP).normalize():f}{suffix}"
+    return f"{tokens.quantize(Decimal(1), ROUND_HALF_UP):f}"
+
+
+def money(amount: Decimal) -> str:
+    """``$1,250.00``."""
+    return f"${amount.quantize(Decimal('0.01'), ROUND_HALF_UP):,.2f}"
+
+
+def price_text(price: Decimal) -> str:
+    """A price per million: at least two decimals, more only when they matter (0.254)."""
+    exact = price.normalize()
+    return f"{price:.2f}" if exact == price.quantize(Decimal("0.01")) else f"{exact:f}"
+
+
+@dataclass(frozen=True)
+class Comparison:
+    model: str
+    per_million: Decimal
+
+
+def parse_comparison(text: str, output_share: Decimal) -> Comparison:
+    """``gpt-4o=10`` (one price) or ``gpt-4o=2.5/10`` (input/output, blended with the share)."""
+    model, sep, price = text.partition("=")
+    if not sep or not model.strip():
+        raise ValueError(f"--compare {text!r}: expected MODEL=PRICE, e.g. gpt-4o=10")
+    try:
+        parts = [Decimal(part) for part in price.split("/")]
+    except InvalidOperation:
+        raise ValueError(f"--compare {text!r}: {price!r} is not a price in USD per million tokens") from None
+    if len(parts) not in (1, 2) or any(part < 0 for part in parts):
+        raise ValueError(f"--compare {text!r}: expected PRICE or INPUT/OUTPUT, in USD per million tokens")
+    input_price, output_price = (parts[0], parts[0]) if len(parts) == 1 else (parts[0], parts[1])
+    return Comparison(model.strip(), input_price * (1 - output_share) + output_price * output_share)
+
+
+def per_million(pricing: Pricing | None, output_share: Decimal) -> Decimal:
+    if pricing is None:
+        return Decimal(0)
+    return (Decimal(pricing.input_per_million) * (1 - output_share)
+            + Decimal(pricing.output_per_million) * output_share)
+
+
+def monthly_cost(price_per_million: Decimal, tokens: Decimal) -> Decimal:
+    return price_per_million * tokens / MILLION
+
+
+def saving(cost: Decimal, against: Decimal) -> str:
+    """``97.5%`` saved against a comparison (negative when it costs more)."""
+    if against == 0:
+        return "-"
+    percent = ((1 - cost / against) * 100).quantize(Decimal("0.1"), ROUND_HALF_UP)
+    return f"{percent}%"
+
+
+@dataclass(frozen=True)
+class TargetRow:
+    label: str
+    role: str
+    share: Decimal | None  # of Standard traffic; None for targets that serve none normally
+    per_million: Decimal
+
+
+def route_rows(spec: ModelRouteSpec, output_share: Decimal) -> list[TargetRow]:
+    """Each target at its own price, then the weighted blend that Standard traffic pays."""
+    standard = [t for t in spec.targets if t.request_class == "Standard"]
+    lowest = min(t.priority for t in standard)
+    serving = [t for t in standard if t.priority == lowest and t.weight > 0]
+    total_weight = Decimal(sum(t.weight for t in serving))
+    rows = []
+    for target in spec.targets:
+        if target in serving:
+            share: Decimal | None = Decimal(target.weight) / total_weight
+            role = f"priority {target.priority}, weight {target.weight}"
+        elif target.request_class == "Premium":
+            share, role = None, "Premium requests only"
+        else:
+            share, role = None, f"failover (priority {target.priority})"
+        rows.append(TargetRow(target.name, role, share, per_million(target.pricing, output_share)))
+    rows.append(TargetRow("= blend", "what Standard traffic pays", Decimal(1), blend(rows)))
+    return rows
+
+
+def blend(rows: Sequence[TargetRow]) -> Decimal:
+    return sum((row.per_million * row.share for row in rows if row.share is not None), Decimal(0))
+
+
+def tier_price(spec: ApiKeyTierSpec, route_prices: dict[str, Decimal]) -> tuple[list[str], Decimal]:
+    """The routes a tier may use and the mean of their blended prices (even traffic split)."""
+    allowed = sorted(route_prices) if spec.models is None else sorted(m for m in spec.models if m in route_prices)
+    if not allowed:
+        return [], Decimal(0)
+    return allowed, sum((route_prices[name] for name in allowed), Decimal(0)) / len(allowed)
