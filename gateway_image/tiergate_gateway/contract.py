@@ -15,12 +15,12 @@ from __future__ import annotations
 import base64
 import gzip
 import hashlib
-import json
 from collections.abc import Mapping, Sequence
 from decimal import Decimal
 from enum import StrEnum
 from typing import Annotated, Any, Literal
 
+import orjson
 from pydantic import BaseModel, ConfigDict, Field, PlainSerializer, field_validator, model_validator
 
 __all__ = [
@@ -69,10 +69,8 @@ def hash_client_key(key: str) -> str:
 
 
 def canonical_json(config: GatewayConfig) -> bytes:
-    """Deterministic bytes of a config: sorted keys, no whitespace, ASCII only."""
-    return json.dumps(
-        config.model_dump(mode="json"), sort_keys=True, separators=(",", ":"), ensure_ascii=True
-    ).encode()
+    """Deterministic bytes of a config: UTF-8 JSON with sorted keys and no whitespace."""
+    return orjson.dumps(config.model_dump(mode="json"), option=orjson.OPT_SORT_KEYS)
 
 
 def configmap_payload(config: GatewayConfig) -> dict[str, dict[str, str]]:

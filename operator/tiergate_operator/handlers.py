@@ -1,7 +1,7 @@
 """The only module that imports kopf: settings, watch handlers, and the reconciler's lifetime.
 
-Handlers do no work of their own. Each watch event updates the ``Store`` and, when
-something that matters changed, marks the namespace dirty; one reconciler task
+Handlers do no work of their own. Each watch event updates the ``Store``, which
+marks the namespace dirty when something that matters changed; one reconciler task
 rebuilds every gateway of a dirty namespace from all its inputs (level-based).
 """
 
@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+from collections.abc import Callable
 from typing import Any
 
 import kopf
@@ -65,57 +66,49 @@ async def stop_reconciler(
     await reconciler.close()
 
 
-@kopf.on.event(CRD_GROUP, CRD_VERSION, "modelroutes")
-def route_event(event: kopf.RawEvent, namespace: str | None, name: str, memo: Any, **_: Any) -> None:
-    assert namespace, "ModelRoutes are namespaced"
-    store: Store = memo.store
-    changed = (store.remove_route(namespace, name) if event["type"] == "DELETED"
-               else store.put_route(_with_kind(event, "ModelRoute")))
-    memo.reconciler.observe(namespace, changed)
+Body = dict[str, Any]
+Put = Callable[[Store, Body], object]
+Remove = Callable[[Store, str, str], object]
 
 
-@kopf.on.event(CRD_GROUP, CRD_VERSION, "apikeytiers")
-def tier_event(event: kopf.RawEvent, namespace: str | None, name: str, memo: Any, **_: Any) -> None:
-    assert namespace, "ApiKeyTiers are namespaced"
-    store: Store = memo.store
-    changed = (store.remove_tier(namespace, name) if event["type"] == "DELETED"
-               else store.put_tier(_with_kind(event, "ApiKeyTier")))
-    memo.reconciler.observe(namespace, changed)
+def _watch(
+    group: str, version: str, plural: str, kind: str, put: Put, remove: Remove,
+    labels: dict[str, str] | None = None,
+) -> None:
+    """Keep the store in step with one resource kind.
 
+    kopf calls index functions for every object before any handler, and holds every
+    handler until the initial listing of every indexed kind is complete; so the store
+    is filled by an index function, and the reconciler, woken only by handlers, never
+    sees a half-listed cluster (a partial view would remove routes from gateways).
+    Deletions bypass index functions, so the handler applies them.
+    """
 
-@kopf.on.event("", "v1", "secrets")
-def secret_event(event: kopf.RawEvent, namespace: str | None, name: str, memo: Any, **_: Any) -> None:
-    assert namespace, "Secrets are namespaced"
-    store: Store = memo.store
-    data: dict[str, str] | None = event["object"].get("data")  # type: ignore[assignment]
-    changed = (store.remove_secret(namespace, name) if event["type"] == "DELETED"
-               else store.put_secret(namespace, name, data))
-    # Only namespaces that hold tiergate objects care about their Secrets.
-    if changed and namespace in store.namespaces and not store.namespace(namespace).is_empty():
-        memo.reconciler.observe(namespace, True)
+    @kopf.index(group, version, plural, labels=labels, id=f"{plural}-store")
+    def stored(body: kopf.Body, memo: Any, **_: Any) -> None:
+        put(memo.store, dict(body) | {"kind": kind})
 
-
-def _with_kind(event: kopf.RawEvent, kind: str) -> dict[str, Any]:
-    """The event's object; objects of an initial listing may lack their ``kind``."""
-    body = dict(event["object"])
-    body["kind"] = kind
-    return body
-
-
-def _watch_children(group: str, version: str, plural: str, kind: str) -> None:
-    @kopf.on.event(group, version, plural, labels=MANAGED_BY)
-    def child_event(
-        event: kopf.RawEvent, namespace: str | None, name: str, memo: Any, **_: Any
-    ) -> None:
-        assert namespace, "gateway children are namespaced"
-        store: Store = memo.store
+    @kopf.on.event(group, version, plural, labels=labels, id=f"{plural}-events")
+    def observed(event: kopf.RawEvent, namespace: str | None, name: str, memo: Any, **_: Any) -> None:
         if event["type"] == "DELETED":
-            store.remove_child(namespace, kind, name)
-        else:
-            store.put_child(_with_kind(event, kind))
-        # A child's change (deletion, drift, status) is checked against what it should be.
-        memo.reconciler.observe(namespace, True)
+            assert namespace, f"{plural} are namespaced"
+            remove(memo.store, namespace, name)
+        memo.reconciler.wake()
+
+
+_watch(CRD_GROUP, CRD_VERSION, "modelroutes", "ModelRoute",
+       Store.put_route, Store.remove_route)
+_watch(CRD_GROUP, CRD_VERSION, "apikeytiers", "ApiKeyTier",
+       Store.put_tier, Store.remove_tier)
+_watch("", "v1", "secrets", "Secret",
+       lambda store, body: store.put_secret(body["metadata"]["namespace"], body["metadata"]["name"],
+                                            body.get("data")),
+       Store.remove_secret)
+
+
+def _child_remover(kind: str) -> Remove:
+    return lambda store, namespace, name: store.remove_child(namespace, kind, name)
 
 
 for _group, _version, _plural, _kind in _CHILD_RESOURCES:
-    _watch_children(_group, _version, _plural, _kind)
+    _watch(_group, _version, _plural, _kind, Store.put_child, _child_remover(_kind), labels=MANAGED_BY)

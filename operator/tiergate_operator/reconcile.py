@@ -72,7 +72,8 @@ def decide(namespace: str, state: NamespaceState, settings: OperatorSettings, no
         if (kind, name) not in desired
         and _gateway_of(body) not in outcome.kept_gateways - outcome.planned_gateways
     )
-    statuses = tuple(desired_statuses(namespace, state, outcome, now))
+    applying = frozenset(m["metadata"]["name"] for m in apply if m["kind"] == "ConfigMap")
+    statuses = tuple(desired_statuses(namespace, state, outcome, now, applying))
     return Decision(apply=apply, delete=delete, statuses=statuses, gateways=outcome.configs)
 
 
@@ -92,7 +93,8 @@ async def act(kube: KubeApi, decision: Decision, now: datetime, concurrency: int
     """Carry out a decision: configs first, then workloads, deletions and statuses.
 
     One object's failure (say, a config the API server refuses) does not stop the
-    others; the failures are raised together at the end, so the namespace is retried.
+    other objects; the failures are raised together, so the namespace is retried.
+    Statuses are written only when every object landed, since they describe that.
     """
     limit = asyncio.Semaphore(concurrency)
     failures: list[BaseException] = []
@@ -114,6 +116,8 @@ async def act(kube: KubeApi, decision: Decision, now: datetime, concurrency: int
     await each(kube.apply(m) for m in decision.apply if m["kind"] == "ConfigMap")
     await each(kube.apply(m) for m in decision.apply if m["kind"] != "ConfigMap")
     await each(kube.delete(ref) for ref in decision.delete)
+    if failures:  # statuses assume the applies landed: report nothing until they do
+        raise ActFailed(failures)
     await each(_report(kube, change, now) for change in decision.statuses)
     if failures:
         raise ActFailed(failures)
@@ -132,19 +136,22 @@ class Reconciler:
     def __init__(
         self, store: Store, kube: KubeApi, settings: OperatorSettings,
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
-        quiet_seconds: float = 0.1, max_delay_seconds: float = 2.0,
+        quiet_seconds: float = 0.3, max_delay_seconds: float = 5.0,
     ) -> None:
         self.store, self.kube, self.settings, self.clock = store, kube, settings, clock
         self.quiet_seconds, self.max_delay_seconds = quiet_seconds, max_delay_seconds
-        self._dirty: set[str] = set()
         self._wake = asyncio.Event()
         self._failures: dict[str, int] = {}
         self.passes = 0  # reconcile passes made, for benchmarks and tests
 
-    def observe(self, namespace: str, changed: bool) -> None:
-        if changed:
-            self._dirty.add(namespace)
+    def wake(self) -> None:
+        """Something was observed: reconcile the namespaces the store marked dirty."""
+        if self.store.dirty:
             self._wake.set()
+
+    def retry(self, namespace: str) -> None:
+        self.store.dirty.add(namespace)
+        self._wake.set()
 
     async def close(self) -> None:
         await self.kube.close()
@@ -159,8 +166,7 @@ class Reconciler:
                 self._wake.clear()
                 await asyncio.sleep(self.quiet_seconds)
             self._wake.clear()
-            batch, self._dirty = sorted(self._dirty), set()
-            for namespace in batch:
+            for namespace in self.store.take_dirty():
                 await self._reconcile_safely(namespace)
 
     async def _reconcile_safely(self, namespace: str) -> None:
@@ -171,7 +177,7 @@ class Reconciler:
             delay = min(60.0, 0.5 * 2 ** min(failures, 7))
             logger.error("reconciling namespace %s failed (%s); retrying in %.1f s",
                          namespace, error, delay)
-            asyncio.get_running_loop().call_later(delay, self.observe, namespace, True)
+            asyncio.get_running_loop().call_later(delay, self.retry, namespace)
         else:
             self._failures.pop(namespace, None)
 

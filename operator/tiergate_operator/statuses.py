@@ -44,7 +44,11 @@ class GatewayHealth:
 
 
 
-def gateway_health(state: NamespaceState, desired: DesiredState, gateway: str) -> GatewayHealth:
+def gateway_health(
+    state: NamespaceState, desired: DesiredState, gateway: str, applying: frozenset[str] = frozenset()
+) -> GatewayHealth:
+    """Replicas and config of ``gateway``; a config in ``applying`` counts as applied, since
+    statuses are written only after every apply of the same decision succeeded."""
     deployment = state.children.get(("Deployment", gateway))
     configmap = state.children.get(("ConfigMap", gateway))
     plan = desired.translation.plan(gateway)
@@ -55,7 +59,7 @@ def gateway_health(state: NamespaceState, desired: DesiredState, gateway: str) -
     replicas = int(deployment.get("spec", {}).get("replicas", 1))
     ready = min(int(status.get("readyReplicas", 0)), int(status.get("updatedReplicas", 0)))
     applied = (configmap or {}).get("metadata", {}).get("annotations", {}).get(GENERATION_ANNOTATION)
-    current = plan is not None and applied == plan.config.generation
+    current = plan is not None and (applied == plan.config.generation or gateway in applying)
     return GatewayHealth(replicas, ready if observed else 0, current)
 
 
@@ -86,10 +90,13 @@ def _change(
 
 
 def desired_statuses(
-    namespace: str, state: NamespaceState, desired: DesiredState, now: datetime
+    namespace: str, state: NamespaceState, desired: DesiredState, now: datetime,
+    applying: frozenset[str] = frozenset(),
 ) -> Iterator[StatusChange]:
+    """Status changes; ``applying`` names the gateways whose ConfigMap is applied first."""
     translation = desired.translation
-    health = {plan.name: gateway_health(state, desired, plan.name) for plan in translation.plans}
+    health = {plan.name: gateway_health(state, desired, plan.name, applying)
+              for plan in translation.plans}
     for name, body in sorted(state.routes.items()):
         if body["metadata"].get("deletionTimestamp"):
             continue

@@ -51,17 +51,31 @@ class NamespaceState:
 
 @dataclass
 class Store:
+    """Every method returns whether the change matters, and then marks the namespace dirty."""
+
     namespaces: dict[str, NamespaceState] = field(default_factory=dict)
+    # Namespaces changed since the reconciler last took them.
+    dirty: set[str] = field(default_factory=set)
 
     def namespace(self, name: str) -> NamespaceState:
         return self.namespaces.setdefault(name, NamespaceState())
+
+    def take_dirty(self) -> list[str]:
+        taken, self.dirty = sorted(self.dirty), set()
+        return taken
+
+    def _mark(self, namespace: str, changed: bool) -> bool:
+        if changed:
+            self.dirty.add(namespace)
+        return changed
 
     def _put(self, bucket: dict[str, Body], body: Body) -> bool:
         """Store a custom resource; True when its spec or identity changed."""
         name = body["metadata"]["name"]
         previous = bucket.get(name)
         bucket[name] = body
-        return previous is None or _relevant(previous) != _relevant(body)
+        changed = previous is None or _relevant(previous) != _relevant(body)
+        return self._mark(body["metadata"]["namespace"], changed)
 
     def put_route(self, body: Body) -> bool:
         return self._put(self.namespace(body["metadata"]["namespace"]).routes, body)
@@ -70,24 +84,29 @@ class Store:
         return self._put(self.namespace(body["metadata"]["namespace"]).tiers, body)
 
     def remove_route(self, namespace: str, name: str) -> bool:
-        return self.namespace(namespace).routes.pop(name, None) is not None
+        return self._mark(namespace, self.namespace(namespace).routes.pop(name, None) is not None)
 
     def remove_tier(self, namespace: str, name: str) -> bool:
-        return self.namespace(namespace).tiers.pop(name, None) is not None
+        return self._mark(namespace, self.namespace(namespace).tiers.pop(name, None) is not None)
 
     def put_secret(self, namespace: str, name: str, data: Mapping[str, str] | None) -> bool:
         state = self.namespace(namespace)
         digests = secret_digests(data)
         changed = state.secrets.get(name) != digests
         state.secrets[name] = digests
-        return changed
+        # Only namespaces that hold tiergate objects care about their Secrets.
+        return self._mark(namespace, changed and bool(state.routes or state.tiers))
 
     def remove_secret(self, namespace: str, name: str) -> bool:
-        return self.namespace(namespace).secrets.pop(name, None) is not None
+        state = self.namespace(namespace)
+        removed = state.secrets.pop(name, None) is not None
+        return self._mark(namespace, removed and bool(state.routes or state.tiers))
 
-    def put_child(self, body: Body) -> None:
+    def put_child(self, body: Body) -> bool:
+        """A child's change (drift, status) is always checked against what it should be."""
         metadata = body["metadata"]
         self.namespace(metadata["namespace"]).children[(body["kind"], metadata["name"])] = body
+        return self._mark(metadata["namespace"], True)
 
     def remove_child(self, namespace: str, kind: str, name: str) -> bool:
-        return self.namespace(namespace).children.pop((kind, name), None) is not None
+        return self._mark(namespace, self.namespace(namespace).children.pop((kind, name), None) is not None)

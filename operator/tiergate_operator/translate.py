@@ -200,8 +200,9 @@ def translate(
         tier_gateways.update((tier.name, gateway) for tier in config.tiers)
         plans.append(_plan(gateway, namespace, members[gateway], config))
 
+    served_models = {p.name: {r.model for r in p.config.routes} for p in plans}
     route_gateways = {
-        name: tuple(p.name for p in plans if any(r.model == alias for r in p.config.routes))
+        name: tuple(p.name for p in plans if alias in served_models[p.name])
         for name in route_set.names if (alias := route_set.alias(name)) is not None
     }
     return Translation(

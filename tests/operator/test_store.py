@@ -28,10 +28,20 @@ def test_status_only_changes_do_not_wake_the_reconciler() -> None:
 
 def test_secrets_are_kept_as_digests_only() -> None:
     store = Store()
+    store.put_route(copy.deepcopy(ROUTE))
+    store.take_dirty()
     data = {"key-a": base64.b64encode(b"sk-client-secret").decode()}
     assert store.put_secret("ns", "keys", data)
     assert store.namespace("ns").secrets["keys"] == {"key-a": hash_client_key("sk-client-secret")}
     assert "sk-client-secret" not in repr(store)
+    assert store.take_dirty() == ["ns"]
     assert not store.put_secret("ns", "keys", data)
+    assert store.dirty == set()
     assert store.remove_secret("ns", "keys")
     assert not store.remove_secret("ns", "keys")
+
+
+def test_secrets_of_namespaces_without_tiergate_objects_wake_nothing() -> None:
+    store = Store()
+    assert not store.put_secret("elsewhere", "s", {"k": base64.b64encode(b"v").decode()})
+    assert store.dirty == set()
