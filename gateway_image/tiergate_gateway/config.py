@@ -10,6 +10,7 @@ so a request sees either the old or the new config, never a mix.
 from __future__ import annotations
 
 import logging
+import zlib
 from collections.abc import Callable
 from dataclasses import dataclass
 from decimal import Decimal
@@ -64,8 +65,25 @@ class CompiledConfig:
         return self.config.generation
 
 
+_MAX_CONFIG_BYTES = 64 * 1024 * 1024
+
+
+def _gunzip(data: bytes) -> bytes:
+    """Unpack a gzip config, refusing anything that inflates past ``_MAX_CONFIG_BYTES``."""
+    inflater = zlib.decompressobj(wbits=16 + zlib.MAX_WBITS)
+    try:
+        out = inflater.decompress(data, _MAX_CONFIG_BYTES + 1)
+    except zlib.error as exc:
+        raise ConfigRejected(f"config is not valid gzip: {exc}") from exc
+    if len(out) > _MAX_CONFIG_BYTES or inflater.unconsumed_tail:
+        raise ConfigRejected(f"config inflates to more than {_MAX_CONFIG_BYTES} bytes")
+    return out
+
+
 def parse_config(data: bytes | str) -> GatewayConfig:
-    """Bytes of a config (JSON) -> a validated ``GatewayConfig``, or ``ConfigRejected``."""
+    """Bytes of a config (JSON, or gzip of it) -> a validated ``GatewayConfig``, or ``ConfigRejected``."""
+    if isinstance(data, bytes) and data[:2] == b"\x1f\x8b":
+        data = _gunzip(data)
     try:
         raw = orjson.loads(data)
     except orjson.JSONDecodeError as exc:

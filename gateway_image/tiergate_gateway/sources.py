@@ -4,10 +4,15 @@ File: polls ``stat`` (inode, mtime, size) every ``interval``; this sees in-place
 writes, renames and Kubernetes' symlink swap of mounted ConfigMaps (``stat``
 follows the ``..data`` link), at the cost of one syscall per interval.
 
+A gzip-compressed file (a ConfigMap's ``config.json.gz`` binaryData key, mounted)
+is recognised by its magic bytes and unpacked by ``parse_config``.
+
 ConfigMap: a list-then-watch loop on ``/api/v1/namespaces/<ns>/configmaps``
 with a field selector on the name, using the pod's service account (in a
 cluster) or a kubeconfig. Each ADDED/MODIFIED event offers ``config.json``
-to the store at once, so a new config serves well within a second.
+(inline ``data``, or gzip ``binaryData`` for large configs, see
+``contract.configmap_payload``) to the store at once, so a new config serves
+well within a second.
 """
 
 from __future__ import annotations

@@ -208,6 +208,20 @@ def test_parse_config_rejections_name_the_problem(mutate, message):
         compile_config(parse_config(mutate(canonical_json(_valid()))))
 
 
+def test_parse_config_accepts_gzip_and_the_configmap_payload():
+    import gzip
+
+    from tiergate_gateway.contract import config_from_configmap, configmap_payload
+
+    cfg = _valid()
+    assert parse_config(gzip.compress(canonical_json(cfg))) == cfg
+    packed = config_from_configmap(configmap_payload(cfg))
+    assert packed is not None
+    assert parse_config(packed) == cfg
+    with pytest.raises(ConfigRejected, match="not valid gzip"):
+        parse_config(b"\x1f\x8b" + b"garbage")
+
+
 def test_credentials_store(tmp_path):
     store = CredentialStore(tmp_path, recheck_seconds=0)
     (tmp_path / "s").mkdir()
