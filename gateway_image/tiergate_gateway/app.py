@@ -6,6 +6,7 @@ config source, listening server); ``start()`` and ``stop()`` are its lifespan.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import random
 import socket
@@ -15,6 +16,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 import orjson
+from redis.exceptions import RedisError
 
 from .auth import authenticate
 from .budget import BudgetLedger, LocalLedger, RedisLedger, month_of, nano_cost
@@ -42,6 +44,21 @@ _PROXIED = {
 }
 _DEFAULT_MAX_TOKENS = 4096
 _CLASSES = {"premium": RequestClass.PREMIUM, "standard": RequestClass.STANDARD}
+
+
+_BACKEND_ERRORS: tuple[type[BaseException], ...] = (RedisError, OSError)
+
+
+def _backend_down(what: str, exc: BaseException) -> GatewayError:
+    """Limits and budgets fail closed: no call goes upstream unaccounted."""
+    _log.error("the %s backend is unavailable: %s", what, type(exc).__name__)
+    return GatewayError(
+        503,
+        f"the gateway's {what} store (Redis) is unavailable; try again shortly",
+        type_="server_error",
+        code="limits_unavailable",
+        headers=[("retry-after", "1")],
+    )
 
 
 def _error_response(error: GatewayError) -> Response:
@@ -275,7 +292,10 @@ class Gateway:
         max_tokens = 0 if request.path == "/v1/embeddings" else _max_tokens(payload)
 
         limits = tier.limits
-        decision = await self.limiter.acquire(tier.name, limits, prompt_tokens)
+        try:
+            decision = await self.limiter.acquire(tier.name, limits, prompt_tokens)
+        except _BACKEND_ERRORS as exc:
+            raise _backend_down("limits", exc) from None
         if not decision.allowed:
             self.metrics.child(self.metrics.rate_limited, tier.name, decision.limit).inc()
             retry = max(1, int(decision.retry_after + 0.999))
@@ -296,7 +316,10 @@ class Gateway:
                 reserved = nano_cost(
                     *route.max_nano_prices[request_class], prompt_tokens, max_tokens
                 )
-                verdict = await self.ledger.reserve(tier.name, tier.budget, month, reserved)
+                try:
+                    verdict = await self.ledger.reserve(tier.name, tier.budget, month, reserved)
+                except _BACKEND_ERRORS as exc:
+                    raise _backend_down("budgets", exc) from None
                 if not verdict.allowed:
                     self.metrics.child(self.metrics.budget_rejected, tier.name).inc()
                     raise GatewayError(
@@ -316,7 +339,8 @@ class Gateway:
                         )
                     )
         except BaseException:
-            await self.limiter.release(tier.name, limits)
+            with contextlib.suppress(*_BACKEND_ERRORS):
+                await self.limiter.release(tier.name, limits)
             raise
 
         candidates = route.candidates[request_class]
@@ -369,8 +393,10 @@ class Gateway:
             await self.limiter.settle(tier.name, tier.limits, estimated, actual_prompt + completion)
             if tier.budget is not None:
                 await self.ledger.settle(tier.name, month, reserved, cost)
-        finally:
             await self.limiter.release(tier.name, tier.limits)
+        except _BACKEND_ERRORS as exc:
+            # The answer is already on its way; the Redis keys expire, so a lost settle heals.
+            _log.warning("settling a call of tier %s failed: %s", tier.name, type(exc).__name__)
         if target is not None and (actual_prompt or completion):
             m = self.metrics
             m.child(m.tokens, tier.name, model, target.name, "prompt").inc(actual_prompt)

@@ -169,6 +169,13 @@ class _Connection(asyncio.Protocol):
         previous = self._headers.get(key)
         self._headers[key] = text if previous is None else f"{previous}, {text}"
 
+    def on_headers_complete(self) -> None:
+        if (
+            self._headers.get("expect", "").lower() == "100-continue"
+            and self._transport is not None
+        ):
+            self._transport.write(b"HTTP/1.1 100 Continue\r\n\r\n")
+
     def on_body(self, body: bytes) -> None:
         self._body_size += len(body)
         if self._body_size > self._server.max_body_bytes:

@@ -145,3 +145,19 @@ def test_many_headers_are_refused(fuzz_gateway):
     resp = httpx.get(fuzz_gateway + "/healthz", headers={f"x-h{i}": "v" for i in range(150)})
     assert resp.status_code == 431
     assert "too many or too large request headers" in resp.json()["error"]["message"]
+
+
+def test_expect_100_continue_is_answered(fuzz_gateway):
+    port = int(fuzz_gateway.rsplit(":", 1)[1])
+    body = b'{"model":"m","messages":[]}'
+    with socket.create_connection(("127.0.0.1", port), timeout=5) as sock:
+        sock.sendall(
+            b"POST /v1/chat/completions HTTP/1.1\r\nhost: x\r\nauthorization: Bearer "
+            + STARTUP_KEY.encode()
+            + b"\r\ncontent-type: application/json\r\nexpect: 100-continue\r\ncontent-length: %d\r\n\r\n"
+            % len(body)
+        )
+        assert sock.recv(100) == b"HTTP/1.1 100 Continue\r\n\r\n"
+        sock.sendall(body)
+        answer = sock.recv(65536)
+    assert answer.startswith(b"HTTP/1.1 200 OK")

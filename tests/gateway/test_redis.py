@@ -160,3 +160,60 @@ def test_workers_share_port_limits_and_metrics(redis_url, upstreams, tmp_path, c
     finally:
         output = gw.stop()
     assert output.count("gateway listening") == 2
+
+
+def test_redis_down_fails_closed_with_a_clear_503(upstreams, start_gateway):
+    import shutil
+    import subprocess
+    import time
+
+    from .helpers import free_port
+
+    port = free_port()
+    binary = shutil.which("redis-server")
+    assert binary is not None
+    proc = subprocess.Popen(
+        [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"],
+        stdout=subprocess.DEVNULL,
+    )
+    try:
+        import redis as sync_redis
+
+        client = sync_redis.Redis(port=port)
+        deadline = time.monotonic() + 10
+        while True:
+            try:
+                client.ping()
+                break
+            except sync_redis.ConnectionError:
+                assert time.monotonic() < deadline
+                time.sleep(0.02)
+        gw = start_gateway(
+            config(
+                [route("m", target("a", upstreams["a"].base_url))],
+                [
+                    tier(
+                        "t",
+                        STARTUP_KEY,
+                        ["m"],
+                        limits=Limits(requests_per_minute=100),
+                        budget=("1", "2"),
+                    )
+                ],
+            ),
+            redis_url=f"redis://127.0.0.1:{port}/0",
+        )
+        body = {"model": "m", "messages": MSG}
+        assert (
+            httpx.post(gw.url + "/v1/chat/completions", json=body, headers=AUTH).status_code == 200
+        )
+    finally:
+        proc.terminate()
+        proc.wait(10)
+    down = httpx.post(gw.url + "/v1/chat/completions", json=body, headers=AUTH)
+    assert down.status_code == 503
+    error = down.json()["error"]
+    assert (error["code"], error["type"]) == ("limits_unavailable", "server_error")
+    assert down.headers["retry-after"] == "1"
+    assert len(upstreams["a"].received) == 1  # nothing went upstream unaccounted
+    assert httpx.get(gw.url + "/healthz").status_code == 200
