@@ -3,7 +3,8 @@
 Environment: TIERGATE_STANDALONE=1 runs without kopf peering (one replica);
 otherwise replicas coordinate through the ``ClusterKopfPeering`` named by
 TIERGATE_PEERING (default ``tiergate``) and only the highest-priority one acts.
-TIERGATE_LIVENESS (e.g. ``http://0.0.0.0:8080/healthz``) serves kopf's probe.
+TIERGATE_PEERING_PRIORITY sets a replica's priority (default: random, since kopf
+freezes replicas of equal priority). TIERGATE_LIVENESS (e.g. ``http://0.0.0.0:8080/healthz``) serves kopf's probe.
 Gateway settings: see ``tiergate_operator.settings``.
 """
 
@@ -11,6 +12,7 @@ from __future__ import annotations
 
 import logging
 import os
+import secrets
 
 import kopf
 
@@ -25,7 +27,7 @@ def main() -> None:
         clusterwide=True,
         standalone=standalone,
         peering_name=None if standalone else os.environ.get("TIERGATE_PEERING", "tiergate"),
-        priority=int(os.environ.get("TIERGATE_PEERING_PRIORITY", "0")),
+        priority=int(os.environ.get("TIERGATE_PEERING_PRIORITY") or secrets.randbelow(2**31)),
         liveness_endpoint=os.environ.get("TIERGATE_LIVENESS") or None,
     )
 

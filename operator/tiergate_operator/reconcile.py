@@ -111,10 +111,12 @@ async def act(kube: KubeApi, decision: Decision, now: datetime, concurrency: int
             elif isinstance(result, BaseException):
                 raise result
 
-    # A ConfigMap is applied before the workload that reads it, so a new pod never
-    # starts on a stale config.
-    await each(kube.apply(m) for m in decision.apply if m["kind"] == "ConfigMap")
-    await each(kube.apply(m) for m in decision.apply if m["kind"] != "ConfigMap")
+    # What others refer to goes first: a ConfigMap before the workload that reads it (a new
+    # pod never starts on a stale config), a Role before its RoleBinding (without it, the
+    # API server's escalation check refuses the binding to an unprivileged operator).
+    referenced = {"ConfigMap", "ServiceAccount", "Role"}
+    await each(kube.apply(m) for m in decision.apply if m["kind"] in referenced)
+    await each(kube.apply(m) for m in decision.apply if m["kind"] not in referenced)
     await each(kube.delete(ref) for ref in decision.delete)
     if failures:  # statuses assume the applies landed: report nothing until they do
         raise ActFailed(failures)

@@ -117,7 +117,9 @@ def test_values_reach_the_operator_environment(control_plane: ControlPlane) -> N
     assert env["TIERGATE_REDIS_URL"] == {"secretKeyRef": {"name": "redis-url", "key": "redis-url"}}
     container = deployment["spec"]["template"]["spec"]["containers"][0]
     assert container["image"] == "ghcr.io/tiergate/tiergate-operator@sha256:" + "a" * 64
-    assert "TIERGATE_PEERING_PRIORITY" in container["command"][-1], "peers need distinct priorities"
+    # No fixed priority: each replica draws its own (kopf freezes peers of equal priority).
+    assert "TIERGATE_PEERING_PRIORITY" not in env
+    assert container["command"] == ["python", "-m", "tiergate_operator"]
     assert deployment["spec"]["strategy"]["type"] == "RollingUpdate"
     assert one(objects, "ClusterKopfPeering", "mine")["apiVersion"] == "kopf.dev/v1"
     rules = one(objects, "ClusterRole")["rules"]
