@@ -278,8 +278,9 @@ async def forward(
             except BaseException:
                 breaker.abandon()
                 raise
+            recovered = breaker.state != 0
             breaker.success()
-            _attempt(metrics, route.model, target, "ok", breaker)
+            _attempt(metrics, route.model, target, "ok", breaker, changed=recovered)
             outcome.target = target
             if call.stream and response.status == 200:
                 relay = _Relay(first, response, deadline, outcome, finish)
@@ -323,6 +324,14 @@ def _passthrough(
     )
 
 
-def _attempt(metrics: Metrics, route: str, target: Target, outcome: str, breaker: Breaker) -> None:
+def _attempt(
+    metrics: Metrics,
+    route: str,
+    target: Target,
+    outcome: str,
+    breaker: Breaker,
+    changed: bool = True,
+) -> None:
     metrics.child(metrics.attempts, route, target.name, outcome).inc()
-    metrics.child(metrics.circuit, route, target.name).set(int(breaker.state))
+    if changed:  # the gauge is written when the state may have changed, not on every success
+        metrics.child(metrics.circuit, route, target.name).set(int(breaker.state))
