@@ -14,7 +14,13 @@ from typing import TYPE_CHECKING, Any
 
 from pydantic import ValidationError
 
-from tiergate_operator.conditions import route_conditions, tier_conditions
+from tiergate_operator.conditions import (
+    ACCEPTED,
+    READY,
+    route_conditions,
+    set_condition,
+    tier_conditions,
+)
 from tiergate_operator.kube import ObjectRef
 from tiergate_operator.models import Condition
 from tiergate_operator.plans import Problem
@@ -23,7 +29,9 @@ from tiergate_operator.store import NamespaceState
 if TYPE_CHECKING:
     from tiergate_operator.desired import DesiredState
 
-__all__ = ["GatewayHealth", "StatusChange", "desired_statuses", "gateway_health"]
+__all__ = [
+    "GatewayHealth", "StatusChange", "desired_statuses", "gateway_health", "with_kstatus",
+]
 
 Body = dict[str, Any]
 GENERATION_ANNOTATION = "tiergate.dev/config-generation"
@@ -71,6 +79,26 @@ def _current_conditions(body: Body) -> list[Condition]:
         return []  # someone wrote conditions we cannot read: start afresh
 
 
+def with_kstatus(conditions: list[Condition], generation: int, now: datetime) -> list[Condition]:
+    """Add kstatus' abnormal-true conditions, which kubectl wait, Flux and Argo CD read.
+
+    Not Ready because of a problem in the spec: ``Stalled``; not Ready yet while
+    work is under way: ``Reconciling``; Ready: both False.
+    """
+    ready = next(c for c in conditions if c.type == READY)
+    accepted = next(c for c in conditions if c.type == ACCEPTED)
+    stalled = accepted.status == "False"
+    reconciling = ready.status != "True" and not stalled
+    conditions = set_condition(
+        conditions, "Reconciling", "True" if reconciling else "False",
+        ready.reason if reconciling else "Done", ready.message if reconciling else "nothing to do",
+        generation, now)
+    return set_condition(
+        conditions, "Stalled", "True" if stalled else "False",
+        accepted.reason if stalled else "Accepted", accepted.message if stalled else "the spec can be served",
+        generation, now)
+
+
 def _dump(conditions: list[Condition]) -> list[Body]:
     return [c.model_dump(mode="json", by_alias=True, exclude_none=True) for c in conditions]
 
@@ -108,6 +136,7 @@ def desired_statuses(
             configs_applied=all(g in health and health[g].current_config for g in gateways),
             generation=generation, now=now,
         )
+        conditions = with_kstatus(conditions, generation, now)
         status = {"observedGeneration": generation, "conditions": _dump(conditions),
                   "gateways": gateways}
         if change := _change(namespace, body, status, problem):
@@ -125,6 +154,7 @@ def desired_statuses(
             ready_replicas=tier_health.ready if tier_health else 0,
             generation=generation, now=now,
         )
+        conditions = with_kstatus(conditions, generation, now)
         status = {
             "observedGeneration": generation, "conditions": _dump(conditions), "gateway": gateway,
             "replicas": tier_health.replicas if tier_health else 0,

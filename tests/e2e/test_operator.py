@@ -190,6 +190,8 @@ def test_a_missing_secret_marks_the_tier_not_ready_and_keeps_the_last_good_confi
     ready = eventually(not_ready, timeout=20, what="startup becomes Ready=False")
     assert ready["reason"] == "MissingSecret"
     assert "no-such-secret" in ready["message"]
+    control_plane.kubectl("-n", namespace, "wait", "--for=condition=Stalled", "apikeytier/startup",
+                          "--timeout=10s")
     assert gateway_config(control_plane, namespace, "tiergate-shared").tiers == good_shared.tiers
     events = control_plane.kubectl("-n", namespace, "get", "events", "--field-selector",
                                    "involvedObject.name=startup", "-o", "json").stdout

@@ -105,3 +105,15 @@ def test_a_tier_with_a_missing_secret_keeps_its_gateway() -> None:
     assert decision.apply == ()  # the last good config already holds the tier
     acme = next(c for c in decision.statuses if c.ref.name == "enterprise-acme")
     assert acme.warning is not None and acme.warning[0] == "MissingSecret"
+    kstatus = {c["type"]: (c["status"], c["reason"]) for c in acme.status["conditions"]}
+    assert kstatus["Stalled"] == ("True", "MissingSecret")
+    assert kstatus["Reconciling"][0] == "False"
+
+
+def test_kstatus_conditions_follow_progress() -> None:
+    store = example_store()
+    first = decide(NS, store.namespace(NS), OperatorSettings(), NOW)
+    tier = next(c for c in first.statuses if c.ref.name == "enterprise-acme")
+    conditions = {c["type"]: c["status"] for c in tier.status["conditions"]}
+    # A new gateway has no ready replica yet: work is under way, nothing is wrong.
+    assert conditions == {"Accepted": "True", "Ready": "False", "Reconciling": "True", "Stalled": "False"}
