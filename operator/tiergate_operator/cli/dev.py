@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import shutil
+import socket
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -21,6 +22,8 @@ from tiergate_operator.cli.manifests import ManifestSet, load_manifests
 from tiergate_operator.cli.output import CommandError, note
 from tiergate_operator.cli.processes import is_running, stop_process
 from tiergate_operator.cli.rendering import problems, render_namespace
+from tiergate_operator.cli.targets import local_upstream_ports
+from tiergate_operator.desired import DesiredState
 from tiergate_operator.devcluster import ClusterStartError, stop
 from tiergate_operator.settings import load_operator_settings
 
@@ -62,6 +65,7 @@ def up(manifests: ManifestSet, root: Path, namespace: str, progress: Progress,
         progress(f"warning: {line}")
     if not rendered.desired.configs:
         raise CommandError("the manifests define no gateway (no ApiKeyTier could be served)")
+    _check_ports_free(rendered.desired)
     state = DevState(root=root, namespace=namespace)
     state.save()
     steps = DevUp(state, manifests, rendered.desired, progress, crds_dir)
@@ -74,8 +78,7 @@ def up(manifests: ManifestSet, root: Path, namespace: str, progress: Progress,
         steps.wait_ready(plane)
         steps.gateways(plane)
     except (ClusterStartError, RuntimeError, OSError) as error:
-        progress(f"failed: {error}")
-        progress("stopping what was started")
+        progress("failed: stopping what was started")
         down(root, progress)
         raise CommandError(f"dev up failed: {error}") from None
     except KeyboardInterrupt:
@@ -84,6 +87,18 @@ def up(manifests: ManifestSet, root: Path, namespace: str, progress: Progress,
         raise
     progress("up")
     return state
+
+
+def _check_ports_free(desired: DesiredState) -> None:
+    """The mock upstreams need the ports the targets name: fail before starting anything."""
+    for config in desired.configs.values():
+        for name, port in local_upstream_ports(config).items():
+            with socket.socket() as sock:
+                try:
+                    sock.bind(("127.0.0.1", port))
+                except OSError:
+                    raise CommandError(f"127.0.0.1:{port} (target {name}'s upstream) is in use: another "
+                                       "`tiergate dev up` or `gateway --mock-upstreams`? Stop it first") from None
 
 
 def down(root: Path, progress: Progress) -> bool:

@@ -34,7 +34,12 @@ def spawn(name: str, argv: Sequence[str], env: Mapping[str, str], log: Path) -> 
     with log.open("ab") as out:
         process = subprocess.Popen(list(argv), env=dict(env), stdout=out, stderr=subprocess.STDOUT,
                                    stdin=subprocess.DEVNULL, start_new_session=True)
-    return ProcessRecord(name, process.pid, tuple(argv), str(log))
+    record = ProcessRecord(name, process.pid, tuple(argv), str(log))
+    # Popen may return a moment before the exec shows in /proc: wait, so is_running is exact.
+    deadline = time.monotonic() + 5
+    while not is_running(record) and process.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.005)
+    return record
 
 
 def is_running(record: ProcessRecord) -> bool:
@@ -79,7 +84,7 @@ def wait_for_http(url: str, record: ProcessRecord, timeout: float = 30.0) -> Non
         except (urllib.error.URLError, OSError):
             pass
         if not is_running(record) or time.monotonic() > deadline:
-            tail = "\n".join(Path(record.log).read_text(errors="replace").splitlines()[-20:])
+            tail = "\n".join(Path(record.log).read_text(errors="replace").splitlines()[-6:])
             state = "exited" if not is_running(record) else f"is not ready after {timeout:.0f} s"
             raise RuntimeError(f"{record.name} {state} (log {record.log}):\n{tail}")
         time.sleep(0.1)
