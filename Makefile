@@ -39,6 +39,19 @@ cluster-up: setup tools ## start the local control plane; prints its kubeconfig
 cluster-down: ## stop the local control plane
 	$(BIN)/python -m tiergate_operator.devcluster stop
 
+KEEP ?=
+
+demo: setup tools ## the whole story locally: dev up, openai SDK through both tiers, split, failover, 429, down (KEEP=1 keeps it up)
+	KEEP=$(KEEP) $(BIN)/tiergate demo
+
+.PHONY: dev-up dev-down
+
+dev-up: setup tools ## control plane, operator, examples, mock upstreams, API-fed gateways; prints how to call them
+	$(BIN)/tiergate dev up
+
+dev-down: ## stop exactly what dev-up started
+	$(BIN)/tiergate dev down
+
 clean: cluster-down ## remove the venv and local state (not the tools cache)
 	rm -rf $(VENV) .tiergate .mypy_cache .ruff_cache .pytest_cache
 
