@@ -94,6 +94,7 @@ def _check_ports_free(desired: DesiredState) -> None:
     for config in desired.configs.values():
         for name, port in local_upstream_ports(config).items():
             with socket.socket() as sock:
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as the mocks do
                 try:
                     sock.bind(("127.0.0.1", port))
                 except OSError:
