@@ -154,8 +154,8 @@ class KubeApi:
         with contextlib.suppress(NotFound):
             await self._request("DELETE", ref.path(), json={"propagationPolicy": "Background"})
 
-    async def patch_status(self, ref: ObjectRef, status: dict[str, Any]) -> None:
-        await self._request(
+    async def patch_status(self, ref: ObjectRef, status: dict[str, Any]) -> dict[str, Any]:
+        return await self._request(
             "PATCH", ref.path() + "/status", content=json.dumps({"status": status}),
             headers={"Content-Type": "application/merge-patch+json"},
         )

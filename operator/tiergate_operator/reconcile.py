@@ -89,27 +89,33 @@ class ActFailed(Exception):
         self.failures = failures
 
 
-async def act(kube: KubeApi, decision: Decision, now: datetime, concurrency: int = 16) -> None:
+async def act(
+    kube: KubeApi, decision: Decision, now: datetime, concurrency: int = 16
+) -> list[Body]:
     """Carry out a decision: configs first, then workloads, deletions and statuses.
 
     One object's failure (say, a config the API server refuses) does not stop the
     other objects; the failures are raised together, so the namespace is retried.
     Statuses are written only when every object landed, since they describe that.
+    Returns what the API server answered: the objects as they now are.
     """
     limit = asyncio.Semaphore(concurrency)
     failures: list[BaseException] = []
+    written: list[Body] = []
 
-    async def bounded(call: Awaitable[object]) -> None:
+    async def bounded(call: Awaitable[Body | None]) -> Body | None:
         async with limit:
-            await call
+            return await call
 
-    async def each(calls: Iterable[Awaitable[object]]) -> None:
+    async def each(calls: Iterable[Awaitable[Body | None]]) -> None:
         results = await asyncio.gather(*(bounded(call) for call in calls), return_exceptions=True)
         for result in results:
             if isinstance(result, KubeError | OSError):
                 failures.append(result)
             elif isinstance(result, BaseException):
                 raise result
+            elif result:
+                written.append(result)
 
     # What others refer to goes first: a ConfigMap before the workload that reads it (a new
     # pod never starts on a stale config), a Role before its RoleBinding (without it, the
@@ -123,13 +129,15 @@ async def act(kube: KubeApi, decision: Decision, now: datetime, concurrency: int
     await each(_report(kube, change, now) for change in decision.statuses)
     if failures:
         raise ActFailed(failures)
+    return written
 
 
-async def _report(kube: KubeApi, change: StatusChange, now: datetime) -> None:
-    await kube.patch_status(change.ref, change.status)
+async def _report(kube: KubeApi, change: StatusChange, now: datetime) -> Body:
+    patched = await kube.patch_status(change.ref, change.status)
     if change.warning:
         reason, message = change.warning
         await kube.event(change.body, type_="Warning", reason=reason, message=message, now=now)
+    return patched
 
 
 class Reconciler:
@@ -192,7 +200,8 @@ class Reconciler:
                 "namespace %s: applying %d, deleting %d, %d status updates", namespace,
                 len(decision.apply), len(decision.delete), len(decision.statuses),
             )
-            await act(self.kube, decision, now)
+            for body in await act(self.kube, decision, now):
+                self.store.record_own_write(body)
         return decision
 
 

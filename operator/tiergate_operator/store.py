@@ -30,6 +30,16 @@ def secret_digests(data: Mapping[str, str] | None) -> dict[str, str]:
             for key, value in sorted((data or {}).items())}
 
 
+def _older(body: Body, stored: Body | None) -> bool:
+    """Is ``body`` an older version than ``stored``? resourceVersions are opaque by contract,
+    but the API server's are etcd revisions; compare them only when both are numbers."""
+    if stored is None:
+        return False
+    new = body.get("metadata", {}).get("resourceVersion", "")
+    old = stored.get("metadata", {}).get("resourceVersion", "")
+    return bool(new.isdigit() and old.isdigit() and int(new) < int(old))
+
+
 def _relevant(body: Body) -> Body:
     metadata = body.get("metadata", {})
     return {
@@ -73,6 +83,8 @@ class Store:
         """Store a custom resource; True when its spec or identity changed."""
         name = body["metadata"]["name"]
         previous = bucket.get(name)
+        if _older(body, previous):
+            return False
         bucket[name] = body
         changed = previous is None or _relevant(previous) != _relevant(body)
         return self._mark(body["metadata"]["namespace"], changed)
@@ -105,8 +117,24 @@ class Store:
     def put_child(self, body: Body) -> bool:
         """A child's change (drift, status) is always checked against what it should be."""
         metadata = body["metadata"]
-        self.namespace(metadata["namespace"]).children[(body["kind"], metadata["name"])] = body
+        children = self.namespace(metadata["namespace"]).children
+        if _older(body, children.get((body["kind"], metadata["name"]))):
+            return False
+        children[(body["kind"], metadata["name"])] = body
         return self._mark(metadata["namespace"], True)
+
+    def record_own_write(self, body: Body) -> None:
+        """What the API server answered to one of our writes: newer than the watch may
+        have delivered yet, so the next pass does not redo the write. Wakes nothing."""
+        metadata = body["metadata"]
+        state = self.namespace(metadata["namespace"])
+        buckets = {"ModelRoute": state.routes, "ApiKeyTier": state.tiers}
+        if body["kind"] in buckets:
+            bucket = buckets[body["kind"]]
+            if not _older(body, bucket.get(metadata["name"])):
+                bucket[metadata["name"]] = body
+        elif not _older(body, state.children.get((body["kind"], metadata["name"]))):
+            state.children[(body["kind"], metadata["name"])] = body
 
     def remove_child(self, namespace: str, kind: str, name: str) -> bool:
         return self._mark(namespace, self.namespace(namespace).children.pop((kind, name), None) is not None)

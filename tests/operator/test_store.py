@@ -45,3 +45,16 @@ def test_secrets_of_namespaces_without_tiergate_objects_wake_nothing() -> None:
     store = Store()
     assert not store.put_secret("elsewhere", "s", {"k": base64.b64encode(b"v").decode()})
     assert store.dirty == set()
+
+
+def test_an_older_watch_event_never_replaces_what_our_own_write_returned() -> None:
+    store = Store()
+    store.put_route(copy.deepcopy(ROUTE) | {"metadata": ROUTE["metadata"] | {"resourceVersion": "10"}})
+    ours = copy.deepcopy(ROUTE)
+    ours["metadata"]["resourceVersion"] = "12"
+    ours["status"] = {"observedGeneration": 1}
+    store.record_own_write(ours)
+    stale = copy.deepcopy(ROUTE)
+    stale["metadata"]["resourceVersion"] = "11"
+    assert not store.put_route(stale)
+    assert store.namespace("ns").routes["r"]["status"] == {"observedGeneration": 1}
