@@ -108,7 +108,9 @@ class Gateway:
         self.ledger: BudgetLedger = LocalLedger()
         self._redis: Any = None
         self._source: FileSource | KubeSource | None = None
-        self.server = HttpServer(self.handle, status_error_bytes, settings.max_body_bytes)
+        self.server = HttpServer(
+            self.handle, status_error_bytes, settings.max_body_bytes, settings.idle_seconds
+        )
         self.port = settings.port
         self._routes: dict[tuple[str, str], Callable[[Request], Any]] = {
             ("GET", "/healthz"): self._healthz,

@@ -15,6 +15,7 @@ import asyncio
 import contextlib
 import logging
 import socket
+import time
 from collections import deque
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
@@ -45,6 +46,7 @@ _REASONS = {
     504: b"Gateway Timeout",
 }
 _MAX_HEADERS = 100
+_MAX_PIPELINED = 8
 _MAX_HEADER_BYTES = 64 * 1024
 
 
@@ -106,6 +108,7 @@ class _Connection(asyncio.Protocol):
         self._closing = False
         self._problem: tuple[int, str] | None = None
         self.busy = False
+        self.last_activity = server.clock()
 
     # -- asyncio.Protocol -------------------------------------------------
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -136,6 +139,7 @@ class _Connection(asyncio.Protocol):
         self._writable.set()
 
     def data_received(self, data: bytes) -> None:
+        self.last_activity = self._server.clock()
         try:
             self._parser.feed_data(data)
         except httptools.HttpParserUpgrade:
@@ -198,6 +202,8 @@ class _Connection(asyncio.Protocol):
                 request = Request(method, path, self._headers, b"".join(self._body))
                 self._queue.append((request, 0, keep_alive))
         self._body = []
+        if len(self._queue) > _MAX_PIPELINED and self._transport is not None:
+            self._transport.pause_reading()  # resumed once the queue is served
         if self._task is None or self._task.done():
             self._task = asyncio.get_running_loop().create_task(self._serve())
 
@@ -214,6 +220,8 @@ class _Connection(asyncio.Protocol):
         assert transport is not None
         while self._queue and not self._closing:
             request, status, keep_alive = self._queue.popleft()
+            if not self._queue and not transport.is_reading():
+                transport.resume_reading()
             if request is None:
                 message = "request body too large" if status == 413 else "malformed request target"
                 transport.write(self._server.error_bytes(status, message))
@@ -288,8 +296,15 @@ class _Connection(asyncio.Protocol):
         if not finished:
             transport.write(pending + b"0\r\n\r\n")
 
+    def expired(self, now: float, idle_seconds: float) -> bool:
+        return not self.busy and not self._queue and now - self.last_activity > idle_seconds
+
     def close_if_idle(self) -> None:
-        if not self.busy and not self._queue and self._transport is not None:
+        if not self.busy and not self._queue:
+            self.close()
+
+    def close(self) -> None:
+        if self._transport is not None:
             self._transport.close()
 
 
@@ -297,7 +312,11 @@ class HttpServer:
     """Serves ``handler`` on a listening socket; ``shutdown`` drains in-flight requests."""
 
     def __init__(
-        self, handler: Handler, error_bytes: Callable[[int, str], bytes], max_body_bytes: int
+        self,
+        handler: Handler,
+        error_bytes: Callable[[int, str], bytes],
+        max_body_bytes: int,
+        idle_seconds: float = 75.0,
     ) -> None:
         self.handler = handler
         self.error_bytes = error_bytes
@@ -306,6 +325,19 @@ class HttpServer:
         self.draining = False
         self._server: asyncio.base_events.Server | None = None
         self._idle = asyncio.Event()
+        self.clock = time.monotonic
+        # Idle keep-alive connections and clients that never finish a request are closed
+        # after this long (checked by one sweeper, not a timer per connection).
+        self.idle_seconds = idle_seconds
+        self._sweeper: asyncio.Task[None] | None = None
+
+    async def _sweep(self) -> None:
+        while True:
+            await asyncio.sleep(min(5.0, self.idle_seconds / 2))
+            now = self.clock()
+            for connection in list(self.connections):
+                if connection.expired(now, self.idle_seconds):
+                    connection.close()
 
     async def start(
         self, host: str, port: int, *, reuse_port: bool = False, sock: socket.socket | None = None
@@ -323,6 +355,7 @@ class HttpServer:
                 reuse_address=True,
             )
         self._server = server
+        self._sweeper = loop.create_task(self._sweep())
         sockets = server.sockets
         return int(sockets[0].getsockname()[1]) if sockets else port
 
@@ -333,6 +366,8 @@ class HttpServer:
     async def shutdown(self, grace_seconds: float) -> None:
         """Stop accepting, let in-flight requests (streams too) finish, then close everything."""
         self.draining = True
+        if self._sweeper is not None:
+            self._sweeper.cancel()
         if self._server is not None:
             self._server.close()
         for connection in list(self.connections):
@@ -341,8 +376,7 @@ class HttpServer:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._idle.wait(), grace_seconds)
         for connection in list(self.connections):
-            if connection._transport is not None:
-                connection._transport.close()
+            connection.close()
         if self._server is not None:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._server.wait_closed(), 1.0)

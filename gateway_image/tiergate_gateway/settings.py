@@ -31,6 +31,8 @@ class Settings:
     workers: int = 1
     grace_seconds: float = 25.0
     max_body_bytes: int = 8 * 1024 * 1024
+    # Idle keep-alive connections (and requests that never complete) are closed after this.
+    idle_seconds: float = 75.0
     reload_interval_seconds: float = 0.25
     log_level: str = "INFO"
 

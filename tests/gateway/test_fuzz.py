@@ -6,6 +6,7 @@ the gateway must keep serving afterwards.
 
 from __future__ import annotations
 
+import re
 import socket
 from collections.abc import Iterator
 from pathlib import Path
@@ -161,3 +162,48 @@ def test_expect_100_continue_is_answered(fuzz_gateway):
         sock.sendall(body)
         answer = sock.recv(65536)
     assert answer.startswith(b"HTTP/1.1 200 OK")
+
+
+def test_pipelined_requests_answer_in_order(fuzz_gateway):
+    port = int(fuzz_gateway.rsplit(":", 1)[1])
+    requests = b"".join(
+        b"GET %s HTTP/1.1\r\nhost: x\r\n\r\n" % path for path in (b"/healthz", b"/nope", b"/readyz")
+    )
+    answer = b""
+    with socket.create_connection(("127.0.0.1", port), timeout=5) as sock:
+        sock.sendall(requests)
+        while answer.count(b"HTTP/1.1 ") < 3:
+            chunk = sock.recv(65536)
+            assert chunk, answer
+            answer += chunk
+    statuses = re.findall(rb"HTTP/1\.1 (\d{3}) ", answer)
+    assert statuses == [b"200", b"404", b"200"]
+
+
+def test_idle_and_stalled_connections_are_closed(tmp_path):
+    import time
+
+    folder = tmp_path
+    path = folder / "config.json"
+    write_config(
+        path,
+        config([route("m", target("f", "http://127.0.0.1:9/v1"))], [tier("t", STARTUP_KEY, ["m"])]),
+    )
+    gw = GatewayThread(
+        Settings(port=0, config_file=path, credentials_dir=folder, idle_seconds=0.3)
+    ).start()
+    try:
+        with (
+            socket.create_connection(("127.0.0.1", gw.port), timeout=5) as idle,
+            socket.create_connection(("127.0.0.1", gw.port), timeout=5) as stalled,
+        ):
+            stalled.sendall(
+                b"POST /v1/chat/completions HTTP/1.1\r\nhost: x\r\ncontent-length: 100\r\n\r\n{"
+            )
+            started = time.monotonic()
+            assert idle.recv(100) == b""  # closed by the server
+            assert stalled.recv(100) == b""
+            assert time.monotonic() - started < 4
+        assert httpx.get(gw.url + "/healthz").status_code == 200
+    finally:
+        gw.stop()
