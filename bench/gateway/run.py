@@ -66,14 +66,20 @@ def free_port() -> int:
 
 
 def post(url: str, body: dict[str, object], timeout: float = 2.0) -> int:
-    request = urllib.request.Request(url, data=json.dumps(body).encode(), method="POST", headers={
-        "content-type": "application/json", "authorization": f"Bearer {KEY}"})
+    request = urllib.request.Request(
+        url,
+        data=json.dumps(body).encode(),
+        method="POST",
+        headers={"content-type": "application/json", "authorization": f"Bearer {KEY}"},
+    )
     with urllib.request.urlopen(request, timeout=timeout) as resp:
         resp.read()
         return int(resp.status)
 
 
-def wait_first_completion(url: str, started: float, proc: subprocess.Popen[bytes], limit: float = 120) -> float:
+def wait_first_completion(
+    url: str, started: float, proc: subprocess.Popen[bytes], limit: float = 120
+) -> float:
     while True:
         if proc.poll() is not None:
             raise RuntimeError(f"{url}: server exited with {proc.returncode}")
@@ -115,11 +121,18 @@ def taskset(core: str, *command: str) -> list[str]:
     return ["taskset", "-c", core, *command]
 
 
-def start(name: str, command: list[str], url: str, env: dict[str, str] | None = None,
-          log: Path | None = None) -> System:
+def start(
+    name: str,
+    command: list[str],
+    url: str,
+    env: dict[str, str] | None = None,
+    log: Path | None = None,
+) -> System:
     out = open(log, "wb") if log else subprocess.DEVNULL  # noqa: SIM115
     started = time.monotonic()
-    proc = subprocess.Popen(command, env={**os.environ, **(env or {})}, stdout=out, stderr=subprocess.STDOUT)
+    proc = subprocess.Popen(
+        command, env={**os.environ, **(env or {})}, stdout=out, stderr=subprocess.STDOUT
+    )
     system = System(name, url, proc)
     system.startup = wait_first_completion(url, started, proc)
     return system
@@ -127,17 +140,41 @@ def start(name: str, command: list[str], url: str, env: dict[str, str] | None = 
 
 def tiergate_config(path: Path, mock_port: int) -> None:
     pricing = Pricing(input_per_million=Decimal("0.27"), output_per_million=Decimal("1.10"))
-    route = Route(model="bench", targets=(
-        Target(name="primary", base_url=f"http://127.0.0.1:{mock_port}/v1", upstream_model="bench-model",
-               weight=80, priority=0, pricing=pricing),
-        Target(name="secondary", base_url=f"http://127.0.0.1:{mock_port}/v1", upstream_model="bench-model",
-               weight=20, priority=0, pricing=pricing),
-    ))
-    tier = Tier(name="bench", key_sha256=(hash_client_key(KEY),), models=("bench",),
-                limits=Limits(requests_per_minute=100_000_000, tokens_per_minute=10_000_000_000,
-                              concurrent_requests=10_000),
-                budget=Budget(soft_usd=Decimal("1000000"), hard_usd=Decimal("2000000")))
-    path.write_bytes(canonical_json(seal(gateway="bench", namespace="bench", routes=[route], tiers=[tier])))
+    route = Route(
+        model="bench",
+        targets=(
+            Target(
+                name="primary",
+                base_url=f"http://127.0.0.1:{mock_port}/v1",
+                upstream_model="bench-model",
+                weight=80,
+                priority=0,
+                pricing=pricing,
+            ),
+            Target(
+                name="secondary",
+                base_url=f"http://127.0.0.1:{mock_port}/v1",
+                upstream_model="bench-model",
+                weight=20,
+                priority=0,
+                pricing=pricing,
+            ),
+        ),
+    )
+    tier = Tier(
+        name="bench",
+        key_sha256=(hash_client_key(KEY),),
+        models=("bench",),
+        limits=Limits(
+            requests_per_minute=100_000_000,
+            tokens_per_minute=10_000_000_000,
+            concurrent_requests=10_000,
+        ),
+        budget=Budget(soft_usd=Decimal("1000000"), hard_usd=Decimal("2000000")),
+    )
+    path.write_bytes(
+        canonical_json(seal(gateway="bench", namespace="bench", routes=[route], tiers=[tier]))
+    )
 
 
 def nginx_config(folder: Path, port: int, mock_port: int) -> Path:
@@ -205,8 +242,20 @@ _UNITS = {"us": 1e-3, "ms": 1.0, "s": 1000.0}
 def run_wrk(url: str, connections: int, duration: float, script: Path) -> tuple[float, float, int]:
     """(requests/s, p50 latency ms, errors) of one wrk run."""
     done = subprocess.run(
-        taskset(LOAD_CORE, "wrk", "-t1", f"-c{connections}", f"-d{duration:g}s", "--latency", "-s", str(script), url),
-        capture_output=True, text=True, timeout=duration + 60,
+        taskset(
+            LOAD_CORE,
+            "wrk",
+            "-t1",
+            f"-c{connections}",
+            f"-d{duration:g}s",
+            "--latency",
+            "-s",
+            str(script),
+            url,
+        ),
+        capture_output=True,
+        text=True,
+        timeout=duration + 60,
     )
     out = done.stdout
     found_rps = re.search(r"Requests/sec:\s+([\d.]+)", out)
@@ -216,7 +265,10 @@ def run_wrk(url: str, connections: int, duration: float, script: Path) -> tuple[
     rps = float(found_rps.group(1))
     value, unit = found_p50.groups()
     errors = 0
-    for pattern in (r"Non-2xx or 3xx responses: (\d+)", r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)"):
+    for pattern in (
+        r"Non-2xx or 3xx responses: (\d+)",
+        r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)",
+    ):
         match = re.search(pattern, out)
         if match:
             errors += sum(int(g) for g in match.groups())
@@ -224,18 +276,25 @@ def run_wrk(url: str, connections: int, duration: float, script: Path) -> tuple[
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--duration", type=float, default=3.0)
-    parser.add_argument("--litellm", type=Path, default=DEFAULT_LITELLM, help="bin dir of LiteLLM's venv")
+    parser.add_argument(
+        "--litellm", type=Path, default=DEFAULT_LITELLM, help="bin dir of LiteLLM's venv"
+    )
     args = parser.parse_args()
     for tool in ("wrk", "taskset"):
         if shutil.which(tool) is None:
             raise SystemExit(f"{tool} is required (apt-get install -y wrk util-linux)")
+    load_before = os.getloadavg()[0]
     folder = Path(tempfile.mkdtemp(prefix="tiergate-bench-"))
     python = sys.executable
     mock_port = free_port()
-    mock = subprocess.Popen(taskset(LOAD_CORE, python, str(HERE / "mock_upstream.py"), str(mock_port)))
+    mock = subprocess.Popen(
+        taskset(LOAD_CORE, python, str(HERE / "mock_upstream.py"), str(mock_port))
+    )
     systems: list[System] = []
     notes: list[str] = []
     try:
@@ -251,17 +310,39 @@ def main() -> None:
         tiergate_config(config, mock_port)
         port = free_port()
         env = {"PYTHONPATH": str(ROOT / "gateway_image")}
-        systems.append(start("tiergate", taskset(SERVER_CORE, python, "-m", "tiergate_gateway", "--port", str(port),
-                                                 "--config-file", str(config), "--log-level", "WARNING"),
-                             f"http://127.0.0.1:{port}/v1/chat/completions", env, folder / "tiergate.log"))
+        systems.append(
+            start(
+                "tiergate",
+                taskset(
+                    SERVER_CORE,
+                    python,
+                    "-m",
+                    "tiergate_gateway",
+                    "--port",
+                    str(port),
+                    "--config-file",
+                    str(config),
+                    "--log-level",
+                    "WARNING",
+                ),
+                f"http://127.0.0.1:{port}/v1/chat/completions",
+                env,
+                folder / "tiergate.log",
+            )
+        )
 
         if shutil.which("nginx"):
             port = free_port()
             for sub in ("body", "proxy", "fastcgi", "uwsgi", "scgi"):
                 (folder / sub).mkdir()
             conf = nginx_config(folder, port, mock_port)
-            systems.append(start("nginx", taskset(SERVER_CORE, "nginx", "-p", str(folder), "-c", str(conf)),
-                                 f"http://127.0.0.1:{port}/v1/chat/completions"))
+            systems.append(
+                start(
+                    "nginx",
+                    taskset(SERVER_CORE, "nginx", "-p", str(folder), "-c", str(conf)),
+                    f"http://127.0.0.1:{port}/v1/chat/completions",
+                )
+            )
         else:
             notes.append("nginx: not installed (apt-get install -y nginx), skipped")
 
@@ -270,12 +351,30 @@ def main() -> None:
             port = free_port()
             conf = litellm_config(folder, mock_port)
             try:
-                systems.append(start(
-                    "LiteLLM", taskset(SERVER_CORE, str(litellm), "--config", str(conf), "--host", "127.0.0.1",
-                                       "--port", str(port), "--num_workers", "1"),
-                    f"http://127.0.0.1:{port}/v1/chat/completions",
-                    {"LITELLM_LOCAL_MODEL_COST_MAP": "True", "LITELLM_LOG": "ERROR", "NO_DOCS": "True"},
-                    folder / "litellm.log"))
+                systems.append(
+                    start(
+                        "LiteLLM",
+                        taskset(
+                            SERVER_CORE,
+                            str(litellm),
+                            "--config",
+                            str(conf),
+                            "--host",
+                            "127.0.0.1",
+                            "--port",
+                            str(port),
+                            "--num_workers",
+                            "1",
+                        ),
+                        f"http://127.0.0.1:{port}/v1/chat/completions",
+                        {
+                            "LITELLM_LOCAL_MODEL_COST_MAP": "True",
+                            "LITELLM_LOG": "ERROR",
+                            "NO_DOCS": "True",
+                        },
+                        folder / "litellm.log",
+                    )
+                )
             except RuntimeError as exc:
                 notes.append(f"LiteLLM: failed to start ({exc}), skipped")
         else:
@@ -290,7 +389,9 @@ def main() -> None:
                     sampling = conns > 1 and system.proc is not None
                     stop_sampling = threading.Event()
 
-                    def sample(system: System = system, stop: threading.Event = stop_sampling) -> None:
+                    def sample(
+                        system: System = system, stop: threading.Event = stop_sampling
+                    ) -> None:
                         time.sleep(args.duration / 3)
                         while not stop.is_set():
                             system.rss.append(system.tree_rss())
@@ -300,7 +401,8 @@ def main() -> None:
                     if sampling:
                         sampler.start()
                     results.setdefault((system.name, kind, conns), []).append(
-                        run_wrk(system.url, conns, args.duration, scripts[kind]))
+                        run_wrk(system.url, conns, args.duration, scripts[kind])
+                    )
                     stop_sampling.set()
                     if sampling:
                         sampler.join()
@@ -310,8 +412,10 @@ def main() -> None:
             return statistics.median(r[index] for r in results[(name, kind, conns)])
 
         print()
-        print("| system | plain req/s @50 | stream req/s @50 | plain p50 @1 (ms) | added p50 @1 (ms) "
-              "| stream p50 @1 (ms) | RSS under load (MB) | start to first completion (s) | errors |")
+        print(
+            "| system | plain req/s @50 | stream req/s @50 | plain p50 @1 (ms) | added p50 @1 (ms) "
+            "| stream p50 @1 (ms) | RSS under load (MB) | start to first completion (s) | errors |"
+        )
         print("|---|---:|---:|---:|---:|---:|---:|---:|---:|")
         base_p50 = med("direct (mock)", "plain", 1, 1)
         for system in systems:
@@ -321,12 +425,16 @@ def main() -> None:
             added = "-" if system.proc is None else f"{p50 - base_p50:.3f}"
             rss = f"{max(system.rss) / 2**20:.0f}" if system.rss else "-"
             startup = f"{system.startup:.2f}" if system.startup is not None else "-"
-            print(f"| {name} | {med(name, 'plain', 50, 0):,.0f} | {med(name, 'stream', 50, 0):,.0f} | {p50:.3f} "
-                  f"| {added} | {med(name, 'stream', 1, 1):.3f} | {rss} | {startup} | {errors} |")
+            print(
+                f"| {name} | {med(name, 'plain', 50, 0):,.0f} | {med(name, 'stream', 50, 0):,.0f} | {p50:.3f} "
+                f"| {added} | {med(name, 'stream', 1, 1):.3f} | {rss} | {startup} | {errors} |"
+            )
         print()
-        print(f"wrk -t1, {args.duration:g}s per run, medians of {args.rounds} interleaved rounds; server on core "
-              f"{SERVER_CORE}, wrk and mock on core {LOAD_CORE}; {os.cpu_count()} cores, "
-              f"load average before: {os.getloadavg()[0]:.2f}")
+        print(
+            f"wrk -t1, {args.duration:g}s per run, medians of {args.rounds} interleaved rounds; server on core "
+            f"{SERVER_CORE}, wrk and mock on core {LOAD_CORE}; {os.cpu_count()} cores, "
+            f"load average before: {load_before:.2f}, after: {os.getloadavg()[0]:.2f}"
+        )
         for note in notes:
             print(f"note: {note}")
     finally:
