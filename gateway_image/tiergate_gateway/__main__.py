@@ -150,21 +150,49 @@ def run(settings: Settings, config: GatewayConfig | None = None) -> None:
 
 
 def _run_master(settings: Settings, argv: list[str]) -> int:
+    """Start the workers, forward SIGTERM/SIGINT to them, and stop them all if one dies.
+
+    A worker that exits on its own takes the others down and the master exits
+    non-zero, so Kubernetes restarts the pod instead of leaving it half-served.
+    """
     metrics_dir = tempfile.mkdtemp(prefix="tiergate-metrics-")
     env = dict(os.environ, PROMETHEUS_MULTIPROC_DIR=metrics_dir)
     command = [sys.executable, "-m", "tiergate_gateway", *argv, "--worker"]
-    children = [subprocess.Popen(command, env=env) for _ in range(settings.workers)]
+    children = {
+        child.pid: child
+        for child in (subprocess.Popen(command, env=env) for _ in range(settings.workers))
+    }
+    stopping = False
 
     def forward(signum: int, _frame: object) -> None:
-        for child in children:
+        nonlocal stopping
+        stopping = True
+        for child in children.values():
             if child.poll() is None:
                 child.send_signal(signum)
 
     signal.signal(signal.SIGTERM, forward)
     signal.signal(signal.SIGINT, forward)
-    codes = [child.wait() for child in children]
+    worst = 0
+    while children:
+        try:
+            pid, status = os.wait()
+        except ChildProcessError:
+            break
+        child = children.pop(pid, None)
+        if child is None:
+            continue
+        code = os.waitstatus_to_exitcode(status)
+        child.returncode = code
+        worst = max(worst, abs(code))
+        if not stopping:
+            logging.getLogger("tiergate_gateway").error(
+                "worker %d exited with %d: stopping the others", pid, code
+            )
+            forward(signal.SIGTERM, None)
+            worst = max(worst, 1)
     shutil.rmtree(metrics_dir, ignore_errors=True)
-    return max(codes, default=0)
+    return worst
 
 
 def main(argv: Sequence[str] | None = None) -> None:

@@ -157,6 +157,15 @@ def test_workers_share_port_limits_and_metrics(redis_url, upstreams, tmp_path, c
             )
             total = sum(float(v) for _, v in found)
             assert total == 8.0, text
+        # A worker that dies takes the pod down (non-zero exit) instead of serving half.
+        import psutil
+
+        assert gw.proc is not None
+        workers = psutil.Process(gw.proc.pid).children()
+        assert len(workers) == 2
+        workers[0].kill()
+        assert gw.proc.wait(15) != 0
+        assert not workers[1].is_running() or workers[1].status() == psutil.STATUS_ZOMBIE
     finally:
         output = gw.stop()
     assert output.count("gateway listening") == 2
