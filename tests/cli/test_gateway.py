@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 import signal
 import socket
 import subprocess
@@ -42,10 +43,10 @@ def _get(url: str) -> bytes:
 
 
 @contextmanager
-def gateway(upstream: RunningUpstreams, tmp_path: Path, *extra: str) -> Iterator[str]:
+def gateway(upstream: RunningUpstreams, tmp_path: Path, *extra: str, manifests: Path = EXAMPLES) -> Iterator[str]:
     port = _free_port()
     log = tmp_path / f"gateway-{port}.log"
-    command = [sys.executable, "-m", "tiergate_operator.cli", "gateway", "-f", str(EXAMPLES),
+    command = [sys.executable, "-m", "tiergate_operator.cli", "gateway", "-f", str(manifests),
                "--port", str(port), "--upstream-override", f"*={upstream.base_url('mock')}", *extra]
     with log.open("wb") as out:
         process = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT)
@@ -101,3 +102,14 @@ def test_an_unknown_gateway_lists_the_known_ones(tmp_path: Path) -> None:
         capture_output=True, text=True, timeout=30, check=False)
     assert result.returncode == 2
     assert "gateways: tiergate-enterprise-acme, tiergate-shared" in result.stderr
+
+
+def test_keys_can_come_from_a_keys_dir_instead_of_secrets(upstream: RunningUpstreams, tmp_path: Path) -> None:
+    manifests = tmp_path / "repo"
+    shutil.copytree(EXAMPLES, manifests)
+    (manifests / "startup-keys.yaml").unlink()  # a GitOps repository keeps no Secrets
+    (tmp_path / "keys" / "startup-keys").mkdir(parents=True)
+    (tmp_path / "keys" / "startup-keys" / "laptop").write_text("tg-local-key-0001\n")
+    with gateway(upstream, tmp_path, "--keys-dir", str(tmp_path / "keys"), manifests=manifests) as base_url:
+        client = openai.OpenAI(base_url=base_url, api_key="tg-local-key-0001", max_retries=0)
+        assert [m.id for m in client.models.list()] == ["deepseek-chat"]

@@ -54,10 +54,8 @@ def spend_from_metrics(text: str) -> dict[tuple[str, str], Decimal]:
     """``{(tier, route): USD}`` from a gateway's Prometheus exposition."""
     found: dict[tuple[str, str], Decimal] = defaultdict(Decimal)
     for family in text_string_to_metric_families(text):
-        if family.name != "tiergate_gateway_cost_usd":
-            continue
         for sample in family.samples:
-            if sample.name.endswith("_total"):
+            if sample.name == "tiergate_gateway_cost_usd_total":
                 found[(sample.labels["tier"], sample.labels["route"])] += Decimal(repr(sample.value))
     return found
 
