@@ -12,6 +12,7 @@ import base64
 import json
 import os
 import socket
+import subprocess
 import sys
 import time
 from collections.abc import Callable
@@ -55,7 +56,11 @@ class DevUp:
 
     def control_plane(self) -> ControlPlane:
         self.progress("locating the control-plane binaries (a cold build takes ~25 min: `make tools`)")
-        bin_dir = tools_bin_dir(build=True)
+        try:
+            bin_dir = tools_bin_dir(build=True)
+        except (subprocess.CalledProcessError, FileNotFoundError) as error:
+            raise RuntimeError(f"the control-plane binaries are missing and could not be built ({error}); "
+                               "run `make tools` (needs Go) or set TIERGATE_TOOLS_BIN") from None
         self.progress("starting etcd, kube-apiserver, controller-manager, scheduler and kwok")
         self.state.cluster_started = True
         self.state.save()
