@@ -6,6 +6,7 @@ config source, listening server); ``start()`` and ``stop()`` are its lifespan.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
 import random
@@ -108,6 +109,7 @@ class Gateway:
         self.ledger: BudgetLedger = LocalLedger()
         self._redis: Any = None
         self._source: FileSource | KubeSource | None = None
+        self._flusher: asyncio.Task[None] | None = None
         self.server = HttpServer(
             self.handle, status_error_bytes, settings.max_body_bytes, settings.idle_seconds
         )
@@ -147,14 +149,25 @@ class Gateway:
             )
         if self._source is not None:
             await self._source.start()
+        self._flusher = asyncio.get_running_loop().create_task(self._flush_metrics())
         self.port = await self.server.start(
             self.settings.host, self.settings.port, reuse_port=self.settings.workers > 1, sock=sock
         )
         _log.info("gateway listening on %s:%d", self.settings.host, self.port)
 
+    async def _flush_metrics(self) -> None:
+        while True:
+            await asyncio.sleep(1.0)
+            self.metrics.flush()
+
     async def stop(self) -> None:
         """Stop accepting, drain in-flight requests within the grace period, release clients."""
         await self.server.shutdown(self.settings.grace_seconds)
+        if self._flusher is not None:
+            self._flusher.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._flusher
+        self.metrics.flush()
         if self._source is not None:
             await self._source.stop()
         if self.pool is not None:
@@ -201,10 +214,10 @@ class Gateway:
             response = _error_response(error)
             endpoint = endpoint or "other"
         metrics = self.metrics
-        metrics.child(
+        metrics.add(
             metrics.requests, endpoint, tier_name, route_name, status_label(response.status)
-        ).inc()
-        metrics.child(metrics.latency, endpoint, tier_name).observe(time.perf_counter() - started)
+        )
+        metrics.observe_latency(time.perf_counter() - started, endpoint, tier_name)
         return response
 
     def _month(self) -> str:
@@ -299,7 +312,7 @@ class Gateway:
         except _BACKEND_ERRORS as exc:
             raise _backend_down("limits", exc) from None
         if not decision.allowed:
-            self.metrics.child(self.metrics.rate_limited, tier.name, decision.limit).inc()
+            self.metrics.add(self.metrics.rate_limited, tier.name, decision.limit)
             retry = max(1, int(decision.retry_after + 0.999))
             raise GatewayError(
                 429,
@@ -323,7 +336,7 @@ class Gateway:
                 except _BACKEND_ERRORS as exc:
                     raise _backend_down("budgets", exc) from None
                 if not verdict.allowed:
-                    self.metrics.child(self.metrics.budget_rejected, tier.name).inc()
+                    self.metrics.add(self.metrics.budget_rejected, tier.name)
                     raise GatewayError(
                         429,
                         f"monthly budget of tier {tier.name!r} is exhausted (hard limit "
@@ -333,7 +346,7 @@ class Gateway:
                         headers=[("x-should-retry", "false")],
                     )
                 if verdict.warn:
-                    self.metrics.child(self.metrics.budget_warnings, tier.name).inc()
+                    self.metrics.add(self.metrics.budget_warnings, tier.name)
                     headers.append(
                         (
                             "x-tiergate-budget-warning",
@@ -401,10 +414,10 @@ class Gateway:
             _log.warning("settling a call of tier %s failed: %s", tier.name, type(exc).__name__)
         if target is not None and (actual_prompt or completion):
             m = self.metrics
-            m.child(m.tokens, tier.name, model, target.name, "prompt").inc(actual_prompt)
-            m.child(m.tokens, tier.name, model, target.name, "completion").inc(completion)
+            m.add(m.tokens, tier.name, model, target.name, "prompt", amount=actual_prompt)
+            m.add(m.tokens, tier.name, model, target.name, "completion", amount=completion)
             if cost:
-                m.child(m.cost, tier.name, model, target.name).inc(cost / 1e9)
+                m.add(m.cost, tier.name, model, target.name, amount=cost / 1e9)
 
     def _parse(self, request: Request) -> dict[str, Any]:
         content_type = request.headers.get("content-type", "application/json")

@@ -193,7 +193,7 @@ async def forward(
             if not breaker.acquire(time.monotonic()):
                 continue
             if attempts:
-                metrics.child(metrics.failovers, route.model, previous).inc()
+                metrics.add(metrics.failovers, route.model, previous)
             attempts += 1
             previous = target.name
             ref = call.tier.upstream.credential or target.credential
@@ -332,6 +332,6 @@ def _attempt(
     breaker: Breaker,
     changed: bool = True,
 ) -> None:
-    metrics.child(metrics.attempts, route, target.name, outcome).inc()
+    metrics.add(metrics.attempts, route, target.name, outcome)
     if changed:  # the gauge is written when the state may have changed, not on every success
         metrics.child(metrics.circuit, route, target.name).set(int(breaker.state))

@@ -119,7 +119,7 @@ def test_budget_warns_then_rejects_before_upstream(upstreams, start_gateway):
 
 def test_budget_reservation_blocks_a_burst(upstreams, start_gateway):
     a = upstreams["a"]
-    a.reset("slow", delay=0.3)
+    a.reset("slow", delay=1.0)  # all five reserve while the first two are in flight
     gw = start_gateway(
         config(
             [route("m", target("a", a.base_url, price=("0", "1000")))],
