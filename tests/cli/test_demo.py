@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import socket
 import subprocess
 import sys
@@ -37,8 +38,9 @@ def test_the_demo_runs_and_leaves_nothing_behind(tmp_path: Path) -> None:
     )
     assert result.returncode == 0, result.stderr[-3000:]
     out = result.stdout
-    assert "answer:   Hello from primary (deepseek-ai/DeepSeek-V3)" in out
-    assert "(Pro/deepseek-ai/DeepSeek-V3)" in out  # acme's own channel
+    # 80/20 between primary and secondary: either may answer a single request.
+    assert re.search(r"answer: +Hello from (primary|secondary) \(deepseek", out), out
+    assert re.search(r"answer: +Hello from (primary|secondary) \(Pro/deepseek", out), out  # acme's channel
     assert "20/20 requests answered while the primary failed" in out
     assert "HTTP 429" in out and "HTTP 401" in out
     assert DevState.load(dev_dir) is None  # torn down
