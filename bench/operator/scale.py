@@ -29,7 +29,8 @@ import psutil
 
 from tiergate_gateway.contract import GatewayConfig, config_from_configmap
 from tiergate_operator.devcluster import ControlPlane, start, stop, tools_bin_dir
-from tiergate_operator.kube import KubeApi, ObjectRef, load_client_configuration
+from tiergate_operator.kube import KubeApi, load_client_configuration
+from tiergate_operator.refs import ObjectRef
 
 REPO = Path(__file__).resolve().parents[2]
 NAMESPACE = "scale"

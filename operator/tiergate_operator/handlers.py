@@ -15,8 +15,9 @@ from typing import Any
 
 import kopf
 
-from tiergate_operator.kube import CRD_GROUP, CRD_VERSION, KubeApi, load_client_configuration
+from tiergate_operator.kube import KubeApi, load_client_configuration
 from tiergate_operator.reconcile import Reconciler
+from tiergate_operator.refs import CRD_GROUP, CRD_VERSION
 from tiergate_operator.settings import load_operator_settings
 from tiergate_operator.store import Store
 

@@ -12,13 +12,14 @@ import json
 import os
 import ssl
 from collections import Counter
-from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
 import httpx
 from kubernetes import client as k8s_client
 from kubernetes import config as k8s_config
+
+from tiergate_operator.refs import ObjectRef, collection_path
 
 __all__ = [
     "FIELD_MANAGER",
@@ -33,23 +34,6 @@ __all__ = [
 ]
 
 FIELD_MANAGER = "tiergate-operator"
-CRD_GROUP, CRD_VERSION = "tiergate.dev", "v1alpha1"
-
-_COLLECTIONS: dict[str, str] = {
-    "ConfigMap": "api/v1/namespaces/{ns}/configmaps",
-    "Service": "api/v1/namespaces/{ns}/services",
-    "Secret": "api/v1/namespaces/{ns}/secrets",
-    "Event": "api/v1/namespaces/{ns}/events",
-    "ServiceAccount": "api/v1/namespaces/{ns}/serviceaccounts",
-    "Role": "apis/rbac.authorization.k8s.io/v1/namespaces/{ns}/roles",
-    "RoleBinding": "apis/rbac.authorization.k8s.io/v1/namespaces/{ns}/rolebindings",
-    "Deployment": "apis/apps/v1/namespaces/{ns}/deployments",
-    "PodDisruptionBudget": "apis/policy/v1/namespaces/{ns}/poddisruptionbudgets",
-    "HorizontalPodAutoscaler": "apis/autoscaling/v2/namespaces/{ns}/horizontalpodautoscalers",
-    "ModelRoute": f"apis/{CRD_GROUP}/{CRD_VERSION}/namespaces/{{ns}}/modelroutes",
-    "ApiKeyTier": f"apis/{CRD_GROUP}/{CRD_VERSION}/namespaces/{{ns}}/apikeytiers",
-}
-
 
 class KubeError(Exception):
     def __init__(self, status: int, reason: str, message: str) -> None:
@@ -74,21 +58,6 @@ class Invalid(KubeError):
 
 
 _ERRORS: dict[int, type[KubeError]] = {403: Forbidden, 404: NotFound, 409: Conflict, 422: Invalid}
-
-
-@dataclass(frozen=True, order=True)
-class ObjectRef:
-    kind: str
-    namespace: str
-    name: str
-
-    def path(self) -> str:
-        return f"{_COLLECTIONS[self.kind].format(ns=self.namespace)}/{self.name}"
-
-    @classmethod
-    def of(cls, manifest: dict[str, Any]) -> ObjectRef:
-        metadata = manifest["metadata"]
-        return cls(manifest["kind"], metadata["namespace"], metadata["name"])
 
 
 def load_client_configuration() -> k8s_client.Configuration:
@@ -175,5 +144,5 @@ class KubeApi:
             "firstTimestamp": timestamp, "lastTimestamp": timestamp, "count": 1,
             "source": {"component": FIELD_MANAGER}, "reportingComponent": FIELD_MANAGER,
         }
-        collection = _COLLECTIONS["Event"].format(ns=metadata["namespace"])
+        collection = collection_path("Event", metadata["namespace"])
         await self._request("POST", collection, json=event)

@@ -22,7 +22,8 @@ from pydantic import ValidationError
 from tiergate_gateway.contract import GatewayConfig, config_from_configmap
 from tiergate_operator.desired import desired_state
 from tiergate_operator.drift import holds
-from tiergate_operator.kube import KubeApi, KubeError, ObjectRef
+from tiergate_operator.kube import KubeApi, KubeError
+from tiergate_operator.refs import ObjectRef
 from tiergate_operator.settings import OperatorSettings
 from tiergate_operator.statuses import StatusChange, desired_statuses
 from tiergate_operator.store import NamespaceState, Store

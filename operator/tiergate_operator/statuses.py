@@ -21,9 +21,9 @@ from tiergate_operator.conditions import (
     set_condition,
     tier_conditions,
 )
-from tiergate_operator.kube import ObjectRef
 from tiergate_operator.models import Condition
 from tiergate_operator.plans import Problem
+from tiergate_operator.refs import ObjectRef
 from tiergate_operator.store import NamespaceState
 
 if TYPE_CHECKING:
