@@ -7,7 +7,10 @@ from collections import Counter
 from datetime import UTC, datetime, timedelta, timezone
 from decimal import Decimal
 
+import orjson
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 import tiergate_gateway.contract as contract
 from tiergate_gateway.budget import (
@@ -301,3 +304,26 @@ def test_deferred_metrics_match_prometheus_semantics():
     assert 'tiergate_gateway_tokens_total{kind="prompt",route="m",target="a",tier="t"} 12.0' in text
     metrics.add(metrics.requests, "chat", "t", "m", "200")
     assert 'status="200",tier="t"} 2.0' in metrics.render().decode()
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    st.recursive(
+        st.none() | st.booleans() | st.integers() | st.text(max_size=10),
+        lambda inner: (
+            st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=8), inner, max_size=3)
+        ),
+        max_leaves=10,
+    ),
+    st.sampled_from(["version", "generation", "routes", "tiers", "gateway", "namespace"]),
+)
+def test_config_parser_only_ever_rejects(value, field):
+    """Any JSON in any field: either a valid config or ConfigRejected, never another exception."""
+    raw = _valid().model_dump(mode="json")
+    raw[field] = value
+    message = "accepted"
+    try:
+        compile_config(parse_config(orjson.dumps(raw)))
+    except ConfigRejected as exc:
+        message = str(exc)
+    assert message
