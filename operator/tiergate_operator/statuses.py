@@ -46,10 +46,11 @@ class StatusChange:
     warning: tuple[str, str] | None = None
 
 
+@dataclass(frozen=True)
 class GatewayHealth:
-    def __init__(self, replicas: int, ready: int, current_config: bool) -> None:
-        self.replicas, self.ready, self.current_config = replicas, ready, current_config
-
+    replicas: int
+    ready: int
+    current_config: bool
 
 
 def gateway_health(
@@ -57,17 +58,17 @@ def gateway_health(
 ) -> GatewayHealth:
     """Replicas and config of ``gateway``; a config in ``applying`` counts as applied, since
     statuses are written only after every apply of the same decision succeeded."""
-    deployment = state.children.get(("Deployment", gateway))
     configmap = state.children.get(("ConfigMap", gateway))
     plan = desired.translation.plan(gateway)
+    applied = (configmap or {}).get("metadata", {}).get("annotations", {}).get(GENERATION_ANNOTATION)
+    current = plan is not None and (applied == plan.config.generation or gateway in applying)
+    deployment = state.children.get(("Deployment", gateway))
     if deployment is None:
-        return GatewayHealth(0, 0, False)
+        return GatewayHealth(0, 0, current)
     status = deployment.get("status", {})
     observed = status.get("observedGeneration", 0) >= deployment["metadata"].get("generation", 0)
     replicas = int(deployment.get("spec", {}).get("replicas", 1))
     ready = min(int(status.get("readyReplicas", 0)), int(status.get("updatedReplicas", 0)))
-    applied = (configmap or {}).get("metadata", {}).get("annotations", {}).get(GENERATION_ANNOTATION)
-    current = plan is not None and (applied == plan.config.generation or gateway in applying)
     return GatewayHealth(replicas, ready if observed else 0, current)
 
 
