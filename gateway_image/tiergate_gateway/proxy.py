@@ -291,10 +291,15 @@ async def forward(
                     call.headers,
                     response.headers.get("content-type", "text/event-stream"),
                 )
-            try:
-                outcome.usage = usage_of(orjson.loads(data)) if response.status == 200 else None
-            except orjson.JSONDecodeError:
-                outcome.usage = None
+            if 200 <= response.status < 300:
+                try:
+                    outcome.usage = usage_of(orjson.loads(data))
+                except orjson.JSONDecodeError:
+                    outcome.usage = None  # settled with the estimate
+            else:
+                outcome.usage = Usage(
+                    0, 0, True
+                )  # a refused call (e.g. upstream 400) costs nothing
             return _passthrough(response, data, call.headers)
         if last_upstream is not None:
             return last_upstream

@@ -136,3 +136,20 @@ def test_budget_reservation_blocks_a_burst(upstreams, start_gateway):
 
     statuses = sorted(r.status_code for r in asyncio.run(burst()))
     assert statuses == [200, 200, 429, 429, 429]
+
+
+def test_upstream_refusals_cost_nothing(upstreams, start_gateway):
+    a = upstreams["a"]
+    a.reset("status", status=400)
+    gw = start_gateway(
+        config(
+            [route("m", target("a", a.base_url, price=("1000", "1000")))],
+            [tier("t", STARTUP_KEY, ["m"], budget=("0.035", "0.055"))],
+        )
+    )
+    # Each call reserves ~0.028 USD; refused calls release it, so ten in a row all reach the upstream.
+    assert [post(gw, max_tokens=10).status_code for _ in range(10)] == [400] * 10
+    metrics = httpx.get(gw.url + "/metrics").text
+    assert "tiergate_gateway_cost_usd_total{" not in metrics
+    a.reset("ok")
+    assert post(gw, max_tokens=10).status_code == 200
