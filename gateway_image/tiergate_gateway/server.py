@@ -103,6 +103,7 @@ class _Connection(asyncio.Protocol):
         self._too_large = False
         self._queue: deque[tuple[Request | None, int, bool]] = deque()
         self._task: asyncio.Task[None] | None = None
+        self._wakeup: asyncio.Future[None] | None = None
         self._writable = asyncio.Event()
         self._writable.set()
         self._closing = False
@@ -204,8 +205,12 @@ class _Connection(asyncio.Protocol):
         self._body = []
         if len(self._queue) > _MAX_PIPELINED and self._transport is not None:
             self._transport.pause_reading()  # resumed once the queue is served
-        if self._task is None or self._task.done():
+        # One task per connection, started with its first request and woken for the next
+        # ones: cheaper than a task per request.
+        if self._task is None:
             self._task = asyncio.get_running_loop().create_task(self._serve())
+        elif self._wakeup is not None and not self._wakeup.done():
+            self._wakeup.set_result(None)
 
     # -- serving ----------------------------------------------------------
     def _reject(self, status: int, message: str) -> None:
@@ -218,7 +223,13 @@ class _Connection(asyncio.Protocol):
     async def _serve(self) -> None:
         transport = self._transport
         assert transport is not None
-        while self._queue and not self._closing:
+        loop = asyncio.get_running_loop()
+        while not self._closing:
+            if not self._queue:
+                self._wakeup = loop.create_future()
+                await self._wakeup
+                self._wakeup = None
+                continue
             request, status, keep_alive = self._queue.popleft()
             if not self._queue and not transport.is_reading():
                 transport.resume_reading()
