@@ -20,8 +20,12 @@ import tiergate_operator.handlers  # noqa: F401  (registers the handlers)
 
 
 def main() -> None:
-    logging.basicConfig(level=os.environ.get("TIERGATE_LOG_LEVEL", "INFO"),
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    level = os.environ.get("TIERGATE_LOG_LEVEL", "INFO").upper()
+    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    if level != "DEBUG":
+        # A line per watch event and per API request costs more CPU than the work at scale.
+        for chatty in ("kopf.objects", "httpx"):
+            logging.getLogger(chatty).setLevel(logging.WARNING)
     standalone = os.environ.get("TIERGATE_STANDALONE", "") in {"1", "true", "yes"}
     kopf.run(
         clusterwide=True,
