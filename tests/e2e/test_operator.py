@@ -225,3 +225,33 @@ def test_operator_survives_an_invalid_config_in_its_own_configmap(
             return False
 
     eventually(restored, what="the operator rewrites a corrupted config")
+
+
+@pytest.mark.parametrize(
+    ("models", "reason"), [(["no-such-route"], "UnknownRoute"), ([], "EmptyAllowlist")],
+    ids=["unknown-route", "empty-allowlist"],
+)
+def test_semantic_errors_in_a_new_tier_leave_the_others_serving(
+    control_plane: ControlPlane, namespace: str, operator_log: Path, models: list[str], reason: str
+) -> None:
+    apply_examples(control_plane, namespace)
+    wait_ready(control_plane, namespace, "apikeytier/startup")
+    good_shared = gateway_config(control_plane, namespace, "tiergate-shared")
+    broken = {
+        "apiVersion": "tiergate.dev/v1alpha1", "kind": "ApiKeyTier",
+        "metadata": {"name": "broken", "namespace": namespace},
+        "spec": {"isolation": "Shared", "keys": [{"secretRef": {"name": "startup-keys-2"}}],
+                 "models": models},
+    }
+    keys = {"apiVersion": "v1", "kind": "Secret",
+            "metadata": {"name": "startup-keys-2", "namespace": namespace},
+            "stringData": {"k": "tg-broken-fake-key"}}
+    control_plane.kubectl("apply", "-f", "-", input=json.dumps({"apiVersion": "v1", "kind": "List",
+                                                               "items": [keys, broken]}))
+    control_plane.kubectl("-n", namespace, "wait", "--for=condition=Stalled", "apikeytier/broken",
+                          "--timeout=30s")
+    ready = condition(get(control_plane, namespace, "apikeytier", "broken"), "Ready")
+    assert (ready["status"], ready["reason"]) == ("False", reason)
+    # The shared pool still serves exactly what it served; the good tier stays Ready.
+    assert gateway_config(control_plane, namespace, "tiergate-shared").tiers == good_shared.tiers
+    assert condition(get(control_plane, namespace, "apikeytier", "startup"), "Ready")["status"] == "True"
