@@ -68,14 +68,18 @@ def manifests(routes: int, shared: int, dedicated: int) -> list[dict[str, Any]]:
 
 
 class RssSampler(threading.Thread):
+    """Peak RSS and CPU seconds of a process, sampled until stopped."""
+
     def __init__(self, pid: int) -> None:
         super().__init__(daemon=True)
-        self.process, self.peak, self.running = psutil.Process(pid), 0, True
+        self.process, self.peak, self.cpu, self.running = psutil.Process(pid), 0, 0.0, True
 
     def run(self) -> None:
         while self.running:
             try:
                 self.peak = max(self.peak, self.process.memory_info().rss)
+                times = self.process.cpu_times()
+                self.cpu = times.user + times.system
             except psutil.Error:
                 return
             time.sleep(0.05)
@@ -221,6 +225,7 @@ def run(plane: ControlPlane, workdir: Path, routes: int, shared: int, dedicated:
         ("operator: time to converge", f"{convergence:.1f} s (from the start of the apply)"),
         ("operator: API writes", f"{total_writes} {writes}"),
         ("operator: peak RSS", f"{peak_rss / 2**20:.0f} MB"),
+        ("operator: CPU time until converged", f"{sampler.cpu:.1f} s"),
         ("floor: tight SSA loop, same objects", f"{floor_seconds:.1f} s, {floor_writes} writes"),
         ("convergence / (apply + floor)", f"{convergence / (applied + floor_seconds):.2f}x (goal <= 2x)"),
         ("no-op resync: API writes", f"{sum(resync_writes.values())} {resync_writes} (goal 0)"),

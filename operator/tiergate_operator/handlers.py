@@ -45,7 +45,6 @@ async def start_reconciler(
     settings.posting.level = logging.WARNING
     settings.watching.server_timeout = 300
     settings.watching.client_timeout = 330
-    settings.persistence.finalizer = "tiergate.dev/unused"  # no handler here takes a finalizer
     operator_settings = load_operator_settings()
     kube = KubeApi(load_client_configuration())
     memo.store = Store()
