@@ -17,7 +17,6 @@ from datetime import UTC, datetime
 from typing import Any
 
 import orjson
-from redis.exceptions import RedisError
 
 from .auth import authenticate
 from .budget import BudgetLedger, LocalLedger, RedisLedger, month_of, nano_cost
@@ -45,9 +44,6 @@ _PROXIED = {
 }
 _DEFAULT_MAX_TOKENS = 4096
 _CLASSES = {"premium": RequestClass.PREMIUM, "standard": RequestClass.STANDARD}
-
-
-_BACKEND_ERRORS: tuple[type[BaseException], ...] = (RedisError, OSError)
 
 
 def _backend_down(what: str, exc: BaseException) -> GatewayError:
@@ -110,6 +106,8 @@ class Gateway:
         self._redis: Any = None
         self._source: FileSource | KubeSource | None = None
         self._flusher: asyncio.Task[None] | None = None
+        # What a limits/budget store raises when it is unreachable (Redis adds its own).
+        self._backend_errors: tuple[type[BaseException], ...] = (OSError,)
         self.server = HttpServer(
             self.handle, status_error_bytes, settings.max_body_bytes, settings.idle_seconds
         )
@@ -131,7 +129,11 @@ class Gateway:
             raise ValueError("no config: pass a GatewayConfig, or set config_file or configmap")
         self.pool = UpstreamPool()
         if self.settings.redis_url is not None:
+            # Imported only when used: redis costs ~0.1 s of start-up.
             from redis.asyncio import Redis
+            from redis.exceptions import RedisError
+
+            self._backend_errors = (RedisError, OSError)
 
             self._redis = Redis.from_url(self.settings.redis_url, decode_responses=False)
             self.limiter = RedisLimiter(self._redis)
@@ -309,7 +311,7 @@ class Gateway:
         limits = tier.limits
         try:
             decision = await self.limiter.acquire(tier.name, limits, prompt_tokens)
-        except _BACKEND_ERRORS as exc:
+        except self._backend_errors as exc:
             raise _backend_down("limits", exc) from None
         if not decision.allowed:
             self.metrics.add(self.metrics.rate_limited, tier.name, decision.limit)
@@ -333,7 +335,7 @@ class Gateway:
                 )
                 try:
                     verdict = await self.ledger.reserve(tier.name, tier.budget, month, reserved)
-                except _BACKEND_ERRORS as exc:
+                except self._backend_errors as exc:
                     raise _backend_down("budgets", exc) from None
                 if not verdict.allowed:
                     self.metrics.add(self.metrics.budget_rejected, tier.name)
@@ -354,7 +356,7 @@ class Gateway:
                         )
                     )
         except BaseException:
-            with contextlib.suppress(*_BACKEND_ERRORS):
+            with contextlib.suppress(*self._backend_errors):
                 await self.limiter.release(tier.name, limits)
             raise
 
@@ -409,7 +411,7 @@ class Gateway:
             if tier.budget is not None:
                 await self.ledger.settle(tier.name, month, reserved, cost)
             await self.limiter.release(tier.name, tier.limits)
-        except _BACKEND_ERRORS as exc:
+        except self._backend_errors as exc:
             # The answer is already on its way; the Redis keys expire, so a lost settle heals.
             _log.warning("settling a call of tier %s failed: %s", tier.name, type(exc).__name__)
         if target is not None and (actual_prompt or completion):
