@@ -74,18 +74,24 @@ async def test_redis_ledger_reserves_atomically(redis_url):
     await redis.aclose()
 
 
-def test_limits_hold_across_two_gateway_processes(redis_url, upstreams, tmp_path, credentials_dir):
+def limited_config(tmp_path, upstreams, redis_url, tier_name, *, requests_per_minute):
+    """A one-route config whose tier has a requests/min limit, in a flushed Redis."""
+    import redis as sync_redis
+
     path = tmp_path / "config.json"
     write_config(
         path,
         config(
             [route("m", target("a", upstreams["a"].base_url))],
-            [tier("shared", STARTUP_KEY, ["m"], limits=Limits(requests_per_minute=5))],
+            [tier(tier_name, STARTUP_KEY, ["m"], limits=Limits(requests_per_minute=requests_per_minute))],
         ),
     )
-    import redis as sync_redis
-
     sync_redis.Redis.from_url(redis_url).flushdb()
+    return path
+
+
+def test_limits_hold_across_two_gateway_processes(redis_url, upstreams, tmp_path, credentials_dir):
+    path = limited_config(tmp_path, upstreams, redis_url, "shared", requests_per_minute=5)
     args = (
         "--config-file",
         str(path),
@@ -115,17 +121,7 @@ def test_limits_hold_across_two_gateway_processes(redis_url, upstreams, tmp_path
 
 
 def test_workers_share_port_limits_and_metrics(redis_url, upstreams, tmp_path, credentials_dir):
-    path = tmp_path / "config.json"
-    write_config(
-        path,
-        config(
-            [route("m", target("a", upstreams["a"].base_url))],
-            [tier("w", STARTUP_KEY, ["m"], limits=Limits(requests_per_minute=4))],
-        ),
-    )
-    import redis as sync_redis
-
-    sync_redis.Redis.from_url(redis_url).flushdb()
+    path = limited_config(tmp_path, upstreams, redis_url, "w", requests_per_minute=4)
     gw = GatewayProcess(
         "--config-file",
         str(path),
