@@ -10,10 +10,9 @@ that a watch event marked dirty, retrying failures with backoff.
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
-from collections.abc import Awaitable, Callable, Iterable, Mapping
-from dataclasses import dataclass, field
+from collections.abc import Awaitable, Callable, Iterable
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
@@ -41,7 +40,6 @@ class Decision:
     apply: tuple[Body, ...] = ()
     delete: tuple[ObjectRef, ...] = ()
     statuses: tuple[StatusChange, ...] = ()
-    gateways: Mapping[str, GatewayConfig] = field(default_factory=dict)
 
     @property
     def is_noop(self) -> bool:
@@ -75,7 +73,7 @@ def decide(namespace: str, state: NamespaceState, settings: OperatorSettings, no
     )
     applying = frozenset(m["metadata"]["name"] for m in apply if m["kind"] == "ConfigMap")
     statuses = tuple(desired_statuses(namespace, state, outcome, now, applying))
-    return Decision(apply=apply, delete=delete, statuses=statuses, gateways=outcome.configs)
+    return Decision(apply=apply, delete=delete, statuses=statuses)
 
 
 def _gateway_of(body: Body) -> str:
@@ -204,12 +202,3 @@ class Reconciler:
             for body in await act(self.kube, decision, now):
                 self.store.record_own_write(body)
         return decision
-
-
-def summarize(decision: Decision) -> str:
-    """One line per planned change, for logs and the CLI."""
-    lines = [f"apply {m['kind']}/{m['metadata']['name']}" for m in decision.apply]
-    lines += [f"delete {ref.kind}/{ref.name}" for ref in decision.delete]
-    lines += [f"status {ref.kind}/{ref.name}: {json.dumps(change.status, sort_keys=True)}"
-              for change in decision.statuses for ref in [change.ref]]
-    return "\n".join(lines)

@@ -4,26 +4,16 @@ from __future__ import annotations
 
 import json
 import subprocess
-import time
-from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
+from tests.support.kube import eventually
 from tiergate_operator.devcluster import ControlPlane
 
 pytestmark = pytest.mark.cluster
 
 TINY_CHART = Path(__file__).parents[1] / "data" / "tiny-chart"
-
-
-def eventually(check: Callable[[], bool], timeout: float = 60, interval: float = 0.5) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if check():
-            return
-        time.sleep(interval)
-    raise AssertionError(f"condition not met within {timeout} s: {check.__doc__ or check}")
 
 
 def get_json(plane: ControlPlane, *args: str) -> dict:  # type: ignore[type-arg]
