@@ -360,27 +360,20 @@ class Gateway:
                 await self.limiter.release(tier.name, limits)
             raise
 
-        candidates = route.candidates[request_class]
-        board = {
-            t.name: self.breakers.get(model, t.name, route.route.failover.circuit_breaker)
-            for t in candidates
-        }
-        order = plan(candidates, board, time.monotonic(), self._rng)
+        board = self.breakers.for_route(
+            model, route.route.targets, route.route.failover.circuit_breaker
+        )
+        order = plan(route.groups[request_class], board, time.monotonic(), self._rng)
 
         async def finish(outcome: Outcome) -> None:
             await self._settle(tier, route, outcome, prompt_tokens, reserved, month)
 
         # The alias goes first so the upstream model can be swapped in the encoded bytes.
         payload = {"model": model, **payload}
-        call = Call(request.path, payload, stream, tier, route, order, headers)
+        call = Call(request.path, payload, stream, tier, route, order, board, headers)
         assert self.pool is not None
         response = await forward(
-            call,
-            pool=self.pool,
-            credentials=self.credentials,
-            breakers=self.breakers,
-            metrics=self.metrics,
-            finish=finish,
+            call, pool=self.pool, credentials=self.credentials, metrics=self.metrics, finish=finish
         )
         return response, tier.name, model
 
@@ -407,10 +400,9 @@ class Gateway:
             else 0
         )
         try:
-            await self.limiter.settle(tier.name, tier.limits, estimated, actual_prompt + completion)
+            await self.limiter.finish(tier.name, tier.limits, estimated, actual_prompt + completion)
             if tier.budget is not None:
                 await self.ledger.settle(tier.name, month, reserved, cost)
-            await self.limiter.release(tier.name, tier.limits)
         except self._backend_errors as exc:
             # The answer is already on its way; the Redis keys expire, so a lost settle heals.
             _log.warning("settling a call of tier %s failed: %s", tier.name, type(exc).__name__)

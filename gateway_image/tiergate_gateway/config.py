@@ -21,6 +21,7 @@ import pydantic
 from .budget import price_nano
 from .client import Endpoint
 from .contract import CONFIG_VERSION, GatewayConfig, RequestClass, Route, Target, Tier
+from .routing import priority_groups
 
 __all__ = [
     "CompiledConfig",
@@ -43,6 +44,8 @@ class CompiledRoute:
     route: Route
     # Candidates per request class; Premium falls back to Standard when a route has no Premium target.
     candidates: dict[RequestClass, tuple[Target, ...]]
+    # The same by priority (lowest first, drained targets left out): what ``plan`` orders.
+    groups: dict[RequestClass, tuple[tuple[Target, ...], ...]]
     endpoints: dict[str, Endpoint]
     # Worst-case prices among a class's candidates, for budget reservations.
     max_input_price: dict[RequestClass, Decimal]
@@ -122,6 +125,7 @@ def _compile_route(route: Route) -> CompiledRoute:
     return CompiledRoute(
         route=route,
         candidates=candidates,
+        groups={c: priority_groups(ts) for c, ts in candidates.items()},
         endpoints=endpoints,
         max_input_price={
             c: max(t.pricing.input_per_million for t in ts) for c, ts in candidates.items()

@@ -44,11 +44,6 @@ def take(bucket: Bucket, capacity: int, amount: float, now: float) -> tuple[bool
     return False, (amount - bucket.level) / (capacity / 60.0)
 
 
-def reset_seconds(bucket: Bucket, capacity: int) -> float:
-    """Seconds until the bucket is full again."""
-    return max(0.0, (capacity - bucket.level) / (capacity / 60.0))
-
-
 @dataclass(slots=True)
 class LimitDecision:
     allowed: bool
@@ -57,23 +52,46 @@ class LimitDecision:
     limit: str = ""  # which limit refused: requests | tokens | concurrency
 
 
-def _fmt_reset(seconds: float) -> str:
-    return f"{seconds:.3f}s" if seconds < 60 else f"{seconds / 60:.0f}m"
+_HEADER_NAMES = {
+    kind: (
+        f"x-ratelimit-limit-{kind}",
+        f"x-ratelimit-remaining-{kind}",
+        f"x-ratelimit-reset-{kind}",
+    )
+    for kind in ("requests", "tokens")
+}
 
 
 def _headers(kind: str, limit: int, remaining: float, reset: float) -> list[tuple[str, str]]:
+    """OpenAI's ``x-ratelimit-{limit,remaining,reset}-<kind>`` headers."""
+    names = _HEADER_NAMES[kind]
     return [
-        (f"x-ratelimit-limit-{kind}", str(limit)),
-        (f"x-ratelimit-remaining-{kind}", str(max(0, math.floor(remaining)))),
-        (f"x-ratelimit-reset-{kind}", _fmt_reset(reset)),
+        (names[0], str(limit)),
+        (names[1], str(int(remaining)) if remaining > 0 else "0"),
+        (names[2], f"{reset:.3f}s" if reset < 60 else f"{reset / 60:.0f}m"),
     ]
+
+
+def _bucket_headers(kind: str, capacity: int, level: float) -> list[tuple[str, str]]:
+    return _headers(kind, capacity, level, max(0.0, (capacity - level) * 60.0 / capacity))
 
 
 class Limiter(Protocol):
     async def acquire(self, tier: str, limits: Limits, tokens: int) -> LimitDecision: ...
     async def settle(self, tier: str, limits: Limits, estimated: int, actual: int) -> None: ...
     async def release(self, tier: str, limits: Limits) -> None: ...
+    async def finish(self, tier: str, limits: Limits, estimated: int, actual: int) -> None:
+        """``settle`` and ``release`` at once: what every acquired call does when it ends."""
+        ...
+
     async def close(self) -> None: ...
+
+
+@dataclass(slots=True)
+class _TierState:
+    requests: Bucket
+    tokens: Bucket
+    inflight: int = 0
 
 
 class LocalLimiter:
@@ -81,65 +99,73 @@ class LocalLimiter:
 
     def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
         self._clock = clock
-        self._requests: dict[str, Bucket] = {}
-        self._tokens: dict[str, Bucket] = {}
-        self._inflight: dict[str, int] = {}
+        self._tiers: dict[str, _TierState] = {}
 
-    def _bucket(self, table: dict[str, Bucket], tier: str, capacity: int, now: float) -> Bucket:
-        bucket = table.get(tier)
-        if bucket is None:
-            bucket = table[tier] = Bucket(float(capacity), now)
-        return bucket
+    def _state(self, tier: str, now: float) -> _TierState:
+        state = self._tiers.get(tier)
+        if state is None:
+            state = self._tiers[tier] = _TierState(
+                # Full at first sight: the first refill caps the level at the capacity.
+                Bucket(math.inf, now),
+                Bucket(math.inf, now),
+            )
+        return state
 
     async def acquire(self, tier: str, limits: Limits, tokens: int) -> LimitDecision:
         return self.acquire_now(tier, limits, tokens)
 
     def acquire_now(self, tier: str, limits: Limits, tokens: int) -> LimitDecision:
+        # The hot path of every call: bucket arithmetic inlined, one header list per limit.
         now = self._clock()
-        headers: list[tuple[str, str]] = []
+        state = self._state(tier, now)
         rpm, tpm, conc = (
             limits.requests_per_minute,
             limits.tokens_per_minute,
             limits.concurrent_requests,
         )
-        inflight = self._inflight.get(tier, 0)
-        if conc is not None and inflight >= conc:
+        if conc is not None and state.inflight >= conc:
             return LimitDecision(False, [], 1.0, "concurrency")
-        req_bucket = self._bucket(self._requests, tier, rpm, now) if rpm is not None else None
-        tok_bucket = self._bucket(self._tokens, tier, tpm, now) if tpm is not None else None
-        if req_bucket is not None and rpm is not None:
-            _refill(req_bucket, rpm, now)
-            if req_bucket.level < 1:
-                wait = (1 - req_bucket.level) / (rpm / 60.0)
-                headers += _headers(
-                    "requests", rpm, req_bucket.level, reset_seconds(req_bucket, rpm)
-                )
+        requests, bucket = state.requests, state.tokens
+        if rpm is not None:
+            requests.level = min(rpm, requests.level + (now - requests.updated) * rpm / 60.0)
+            requests.updated = now
+            if requests.level < 1:
+                wait = (1 - requests.level) * 60.0 / rpm
+                headers = _bucket_headers("requests", rpm, requests.level)
                 return LimitDecision(False, headers, wait, "requests")
-        if tok_bucket is not None and tpm is not None:
-            ok, wait = take(tok_bucket, tpm, tokens, now)
-            if not ok:
-                headers += _headers("tokens", tpm, tok_bucket.level, reset_seconds(tok_bucket, tpm))
+        headers = []
+        if tpm is not None:
+            bucket.level = min(tpm, bucket.level + (now - bucket.updated) * tpm / 60.0)
+            bucket.updated = now
+            if tokens > bucket.level:
+                wait = 60.0 if tokens > tpm else (tokens - bucket.level) * 60.0 / tpm
+                headers = _bucket_headers("tokens", tpm, bucket.level)
                 return LimitDecision(False, headers, wait, "tokens")
-            headers += _headers("tokens", tpm, tok_bucket.level, reset_seconds(tok_bucket, tpm))
-        if req_bucket is not None and rpm is not None:
-            req_bucket.level -= 1
-            headers = (
-                _headers("requests", rpm, req_bucket.level, reset_seconds(req_bucket, rpm))
-                + headers
-            )
+            bucket.level -= tokens
+            headers = _bucket_headers("tokens", tpm, bucket.level)
+        if rpm is not None:
+            requests.level -= 1
+            headers = _bucket_headers("requests", rpm, requests.level) + headers
         if conc is not None:
-            self._inflight[tier] = inflight + 1
+            state.inflight += 1
         return LimitDecision(True, headers)
 
     async def settle(self, tier: str, limits: Limits, estimated: int, actual: int) -> None:
-        bucket = self._tokens.get(tier)
-        if bucket is not None and limits.tokens_per_minute is not None:
+        state = self._tiers.get(tier)
+        tpm = limits.tokens_per_minute
+        if state is not None and tpm is not None:
             # May go below zero: a call that used more than estimated is paid back from the future.
-            bucket.level = min(float(limits.tokens_per_minute), bucket.level + estimated - actual)
+            bucket = state.tokens
+            bucket.level = min(float(tpm), bucket.level + estimated - actual)
 
     async def release(self, tier: str, limits: Limits) -> None:
-        if limits.concurrent_requests is not None:
-            self._inflight[tier] = max(0, self._inflight.get(tier, 0) - 1)
+        state = self._tiers.get(tier)
+        if state is not None and limits.concurrent_requests is not None and state.inflight > 0:
+            state.inflight -= 1
+
+    async def finish(self, tier: str, limits: Limits, estimated: int, actual: int) -> None:
+        await self.settle(tier, limits, estimated, actual)
+        await self.release(tier, limits)
 
     async def close(self) -> None:
         return None
@@ -206,6 +232,22 @@ redis.call('HSET', KEYS[1], 'l', tostring(level))
 return 1
 """
 
+# KEYS: tokens bucket, in-flight counter. ARGV: tpm (0 = unlimited), delta, concurrency (0 = unlimited).
+_FINISH = """
+if tonumber(ARGV[1]) > 0 and tonumber(ARGV[2]) ~= 0 then
+  local v = redis.call('HMGET', KEYS[1], 'l', 't')
+  if v[1] then
+    local level = math.min(tonumber(ARGV[1]), tonumber(v[1]) + tonumber(ARGV[2]))
+    redis.call('HSET', KEYS[1], 'l', tostring(level))
+  end
+end
+if tonumber(ARGV[3]) > 0 then
+  local n = tonumber(redis.call('GET', KEYS[2]) or '0')
+  if n > 0 then redis.call('DECR', KEYS[2]) end
+end
+return 1
+"""
+
 _RELEASE = """
 local n = tonumber(redis.call('GET', KEYS[1]) or '0')
 if n > 0 then return redis.call('DECR', KEYS[1]) end
@@ -222,6 +264,7 @@ class RedisLimiter:
         self._acquire = redis.register_script(_ACQUIRE)
         self._settle = redis.register_script(_SETTLE)
         self._release = redis.register_script(_RELEASE)
+        self._finish = redis.register_script(_FINISH)
 
     def _keys(self, tier: str) -> list[str]:
         base = f"{self._prefix}:{{{tier}}}"
@@ -254,6 +297,16 @@ class RedisLimiter:
     async def release(self, tier: str, limits: Limits) -> None:
         if limits.concurrent_requests is not None:
             await self._release(keys=[self._keys(tier)[2]])
+
+    async def finish(self, tier: str, limits: Limits, estimated: int, actual: int) -> None:
+        """Settle tokens and release the concurrency slot in one round trip."""
+        tpm = limits.tokens_per_minute or 0
+        conc = limits.concurrent_requests or 0
+        if (tpm and estimated != actual) or conc:
+            _, tokens_key, inflight_key = self._keys(tier)
+            await self._finish(
+                keys=[tokens_key, inflight_key], args=[tpm, estimated - actual, conc]
+            )
 
     async def close(self) -> None:
         return None

@@ -15,7 +15,7 @@ from .contract import Target, Tier
 from .credentials import CredentialStore
 from .errors import GatewayError, envelope
 from .metrics import Metrics
-from .routing import Breaker, BreakerBoard
+from .routing import Breaker
 from .server import Response, StreamResponse
 
 __all__ = ["Outcome", "Usage", "forward"]
@@ -89,6 +89,7 @@ class Call:
     tier: Tier
     route: CompiledRoute
     candidates: list[Target]
+    breakers: dict[str, Breaker]  # by target name
     headers: list[tuple[str, str]] = field(default_factory=list)
 
 
@@ -169,7 +170,6 @@ async def forward(
     *,
     pool: UpstreamPool,
     credentials: CredentialStore,
-    breakers: BreakerBoard,
     metrics: Metrics,
     finish: Finish,
 ) -> Response | StreamResponse:
@@ -189,7 +189,7 @@ async def forward(
         for target in call.candidates:
             if attempts >= failover.max_attempts:
                 break
-            breaker: Breaker = breakers.get(route.model, target.name, failover.circuit_breaker)
+            breaker = call.breakers[target.name]
             if not breaker.acquire(time.monotonic()):
                 continue
             if attempts:

@@ -10,7 +10,7 @@ from itertools import groupby
 
 from .contract import CircuitBreaker, Target
 
-__all__ = ["Breaker", "BreakerBoard", "BreakerState", "plan"]
+__all__ = ["Breaker", "BreakerBoard", "BreakerState", "plan", "priority_groups"]
 
 
 class BreakerState(IntEnum):
@@ -72,6 +72,8 @@ class BreakerBoard:
 
     def __init__(self) -> None:
         self._breakers: dict[tuple[str, str], Breaker] = {}
+        # Per route: target name -> breaker, built once per config (``retain`` clears it).
+        self._by_route: dict[str, dict[str, Breaker]] = {}
 
     def get(self, route: str, target: str, policy: CircuitBreaker) -> Breaker:
         key = (route, target)
@@ -82,38 +84,64 @@ class BreakerBoard:
             breaker.policy = policy
         return breaker
 
+    def for_route(
+        self, route: str, targets: Sequence[Target], policy: CircuitBreaker
+    ) -> dict[str, Breaker]:
+        """The breakers of a route's targets by name (cached until the next config swap)."""
+        board = self._by_route.get(route)
+        if board is None:
+            board = self._by_route[route] = {
+                t.name: self.get(route, t.name, policy) for t in targets
+            }
+        return board
+
     def items(self) -> list[tuple[tuple[str, str], Breaker]]:
         return list(self._breakers.items())
 
     def retain(self, keys: set[tuple[str, str]]) -> None:
+        """After a config swap: forget breakers of targets that have gone."""
+        self._by_route.clear()
         for key in list(self._breakers):
             if key not in keys:
                 del self._breakers[key]
 
 
-def _weighted_order(targets: Sequence[Target], rng: random.Random) -> list[Target]:
-    """A random order where each next pick is proportional to weight (Efraimidis-Spirakis)."""
-    if len(targets) == 1:
-        return list(targets)
-    keyed = [(rng.random() ** (1.0 / t.weight), t) for t in targets]
-    keyed.sort(key=lambda pair: pair[0], reverse=True)
-    return [t for _, t in keyed]
+def priority_groups(targets: Sequence[Target]) -> tuple[tuple[Target, ...], ...]:
+    """Targets by priority, lowest first; weight-0 targets (drained) are left out."""
+    ranked = sorted((t for t in targets if t.weight > 0), key=lambda t: t.priority)
+    return tuple(tuple(group) for _, group in groupby(ranked, key=lambda t: t.priority))
+
+
+def _weighted_order(targets: list[Target], rng: random.Random) -> list[Target]:
+    """A random order where each next pick is proportional to weight (sampling without replacement)."""
+    order: list[Target] = []
+    total = sum(t.weight for t in targets)
+    while len(targets) > 1:
+        pick = rng.random() * total
+        index = 0
+        while index < len(targets) - 1 and pick >= targets[index].weight:
+            pick -= targets[index].weight
+            index += 1
+        chosen = targets.pop(index)
+        total -= chosen.weight
+        order.append(chosen)
+    order.extend(targets)
+    return order
 
 
 def plan(
-    candidates: Sequence[Target],
+    groups: Sequence[Sequence[Target]],
     breakers: dict[str, Breaker],
     now: float,
     rng: random.Random,
 ) -> list[Target]:
-    """Targets in the order to try: lowest priority first, weighted within a priority.
-
-    Weight-0 targets are drained and never chosen; targets whose breaker is open
-    (and still cooling down) are left out.
+    """Targets in the order to try: priority groups in order (see ``priority_groups``),
+    weighted within a group; targets whose breaker is open (and still cooling down) are left out.
     """
     order: list[Target] = []
-    ranked = sorted((t for t in candidates if t.weight > 0), key=lambda t: t.priority)
-    for _, group in groupby(ranked, key=lambda t: t.priority):
+    for group in groups:
         healthy = [t for t in group if breakers[t.name].available(now)]
-        order.extend(_weighted_order(healthy, rng))
+        if len(healthy) > 1:
+            healthy = _weighted_order(healthy, rng)
+        order.extend(healthy)
     return order

@@ -34,7 +34,7 @@ from tiergate_gateway.contract import (
 from tiergate_gateway.credentials import CredentialStore
 from tiergate_gateway.errors import GatewayError
 from tiergate_gateway.limits import Bucket, LocalLimiter, take
-from tiergate_gateway.routing import Breaker, BreakerState, plan
+from tiergate_gateway.routing import Breaker, BreakerBoard, BreakerState, plan, priority_groups
 
 from .helpers import ACME_KEY, STARTUP_KEY, config, route, target, tier
 
@@ -53,25 +53,62 @@ def test_plan_orders_priorities_and_weights():
         target("c", "http://x/v1", priority=1),
     )
     drained = target("d", "http://x/v1", weight=0)
+    groups = priority_groups([c, a, drained, b])
+    assert groups == ((a, b), (c,))
     rng = random.Random(7)
     firsts = Counter()
     for _ in range(4000):
-        order = plan([c, a, drained, b], breakers_for(a, b, c, drained), 0.0, rng)
+        order = plan(groups, breakers_for(a, b, c, drained), 0.0, rng)
         assert order[-1] is c
         assert drained not in order
         firsts[order[0].name] += 1
     assert 2850 <= firsts["a"] <= 3150  # 3:1 -> 75% of 4000, +-5 sd
 
 
+def test_plan_orders_whole_groups_by_weight_without_replacement():
+    a, b, c = (target(n, "http://x/v1", weight=w) for n, w in (("a", 5), ("b", 3), ("c", 2)))
+    groups = priority_groups([a, b, c])
+    rng = random.Random(11)
+    orders = Counter(
+        "".join(t.name for t in plan(groups, breakers_for(a, b, c), 0.0, rng)) for _ in range(10000)
+    )
+    assert set(orders) <= {"abc", "acb", "bac", "bca", "cab", "cba"}
+    # P(abc) = 5/10 * 3/5 = 0.30, P(cba) = 2/10 * 3/8 = 0.075; +-5 sd
+    assert 2770 <= orders["abc"] <= 3230
+    assert 620 <= orders["cba"] <= 880
+
+
+def test_breaker_board_for_route_is_cached_until_a_config_swap():
+    a, b = target("a", "http://x/v1"), target("b", "http://x/v1")
+    policy = CircuitBreaker(consecutive_failures=2, cooldown_seconds=5)
+    board = BreakerBoard()
+    first = board.for_route("m", [a, b], policy)
+    assert first["a"] is board.get("m", "a", policy)
+    assert board.for_route("m", [a, b], policy) is first
+    first["a"].failure(0.0)
+    board.retain({("m", "a")})  # b has gone from the config
+    second = board.for_route("m", [a], policy)
+    assert second is not first
+    assert second["a"] is first["a"]
+    assert second["a"].failures == 1  # state survives the swap
+    assert [key for key, _ in board.items()] == [("m", "a")]
+
+
 def test_plan_skips_open_breakers_until_cooldown():
     a, b = target("a", "http://x/v1"), target("b", "http://x/v1", priority=1)
     board = breakers_for(a, b, failures=2, cooldown=10)
     board["a"].failure(100.0)
-    assert [t.name for t in plan([a, b], board, 100.0, random.Random(1))] == ["a", "b"]
+    assert [t.name for t in plan(priority_groups([a, b]), board, 100.0, random.Random(1))] == [
+        "a",
+        "b",
+    ]
     board["a"].failure(101.0)
     assert board["a"].state is BreakerState.OPEN
-    assert [t.name for t in plan([a, b], board, 105.0, random.Random(1))] == ["b"]
-    assert [t.name for t in plan([a, b], board, 111.0, random.Random(1))] == ["a", "b"]
+    assert [t.name for t in plan(priority_groups([a, b]), board, 105.0, random.Random(1))] == ["b"]
+    assert [t.name for t in plan(priority_groups([a, b]), board, 111.0, random.Random(1))] == [
+        "a",
+        "b",
+    ]
 
 
 def test_breaker_half_open_allows_one_probe():
