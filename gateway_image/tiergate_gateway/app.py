@@ -407,11 +407,9 @@ class Gateway:
             # The answer is already on its way; the Redis keys expire, so a lost settle heals.
             _log.warning("settling a call of tier %s failed: %s", tier.name, type(exc).__name__)
         if target is not None and (actual_prompt or completion):
-            m = self.metrics
-            m.add(m.tokens, tier.name, model, target.name, "prompt", amount=actual_prompt)
-            m.add(m.tokens, tier.name, model, target.name, "completion", amount=completion)
-            if cost:
-                m.add(m.cost, tier.name, model, target.name, amount=cost / 1e9)
+            self.metrics.add_usage(
+                tier.name, model, target.name, actual_prompt, completion, cost / 1e9
+            )
 
     def _parse(self, request: Request) -> dict[str, Any]:
         content_type = request.headers.get("content-type", "application/json")

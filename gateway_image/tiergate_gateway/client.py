@@ -25,6 +25,7 @@ __all__ = [
     "UpstreamPool",
     "UpstreamProtocolError",
     "UpstreamResponse",
+    "header_lines",
 ]
 
 
@@ -45,6 +46,7 @@ class Endpoint:
     port: int
     prefix: str
     host_header: bytes
+    prefix_bytes: bytes
 
     @classmethod
     def parse(cls, base_url: str) -> Endpoint:
@@ -54,9 +56,15 @@ class Endpoint:
         default = 443 if parts.scheme == "https" else 80
         port = parts.port or default
         host_header = parts.hostname if port == default else f"{parts.hostname}:{port}"
+        prefix = parts.path.rstrip("/")
         return cls(
-            parts.scheme, parts.hostname, port, parts.path.rstrip("/"), host_header.encode("idna")
+            parts.scheme, parts.hostname, port, prefix, host_header.encode("idna"), prefix.encode()
         )
+
+
+def header_lines(headers: list[tuple[str, str]]) -> bytes:
+    """Request header lines for ``UpstreamPool.request``."""
+    return "".join([f"{name}: {value}\r\n" for name, value in headers]).encode("latin-1")
 
 
 class _Conn(asyncio.Protocol):
@@ -291,7 +299,7 @@ class UpstreamPool:
         self,
         endpoint: Endpoint,
         path: str,
-        headers: list[tuple[bytes, bytes]],
+        headers: bytes,
         body: bytes,
         *,
         connect_timeout: float,
@@ -300,19 +308,23 @@ class UpstreamPool:
     ) -> UpstreamResponse:
         """POST/GET ``body`` and wait for the response head (status and headers).
 
+        ``headers`` are extra header lines, each ending in CRLF (see ``header_lines``).
+
         ``deadline`` (event-loop time) bounds the whole exchange, body included: reads
         after it raise ``TimeoutError``, as does a head later than ``first_byte_timeout``.
         """
         loop = asyncio.get_running_loop()
         key = (endpoint.scheme, endpoint.host, endpoint.port)
         method = b"POST" if body else b"GET"
-        head = [
-            b"%s %s%s HTTP/1.1\r\nhost: %s\r\ncontent-length: %d\r\n"
-            % (method, endpoint.prefix.encode(), path.encode(), endpoint.host_header, len(body))
-        ]
-        head.extend(b"%s: %s\r\n" % pair for pair in headers)
-        head.append(b"\r\n")
-        payload = b"".join(head) + body
+        payload = b"%s %s%s HTTP/1.1\r\nhost: %s\r\ncontent-length: %d\r\n%s\r\n%s" % (
+            method,
+            endpoint.prefix_bytes,
+            path.encode(),
+            endpoint.host_header,
+            len(body),
+            headers,
+            body,
+        )
         for _ in range(3):
             idle = self._idle.get(key)
             reused = False

@@ -114,6 +114,8 @@ class Metrics:
         # cost more than a tenth of a proxied request.
         self._counts: dict[tuple[Counter, tuple[str, ...]], float] = {}
         self._latency: dict[tuple[str, ...], list[float]] = {}
+        # (tier, route, target) -> [prompt tokens, completion tokens, USD]
+        self._usage: dict[tuple[str, str, str], list[float]] = {}
         self._bounds = list(_LATENCY_BUCKETS)
 
     def child(self, metric: Any, *labels: str) -> Any:
@@ -128,6 +130,17 @@ class Metrics:
         key = (metric, labels)
         self._counts[key] = self._counts.get(key, 0.0) + amount
 
+    def add_usage(
+        self, tier: str, route: str, target: str, prompt: int, completion: int, usd: float
+    ) -> None:
+        """One settled call's tokens and cost (one lookup instead of three ``add`` calls)."""
+        totals = self._usage.get((tier, route, target))
+        if totals is None:
+            totals = self._usage[(tier, route, target)] = [0.0, 0.0, 0.0]
+        totals[0] += prompt
+        totals[1] += completion
+        totals[2] += usd
+
     def observe_latency(self, seconds: float, *labels: str) -> None:
         """Record into ``request_duration_seconds``: per-bucket counts, then the sum last."""
         counts = self._latency.get(labels)
@@ -140,6 +153,14 @@ class Metrics:
         counts, self._counts = self._counts, {}
         for (metric, labels), amount in counts.items():
             self.child(metric, *labels).inc(amount)
+        usage, self._usage = self._usage, {}
+        for (tier, route, target), (prompt, completion, usd) in usage.items():
+            if prompt:
+                self.child(self.tokens, tier, route, target, "prompt").inc(prompt)
+            if completion:
+                self.child(self.tokens, tier, route, target, "completion").inc(completion)
+            if usd:
+                self.child(self.cost, tier, route, target).inc(usd)
         latency, self._latency = self._latency, {}
         for labels, buckets in latency.items():
             child = self.child(self.latency, *labels)

@@ -9,7 +9,13 @@ from dataclasses import dataclass, field
 
 import orjson
 
-from .client import UpstreamConnectError, UpstreamPool, UpstreamProtocolError, UpstreamResponse
+from .client import (
+    UpstreamConnectError,
+    UpstreamPool,
+    UpstreamProtocolError,
+    UpstreamResponse,
+    header_lines,
+)
 from .config import CompiledRoute
 from .contract import Target, Tier
 from .credentials import CredentialStore
@@ -93,13 +99,21 @@ class Call:
     headers: list[tuple[str, str]] = field(default_factory=list)
 
 
-def _header_block(credential: str | None, stream: bool) -> list[tuple[bytes, bytes]]:
-    headers = [(b"content-type", b"application/json"), (b"user-agent", b"tiergate-gateway")]
-    if stream:
-        headers.append((b"accept", b"text/event-stream"))
-    if credential is not None:
-        headers.append((b"authorization", b"Bearer " + credential.encode("latin-1", "replace")))
-    return headers
+_BASE_HEADERS = {
+    stream: header_lines(
+        [("content-type", "application/json"), ("user-agent", "tiergate-gateway")]
+        + ([("accept", "text/event-stream")] if stream else [])
+    )
+    for stream in (False, True)
+}
+
+
+def _header_block(credential: str | None, stream: bool) -> bytes:
+    if credential is None:
+        return _BASE_HEADERS[stream]
+    return _BASE_HEADERS[stream] + b"authorization: Bearer %s\r\n" % credential.encode(
+        "latin-1", "replace"
+    )
 
 
 class _Relay:

@@ -78,14 +78,21 @@ Handler = Callable[[Request], Awaitable[Response | StreamResponse]]
 
 
 def _head(status: int, headers: list[tuple[str, str]], content_type: str, extra: bytes) -> bytes:
-    lines = [
-        b"HTTP/1.1 %d %s\r\ncontent-type: %s\r\n"
-        % (status, _REASONS.get(status, b"Status"), content_type.encode("latin-1"))
-    ]
-    for name, value in headers:
-        lines.append(b"%s: %s\r\n" % (name.encode("latin-1"), value.encode("latin-1")))
-    lines.append(extra)
-    return b"".join(lines)
+    text = "".join([f"{name}: {value}\r\n" for name, value in headers])
+    return b"HTTP/1.1 %d %s\r\ncontent-type: %s\r\n%s%s" % (
+        status,
+        _REASONS.get(status, b"Status"),
+        content_type.encode("latin-1"),
+        text.encode("latin-1"),
+        extra,
+    )
+
+
+def _path_of(target: bytes) -> str:
+    """The path of a request target; the common ``/plain/path`` without a full URL parse."""
+    if target[:1] == b"/" and b"?" not in target and b"#" not in target:
+        return target.decode("latin-1")
+    return cast(bytes, httptools.parse_url(target).path).decode("latin-1")
 
 
 class _Connection(asyncio.Protocol):
@@ -195,7 +202,7 @@ class _Connection(asyncio.Protocol):
             self._queue.append((None, 413, False))
         else:
             try:
-                path = httptools.parse_url(self._url).path.decode("latin-1")
+                path = _path_of(self._url)
             except httptools.HttpParserInvalidURLError:
                 self._queue.append((None, 400, False))
             else:
