@@ -92,7 +92,7 @@ def _path_of(target: bytes) -> str:
     """The path of a request target; the common ``/plain/path`` without a full URL parse."""
     if target[:1] == b"/" and b"?" not in target and b"#" not in target:
         return target.decode("latin-1")
-    return cast(bytes, httptools.parse_url(target).path).decode("latin-1")
+    return httptools.parse_url(target).path.decode("latin-1")
 
 
 class _Connection(asyncio.Protocol):
