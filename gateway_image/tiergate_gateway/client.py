@@ -69,6 +69,7 @@ def header_lines(headers: list[tuple[str, str]]) -> bytes:
 
 class _Conn(asyncio.Protocol):
     def __init__(self) -> None:
+        self.loop = asyncio.get_running_loop()
         self.parser = httptools.HttpResponseParser(self)
         self.transport: asyncio.Transport | None = None
         self.headers: dict[str, str] = {}
@@ -90,7 +91,7 @@ class _Conn(asyncio.Protocol):
         self.chunks.clear()
         self.complete = False
         self.received_any = False
-        self.head = asyncio.get_running_loop().create_future()
+        self.head = self.loop.create_future()
 
     @property
     def usable(self) -> bool:
@@ -198,23 +199,24 @@ class UpstreamResponse:
         conn = self._conn
         while True:
             if conn.chunks:
-                return b"".join(self._drain())
+                return self._drain()
             if conn.complete:
                 self.close()
                 return b""
             if conn.failed is not None:
                 self.close()
                 raise conn.failed
-            conn.waiter = asyncio.get_running_loop().create_future()
+            conn.waiter = conn.loop.create_future()
             try:
                 await conn.waiter
             finally:
                 conn.waiter = None
 
-    def _drain(self) -> list[bytes]:
-        chunks = list(self._conn.chunks)
-        self._conn.chunks.clear()
-        return chunks
+    def _drain(self) -> bytes:
+        chunks = self._conn.chunks
+        data = chunks[0] if len(chunks) == 1 else b"".join(chunks)
+        chunks.clear()
+        return data
 
     @property
     def finished(self) -> bool:
@@ -222,6 +224,11 @@ class UpstreamResponse:
         return self._conn.complete and not self._conn.chunks
 
     async def read_all(self) -> bytes:
+        conn = self._conn
+        if conn.complete:  # the common case: the whole body came with the head
+            body = self._drain()
+            self.close()
+            return body
         parts = []
         while chunk := await self.read():
             parts.append(chunk)
@@ -244,6 +251,8 @@ class UpstreamPool:
     """Keep-alive connections per (scheme, host, port), reused most-recent first."""
 
     def __init__(self, max_idle_per_host: int = 256, tick_seconds: float = 0.02) -> None:
+        """Create it inside the event loop it serves (it keeps that loop)."""
+        self.loop = asyncio.get_running_loop()
         self._idle: dict[tuple[str, str, int], list[_Conn]] = {}
         self._max_idle = max_idle_per_host
         self._ssl: ssl.SSLContext | None = None
@@ -313,7 +322,7 @@ class UpstreamPool:
         ``deadline`` (event-loop time) bounds the whole exchange, body included: reads
         after it raise ``TimeoutError``, as does a head later than ``first_byte_timeout``.
         """
-        loop = asyncio.get_running_loop()
+        loop = self.loop
         key = (endpoint.scheme, endpoint.host, endpoint.port)
         method = b"POST" if body else b"GET"
         payload = b"%s %s%s HTTP/1.1\r\nhost: %s\r\ncontent-length: %d\r\n%s\r\n%s" % (

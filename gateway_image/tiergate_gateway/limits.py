@@ -164,8 +164,14 @@ class LocalLimiter:
             state.inflight -= 1
 
     async def finish(self, tier: str, limits: Limits, estimated: int, actual: int) -> None:
-        await self.settle(tier, limits, estimated, actual)
-        await self.release(tier, limits)
+        state = self._tiers.get(tier)
+        if state is None:
+            return
+        tpm = limits.tokens_per_minute
+        if tpm is not None:
+            state.tokens.level = min(float(tpm), state.tokens.level + estimated - actual)
+        if limits.concurrent_requests is not None and state.inflight > 0:
+            state.inflight -= 1
 
     async def close(self) -> None:
         return None

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -59,7 +58,12 @@ def usage_of(data: object) -> Usage | None:
 
 
 class _UsageScanner:
-    """Finds the last ``usage`` object in an SSE stream without buffering the stream."""
+    """Finds the last ``usage`` object in an SSE stream without buffering the stream.
+
+    Only the last complete line naming ``"usage"`` in each piece is parsed: OpenAI sends
+    ``"usage":null`` in every chunk and the totals in the last one, and a ``"usage"`` inside
+    generated text is escaped (``\\"usage\\"``), so it never matches.
+    """
 
     __slots__ = ("carry", "usage")
 
@@ -73,16 +77,18 @@ class _UsageScanner:
         self.carry = data[cut + 1 :] if cut >= 0 else data
         if len(self.carry) > 65536:
             self.carry = b""
-        if b'"usage"' not in data:
+        at = data.rfind(b'"usage"', 0, cut)
+        if at < 0:
             return
-        for line in data[:cut].split(b"\n"):
-            if line.startswith(b"data:") and b'"usage"' in line:
-                try:
-                    found = usage_of(orjson.loads(line[5:]))
-                except orjson.JSONDecodeError:
-                    continue
-                if found is not None:
-                    self.usage = found
+        line = data[data.rfind(b"\n", 0, at) + 1 : data.find(b"\n", at)]
+        if not line.startswith(b"data:"):
+            return
+        try:
+            found = usage_of(orjson.loads(line[5:]))
+        except orjson.JSONDecodeError:
+            return
+        if found is not None:
+            self.usage = found
 
 
 @dataclass(slots=True)
@@ -191,7 +197,7 @@ async def forward(
     route = call.route.route
     failover, timeouts = route.failover, route.timeouts
     body = orjson.dumps(call.payload)
-    loop = asyncio.get_running_loop()
+    loop = pool.loop
     deadline = loop.time() + timeouts.total_seconds
     outcome = Outcome()
     attempts = 0

@@ -7,6 +7,7 @@ import random
 from collections import Counter
 from datetime import UTC, datetime, timedelta, timezone
 from decimal import Decimal
+from itertools import pairwise
 
 import pytest
 from hypothesis import given, settings
@@ -34,6 +35,7 @@ from tiergate_gateway.contract import (
 from tiergate_gateway.credentials import CredentialStore
 from tiergate_gateway.errors import GatewayError
 from tiergate_gateway.limits import Bucket, LocalLimiter, take
+from tiergate_gateway.proxy import Usage, _UsageScanner
 from tiergate_gateway.routing import Breaker, BreakerBoard, BreakerState, plan, priority_groups
 
 from .helpers import ACME_KEY, STARTUP_KEY, config, route, target, tier
@@ -364,3 +366,31 @@ def test_config_parser_only_ever_rejects(value, field):
     except ConfigRejected as exc:
         message = str(exc)
     assert message
+
+
+def _sse(*events: object) -> bytes:
+    return (
+        b"".join(b"data: " + json.dumps(e).encode() + b"\n\n" for e in events) + b"data: [DONE]\n\n"
+    )
+
+
+_STREAM_WITH_USAGE = _sse(
+    {"choices": [{"delta": {"content": 'say "usage": {"prompt_tokens": 999}'}}], "usage": None},
+    {"choices": [{"delta": {"content": "more"}}], "usage": None},
+    {"choices": [], "usage": {"prompt_tokens": 12, "completion_tokens": 4, "total_tokens": 16}},
+)
+
+
+@given(cuts=st.lists(st.integers(min_value=0, max_value=len(_STREAM_WITH_USAGE)), max_size=12))
+def test_usage_scanner_finds_the_final_usage_however_the_stream_is_split(cuts: list[int]) -> None:
+    scanner = _UsageScanner()
+    bounds = [0, *sorted(cuts), len(_STREAM_WITH_USAGE)]
+    for start, end in pairwise(bounds):
+        scanner.feed(_STREAM_WITH_USAGE[start:end])
+    assert scanner.usage == Usage(12, 4, True)
+
+
+def test_usage_scanner_ignores_streams_without_usage() -> None:
+    scanner = _UsageScanner()
+    scanner.feed(_sse({"choices": [{"delta": {"content": "hi"}}], "usage": None}))
+    assert scanner.usage is None
