@@ -17,9 +17,14 @@ import secrets
 import kopf
 
 import tiergate_operator.handlers  # noqa: F401  (registers the handlers)
+from tiergate_operator.settings import SettingsError, load_operator_settings
 
 
 def main() -> None:
+    try:
+        load_operator_settings()  # refuse bad settings before connecting to anything
+    except SettingsError as error:
+        raise SystemExit(f"tiergate-operator: refusing to start: {error}") from None
     level = os.environ.get("TIERGATE_LOG_LEVEL", "INFO").upper()
     logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     if level != "DEBUG":

@@ -15,7 +15,7 @@ from pydantic import ValidationError
 from tiergate_operator.models import ApiKeyTier, ModelRoute, SecretKeyRef
 from tiergate_operator.plans import Problem
 
-__all__ = ["check_routes", "check_tiers", "invalid_spec"]
+__all__ = ["check_routes", "check_tiers", "invalid_spec", "redis_secret_problem"]
 
 Body = Mapping[str, Any]
 SecretDigests = Mapping[str, Mapping[str, str]]
@@ -34,6 +34,14 @@ def _secret_key_problem(ref: SecretKeyRef, secrets: SecretDigests, purpose: str)
     if ref.key not in secrets[ref.name]:
         return Problem("MissingSecretKey", f"Secret {ref.name} ({purpose}) has no key {ref.key}")
     return None
+
+
+def redis_secret_problem(ref: SecretKeyRef, secrets: SecretDigests) -> Problem | None:
+    """The Secret holding the gateways' Redis URL must exist in each gateway namespace: the
+    gateway pods read it (secretKeyRef); the operator only sees that it is there."""
+    return _secret_key_problem(
+        ref, secrets, "the gateways' Redis URL, named by the operator's TIERGATE_REDIS_SECRET_NAME; "
+                      "create it in this namespace")
 
 
 def _first(problems: Iterable[Problem | None]) -> Problem | None:

@@ -3,15 +3,16 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from tiergate_gateway.contract import GatewayConfig
 from tiergate_operator.access import render_gateway_access
+from tiergate_operator.checks import redis_secret_problem
 from tiergate_operator.models import API_VERSION
 from tiergate_operator.names import gateway_for_tier
-from tiergate_operator.plans import OwnerRef, Translation
-from tiergate_operator.render import render
+from tiergate_operator.plans import OwnerRef, Problem, Translation
+from tiergate_operator.render import CONFIGMAP_LIMIT_BYTES, configmap_bytes, render
 from tiergate_operator.settings import OperatorSettings
 from tiergate_operator.store import NamespaceState
 from tiergate_operator.translate import translate
@@ -27,10 +28,36 @@ class DesiredState:
     # even one whose spec cannot be served right now: it keeps its last good gateway).
     planned_gateways: frozenset[str]
     kept_gateways: frozenset[str]
+    # Why a gateway cannot serve as translated, whatever its routes and tiers say (its config
+    # is too large for a ConfigMap, the Redis Secret its pods read is missing), and the
+    # problem each route and tier reports: its own first, else one of its gateways'.
+    gateway_problems: Mapping[str, Problem] = field(default_factory=dict)
+    route_problems: Mapping[str, Problem] = field(default_factory=dict)
+    tier_problems: Mapping[str, Problem] = field(default_factory=dict)
 
     @property
     def configs(self) -> dict[str, GatewayConfig]:
         return self.translation.configs
+
+
+def _too_large(gateway: str, size: int) -> Problem:
+    return Problem(
+        "ConfigTooLarge",
+        f"the config of gateway {gateway} would take {size:,} bytes in its ConfigMap (gzip-compressed), "
+        f"over the {CONFIGMAP_LIMIT_BYTES:,} bytes a ConfigMap may hold, so none of it is applied; "
+        "serve fewer routes, tiers or keys through it (narrow spec.models, or make large tiers Dedicated)",
+    )
+
+
+def _with_gateway_problems(
+    own: Mapping[str, Problem], gateways: Mapping[str, tuple[str, ...]], problems: Mapping[str, Problem]
+) -> dict[str, Problem]:
+    merged = dict(own)
+    for name, names in gateways.items():
+        found = next((problems[g] for g in names if g in problems), None)
+        if found is not None and name not in merged:
+            merged[name] = found
+    return merged
 
 
 def desired_state(
@@ -46,12 +73,33 @@ def desired_state(
     }
     tier_owners = [OwnerRef(API_VERSION, "ApiKeyTier", body["metadata"]["name"],
                             body["metadata"]["uid"], controller=False) for body in live_tiers]
-    manifests = (
-        *render_gateway_access(namespace, kept, tier_owners, settings),
-        *(manifest for plan in translation.plans for manifest in render(plan, settings)),
-    )
+    gateway_problems: dict[str, Problem] = {}
+    gateway_manifests: list[dict[str, Any]] = []
+    planned: set[str] = set()
+    for plan in translation.plans:
+        manifests = render(plan, settings)
+        size = sum(configmap_bytes(m) for m in manifests if m["kind"] == "ConfigMap")
+        if size > CONFIGMAP_LIMIT_BYTES:
+            # The API server would refuse the ConfigMap: apply nothing of this gateway (no
+            # half-applied state), keep its live objects, and report it instead of retrying.
+            gateway_problems[plan.name] = _too_large(plan.name, size)
+            continue
+        planned.add(plan.name)
+        gateway_manifests += manifests
+    if settings.redis_secret is not None and (
+        missing := redis_secret_problem(settings.redis_secret, state.secrets)
+    ):
+        for plan in translation.plans:
+            gateway_problems.setdefault(plan.name, missing)
     return DesiredState(
-        translation=translation, manifests=manifests,
-        planned_gateways=frozenset(plan.name for plan in translation.plans),
+        translation=translation,
+        manifests=(*render_gateway_access(namespace, kept, tier_owners, settings), *gateway_manifests),
+        planned_gateways=frozenset(planned),
         kept_gateways=frozenset(kept),
+        gateway_problems=gateway_problems,
+        route_problems=_with_gateway_problems(
+            translation.route_problems, translation.route_gateways, gateway_problems),
+        tier_problems=_with_gateway_problems(
+            translation.tier_problems, {t: (g,) for t, g in translation.tier_gateways.items()},
+            gateway_problems),
     )

@@ -18,7 +18,7 @@ import kopf
 from tiergate_operator.kube import KubeApi, load_client_configuration
 from tiergate_operator.reconcile import Reconciler
 from tiergate_operator.refs import CRD_GROUP, CRD_VERSION
-from tiergate_operator.settings import load_operator_settings
+from tiergate_operator.settings import SettingsError, load_operator_settings
 from tiergate_operator.store import Store
 
 __all__: list[str] = []
@@ -45,7 +45,10 @@ async def start_reconciler(
     settings.posting.level = logging.WARNING
     settings.watching.server_timeout = 300
     settings.watching.client_timeout = 330
-    operator_settings = load_operator_settings()
+    try:
+        operator_settings = load_operator_settings()
+    except SettingsError as error:  # a retry would not help: stop the operator
+        raise kopf.PermanentError(f"refusing to start: {error}") from None
     kube = KubeApi(load_client_configuration())
     memo.store = Store()
     memo.reconciler = Reconciler(memo.store, kube, operator_settings)

@@ -17,10 +17,27 @@ from tiergate_operator.names import CREDENTIALS_DIR
 from tiergate_operator.plans import GatewayPlan
 from tiergate_operator.settings import OperatorSettings
 
-__all__ = ["HTTP_PORT", "Manifest", "gateway_container_args", "render", "selector_labels"]
+__all__ = [
+    "CONFIGMAP_LIMIT_BYTES", "HTTP_PORT", "Manifest", "configmap_bytes", "gateway_container_args",
+    "render", "selector_labels",
+]
 
 Manifest = dict[str, Any]
 HTTP_PORT = 8080
+REDIS_URL_ENV = "TIERGATE_GATEWAY_REDIS_URL"
+# The API server refuses a ConfigMap whose data and binaryData (decoded) hold more than
+# 1 MiB in total (corev1's MaxSecretSize, which ConfigMaps share).
+CONFIGMAP_LIMIT_BYTES = 1024 * 1024
+
+
+def configmap_bytes(configmap: Manifest) -> int:
+    """What the API server counts against ``CONFIGMAP_LIMIT_BYTES``: values of ``data`` (UTF-8)
+    plus values of ``binaryData`` (decoded)."""
+    data = sum(len(str(value).encode()) for value in (configmap.get("data") or {}).values())
+    # Decoded length from the (unwrapped, padded) base64 text, without decoding a megabyte.
+    binary = sum(len(value) // 4 * 3 - value[-2:].count("=")
+                 for value in (configmap.get("binaryData") or {}).values())
+    return data + binary
 
 
 def selector_labels(plan: GatewayPlan, settings: OperatorSettings) -> dict[str, str]:
@@ -56,9 +73,15 @@ def gateway_container_args(plan: GatewayPlan, settings: OperatorSettings) -> tup
         "TIERGATE_GATEWAY_PORT": str(HTTP_PORT),
         "TIERGATE_GATEWAY_CREDENTIALS_DIR": CREDENTIALS_DIR,
     }
-    if settings.redis_url:
-        env["TIERGATE_GATEWAY_REDIS_URL"] = settings.redis_url
-    return [], [{"name": name, "value": value} for name, value in sorted(env.items())]
+    values: dict[str, Manifest] = {name: {"value": value} for name, value in env.items()}
+    if settings.redis_secret is not None:
+        # A Redis URL may carry a password: the pod reads it from the user's Secret, so it
+        # never appears in the Deployment (nor in anything the operator writes or logs).
+        values[REDIS_URL_ENV] = {"valueFrom": {"secretKeyRef": {
+            "name": settings.redis_secret.name, "key": settings.redis_secret.key}}}
+    elif settings.redis_url:
+        values[REDIS_URL_ENV] = {"value": settings.redis_url}  # refused by the settings if it has a password
+    return [], [{"name": name, **value} for name, value in sorted(values.items())]
 
 
 def _credential_volume(secret: str) -> str:

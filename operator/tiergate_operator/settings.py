@@ -3,14 +3,20 @@
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from urllib.parse import parse_qs, urlsplit
 
-from tiergate_operator.models import ResourceList, Resources
+from tiergate_operator.models import ResourceList, Resources, SecretKeyRef
 
-__all__ = ["OperatorSettings", "SettingsError", "load_operator_settings"]
+__all__ = ["DEFAULT_REDIS_SECRET_KEY", "OperatorSettings", "SettingsError", "load_operator_settings"]
 
 _PULL_POLICIES = ("Always", "IfNotPresent", "Never")
+# A Secret's name (a DNS subdomain) and a key of its data.
+_SECRET_NAME = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
+_SECRET_KEY = re.compile(r"^[-._a-zA-Z0-9]+$")
+DEFAULT_REDIS_SECRET_KEY = "redis-url"
 
 
 class SettingsError(ValueError):
@@ -31,7 +37,11 @@ class OperatorSettings:
     shared_replicas: int = 2
     shared_resources: Resources = field(default_factory=_default_resources)
     dedicated_resources: Resources = field(default_factory=_default_resources)
+    # Redis for limits and budgets shared across replicas: either a URL without credentials,
+    # rendered as a plain env value, or a Secret in each gateway's namespace holding the URL
+    # (the gateways read it through secretKeyRef; the operator never sees the value).
     redis_url: str | None = None
+    redis_secret: SecretKeyRef | None = None
     gateway_service_account: str = "tiergate-gateway"
     prefix: str = "tiergate.dev"
 
@@ -40,6 +50,33 @@ class OperatorSettings:
             raise SettingsError(f"image pull policy {self.image_pull_policy!r} is not one of {_PULL_POLICIES}")
         if self.shared_replicas < 1:
             raise SettingsError("the shared pool needs at least one replica")
+        if self.redis_url and self.redis_secret:
+            raise SettingsError("set either TIERGATE_REDIS_URL or TIERGATE_REDIS_SECRET_NAME, not both")
+        if self.redis_url and _carries_password(self.redis_url):
+            raise SettingsError(
+                "TIERGATE_REDIS_URL carries a password, which the operator would write in plain text "
+                "into every gateway Deployment; put the URL in a Secret in each gateway namespace and "
+                "set TIERGATE_REDIS_SECRET_NAME (and TIERGATE_REDIS_SECRET_KEY, default "
+                f"{DEFAULT_REDIS_SECRET_KEY!r}) instead (chart: gateway.redis.secretRef)")
+        if self.redis_secret is not None:
+            if len(self.redis_secret.name) > 253 or not _SECRET_NAME.match(self.redis_secret.name):
+                raise SettingsError(
+                    f"TIERGATE_REDIS_SECRET_NAME={self.redis_secret.name!r} is not a valid Secret name")
+            if not _SECRET_KEY.match(self.redis_secret.key):
+                raise SettingsError(
+                    f"TIERGATE_REDIS_SECRET_KEY={self.redis_secret.key!r} is not a valid Secret key")
+
+
+def _carries_password(url: str) -> bool:
+    """Does a Redis URL hold a password: ``redis://user:pw@host`` or ``?password=`` (redis-py)?"""
+    try:
+        parts = urlsplit(url)
+        password = parts.password
+    except ValueError:
+        # Unparseable (e.g. a bad port): refuse it if it might hide credentials.
+        return "@" in url or "password" in url.lower()
+    query = {key.lower() for key in parse_qs(parts.query, keep_blank_values=True)}
+    return bool(password) or "password" in query
 
 
 def _resources(env: Mapping[str, str], scope: str, default: Resources) -> Resources:
@@ -59,14 +96,19 @@ def load_operator_settings(env: Mapping[str, str] | None = None) -> OperatorSett
     """Settings from ``TIERGATE_*`` variables; unset ones keep their defaults.
 
     TIERGATE_GATEWAY_IMAGE, TIERGATE_GATEWAY_PULL_POLICY, TIERGATE_SHARED_REPLICAS,
-    TIERGATE_{SHARED,DEDICATED}_{CPU,MEMORY}_{REQUEST,LIMIT}, TIERGATE_REDIS_URL,
-    TIERGATE_GATEWAY_SERVICE_ACCOUNT, TIERGATE_PREFIX.
+    TIERGATE_{SHARED,DEDICATED}_{CPU,MEMORY}_{REQUEST,LIMIT}, TIERGATE_REDIS_URL (no password)
+    or TIERGATE_REDIS_SECRET_NAME + TIERGATE_REDIS_SECRET_KEY (a Secret in each gateway
+    namespace), TIERGATE_GATEWAY_SERVICE_ACCOUNT, TIERGATE_PREFIX.
     """
     env = os.environ if env is None else env
     defaults = OperatorSettings()
     replicas = env.get("TIERGATE_SHARED_REPLICAS") or str(defaults.shared_replicas)
     if not replicas.isdigit():
         raise SettingsError(f"TIERGATE_SHARED_REPLICAS={replicas!r} is not a whole number")
+    secret_name = env.get("TIERGATE_REDIS_SECRET_NAME") or None
+    secret_key = env.get("TIERGATE_REDIS_SECRET_KEY") or None
+    if secret_key and not secret_name:
+        raise SettingsError("TIERGATE_REDIS_SECRET_KEY is set but TIERGATE_REDIS_SECRET_NAME is not")
     try:
         return OperatorSettings(
             gateway_image=env.get("TIERGATE_GATEWAY_IMAGE") or defaults.gateway_image,
@@ -75,6 +117,8 @@ def load_operator_settings(env: Mapping[str, str] | None = None) -> OperatorSett
             shared_resources=_resources(env, "SHARED", defaults.shared_resources),
             dedicated_resources=_resources(env, "DEDICATED", defaults.dedicated_resources),
             redis_url=env.get("TIERGATE_REDIS_URL") or None,
+            redis_secret=(SecretKeyRef(name=secret_name, key=secret_key or DEFAULT_REDIS_SECRET_KEY)
+                          if secret_name else None),
             gateway_service_account=(env.get("TIERGATE_GATEWAY_SERVICE_ACCOUNT")
                                      or defaults.gateway_service_account),
             prefix=env.get("TIERGATE_PREFIX") or defaults.prefix,

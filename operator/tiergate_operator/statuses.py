@@ -129,7 +129,7 @@ def desired_statuses(
     for name, body in sorted(state.routes.items()):
         if body["metadata"].get("deletionTimestamp"):
             continue
-        problem = translation.route_problems.get(name)
+        problem = desired.route_problems.get(name)
         gateways = list(translation.route_gateways.get(name, ()))
         generation = int(body["metadata"].get("generation", 0))
         conditions = route_conditions(
@@ -145,7 +145,7 @@ def desired_statuses(
     for name, body in sorted(state.tiers.items()):
         if body["metadata"].get("deletionTimestamp"):
             continue
-        problem = translation.tier_problems.get(name)
+        problem = desired.tier_problems.get(name)
         gateway = translation.tier_gateways.get(name)
         tier_health = health.get(gateway) if gateway else None
         generation = int(body["metadata"].get("generation", 0))

@@ -48,6 +48,8 @@ def test_helm_lint_passes_strict(control_plane: ControlPlane, extra: list[str]) 
     ("crds.keep=maybe", "/crds/keep': got string, want boolean"),
     ("gateway.image.pullPolicy=Sometimes", "/gateway/image/pullPolicy"),
     ("gateway.redis.url=redis://user:hunter2@redis:6379", "/gateway/redis/url"),
+    ("gateway.redis.secretRef.name=Redis_URL", "/gateway/redis/secretRef/name"),
+    ("gateway.redis.secretRef.key=a/b", "/gateway/redis/secretRef/key"),
     ("resources.requests.cpu=lots", "/resources/requests/cpu"),
 ])
 def test_schema_rejects_unknown_keys_and_wrong_types(
@@ -104,7 +106,7 @@ def test_values_reach_the_operator_environment(control_plane: ControlPlane) -> N
     objects = rendered(
         control_plane, "--set", "replicaCount=2", "--set", "gateway.image.tag=9.9.9",
         "--set", "gateway.shared.replicas=5", "--set", "gateway.dedicated.resources.limits.cpu=2",
-        "--set", "gateway.redis.existingSecret.name=redis-url",
+        "--set", "gateway.redis.secretRef.name=tiergate-redis",
         "--set", "image.digest=sha256:" + "a" * 64, "--set", "peering.name=mine",
     )
     deployment = one(objects, "Deployment")
@@ -114,7 +116,10 @@ def test_values_reach_the_operator_environment(control_plane: ControlPlane) -> N
     assert env["TIERGATE_GATEWAY_IMAGE"] == "ghcr.io/tiergate/tiergate-gateway:9.9.9"
     assert env["TIERGATE_SHARED_REPLICAS"] == "5"
     assert env["TIERGATE_DEDICATED_CPU_LIMIT"] == "2"
-    assert env["TIERGATE_REDIS_URL"] == {"secretKeyRef": {"name": "redis-url", "key": "redis-url"}}
+    # The operator is told only where the gateways find the URL, never the URL itself.
+    assert env["TIERGATE_REDIS_SECRET_NAME"] == "tiergate-redis"
+    assert env["TIERGATE_REDIS_SECRET_KEY"] == "redis-url"
+    assert "TIERGATE_REDIS_URL" not in env
     container = deployment["spec"]["template"]["spec"]["containers"][0]
     assert container["image"] == "ghcr.io/tiergate/tiergate-operator@sha256:" + "a" * 64
     # No fixed priority: each replica draws its own (kopf freezes peers of equal priority).
@@ -125,6 +130,21 @@ def test_values_reach_the_operator_environment(control_plane: ControlPlane) -> N
     rules = one(objects, "ClusterRole")["rules"]
     assert {"apiGroups": ["kopf.dev"], "resources": ["clusterkopfpeerings"],
             "resourceNames": ["mine"], "verbs": ["get", "patch"]} in rules
+
+
+def test_the_removed_existing_secret_value_fails_with_directions(control_plane: ControlPlane) -> None:
+    # `helm lint` reports a template's `fail` only as INFO; install, upgrade and template fail.
+    result = control_plane.helm("template", "t", str(CHART), "--kube-version", "1.37.2",
+                                "--set", "gateway.redis.existingSecret.name=redis-url", check=False)
+    assert result.returncode != 0
+    assert "gateway.redis.existingSecret was replaced by gateway.redis.secretRef" in result.stderr
+
+
+def test_a_plain_redis_url_reaches_the_operator_as_is(control_plane: ControlPlane) -> None:
+    env = env_of(one(rendered(control_plane, "--set", "gateway.redis.url=redis://redis.infra:6379/0"),
+                     "Deployment"))
+    assert env["TIERGATE_REDIS_URL"] == "redis://redis.infra:6379/0"
+    assert "TIERGATE_REDIS_SECRET_NAME" not in env
 
 
 def test_crd_templates_render_the_source_crds(control_plane: ControlPlane) -> None:

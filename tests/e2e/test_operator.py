@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import json
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -255,3 +256,58 @@ def test_semantic_errors_in_a_new_tier_leave_the_others_serving(
     # The shared pool still serves exactly what it served; the good tier stays Ready.
     assert gateway_config(control_plane, namespace, "tiergate-shared").tiers == good_shared.tiers
     assert condition(get(control_plane, namespace, "apikeytier", "startup"), "Ready")["status"] == "True"
+
+
+def test_a_config_too_large_for_a_configmap_is_reported_once_and_recovers(
+    control_plane: ControlPlane, namespace: str, operator_log: Path
+) -> None:
+    """Client-key digests barely compress: 4 Shared tiers of 9,000 keys put the shared gateway's
+    config at ~1.35 MB gzip-compressed, over the 1 MiB a ConfigMap may hold."""
+    apply_examples(control_plane, namespace)
+    wait_ready(control_plane, namespace, "apikeytier/startup", "apikeytier/enterprise-acme")
+
+    big = [f"big-{t}" for t in range(4)]
+    items: list[dict[str, Any]] = []
+    for name in big:
+        # `create`, not `apply`: a last-applied annotation of this size would be refused.
+        items.append({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": name, "namespace": namespace},
+                      "stringData": {f"k{i:04d}": f"tg-{name}-fake-{i:04d}" for i in range(9000)}})
+        items.append({"apiVersion": "tiergate.dev/v1alpha1", "kind": "ApiKeyTier",
+                      "metadata": {"name": name, "namespace": namespace},
+                      "spec": {"isolation": "Shared", "keys": [{"secretRef": {"name": name}}]}})
+    control_plane.kubectl("create", "-f", "-", input=json.dumps({"apiVersion": "v1", "kind": "List",
+                                                                 "items": items}))
+    stalled = ["apikeytier/startup", *(f"apikeytier/{name}" for name in big)]
+    control_plane.kubectl("-n", namespace, "wait", "--for=condition=Stalled", *stalled,
+                          "--timeout=60s", timeout=70)
+    for name in ("startup", *big):
+        ready = condition(get(control_plane, namespace, "apikeytier", name), "Ready")
+        assert (ready["status"], ready["reason"]) == ("False", "ConfigTooLarge"), name
+        assert "tiergate-shared" in ready["message"] and "1,048,576 bytes" in ready["message"]
+    route_ready = condition(get(control_plane, namespace, "modelroute", "deepseek-chat"), "Ready")
+    assert route_ready["reason"] == "ConfigTooLarge"
+    # The shared gateway keeps the last config that fitted (a pass may have caught the first
+    # tiers before the others were created), and it stays untouched; the dedicated one is fine.
+    kept = get(control_plane, namespace, "configmap", "tiergate-shared")
+    last_good = GatewayConfig.model_validate_json(config_from_configmap(kept) or b"")
+    assert "startup" in {t.name for t in last_good.tiers}
+    assert not set(big) <= {t.name for t in last_good.tiers}
+    acme = condition(get(control_plane, namespace, "apikeytier", "enterprise-acme"), "Ready")
+    assert acme["status"] == "True"
+    events = json.loads(control_plane.kubectl(
+        "-n", namespace, "get", "events", "--field-selector", "reason=ConfigTooLarge", "-o", "json").stdout)
+    assert {e["involvedObject"]["name"] for e in events["items"]} >= {"startup", "deepseek-chat", *big}
+    assert all(e["type"] == "Warning" for e in events["items"])
+    # Reported, not retried: no failed pass for this namespace, and no further write.
+    time.sleep(3)
+    assert f"reconciling namespace {namespace} failed" not in operator_log.read_text()
+    assert get(control_plane, namespace, "configmap", "tiergate-shared")["metadata"]["resourceVersion"] \
+        == kept["metadata"]["resourceVersion"]
+
+    # Shrinking the input lets the config through again.
+    control_plane.kubectl("-n", namespace, "delete", "apikeytier", "big-2", "big-3")
+    wait_ready(control_plane, namespace, "apikeytier/startup", "apikeytier/big-0", "apikeytier/big-1",
+               "modelroute/deepseek-chat", timeout=60)
+    config = gateway_config(control_plane, namespace, "tiergate-shared")
+    assert [t.name for t in config.tiers] == ["big-0", "big-1", "startup"]
+    assert f"reconciling namespace {namespace} failed" not in operator_log.read_text()

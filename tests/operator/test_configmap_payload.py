@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import base64
+
 from tiergate_gateway.contract import (
     CONFIG_GZIP_KEY,
     CONFIG_KEY,
@@ -14,6 +16,7 @@ from tiergate_gateway.contract import (
     hash_client_key,
     seal,
 )
+from tiergate_operator.render import configmap_bytes
 
 
 def config_with(routes: int, tiers: int):  # type: ignore[no-untyped-def]
@@ -45,3 +48,11 @@ def test_configs_beyond_a_configmap_are_compressed_deterministically() -> None:
 def test_a_corrupt_or_missing_payload_is_not_a_config() -> None:
     assert config_from_configmap({"binaryData": {CONFIG_GZIP_KEY: "bm90IGd6aXA="}}) == b""
     assert config_from_configmap({"data": {"other": "x"}}) is None
+
+
+def test_configmap_bytes_counts_what_the_api_server_limits() -> None:
+    small, large = config_with(3, 2), config_with(1000, 90)
+    assert configmap_bytes(configmap_payload(small)) == len(canonical_json(small))
+    packed = configmap_payload(large)["binaryData"][CONFIG_GZIP_KEY]
+    # binaryData counts decoded, not as the base64 text the manifest carries.
+    assert configmap_bytes(configmap_payload(large)) == len(base64.b64decode(packed)) < len(packed)

@@ -4,13 +4,17 @@ from __future__ import annotations
 
 import base64
 import copy
+import re
 from datetime import UTC, datetime
 from typing import Any
 
 import yaml
 
 from tests.support.kube import EXAMPLES
-from tiergate_operator.reconcile import decide
+from tiergate_gateway.contract import hash_client_key
+from tiergate_operator import render
+from tiergate_operator.models import SecretKeyRef
+from tiergate_operator.reconcile import Decision, StatusChange, decide
 from tiergate_operator.settings import OperatorSettings
 from tiergate_operator.store import Store
 
@@ -118,3 +122,110 @@ def test_kstatus_conditions_follow_progress() -> None:
     conditions = {c["type"]: c["status"] for c in tier.status["conditions"]}
     # A new gateway has no ready replica yet: work is under way, nothing is wrong.
     assert conditions == {"Accepted": "True", "Ready": "False", "Reconciling": "True", "Stalled": "False"}
+
+
+def _conditions(change: StatusChange) -> dict[str, tuple[str, str, str]]:
+    return {c["type"]: (c["status"], c["reason"], c["message"]) for c in change.status["conditions"]}
+
+
+def _write_statuses(store: Store, decision: Decision) -> None:
+    for change in decision.statuses:
+        bucket = store.namespace(NS).routes if change.ref.kind == "ModelRoute" else store.namespace(NS).tiers
+        bucket[change.ref.name]["status"] = change.status
+
+
+def _add_big_shared_tiers(store: Store, count: int, keys: int = 9000) -> None:
+    """Shared tiers with many client keys: their digests barely compress (~38 bytes each)."""
+    state = store.namespace(NS)
+    for t in range(count):
+        name = f"big-{t}"
+        state.secrets[name] = {f"k{i:05d}": hash_client_key(f"{name}-{i}") for i in range(keys)}
+        state.tiers[name] = {
+            "apiVersion": "tiergate.dev/v1alpha1", "kind": "ApiKeyTier",
+            "metadata": {"name": name, "namespace": NS, "uid": f"uid-{name}", "generation": 1},
+            "spec": {"isolation": "Shared", "keys": [{"secretRef": {"name": name}}]},
+        }
+
+
+def test_a_config_too_large_for_a_configmap_is_reported_not_applied_and_recovers() -> None:
+    store = example_store()
+    first = decide(NS, store.namespace(NS), OperatorSettings(), NOW)
+    settle(store, list(first.apply))
+    _write_statuses(store, first)
+    _add_big_shared_tiers(store, 4)  # 36,000 digests: about 1.35 MB gzip-compressed
+
+    decision = decide(NS, store.namespace(NS), OperatorSettings(), NOW)
+    # Nothing of the shared gateway is applied (its live objects keep serving), nothing deleted.
+    assert not [m for m in decision.apply if m["metadata"]["name"] == "tiergate-shared"]
+    assert decision.delete == ()
+    changes = {c.ref.name: c for c in decision.statuses}
+    affected = {"startup", "big-0", "big-1", "big-2", "big-3", "deepseek-chat"}
+    assert affected <= changes.keys()
+    for name in affected:
+        conditions = _conditions(changes[name])
+        status, reason, message = conditions["Ready"]
+        assert (status, reason) == ("False", "ConfigTooLarge"), name
+        assert "tiergate-shared" in message and "1,048,576 bytes" in message
+        size = int(re.search(r"take ([\d,]+) bytes", message).group(1).replace(",", ""))  # type: ignore[union-attr]
+        assert size > render.CONFIGMAP_LIMIT_BYTES
+        assert conditions["Stalled"][:2] == ("True", "ConfigTooLarge")  # not retried: needs a change
+        assert changes[name].warning is not None and changes[name].warning[0] == "ConfigTooLarge"
+    # The dedicated gateway is not affected.
+    assert "enterprise-acme" not in changes or _conditions(changes["enterprise-acme"])["Ready"][0] == "True"
+
+    # Once those writes landed, deciding again changes nothing and posts no second event.
+    settle(store, list(decision.apply))
+    _write_statuses(store, decision)
+    assert decide(NS, store.namespace(NS), OperatorSettings(), NOW).is_noop
+
+    # Shrinking the input lets the config through again and clears the condition.
+    for name in ("big-2", "big-3"):
+        store.remove_tier(NS, name)
+    recovered = decide(NS, store.namespace(NS), OperatorSettings(), NOW)
+    configmap = next(m for m in recovered.apply if m["kind"] == "ConfigMap")
+    assert configmap["metadata"]["name"] == "tiergate-shared"
+    assert render.configmap_bytes(configmap) <= render.CONFIGMAP_LIMIT_BYTES
+    reasons = {c.ref.name: _conditions(c)["Ready"][1] for c in recovered.statuses}
+    assert reasons["big-0"] != "ConfigTooLarge" and reasons["deepseek-chat"] == "Served"
+    assert all(c.warning is None for c in recovered.statuses)
+
+
+def test_a_new_gateway_too_large_for_a_configmap_creates_nothing() -> None:
+    store = example_store()
+    _add_big_shared_tiers(store, 4)
+    decision = decide(NS, store.namespace(NS), OperatorSettings(), NOW)
+    assert not [m for m in decision.apply if m["metadata"]["name"] == "tiergate-shared"]
+    assert "ConfigMap/tiergate-enterprise-acme" in {f"{m['kind']}/{m['metadata']['name']}" for m in decision.apply}
+    startup = next(c for c in decision.statuses if c.ref.name == "startup")
+    assert _conditions(startup)["Ready"][:2] == ("False", "ConfigTooLarge")
+
+
+REDIS = OperatorSettings(redis_secret=SecretKeyRef(name="tiergate-redis", key="redis-url"))
+
+
+def test_a_missing_redis_secret_is_reported_on_every_tier_and_route_of_the_namespace() -> None:
+    store = example_store()
+    decision = decide(NS, store.namespace(NS), REDIS, NOW)
+    # The gateways are still rendered (their pods wait for the Secret); the URL is a reference.
+    deployments = [m for m in decision.apply if m["kind"] == "Deployment"]
+    assert len(deployments) == 2
+    for deployment in deployments:
+        env = deployment["spec"]["template"]["spec"]["containers"][0]["env"]
+        assert {"name": "TIERGATE_GATEWAY_REDIS_URL", "valueFrom": {"secretKeyRef": {
+            "name": "tiergate-redis", "key": "redis-url"}}} in env
+    changes = {c.ref.name: c for c in decision.statuses}
+    assert changes.keys() == {"deepseek-chat", "startup", "enterprise-acme"}
+    for change in changes.values():
+        status, reason, message = _conditions(change)["Ready"]
+        assert (status, reason) == ("False", "MissingSecret")
+        assert "Secret tiergate-redis" in message and "Redis URL" in message
+        assert change.warning is not None and change.warning[0] == "MissingSecret"
+
+    # A Secret without the key is named as such; with the key, nothing is wrong.
+    store.put_secret(NS, "tiergate-redis", {"other": base64.b64encode(b"x").decode()})
+    reasons = {c.ref.name: _conditions(c)["Ready"][1] for c in decide(NS, store.namespace(NS), REDIS, NOW).statuses}
+    assert set(reasons.values()) == {"MissingSecretKey"}
+    store.put_secret(NS, "tiergate-redis", {"redis-url": base64.b64encode(b"redis://:pw@r:6379").decode()})
+    fixed = decide(NS, store.namespace(NS), REDIS, NOW)
+    assert all(_conditions(c)["Accepted"][0] == "True" for c in fixed.statuses)
+    assert "pw@" not in repr(fixed)

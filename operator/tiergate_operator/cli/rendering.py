@@ -33,9 +33,9 @@ def render_namespace(
 
 def problems(manifests: ManifestSet, rendered: NamespaceRender) -> Iterator[str]:
     """One line per object the operator would mark ``Accepted=False``, with its file."""
-    translation = rendered.desired.translation
-    for kind, found in (("ModelRoute", translation.route_problems),
-                        ("ApiKeyTier", translation.tier_problems)):
+    desired = rendered.desired
+    for kind, found in (("ModelRoute", desired.route_problems),
+                        ("ApiKeyTier", desired.tier_problems)):
         for name, problem in sorted(found.items()):
             where = manifests.locate(rendered.namespace, kind, name)
             yield f"{where}: {kind} {rendered.namespace}/{name}: {problem.reason}: {problem.message}"
