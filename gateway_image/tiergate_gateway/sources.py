@@ -286,7 +286,11 @@ class KubeSource:
                 "watching %s failed, retrying in %.1fs: %s",
                 self._source,
                 pause,
-                _describe(problem) if problem is not None else "resourceVersion expired again",
+                _describe(problem)
+                if problem is not None
+                else "resourceVersion expired again"
+                if gone
+                else "the watch ended at once",
             )
             await asyncio.sleep(pause)
             delay = min(delay * 2, ceiling)

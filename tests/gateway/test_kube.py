@@ -1,80 +1,347 @@
-"""Config straight from the Kubernetes API: one watched ConfigMap on the real local control plane."""
+"""Config straight from the Kubernetes API: one watched ConfigMap.
+
+On the real local control plane: successive updates each serve within a second of
+``kubectl apply`` returning (small inline configs and gzip configs whose watch event is
+larger than aiohttp's 512 KiB line limit), and a broken config leaves the last good one
+serving. Against a scripted API server on 127.0.0.1: the watch resumes from the last
+resourceVersion (events and bookmarks) without listing again, lists again only on 410
+Gone, and reads event lines split across chunks or sharing one.
+"""
 
 from __future__ import annotations
 
+import asyncio
 import json
+import logging
 import time
+from typing import Any
 
 import httpx
+import orjson
 import pytest
+from aiohttp import web
 
-from tiergate_gateway.contract import canonical_json
+from tiergate_gateway.contract import (
+    GatewayConfig,
+    canonical_json,
+    configmap_payload,
+    hash_client_key,
+)
 from tiergate_gateway.settings import Settings
+from tiergate_gateway.sources import KubeAccess, KubeSource
 
 from .helpers import STARTUP_KEY, GatewayThread, config, route, target, tier
 
-pytestmark = pytest.mark.cluster
+# The requirement: a new config serves within a second of the write. Measured on the
+# 2-core machine: a few ms after `kubectl apply` returns (the event usually lands before
+# kubectl has exited), ~0.15 s for a 900 KB gzip config (parsing and compiling it).
+SERVED_WITHIN = 1.0
 
 
-def configmap(namespace: str, data: bytes) -> str:
+def configmap(namespace: str, cfg: GatewayConfig | bytes) -> str:
+    """A ConfigMap manifest named ``gw``: inline bytes as given, a config as the operator writes it."""
+    payload = (
+        {"data": {"config.json": cfg.decode()}}
+        if isinstance(cfg, bytes)
+        else configmap_payload(cfg)
+    )
     return json.dumps(
         {
             "apiVersion": "v1",
             "kind": "ConfigMap",
             "metadata": {"name": "gw", "namespace": namespace},
-            "data": {"config.json": data.decode()},
+            **payload,
         }
     )
 
 
-def generation(gw: GatewayThread) -> str | None:
-    resp = httpx.get(gw.url + "/readyz")
+def generation(client: httpx.Client, gw: GatewayThread) -> str | None:
+    resp = client.get(gw.url + "/readyz")
     return resp.json().get("generation") if resp.status_code == 200 else None
 
 
-def wait_generation(gw: GatewayThread, wanted: str, timeout: float) -> float:
+def wait_generation(client: httpx.Client, gw: GatewayThread, wanted: str, timeout: float) -> float:
+    """Seconds until ``wanted`` serves; fails after ``timeout``."""
     started = time.monotonic()
-    while generation(gw) != wanted:
+    while generation(client, gw) != wanted:
         assert time.monotonic() - started < timeout, (
             f"generation {wanted} not served within {timeout}s"
         )
-        time.sleep(0.01)
+        time.sleep(0.005)
     return time.monotonic() - started
 
 
-def test_watches_one_configmap(control_plane, namespace, upstreams, tmp_path):
-    a, b = upstreams["a"], upstreams["b"]
-    tiers = [tier("t", STARTUP_KEY, ["m"])]
-    first = config([route("m", target("a", a.base_url))], tiers)
-    control_plane.kubectl("apply", "-f", "-", input=configmap(namespace, canonical_json(first)))
+def start_gateway(control_plane: Any, namespace: str, tmp_path: Any) -> GatewayThread:
     settings = Settings(
         port=0,
         configmap=f"{namespace}/gw",
         kubeconfig=control_plane.kubeconfig,
         credentials_dir=tmp_path,
     )
-    gw = GatewayThread(settings).start()
+    return GatewayThread(settings).start()
+
+
+def watch_failures(caplog: pytest.LogCaptureFixture) -> list[str]:
+    return [
+        r.getMessage()
+        for r in caplog.records
+        if r.name == "tiergate_gateway.sources" and r.levelno >= logging.WARNING
+    ]
+
+
+@pytest.mark.cluster
+def test_watches_one_configmap(control_plane, namespace, upstreams, tmp_path, caplog):
+    caplog.set_level(logging.INFO)
+    a, b = upstreams["a"], upstreams["b"]
+    tiers = [tier("t", STARTUP_KEY, ["m"])]
+    first = config([route("m", target("a", a.base_url))], tiers)
+    control_plane.kubectl("apply", "-f", "-", input=configmap(namespace, canonical_json(first)))
+    gw = start_gateway(control_plane, namespace, tmp_path)
+    client = httpx.Client()
     try:
-        wait_generation(gw, first.generation, 10)
-        second = config([route("m", target("b", b.base_url))], tiers)
-        control_plane.kubectl(
-            "apply", "-f", "-", input=configmap(namespace, canonical_json(second))
-        )
-        assert wait_generation(gw, second.generation, 1.5) < 1.5  # kubectl returns after the write
-        reply = httpx.post(
+        wait_generation(client, gw, first.generation, 10)
+        # Successive updates, each timed from the moment `kubectl apply` returns (the write
+        # is done by then): every one serves within the bound, not just on average.
+        latencies = []
+        for i in range(6):
+            upstream = b if i % 2 == 0 else a
+            cfg = config(
+                [route("m", target(upstream.name, upstream.base_url, weight=50 + i))], tiers
+            )
+            control_plane.kubectl(
+                "apply", "-f", "-", input=configmap(namespace, canonical_json(cfg))
+            )
+            latencies.append(wait_generation(client, gw, cfg.generation, SERVED_WITHIN))
+        assert max(latencies) < SERVED_WITHIN, latencies
+        reply = client.post(
             gw.url + "/v1/chat/completions",
             json={"model": "m", "messages": []},
             headers={"authorization": f"Bearer {STARTUP_KEY}"},
         )
-        assert reply.json()["choices"][0]["message"]["content"] == "hello from b"
-        broken = canonical_json(second).replace(b"gateway-config/v1", b"gateway-config/v7")
+        assert reply.json()["choices"][0]["message"]["content"] == "hello from a"
+        assert watch_failures(caplog) == []
+
+        # A broken config is refused and the last good one keeps serving.
+        serving = generation(client, gw)
+        broken = canonical_json(cfg).replace(b"gateway-config/v1", b"gateway-config/v7")
         control_plane.kubectl("apply", "-f", "-", input=configmap(namespace, broken))
         deadline = time.monotonic() + 5
         while (
-            "tiergate_gateway_config_rejected_total 1.0" not in httpx.get(gw.url + "/metrics").text
+            "tiergate_gateway_config_rejected_total 1.0" not in client.get(gw.url + "/metrics").text
         ):
             assert time.monotonic() < deadline, "the broken ConfigMap was not refused"
-            time.sleep(0.02)
-        assert generation(gw) == second.generation
+            time.sleep(0.01)
+        assert generation(client, gw) == serving
+        # ... and the next good one serves as promptly as ever.
+        fixed = config([route("m", target("b", b.base_url))], tiers)
+        control_plane.kubectl("apply", "-f", "-", input=configmap(namespace, canonical_json(fixed)))
+        wait_generation(client, gw, fixed.generation, SERVED_WITHIN)
     finally:
+        client.close()
         gw.stop()
+
+
+def large_config(upstream: str, round_: int) -> GatewayConfig:
+    """~900 KB of JSON that gzip cannot shrink much (key digests): a ~870 KB watch event."""
+    tiers = [
+        tier(f"t{t}", f"sk-large-{t}-0123456789", ["m"]).model_copy(
+            update={
+                "key_sha256": tuple(
+                    hash_client_key(f"sk-large-{t}-{k}-{round_}") for k in range(190)
+                )
+            }
+        )
+        for t in range(90)
+    ]
+    return config([route("m", target("a", upstream))], tiers)
+
+
+@pytest.mark.cluster
+def test_large_configmap_serves_promptly(control_plane, namespace, upstreams, tmp_path, caplog):
+    """A gzip config near the ConfigMap size cap: its watch event is one ~870 KB line."""
+    caplog.set_level(logging.INFO)
+    upstream = upstreams["a"].base_url
+    first = large_config(upstream, 0)
+    assert "binaryData" in configmap_payload(first)
+    apply = ("apply", "--server-side", "--field-manager=test", "-f", "-")
+    control_plane.kubectl(*apply, input=configmap(namespace, first))
+    gw = start_gateway(control_plane, namespace, tmp_path)
+    client = httpx.Client()
+    try:
+        wait_generation(client, gw, first.generation, 10)
+        latencies = []
+        for i in range(1, 5):
+            cfg = large_config(upstream, i)
+            control_plane.kubectl(*apply, input=configmap(namespace, cfg))
+            latencies.append(wait_generation(client, gw, cfg.generation, SERVED_WITHIN))
+        assert max(latencies) < SERVED_WITHIN, latencies
+        # Served by the watch itself, not by a relist after the watch broke.
+        assert watch_failures(caplog) == []
+    finally:
+        client.close()
+        gw.stop()
+
+
+# --- against a scripted API server on 127.0.0.1 -------------------------------------------
+
+
+def cm_object(version: int, data: str, padding: int = 0) -> dict[str, Any]:
+    metadata: dict[str, Any] = {"name": "gw", "namespace": "ns", "resourceVersion": str(version)}
+    if padding:
+        metadata["annotations"] = {"pad": "x" * padding}
+    return {"kind": "ConfigMap", "metadata": metadata, "data": {"config.json": data}}
+
+
+def line(kind: str, obj: dict[str, Any]) -> bytes:
+    return orjson.dumps({"type": kind, "object": obj}) + b"\n"
+
+
+class FakeApi:
+    """Lists and watches of one ConfigMap, each watch answered by the next scripted step."""
+
+    def __init__(self, lists: list[dict[str, Any]], watches: list[list[Any]]):
+        self.lists = lists
+        self.watches = watches  # per watch: bytes to send, seconds to pause, None to hold open
+        self.requests: list[dict[str, str]] = []
+        self.url = ""
+        self._runner: web.AppRunner | None = None
+        self._closing = asyncio.Event()
+
+    async def handle(self, request: web.Request) -> web.StreamResponse:
+        params = dict(request.query)
+        self.requests.append(params)
+        assert params["fieldSelector"] == "metadata.name=gw"
+        if "watch" not in params:
+            return web.json_response(self.lists.pop(0))
+        assert params["allowWatchBookmarks"] == "true"
+        steps = self.watches.pop(0) if self.watches else [None]
+        if steps == [410]:
+            return web.json_response({"kind": "Status", "code": 410, "message": "gone"}, status=410)
+        resp = web.StreamResponse()
+        await resp.prepare(request)
+        for step in steps:
+            if step is None:
+                await self._closing.wait()
+            elif isinstance(step, float):
+                await asyncio.sleep(step)
+            else:
+                await resp.write(step)
+        return resp
+
+    async def __aenter__(self) -> FakeApi:
+        app = web.Application()
+        app.router.add_get("/api/v1/namespaces/ns/configmaps", self.handle)
+        self._runner = web.AppRunner(app, handle_signals=False)
+        await self._runner.setup()
+        site = web.TCPSite(self._runner, "127.0.0.1", 0)
+        await site.start()
+        port = self._runner.addresses[0][1]
+        self.url = f"http://127.0.0.1:{port}"
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        assert self._runner is not None
+        self._closing.set()
+        await self._runner.cleanup()
+
+
+def recorder(last: bytes) -> tuple[list[bytes], Any, asyncio.Event]:
+    """An ``offer`` callback recording what it is offered; the event is set once ``last`` is."""
+    offered: list[bytes] = []
+    seen_last = asyncio.Event()
+
+    def offer(data: bytes, source: str) -> bool:
+        offered.append(data)
+        if data == last:
+            seen_last.set()
+        return True
+
+    return offered, offer, seen_last
+
+
+async def test_watch_resumes_from_last_version_and_relists_only_on_gone():
+    big = line("MODIFIED", cm_object(13, "B", padding=2 * 1024 * 1024))  # > aiohttp's readline cap
+    lists = [
+        {
+            "kind": "ConfigMapList",
+            "metadata": {"resourceVersion": "10"},
+            "items": [cm_object(9, "A")],
+        },
+        {
+            "kind": "ConfigMapList",
+            "metadata": {"resourceVersion": "30"},
+            "items": [cm_object(25, "D")],
+        },
+    ]
+    watches: list[list[Any]] = [
+        # Two events in one chunk, then one ~2 MiB event split across chunks; the server ends.
+        [
+            line("BOOKMARK", {"kind": "ConfigMap", "metadata": {"resourceVersion": "11"}})
+            + line("MODIFIED", cm_object(12, "A")),  # same data: not offered again
+            big[:1000],
+            0.05,
+            big[1000:],
+        ],
+        # Resumed at 13 (no list): a bookmark moves the version on, then the server ends again.
+        [line("BOOKMARK", {"kind": "ConfigMap", "metadata": {"resourceVersion": "20"}})],
+        # Resumed at 20: the version was compacted away.
+        [line("ERROR", {"kind": "Status", "code": 410, "message": "too old resource version"})],
+        # After listing again (version 30): the watch stays open.
+        [line("MODIFIED", cm_object(31, "E")), None],
+    ]
+    offered, offer, done = recorder(b"E")
+
+    async with FakeApi(lists, watches) as api:
+        source = KubeSource("ns/gw", offer, lambda: KubeAccess(api.url, {}, False))
+        await source.start()
+        try:
+            await asyncio.wait_for(done.wait(), 5)
+        finally:
+            await source.stop()
+    assert offered == [b"A", b"B", b"D", b"E"]
+    versions = [(r.get("watch") is not None, r.get("resourceVersion")) for r in api.requests]
+    assert versions == [
+        (False, None),
+        (True, "10"),
+        (True, "13"),
+        (True, "20"),
+        (False, None),
+        (True, "30"),
+    ]
+    assert source.lists == 2
+
+
+async def test_watch_gone_on_connect_and_errors_back_off_then_recover(caplog):
+    caplog.set_level(logging.INFO)
+    lists = [
+        {
+            "kind": "ConfigMapList",
+            "metadata": {"resourceVersion": "5"},
+            "items": [cm_object(5, "A")],
+        },
+        {
+            "kind": "ConfigMapList",
+            "metadata": {"resourceVersion": "8"},
+            "items": [cm_object(7, "B")],
+        },
+    ]
+    watches: list[list[Any]] = [
+        [b"not json\n"],  # a broken stream: an error, retried after a short backoff
+        [410],  # HTTP 410 on connect: list again
+        [line("MODIFIED", cm_object(9, "C")), None],
+    ]
+    offered, offer, done = recorder(b"C")
+
+    async with FakeApi(lists, watches) as api:
+        source = KubeSource(
+            "ns/gw", offer, lambda: KubeAccess(api.url, {}, False), backoff=(0.05, 0.2)
+        )
+        await source.start()
+        try:
+            await asyncio.wait_for(done.wait(), 5)
+        finally:
+            await source.stop()
+    assert offered == [b"A", b"B", b"C"]
+    assert [r.get("resourceVersion") for r in api.requests] == [None, "5", "5", None, "8"]
+    warnings = [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]
+    assert len(warnings) == 1 and "retrying in" in warnings[0], warnings
