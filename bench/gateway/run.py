@@ -31,6 +31,7 @@ import tempfile
 import threading
 import time
 import urllib.request
+from collections import defaultdict
 from dataclasses import dataclass, field
 from decimal import Decimal
 from pathlib import Path
@@ -107,6 +108,33 @@ class System:
             return sum(p.memory_info().rss for p in [root, *root.children(recursive=True)])
         except psutil.Error:
             return 0
+
+    def tree(self) -> list[psutil.Process]:
+        if self.proc is None:
+            return []
+        try:
+            root = psutil.Process(self.proc.pid)
+            return [root, *root.children(recursive=True)]
+        except psutil.Error:
+            return []
+
+    def cpu_seconds(self) -> float:
+        total = 0.0
+        for process in self.tree():
+            with contextlib.suppress(psutil.Error):
+                times = process.cpu_times()
+                total += times.user + times.system
+        return total
+
+    def pause(self, paused: bool) -> None:
+        """Stop (SIGSTOP) or continue the process tree: an idle server's timers and background
+        tasks would otherwise take the shared core from the system under test."""
+        for process in self.tree():
+            with contextlib.suppress(psutil.Error):
+                if paused:
+                    process.suspend()
+                else:
+                    process.resume()
 
     def stop(self) -> None:
         if self.proc is not None and self.proc.poll() is None:
@@ -383,6 +411,7 @@ def main() -> None:
         scenarios = [("plain", 1), ("plain", 50), ("stream", 1), ("stream", 50)]
         scripts = {"plain": wrk_script(folder, False), "stream": wrk_script(folder, True)}
         results: dict[tuple[str, str, int], list[tuple[float, float, int]]] = {}
+        cpu_per_request: dict[tuple[str, str, int], list[float]] = defaultdict(list)
         for round_ in range(args.rounds):
             for kind, conns in scenarios:
                 for system in systems:
@@ -398,14 +427,23 @@ def main() -> None:
                             stop.wait(0.25)
 
                     sampler = threading.Thread(target=sample, daemon=True)
+                    others = [other for other in systems if other is not system]
+                    for other in others:
+                        other.pause(True)
                     if sampling:
                         sampler.start()
-                    results.setdefault((system.name, kind, conns), []).append(
-                        run_wrk(system.url, conns, args.duration, scripts[kind])
-                    )
+                    cpu_before = system.cpu_seconds()
+                    rps, p50, errors = run_wrk(system.url, conns, args.duration, scripts[kind])
+                    if rps > 0 and system.proc is not None:
+                        cpu_per_request[(system.name, kind, conns)].append(
+                            (system.cpu_seconds() - cpu_before) / (rps * args.duration)
+                        )
+                    results.setdefault((system.name, kind, conns), []).append((rps, p50, errors))
                     stop_sampling.set()
                     if sampling:
                         sampler.join()
+                    for other in others:
+                        other.pause(False)
             print(f"round {round_ + 1}/{args.rounds} done", file=sys.stderr)
 
         def med(name: str, kind: str, conns: int, index: int) -> float:
@@ -414,9 +452,10 @@ def main() -> None:
         print()
         print(
             "| system | plain req/s @50 | stream req/s @50 | plain p50 @1 (ms) | added p50 @1 (ms) "
-            "| stream p50 @1 (ms) | RSS under load (MB) | start to first completion (s) | errors |"
+            "| stream p50 @1 (ms) | CPU per request @50, plain / stream (us) | RSS under load (MB) "
+            "| start to first completion (s) | errors |"
         )
-        print("|---|---:|---:|---:|---:|---:|---:|---:|---:|")
+        print("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
         base_p50 = med("direct (mock)", "plain", 1, 1)
         for system in systems:
             name = system.name
@@ -425,20 +464,28 @@ def main() -> None:
             added = "-" if system.proc is None else f"{p50 - base_p50:.3f}"
             rss = f"{max(system.rss) / 2**20:.0f}" if system.rss else "-"
             startup = f"{system.startup:.2f}" if system.startup is not None else "-"
+            cpu = " / ".join(
+                f"{statistics.median(samples) * 1e6:.0f}"
+                if (samples := cpu_per_request.get((name, kind, 50)))
+                else "-"
+                for kind in ("plain", "stream")
+            )
             print(
                 f"| {name} | {med(name, 'plain', 50, 0):,.0f} | {med(name, 'stream', 50, 0):,.0f} | {p50:.3f} "
-                f"| {added} | {med(name, 'stream', 1, 1):.3f} | {rss} | {startup} | {errors} |"
+                f"| {added} | {med(name, 'stream', 1, 1):.3f} | {cpu} | {rss} | {startup} | {errors} |"
             )
         print()
         print(
             f"wrk -t1, {args.duration:g}s per run, medians of {args.rounds} interleaved rounds; server on core "
             f"{SERVER_CORE}, wrk and mock on core {LOAD_CORE}; {os.cpu_count()} cores, "
-            f"load average before: {load_before:.2f}, after: {os.getloadavg()[0]:.2f}"
+            f"load average before: {load_before:.2f}, after: {os.getloadavg()[0]:.2f}; "
+            "the servers not under test are paused (SIGSTOP) during each run"
         )
         for note in notes:
             print(f"note: {note}")
     finally:
         for system in systems:
+            system.pause(False)
             system.stop()
         mock.terminate()
         mock.wait(10)
