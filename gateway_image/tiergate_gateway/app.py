@@ -368,8 +368,6 @@ class Gateway:
         async def finish(outcome: Outcome) -> None:
             await self._settle(tier, route, outcome, prompt_tokens, reserved, month)
 
-        # The alias goes first so the upstream model can be swapped in the encoded bytes.
-        payload = {"model": model, **payload}
         call = Call(request.path, payload, stream, tier, route, order, board, headers)
         assert self.pool is not None
         response = await forward(

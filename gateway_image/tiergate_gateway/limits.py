@@ -73,7 +73,14 @@ def _headers(kind: str, limit: int, remaining: float, reset: float) -> list[tupl
 
 
 def _bucket_headers(kind: str, capacity: int, level: float) -> list[tuple[str, str]]:
-    return _headers(kind, capacity, level, max(0.0, (capacity - level) * 60.0 / capacity))
+    """``_headers`` for a refilled local bucket (its level is never above its capacity)."""
+    names = _HEADER_NAMES[kind]
+    reset = (capacity - level) * 60.0 / capacity
+    return [
+        (names[0], str(capacity)),
+        (names[1], str(int(level)) if level > 0 else "0"),
+        (names[2], f"{reset:.3f}s" if reset < 60 else f"{reset / 60:.0f}m"),
+    ]
 
 
 class Limiter(Protocol):

@@ -196,7 +196,6 @@ async def forward(
     """Try the planned targets in order; ``finish`` is awaited exactly once with the outcome."""
     route = call.route.route
     failover, timeouts = route.failover, route.timeouts
-    body = orjson.dumps(call.payload)
     loop = pool.loop
     deadline = loop.time() + timeouts.total_seconds
     outcome = Outcome()
@@ -229,11 +228,9 @@ async def forward(
                 )
                 continue
             upstream_model = call.tier.upstream.model_prefix + target.upstream_model
-            payload = body.replace(
-                b'"model":' + orjson.dumps(call.payload["model"]),
-                b'"model":' + orjson.dumps(upstream_model),
-                1,
-            )
+            # Encoded per attempt: a failover may change the model; most calls make one attempt.
+            call.payload["model"] = upstream_model
+            payload = orjson.dumps(call.payload)
             endpoint = call.route.endpoints[target.name]
             try:
                 remaining = deadline - loop.time()
