@@ -35,8 +35,8 @@ def configmap_bytes(configmap: Manifest) -> int:
     plus values of ``binaryData`` (decoded)."""
     data = sum(len(str(value).encode()) for value in (configmap.get("data") or {}).values())
     # Decoded length from the (unwrapped, padded) base64 text, without decoding a megabyte.
-    binary = sum(len(value) // 4 * 3 - value[-2:].count("=")
-                 for value in (configmap.get("binaryData") or {}).values())
+    encoded = [str(value) for value in (configmap.get("binaryData") or {}).values()]
+    binary = sum(len(text) // 4 * 3 - text[-2:].count("=") for text in encoded)
     return data + binary
 
 
