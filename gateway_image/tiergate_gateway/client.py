@@ -3,7 +3,8 @@
 Chosen by measurement over aiohttp's and httpx's clients, which cost several
 hundred microseconds per call on the reference machine (bench/gateway/README.md).
 It speaks exactly what an OpenAI-compatible upstream needs: one request per
-connection at a time, Content-Length or chunked responses, TLS via ``ssl``.
+connection at a time, Content-Length or chunked responses, TLS via ``ssl``; of the
+response headers it keeps only those the gateway relays (``_KEPT_HEADERS``).
 """
 
 from __future__ import annotations
@@ -65,6 +66,11 @@ class Endpoint:
 def header_lines(headers: list[tuple[str, str]]) -> bytes:
     """Request header lines for ``UpstreamPool.request``."""
     return "".join([f"{name}: {value}\r\n" for name, value in headers]).encode("latin-1")
+
+
+# The response headers the gateway relays; the others (providers send a score of them) are
+# not decoded at all. httptools handles framing (content-length, transfer-encoding) itself.
+_KEPT_HEADERS = frozenset({b"content-type", b"retry-after"})
 
 
 class _Conn(asyncio.Protocol):
@@ -162,7 +168,9 @@ class _Conn(asyncio.Protocol):
             waiter.set_result(None)
 
     def on_header(self, name: bytes, value: bytes) -> None:
-        self.headers[name.decode("latin-1").lower()] = value.decode("latin-1")
+        key = name.lower()
+        if key in _KEPT_HEADERS:
+            self.headers[key.decode("latin-1")] = value.decode("latin-1")
 
     def on_headers_complete(self) -> None:
         self.status = self.parser.get_status_code()
