@@ -69,7 +69,7 @@ def to_nano(usd: Decimal) -> int:
     return int((usd * _NANO).to_integral_value(rounding=ROUND_CEILING))
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)  # not frozen: one is made per call, and frozen __init__ costs 3x
 class BudgetDecision:
     allowed: bool
     warn: bool
