@@ -28,8 +28,9 @@ test: setup tools ## run every test: unit, golden, gateway, and real control-pla
 test-fast: setup ## only the tests that need no control plane
 	$(BIN)/python -m pytest -m 'not cluster' $(PYTEST_ARGS)
 
-lint: setup ## ruff, mypy --strict, import-linter
+lint: setup ## ruff (lint and format check), mypy --strict, import-linter
 	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
 	$(BIN)/mypy
 	$(BIN)/lint-imports
 

@@ -22,7 +22,9 @@ def control_plane(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ControlP
     bin_dir = tools_bin_dir()
     if not (bin_dir / "kube-apiserver").exists():
         pytest.fail(f"control-plane binaries missing in {bin_dir}: run `make tools` first")
-    workdir = Path(os.environ.get("TIERGATE_TEST_CLUSTER_DIR") or tmp_path_factory.mktemp("cluster"))
+    workdir = Path(
+        os.environ.get("TIERGATE_TEST_CLUSTER_DIR") or tmp_path_factory.mktemp("cluster")
+    )
     try:
         plane = start(workdir, bin_dir)
     except ClusterStartError as error:

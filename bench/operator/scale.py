@@ -37,33 +37,67 @@ NAMESPACE = "scale"
 
 
 def manifests(routes: int, shared: int, dedicated: int) -> list[dict[str, Any]]:
-    docs: list[dict[str, Any]] = [{
-        "apiVersion": "v1", "kind": "Secret", "metadata": {"name": "upstream"},
-        "stringData": {"key": "fake-upstream-credential"},
-    }]
+    docs: list[dict[str, Any]] = [
+        {
+            "apiVersion": "v1",
+            "kind": "Secret",
+            "metadata": {"name": "upstream"},
+            "stringData": {"key": "fake-upstream-credential"},
+        }
+    ]
     for i in range(routes):
-        docs.append({
-            "apiVersion": "tiergate.dev/v1alpha1", "kind": "ModelRoute",
-            "metadata": {"name": f"model-{i:04d}"},
-            "spec": {"model": f"model-{i:04d}", "targets": [
-                {"name": "primary", "baseURL": "http://127.0.0.1:9901/v1", "upstreamModel": f"m{i}",
-                 "weight": 80, "credentialsSecretRef": {"name": "upstream", "key": "key"},
-                 "pricing": {"inputPerMillion": "0.25", "outputPerMillion": "0.25"}},
-                {"name": "fallback", "baseURL": "http://127.0.0.1:9903/v1", "upstreamModel": f"m{i}",
-                 "priority": 1},
-            ]},
-        })
+        docs.append(
+            {
+                "apiVersion": "tiergate.dev/v1alpha1",
+                "kind": "ModelRoute",
+                "metadata": {"name": f"model-{i:04d}"},
+                "spec": {
+                    "model": f"model-{i:04d}",
+                    "targets": [
+                        {
+                            "name": "primary",
+                            "baseURL": "http://127.0.0.1:9901/v1",
+                            "upstreamModel": f"m{i}",
+                            "weight": 80,
+                            "credentialsSecretRef": {"name": "upstream", "key": "key"},
+                            "pricing": {"inputPerMillion": "0.25", "outputPerMillion": "0.25"},
+                        },
+                        {
+                            "name": "fallback",
+                            "baseURL": "http://127.0.0.1:9903/v1",
+                            "upstreamModel": f"m{i}",
+                            "priority": 1,
+                        },
+                    ],
+                },
+            }
+        )
     tiers = [(f"shared-{i:03d}", "Shared") for i in range(shared)]
     tiers += [(f"dedicated-{i:02d}", "Dedicated") for i in range(dedicated)]
     for name, isolation in tiers:
-        docs.append({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": f"{name}-keys"},
-                     "stringData": {"key": f"tg-{name}-fake-key"}})
-        spec: dict[str, Any] = {"isolation": isolation, "keys": [{"secretRef": {"name": f"{name}-keys"}}],
-                                "limits": {"requestsPerMinute": 600}}
+        docs.append(
+            {
+                "apiVersion": "v1",
+                "kind": "Secret",
+                "metadata": {"name": f"{name}-keys"},
+                "stringData": {"key": f"tg-{name}-fake-key"},
+            }
+        )
+        spec: dict[str, Any] = {
+            "isolation": isolation,
+            "keys": [{"secretRef": {"name": f"{name}-keys"}}],
+            "limits": {"requestsPerMinute": 600},
+        }
         if isolation == "Dedicated":
             spec["replicas"] = 2
-        docs.append({"apiVersion": "tiergate.dev/v1alpha1", "kind": "ApiKeyTier",
-                     "metadata": {"name": name}, "spec": spec})
+        docs.append(
+            {
+                "apiVersion": "tiergate.dev/v1alpha1",
+                "kind": "ApiKeyTier",
+                "metadata": {"name": name},
+                "spec": spec,
+            }
+        )
     return docs
 
 
@@ -88,8 +122,12 @@ class RssSampler(threading.Thread):
 def start_operator(plane: ControlPlane, log: Path) -> subprocess.Popen[bytes]:
     env = plane.env() | {"TIERGATE_STANDALONE": "1", "PYTHONUNBUFFERED": "1"}
     with log.open("ab") as sink:
-        return subprocess.Popen([sys.executable, "-m", "tiergate_operator"], env=env,
-                                stdout=sink, stderr=subprocess.STDOUT)
+        return subprocess.Popen(
+            [sys.executable, "-m", "tiergate_operator"],
+            env=env,
+            stdout=sink,
+            stderr=subprocess.STDOUT,
+        )
 
 
 def stop_operator(process: subprocess.Popen[bytes], log: Path) -> dict[str, int]:
@@ -102,10 +140,16 @@ def stop_operator(process: subprocess.Popen[bytes], log: Path) -> dict[str, int]
 
 
 def converged(plane: ControlPlane, routes: int, tiers: int, gateways: int) -> bool:
-    objs = json.loads(plane.kubectl("-n", NAMESPACE, "get", "configmaps,modelroutes,apikeytiers",
-                                    "-o", "json", timeout=60).stdout)["items"]
-    configs = [payload for o in objs if o["kind"] == "ConfigMap"
-               and (payload := config_from_configmap(o)) is not None]
+    objs = json.loads(
+        plane.kubectl(
+            "-n", NAMESPACE, "get", "configmaps,modelroutes,apikeytiers", "-o", "json", timeout=60
+        ).stdout
+    )["items"]
+    configs = [
+        payload
+        for o in objs
+        if o["kind"] == "ConfigMap" and (payload := config_from_configmap(o)) is not None
+    ]
     if len(configs) != gateways:
         return False
     for configmap in configs:
@@ -114,13 +158,23 @@ def converged(plane: ControlPlane, routes: int, tiers: int, gateways: int) -> bo
     crs = [o for o in objs if o["kind"] in ("ModelRoute", "ApiKeyTier")]
     if len(crs) != routes + tiers:
         return False
-    return all(any(c["type"] == "Ready" and c["status"] == "True" and
-                   c.get("observedGeneration") == o["metadata"]["generation"]
-                   for c in (o.get("status") or {}).get("conditions", [])) for o in crs)
+    return all(
+        any(
+            c["type"] == "Ready"
+            and c["status"] == "True"
+            and c.get("observedGeneration") == o["metadata"]["generation"]
+            for c in (o.get("status") or {}).get("conditions", [])
+        )
+        for o in crs
+    )
 
 
-async def floor_loop(plane: ControlPlane, namespace: str, children: list[dict[str, Any]],
-                     statuses: list[tuple[str, str, dict[str, Any]]]) -> tuple[float, int]:
+async def floor_loop(
+    plane: ControlPlane,
+    namespace: str,
+    children: list[dict[str, Any]],
+    statuses: list[tuple[str, str, dict[str, Any]]],
+) -> tuple[float, int]:
     """Write the converged objects into ``namespace`` with a tight SSA loop."""
     kube = KubeApi(load_client_configuration())
     limit = asyncio.Semaphore(16)
@@ -132,8 +186,12 @@ async def floor_loop(plane: ControlPlane, namespace: str, children: list[dict[st
     began = time.perf_counter()
     await asyncio.gather(*(bounded(kube.apply(c)) for c in children if c["kind"] == "ConfigMap"))
     await asyncio.gather(*(bounded(kube.apply(c)) for c in children if c["kind"] != "ConfigMap"))
-    await asyncio.gather(*(bounded(kube.patch_status(ObjectRef(kind, namespace, name), status))
-                           for kind, name, status in statuses))
+    await asyncio.gather(
+        *(
+            bounded(kube.patch_status(ObjectRef(kind, namespace, name), status))
+            for kind, name, status in statuses
+        )
+    )
     elapsed = time.perf_counter() - began
     writes = sum(kube.writes.values())
     await kube.close()
@@ -145,12 +203,16 @@ def strip_for_floor(obj: dict[str, Any], namespace: str) -> dict[str, Any]:
     metadata["namespace"] = namespace
     body = {k: v for k, v in obj.items() if k not in ("metadata", "status")}
     if obj["kind"] == "Service":  # the cluster IP is allocated per Service, not copied
-        body["spec"] = {k: v for k, v in body["spec"].items() if k not in ("clusterIP", "clusterIPs")}
+        body["spec"] = {
+            k: v for k, v in body["spec"].items() if k not in ("clusterIP", "clusterIPs")
+        }
     return body | {"metadata": metadata}
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--routes", type=int, default=1000)
     parser.add_argument("--shared", type=int, default=90)
     parser.add_argument("--dedicated", type=int, default=10)
@@ -165,18 +227,28 @@ def main() -> None:
         stop(workdir)
 
 
-def run(plane: ControlPlane, workdir: Path, routes: int, shared: int, dedicated: int, tiers: int) -> None:
+def run(
+    plane: ControlPlane, workdir: Path, routes: int, shared: int, dedicated: int, tiers: int
+) -> None:
     import os
 
     os.environ["KUBECONFIG"] = str(plane.kubeconfig)
     plane.kubectl("apply", "--server-side", "-k", str(REPO / "crds"))
-    plane.kubectl("wait", "--for=condition=Established", "crd/modelroutes.tiergate.dev",
-                  "crd/apikeytiers.tiergate.dev", "--timeout=30s")
+    plane.kubectl(
+        "wait",
+        "--for=condition=Established",
+        "crd/modelroutes.tiergate.dev",
+        "crd/apikeytiers.tiergate.dev",
+        "--timeout=30s",
+    )
     for ns in (NAMESPACE, "floor"):
         plane.kubectl("create", "namespace", ns)
     bundle = workdir / "bundle.json"
-    bundle.write_text(json.dumps({"apiVersion": "v1", "kind": "List",
-                                  "items": manifests(routes, shared, dedicated)}))
+    bundle.write_text(
+        json.dumps(
+            {"apiVersion": "v1", "kind": "List", "items": manifests(routes, shared, dedicated)}
+        )
+    )
 
     log = workdir / "operator.log"
     operator = start_operator(plane, log)
@@ -208,26 +280,57 @@ def run(plane: ControlPlane, workdir: Path, routes: int, shared: int, dedicated:
     resync_sampler.running = False
     resync_writes = stop_operator(resync, log2)
 
-    objs = json.loads(plane.kubectl("-n", NAMESPACE, "get",
-                                    "configmaps,deployments,services,poddisruptionbudgets,serviceaccounts,roles,rolebindings",
-                                    "-l", "app.kubernetes.io/managed-by=tiergate-operator", "-o", "json").stdout)["items"]
+    objs = json.loads(
+        plane.kubectl(
+            "-n",
+            NAMESPACE,
+            "get",
+            "configmaps,deployments,services,poddisruptionbudgets,serviceaccounts,roles,rolebindings",
+            "-l",
+            "app.kubernetes.io/managed-by=tiergate-operator",
+            "-o",
+            "json",
+        ).stdout
+    )["items"]
     children = [strip_for_floor(o, "floor") for o in objs]
-    crs = json.loads(plane.kubectl("-n", NAMESPACE, "get", "modelroutes,apikeytiers", "-o", "json").stdout)["items"]
-    plane.kubectl("-n", "floor", "apply", "--server-side", "-f", "-", timeout=600, input=json.dumps(
-        {"apiVersion": "v1", "kind": "List", "items": [strip_for_floor(o, "floor") for o in crs]}))
+    crs = json.loads(
+        plane.kubectl("-n", NAMESPACE, "get", "modelroutes,apikeytiers", "-o", "json").stdout
+    )["items"]
+    plane.kubectl(
+        "-n",
+        "floor",
+        "apply",
+        "--server-side",
+        "-f",
+        "-",
+        timeout=600,
+        input=json.dumps(
+            {
+                "apiVersion": "v1",
+                "kind": "List",
+                "items": [strip_for_floor(o, "floor") for o in crs],
+            }
+        ),
+    )
     statuses = [(o["kind"], o["metadata"]["name"], o["status"]) for o in crs]
     floor_seconds, floor_writes = asyncio.run(floor_loop(plane, "floor", children, statuses))
 
     total_writes = sum(writes.values())
     rows = [
-        ("objects", f"{routes} ModelRoutes, {tiers} ApiKeyTiers ({shared} Shared, {dedicated} Dedicated)"),
+        (
+            "objects",
+            f"{routes} ModelRoutes, {tiers} ApiKeyTiers ({shared} Shared, {dedicated} Dedicated)",
+        ),
         ("kubectl apply of all inputs", f"{applied:.1f} s"),
         ("operator: time to converge", f"{convergence:.1f} s (from the start of the apply)"),
         ("operator: API writes", f"{total_writes} {writes}"),
         ("operator: peak RSS", f"{peak_rss / 2**20:.0f} MB"),
         ("operator: CPU time until converged", f"{sampler.cpu:.1f} s"),
         ("floor: tight SSA loop, same objects", f"{floor_seconds:.1f} s, {floor_writes} writes"),
-        ("convergence / (apply + floor)", f"{convergence / (applied + floor_seconds):.2f}x (goal <= 2x)"),
+        (
+            "convergence / (apply + floor)",
+            f"{convergence / (applied + floor_seconds):.2f}x (goal <= 2x)",
+        ),
         ("no-op resync: API writes", f"{sum(resync_writes.values())} {resync_writes} (goal 0)"),
         ("no-op resync: peak RSS", f"{resync_sampler.peak / 2**20:.0f} MB"),
     ]

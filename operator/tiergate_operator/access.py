@@ -27,7 +27,8 @@ def render_gateway_access(
         return []
     name = settings.gateway_service_account
     metadata = {
-        "name": name, "namespace": namespace,
+        "name": name,
+        "namespace": namespace,
         "labels": {
             "app.kubernetes.io/name": "tiergate-gateway",
             "app.kubernetes.io/component": "gateway-access",
@@ -40,12 +41,30 @@ def render_gateway_access(
         ],
     }
     return [
-        {"apiVersion": "v1", "kind": "ServiceAccount", "metadata": metadata,
-         "automountServiceAccountToken": True},
-        {"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "Role", "metadata": metadata,
-         "rules": [{"apiGroups": [""], "resources": ["configmaps"], "resourceNames": gateways,
-                    "verbs": ["get", "list", "watch"]}]},
-        {"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "RoleBinding", "metadata": metadata,
-         "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": name},
-         "subjects": [{"kind": "ServiceAccount", "name": name, "namespace": namespace}]},
+        {
+            "apiVersion": "v1",
+            "kind": "ServiceAccount",
+            "metadata": metadata,
+            "automountServiceAccountToken": True,
+        },
+        {
+            "apiVersion": "rbac.authorization.k8s.io/v1",
+            "kind": "Role",
+            "metadata": metadata,
+            "rules": [
+                {
+                    "apiGroups": [""],
+                    "resources": ["configmaps"],
+                    "resourceNames": gateways,
+                    "verbs": ["get", "list", "watch"],
+                }
+            ],
+        },
+        {
+            "apiVersion": "rbac.authorization.k8s.io/v1",
+            "kind": "RoleBinding",
+            "metadata": metadata,
+            "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": name},
+            "subjects": [{"kind": "ServiceAccount", "name": name, "namespace": namespace}],
+        },
     ]

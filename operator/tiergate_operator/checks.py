@@ -23,7 +23,8 @@ SecretDigests = Mapping[str, Mapping[str, str]]
 
 def invalid_spec(error: ValidationError) -> Problem:
     details = "; ".join(
-        f"{'.'.join(str(part) for part in e['loc']) or 'object'}: {e['msg']}" for e in error.errors()[:3]
+        f"{'.'.join(str(part) for part in e['loc']) or 'object'}: {e['msg']}"
+        for e in error.errors()[:3]
     )
     return Problem("InvalidSpec", details)
 
@@ -40,8 +41,11 @@ def redis_secret_problem(ref: SecretKeyRef, secrets: SecretDigests) -> Problem |
     """The Secret holding the gateways' Redis URL must exist in each gateway namespace: the
     gateway pods read it (secretKeyRef); the operator only sees that it is there."""
     return _secret_key_problem(
-        ref, secrets, "the gateways' Redis URL, named by the operator's TIERGATE_REDIS_SECRET_NAME; "
-                      "create it in this namespace")
+        ref,
+        secrets,
+        "the gateways' Redis URL, named by the operator's TIERGATE_REDIS_SECRET_NAME; "
+        "create it in this namespace",
+    )
 
 
 def _first(problems: Iterable[Problem | None]) -> Problem | None:
@@ -73,13 +77,20 @@ def check_routes(
             continue
         aliases[route.spec.model].append(name)
         problem = _first(
-            _secret_key_problem(t.credentials_secret_ref, secrets, f"credentials of target {t.name}")
-            for t in route.spec.targets if t.credentials_secret_ref
+            _secret_key_problem(
+                t.credentials_secret_ref, secrets, f"credentials of target {t.name}"
+            )
+            for t in route.spec.targets
+            if t.credentials_secret_ref
         )
         if problem:
             problems[name] = problem
-    _mark_shared(aliases, problems, "DuplicateModel",
-                 "its model alias is also claimed by ModelRoute {others}")
+    _mark_shared(
+        aliases,
+        problems,
+        "DuplicateModel",
+        "its model alias is also claimed by ModelRoute {others}",
+    )
     return parsed
 
 
@@ -88,11 +99,16 @@ def _tier_problem(
 ) -> Problem | None:
     spec = tier.spec
     if spec.models is not None and not spec.models:
-        return Problem("EmptyAllowlist", "models is an empty list: the tier may use no route "
-                                         "(omit models to allow every route of the namespace)")
+        return Problem(
+            "EmptyAllowlist",
+            "models is an empty list: the tier may use no route "
+            "(omit models to allow every route of the namespace)",
+        )
     unknown = sorted(set(spec.models or ()) - set(route_names))
     if unknown:
-        return Problem("UnknownRoute", f"models names ModelRoutes that do not exist: {', '.join(unknown)}")
+        return Problem(
+            "UnknownRoute", f"models names ModelRoutes that do not exist: {', '.join(unknown)}"
+        )
     missing = [key.secret_ref.name for key in spec.keys if key.secret_ref.name not in secrets]
     if missing:
         return Problem("MissingSecret", f"key Secret {', '.join(missing)} does not exist")
@@ -103,7 +119,9 @@ def _tier_problem(
 
 
 def check_tiers(
-    bodies: Sequence[Body], route_names: Sequence[str], secrets: SecretDigests,
+    bodies: Sequence[Body],
+    route_names: Sequence[str],
+    secrets: SecretDigests,
     problems: dict[str, Problem],
 ) -> tuple[dict[str, ApiKeyTier], dict[str, tuple[str, ...]]]:
     """The tiers that parsed, and the digests of each tier's client keys."""
@@ -121,11 +139,21 @@ def check_tiers(
         if problem:
             problems[name] = problem
             continue
-        digests[name] = tuple(sorted({
-            digest for key in tier.spec.keys for digest in secrets[key.secret_ref.name].values()
-        }))
+        digests[name] = tuple(
+            sorted(
+                {
+                    digest
+                    for key in tier.spec.keys
+                    for digest in secrets[key.secret_ref.name].values()
+                }
+            )
+        )
         for digest in digests[name]:
             owners[digest].append(name)
-    _mark_shared(owners, problems, "DuplicateKey",
-                 "a client key of this tier is also a key of ApiKeyTier {others}")
+    _mark_shared(
+        owners,
+        problems,
+        "DuplicateKey",
+        "a client key of this tier is also a key of ApiKeyTier {others}",
+    )
     return parsed, digests

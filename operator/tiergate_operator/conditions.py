@@ -31,15 +31,29 @@ def format_time(moment: datetime) -> str:
 
 
 def set_condition(
-    conditions: Sequence[Condition], type: str, status: ConditionStatus, reason: str, message: str,
-    observed_generation: int, now: datetime,
+    conditions: Sequence[Condition],
+    type: str,
+    status: ConditionStatus,
+    reason: str,
+    message: str,
+    observed_generation: int,
+    now: datetime,
 ) -> list[Condition]:
     """A new list with condition ``type`` set; the others unchanged, order kept."""
     existing = next((c for c in conditions if c.type == type), None)
-    transition = (existing.last_transition_time if existing and existing.status == status
-                  else format_time(now))
-    updated = Condition(type=type, status=status, reason=reason, message=message,
-                        observed_generation=observed_generation, last_transition_time=transition)
+    transition = (
+        existing.last_transition_time
+        if existing and existing.status == status
+        else format_time(now)
+    )
+    updated = Condition(
+        type=type,
+        status=status,
+        reason=reason,
+        message=message,
+        observed_generation=observed_generation,
+        last_transition_time=transition,
+    )
     if existing is None:
         return [*conditions, updated]
     return [updated if c.type == type else c for c in conditions]
@@ -49,9 +63,18 @@ def _accepted(
     conditions: Sequence[Condition], problem: Problem | None, generation: int, now: datetime
 ) -> list[Condition]:
     if problem is None:
-        return set_condition(conditions, ACCEPTED, "True", "Accepted",
-                             "the spec is valid and its references resolve", generation, now)
-    return set_condition(conditions, ACCEPTED, "False", problem.reason, problem.message, generation, now)
+        return set_condition(
+            conditions,
+            ACCEPTED,
+            "True",
+            "Accepted",
+            "the spec is valid and its references resolve",
+            generation,
+            now,
+        )
+    return set_condition(
+        conditions, ACCEPTED, "False", problem.reason, problem.message, generation, now
+    )
 
 
 def _not_accepted_message(problem: Problem, served: bool) -> str:
@@ -60,8 +83,13 @@ def _not_accepted_message(problem: Problem, served: bool) -> str:
 
 
 def route_conditions(
-    conditions: Sequence[Condition], *, problem: Problem | None, gateways: Sequence[str],
-    configs_applied: bool, generation: int, now: datetime,
+    conditions: Sequence[Condition],
+    *,
+    problem: Problem | None,
+    gateways: Sequence[str],
+    configs_applied: bool,
+    generation: int,
+    now: datetime,
 ) -> list[Condition]:
     """Accepted and Ready of a ModelRoute.
 
@@ -71,21 +99,43 @@ def route_conditions(
     """
     updated = _accepted(conditions, problem, generation, now)
     if problem is not None:
-        return set_condition(updated, READY, "False", problem.reason,
-                             _not_accepted_message(problem, bool(gateways)), generation, now)
+        return set_condition(
+            updated,
+            READY,
+            "False",
+            problem.reason,
+            _not_accepted_message(problem, bool(gateways)),
+            generation,
+            now,
+        )
     if not gateways:
-        return set_condition(updated, READY, "True", "NotServed",
-                             "no ApiKeyTier allows this route", generation, now)
+        return set_condition(
+            updated, READY, "True", "NotServed", "no ApiKeyTier allows this route", generation, now
+        )
     if not configs_applied:
-        return set_condition(updated, READY, "False", "Progressing",
-                             f"updating the config of {', '.join(gateways)}", generation, now)
-    return set_condition(updated, READY, "True", "Served",
-                         f"served by {', '.join(gateways)}", generation, now)
+        return set_condition(
+            updated,
+            READY,
+            "False",
+            "Progressing",
+            f"updating the config of {', '.join(gateways)}",
+            generation,
+            now,
+        )
+    return set_condition(
+        updated, READY, "True", "Served", f"served by {', '.join(gateways)}", generation, now
+    )
 
 
 def tier_conditions(
-    conditions: Sequence[Condition], *, problem: Problem | None, gateway: str | None,
-    configs_applied: bool, ready_replicas: int, generation: int, now: datetime,
+    conditions: Sequence[Condition],
+    *,
+    problem: Problem | None,
+    gateway: str | None,
+    configs_applied: bool,
+    ready_replicas: int,
+    generation: int,
+    now: datetime,
 ) -> list[Condition]:
     """Accepted and Ready of an ApiKeyTier.
 
@@ -94,13 +144,41 @@ def tier_conditions(
     """
     updated = _accepted(conditions, problem, generation, now)
     if problem is not None:
-        return set_condition(updated, READY, "False", problem.reason,
-                             _not_accepted_message(problem, gateway is not None), generation, now)
+        return set_condition(
+            updated,
+            READY,
+            "False",
+            problem.reason,
+            _not_accepted_message(problem, gateway is not None),
+            generation,
+            now,
+        )
     if gateway is None or not configs_applied:
-        return set_condition(updated, READY, "False", "Progressing",
-                             f"updating the config of {gateway or 'its gateway'}", generation, now)
+        return set_condition(
+            updated,
+            READY,
+            "False",
+            "Progressing",
+            f"updating the config of {gateway or 'its gateway'}",
+            generation,
+            now,
+        )
     if ready_replicas < 1:
-        return set_condition(updated, READY, "False", "GatewayUnavailable",
-                             f"gateway {gateway} has no ready replica", generation, now)
-    return set_condition(updated, READY, "True", "Served",
-                         f"served by {gateway} ({ready_replicas} ready)", generation, now)
+        return set_condition(
+            updated,
+            READY,
+            "False",
+            "GatewayUnavailable",
+            f"gateway {gateway} has no ready replica",
+            generation,
+            now,
+        )
+    return set_condition(
+        updated,
+        READY,
+        "True",
+        "Served",
+        f"served by {gateway} ({ready_replicas} ready)",
+        generation,
+        now,
+    )

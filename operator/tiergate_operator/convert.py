@@ -33,7 +33,9 @@ def contract_route(spec: ModelRouteSpec) -> contract.Route:
             pricing=contract.Pricing(
                 input_per_million=Decimal(target.pricing.input_per_million),
                 output_per_million=Decimal(target.pricing.output_per_million),
-            ) if target.pricing else contract.Pricing(),
+            )
+            if target.pricing
+            else contract.Pricing(),
             credential=_credential(target.credentials_secret_ref),
         )
         for target in sorted(spec.targets, key=lambda t: t.name)
@@ -42,20 +44,32 @@ def contract_route(spec: ModelRouteSpec) -> contract.Route:
     return contract.Route(
         model=spec.model,
         targets=targets,
-        failover=contract.Failover(**_set_fields(
-            statuses=tuple(failover.statuses) if failover.statuses is not None else None,
-            on_timeout=failover.on_timeout,
-            max_attempts=failover.max_attempts,
-            circuit_breaker=contract.CircuitBreaker(**_set_fields(
-                consecutive_failures=failover.circuit_breaker.consecutive_failures,
-                cooldown_seconds=failover.circuit_breaker.cooldown_seconds,
-            )) if failover.circuit_breaker else None,
-        )) if failover else contract.Failover(),
-        timeouts=contract.Timeouts(**_set_fields(
-            connect_seconds=timeouts.connect_seconds,
-            first_byte_seconds=timeouts.first_byte_seconds,
-            total_seconds=timeouts.total_seconds,
-        )) if timeouts else contract.Timeouts(),
+        failover=contract.Failover(
+            **_set_fields(
+                statuses=tuple(failover.statuses) if failover.statuses is not None else None,
+                on_timeout=failover.on_timeout,
+                max_attempts=failover.max_attempts,
+                circuit_breaker=contract.CircuitBreaker(
+                    **_set_fields(
+                        consecutive_failures=failover.circuit_breaker.consecutive_failures,
+                        cooldown_seconds=failover.circuit_breaker.cooldown_seconds,
+                    )
+                )
+                if failover.circuit_breaker
+                else None,
+            )
+        )
+        if failover
+        else contract.Failover(),
+        timeouts=contract.Timeouts(
+            **_set_fields(
+                connect_seconds=timeouts.connect_seconds,
+                first_byte_seconds=timeouts.first_byte_seconds,
+                total_seconds=timeouts.total_seconds,
+            )
+        )
+        if timeouts
+        else contract.Timeouts(),
     )
 
 
@@ -72,13 +86,19 @@ def contract_tier(
             requests_per_minute=limits.requests_per_minute,
             tokens_per_minute=limits.tokens_per_minute,
             concurrent_requests=limits.concurrent_requests,
-        ) if limits else contract.Limits(),
+        )
+        if limits
+        else contract.Limits(),
         budget=contract.Budget(
             soft_usd=Decimal(budget.monthly_usd) * budget.soft_threshold_percent / 100,
             hard_usd=Decimal(budget.monthly_usd) * budget.hard_threshold_percent / 100,
-        ) if budget else None,
+        )
+        if budget
+        else None,
         upstream=contract.TierUpstream(
             credential=_credential(upstream.credentials_secret_ref),
             model_prefix=upstream.model_prefix or "",
-        ) if upstream else contract.TierUpstream(),
+        )
+        if upstream
+        else contract.TierUpstream(),
     )

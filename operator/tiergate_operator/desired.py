@@ -50,7 +50,9 @@ def _too_large(gateway: str, size: int) -> Problem:
 
 
 def _with_gateway_problems(
-    own: Mapping[str, Problem], gateways: Mapping[str, tuple[str, ...]], problems: Mapping[str, Problem]
+    own: Mapping[str, Problem],
+    gateways: Mapping[str, tuple[str, ...]],
+    problems: Mapping[str, Problem],
 ) -> dict[str, Problem]:
     merged = dict(own)
     for name, names in gateways.items():
@@ -61,18 +63,31 @@ def _with_gateway_problems(
 
 
 def desired_state(
-    namespace: str, state: NamespaceState, previous: Mapping[str, GatewayConfig],
+    namespace: str,
+    state: NamespaceState,
+    previous: Mapping[str, GatewayConfig],
     settings: OperatorSettings,
 ) -> DesiredState:
-    translation = translate(namespace, state.routes.values(), state.tiers.values(),
-                            state.secrets, previous)
-    live_tiers = [body for body in state.tiers.values() if not body["metadata"].get("deletionTimestamp")]
+    translation = translate(
+        namespace, state.routes.values(), state.tiers.values(), state.secrets, previous
+    )
+    live_tiers = [
+        body for body in state.tiers.values() if not body["metadata"].get("deletionTimestamp")
+    ]
     kept = {
         gateway_for_tier(body["metadata"]["name"], body.get("spec", {}).get("isolation", "Shared"))
         for body in live_tiers
     }
-    tier_owners = [OwnerRef(API_VERSION, "ApiKeyTier", body["metadata"]["name"],
-                            body["metadata"]["uid"], controller=False) for body in live_tiers]
+    tier_owners = [
+        OwnerRef(
+            API_VERSION,
+            "ApiKeyTier",
+            body["metadata"]["name"],
+            body["metadata"]["uid"],
+            controller=False,
+        )
+        for body in live_tiers
+    ]
     gateway_problems: dict[str, Problem] = {}
     gateway_manifests: list[dict[str, Any]] = []
     planned: set[str] = set()
@@ -93,13 +108,19 @@ def desired_state(
             gateway_problems.setdefault(plan.name, missing)
     return DesiredState(
         translation=translation,
-        manifests=(*render_gateway_access(namespace, kept, tier_owners, settings), *gateway_manifests),
+        manifests=(
+            *render_gateway_access(namespace, kept, tier_owners, settings),
+            *gateway_manifests,
+        ),
         planned_gateways=frozenset(planned),
         kept_gateways=frozenset(kept),
         gateway_problems=gateway_problems,
         route_problems=_with_gateway_problems(
-            translation.route_problems, translation.route_gateways, gateway_problems),
+            translation.route_problems, translation.route_gateways, gateway_problems
+        ),
         tier_problems=_with_gateway_problems(
-            translation.tier_problems, {t: (g,) for t, g in translation.tier_gateways.items()},
-            gateway_problems),
+            translation.tier_problems,
+            {t: (g,) for t, g in translation.tier_gateways.items()},
+            gateway_problems,
+        ),
     )

@@ -12,8 +12,9 @@ from typing import Any
 __all__ = ["holds"]
 
 # Metadata the server owns or that we never set; comparing it would always drift.
-_IGNORED_METADATA = frozenset({"managedFields", "resourceVersion", "uid", "creationTimestamp",
-                               "generation"})
+_IGNORED_METADATA = frozenset(
+    {"managedFields", "resourceVersion", "uid", "creationTimestamp", "generation"}
+)
 
 
 def holds(live: Any, desired: Any, *, path: tuple[str, ...] = ()) -> bool:
@@ -28,6 +29,9 @@ def holds(live: Any, desired: Any, *, path: tuple[str, ...] = ()) -> bool:
                 return False
         return True
     if isinstance(desired, list):
-        return (isinstance(live, list) and len(live) == len(desired)
-                and all(holds(a, b, path=(*path, "[]")) for a, b in zip(live, desired, strict=True)))
+        return (
+            isinstance(live, list)
+            and len(live) == len(desired)
+            and all(holds(a, b, path=(*path, "[]")) for a, b in zip(live, desired, strict=True))
+        )
     return bool(live == desired)

@@ -36,11 +36,12 @@ _CHILD_RESOURCES = (
 )
 
 
-
 @kopf.on.startup()
 async def start_reconciler(
-    settings: kopf.OperatorSettings, memo: Any, logger: logging.Logger | logging.LoggerAdapter[Any],
-    **_: Any
+    settings: kopf.OperatorSettings,
+    memo: Any,
+    logger: logging.Logger | logging.LoggerAdapter[Any],
+    **_: Any,
 ) -> None:
     settings.posting.level = logging.WARNING
     settings.watching.server_timeout = 300
@@ -64,8 +65,11 @@ async def stop_reconciler(
     await asyncio.gather(memo.task, return_exceptions=True)
     reconciler: Reconciler = memo.reconciler
     writes = dict(sorted(reconciler.kube.writes.items()))
-    logger.info("tiergate reconciler stopped after %d passes; API writes by verb: %s",
-                reconciler.passes, json.dumps(writes))
+    logger.info(
+        "tiergate reconciler stopped after %d passes; API writes by verb: %s",
+        reconciler.passes,
+        json.dumps(writes),
+    )
     await reconciler.close()
 
 
@@ -75,7 +79,12 @@ Remove = Callable[[Store, str, str], object]
 
 
 def _watch(
-    group: str, version: str, plural: str, kind: str, put: Put, remove: Remove,
+    group: str,
+    version: str,
+    plural: str,
+    kind: str,
+    put: Put,
+    remove: Remove,
     labels: dict[str, str] | None = None,
 ) -> None:
     """Keep the store in step with one resource kind.
@@ -92,21 +101,27 @@ def _watch(
         put(memo.store, dict(body) | {"kind": kind})
 
     @kopf.on.event(group, version, plural, labels=labels, id=f"{plural}-events")
-    def observed(event: kopf.RawEvent, namespace: str | None, name: str, memo: Any, **_: Any) -> None:
+    def observed(
+        event: kopf.RawEvent, namespace: str | None, name: str, memo: Any, **_: Any
+    ) -> None:
         if event["type"] == "DELETED":
             assert namespace, f"{plural} are namespaced"
             remove(memo.store, namespace, name)
         memo.reconciler.wake()
 
 
-_watch(CRD_GROUP, CRD_VERSION, "modelroutes", "ModelRoute",
-       Store.put_route, Store.remove_route)
-_watch(CRD_GROUP, CRD_VERSION, "apikeytiers", "ApiKeyTier",
-       Store.put_tier, Store.remove_tier)
-_watch("", "v1", "secrets", "Secret",
-       lambda store, body: store.put_secret(body["metadata"]["namespace"], body["metadata"]["name"],
-                                            body.get("data")),
-       Store.remove_secret)
+_watch(CRD_GROUP, CRD_VERSION, "modelroutes", "ModelRoute", Store.put_route, Store.remove_route)
+_watch(CRD_GROUP, CRD_VERSION, "apikeytiers", "ApiKeyTier", Store.put_tier, Store.remove_tier)
+_watch(
+    "",
+    "v1",
+    "secrets",
+    "Secret",
+    lambda store, body: store.put_secret(
+        body["metadata"]["namespace"], body["metadata"]["name"], body.get("data")
+    ),
+    Store.remove_secret,
+)
 
 
 def _child_remover(kind: str) -> Remove:
@@ -114,4 +129,6 @@ def _child_remover(kind: str) -> Remove:
 
 
 for _group, _version, _plural, _kind in _CHILD_RESOURCES:
-    _watch(_group, _version, _plural, _kind, Store.put_child, _child_remover(_kind), labels=MANAGED_BY)
+    _watch(
+        _group, _version, _plural, _kind, Store.put_child, _child_remover(_kind), labels=MANAGED_BY
+    )

@@ -35,6 +35,7 @@ __all__ = [
 
 FIELD_MANAGER = "tiergate-operator"
 
+
 class KubeError(Exception):
     def __init__(self, status: int, reason: str, message: str) -> None:
         super().__init__(f"{status} {reason}: {message}")
@@ -66,13 +67,15 @@ def load_client_configuration() -> k8s_client.Configuration:
     kubeconfig = os.environ.get("KUBECONFIG") or os.path.expanduser("~/.kube/config")
     if os.path.exists(kubeconfig.split(os.pathsep)[0]):
         k8s_config.load_kube_config(  # type: ignore[no-untyped-call]
-            config_file=kubeconfig, client_configuration=configuration)
+            config_file=kubeconfig, client_configuration=configuration
+        )
         return configuration
     try:
         k8s_config.load_incluster_config(client_configuration=configuration)  # type: ignore[no-untyped-call]
     except k8s_config.ConfigException as error:
-        raise KubeError(0, "NoCredentials",
-                        f"no kubeconfig at {kubeconfig} and not in a cluster ({error})") from error
+        raise KubeError(
+            0, "NoCredentials", f"no kubeconfig at {kubeconfig} and not in a cluster ({error})"
+        ) from error
     return configuration
 
 
@@ -86,7 +89,9 @@ class KubeApi:
         if not configuration.verify_ssl:
             context.check_hostname, context.verify_mode = False, ssl.CERT_NONE
         headers = {}
-        if token := configuration.api_key.get("authorization") or configuration.api_key.get("BearerToken"):
+        if token := configuration.api_key.get("authorization") or configuration.api_key.get(
+            "BearerToken"
+        ):
             headers["Authorization"] = token if token.startswith("Bearer ") else f"Bearer {token}"
         self._host, self._ssl, self._headers = configuration.host.rstrip("/"), context, headers
         self._session: aiohttp.ClientSession | None = None
@@ -98,7 +103,8 @@ class KubeApi:
         # pool bookkeeping cost the operator more CPU than the writes themselves (profiled).
         if self._session is None:
             self._session = aiohttp.ClientSession(
-                headers=self._headers, timeout=aiohttp.ClientTimeout(total=30),
+                headers=self._headers,
+                timeout=aiohttp.ClientTimeout(total=30),
                 connector=aiohttp.TCPConnector(ssl=self._ssl, limit=16),
             )
         return self._session
@@ -108,19 +114,30 @@ class KubeApi:
             await self._session.close()
 
     async def _request(
-        self, method: str, path: str, *, params: dict[str, str] | None = None,
-        body: bytes, content_type: str = "application/json",
+        self,
+        method: str,
+        path: str,
+        *,
+        params: dict[str, str] | None = None,
+        body: bytes,
+        content_type: str = "application/json",
     ) -> dict[str, Any]:
         self.writes[method] += 1
         async with self._client().request(
-            method, f"{self._host}/{path}", params=params, data=body,
+            method,
+            f"{self._host}/{path}",
+            params=params,
+            data=body,
             headers={"Content-Type": content_type},
         ) as response:
             raw = await response.read()
         if response.status >= 400:
             try:
                 error_body = json.loads(raw)
-                reason, message = error_body.get("reason", ""), error_body.get("message", raw.decode())
+                reason, message = (
+                    error_body.get("reason", ""),
+                    error_body.get("message", raw.decode()),
+                )
             except ValueError:
                 reason, message = "", raw.decode(errors="replace")
             error = _ERRORS.get(response.status, KubeError)
@@ -130,19 +147,24 @@ class KubeApi:
     async def apply(self, manifest: dict[str, Any]) -> dict[str, Any]:
         """Server-side apply as ``tiergate-operator``, taking ownership of conflicting fields."""
         return await self._request(
-            "PATCH", ObjectRef.of(manifest).path(),
+            "PATCH",
+            ObjectRef.of(manifest).path(),
             params={"fieldManager": FIELD_MANAGER, "force": "true"},
-            body=json.dumps(manifest).encode(), content_type="application/apply-patch+yaml",
+            body=json.dumps(manifest).encode(),
+            content_type="application/apply-patch+yaml",
         )
 
     async def delete(self, ref: ObjectRef) -> None:
         with contextlib.suppress(NotFound):
-            await self._request("DELETE", ref.path(),
-                                body=json.dumps({"propagationPolicy": "Background"}).encode())
+            await self._request(
+                "DELETE", ref.path(), body=json.dumps({"propagationPolicy": "Background"}).encode()
+            )
 
     async def patch_status(self, ref: ObjectRef, status: dict[str, Any]) -> dict[str, Any]:
         return await self._request(
-            "PATCH", ref.path() + "/status", body=json.dumps({"status": status}).encode(),
+            "PATCH",
+            ref.path() + "/status",
+            body=json.dumps({"status": status}).encode(),
             content_type="application/merge-patch+json",
         )
 
@@ -152,14 +174,27 @@ class KubeApi:
         metadata = involved["metadata"]
         timestamp = now.strftime("%Y-%m-%dT%H:%M:%SZ")
         event = {
-            "apiVersion": "v1", "kind": "Event",
-            "metadata": {"generateName": f"{metadata['name']}.", "namespace": metadata["namespace"]},
-            "involvedObject": {"apiVersion": involved["apiVersion"], "kind": involved["kind"],
-                               "name": metadata["name"], "namespace": metadata["namespace"],
-                               "uid": metadata.get("uid", "")},
-            "type": type_, "reason": reason, "message": message[:1024],
-            "firstTimestamp": timestamp, "lastTimestamp": timestamp, "count": 1,
-            "source": {"component": FIELD_MANAGER}, "reportingComponent": FIELD_MANAGER,
+            "apiVersion": "v1",
+            "kind": "Event",
+            "metadata": {
+                "generateName": f"{metadata['name']}.",
+                "namespace": metadata["namespace"],
+            },
+            "involvedObject": {
+                "apiVersion": involved["apiVersion"],
+                "kind": involved["kind"],
+                "name": metadata["name"],
+                "namespace": metadata["namespace"],
+                "uid": metadata.get("uid", ""),
+            },
+            "type": type_,
+            "reason": reason,
+            "message": message[:1024],
+            "firstTimestamp": timestamp,
+            "lastTimestamp": timestamp,
+            "count": 1,
+            "source": {"component": FIELD_MANAGER},
+            "reportingComponent": FIELD_MANAGER,
         }
         collection = collection_path("Event", metadata["namespace"])
         await self._request("POST", collection, body=json.dumps(event).encode())

@@ -74,14 +74,21 @@ ObjectName = Annotated[str, StringConstraints(min_length=1, max_length=253)]
 
 class _Spec(BaseModel):
     model_config = ConfigDict(
-        strict=True, extra="forbid", frozen=True,
-        validate_by_name=True, validate_by_alias=True, serialize_by_alias=True,
+        strict=True,
+        extra="forbid",
+        frozen=True,
+        validate_by_name=True,
+        validate_by_alias=True,
+        serialize_by_alias=True,
     )
 
 
 class _Status(BaseModel):
     model_config = ConfigDict(
-        extra="ignore", validate_by_name=True, validate_by_alias=True, serialize_by_alias=True,
+        extra="ignore",
+        validate_by_name=True,
+        validate_by_alias=True,
+        serialize_by_alias=True,
     )
 
 
@@ -100,10 +107,13 @@ class Pricing(_Spec):
 
 
 class Target(_Spec):
-    name: Annotated[str, StringConstraints(min_length=1, max_length=63,
-                                           pattern=r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")]
-    base_url: Annotated[str, StringConstraints(min_length=1, max_length=2048,
-                                               pattern=r"^https?://[^\s]+$")] = Field(alias="baseURL")
+    name: Annotated[
+        str,
+        StringConstraints(min_length=1, max_length=63, pattern=r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"),
+    ]
+    base_url: Annotated[
+        str, StringConstraints(min_length=1, max_length=2048, pattern=r"^https?://[^\s]+$")
+    ] = Field(alias="baseURL")
     credentials_secret_ref: SecretKeyRef | None = Field(default=None, alias="credentialsSecretRef")
     upstream_model: ObjectName = Field(alias="upstreamModel")
     weight: int = Field(default=1, ge=0, le=1000)
@@ -113,12 +123,16 @@ class Target(_Spec):
 
 
 class CircuitBreaker(_Spec):
-    consecutive_failures: int | None = Field(default=None, ge=1, le=1000, alias="consecutiveFailures")
+    consecutive_failures: int | None = Field(
+        default=None, ge=1, le=1000, alias="consecutiveFailures"
+    )
     cooldown_seconds: int | None = Field(default=None, ge=1, le=3600, alias="cooldownSeconds")
 
 
 class Failover(_Spec):
-    statuses: list[Annotated[int, Field(ge=100, le=599)]] | None = Field(default=None, max_length=16)
+    statuses: list[Annotated[int, Field(ge=100, le=599)]] | None = Field(
+        default=None, max_length=16
+    )
     on_timeout: bool | None = Field(default=None, alias="onTimeout")
     max_attempts: int | None = Field(default=None, ge=1, le=10, alias="maxAttempts")
     circuit_breaker: CircuitBreaker | None = Field(default=None, alias="circuitBreaker")
@@ -150,8 +164,10 @@ class Timeouts(_Spec):
 
 
 class ModelRouteSpec(_Spec):
-    model: Annotated[str, StringConstraints(min_length=1, max_length=253,
-                                            pattern=r"^[A-Za-z0-9][A-Za-z0-9._:/-]*$")]
+    model: Annotated[
+        str,
+        StringConstraints(min_length=1, max_length=253, pattern=r"^[A-Za-z0-9][A-Za-z0-9._:/-]*$"),
+    ]
     targets: list[Target] = Field(min_length=1, max_length=32)
     failover: Failover | None = None
     timeouts: Timeouts | None = None
@@ -176,9 +192,15 @@ class KeySource(_Spec):
 
 
 class Limits(_Spec):
-    requests_per_minute: int | None = Field(default=None, ge=1, le=100_000_000, alias="requestsPerMinute")
-    tokens_per_minute: int | None = Field(default=None, ge=1, le=1_000_000_000_000, alias="tokensPerMinute")
-    concurrent_requests: int | None = Field(default=None, ge=1, le=1_000_000, alias="concurrentRequests")
+    requests_per_minute: int | None = Field(
+        default=None, ge=1, le=100_000_000, alias="requestsPerMinute"
+    )
+    tokens_per_minute: int | None = Field(
+        default=None, ge=1, le=1_000_000_000_000, alias="tokensPerMinute"
+    )
+    concurrent_requests: int | None = Field(
+        default=None, ge=1, le=1_000_000, alias="concurrentRequests"
+    )
 
 
 class Budget(_Spec):
@@ -189,7 +211,9 @@ class Budget(_Spec):
     @model_validator(mode="after")
     def _ordered(self) -> Budget:
         if self.soft_threshold_percent >= self.hard_threshold_percent:
-            raise ValueError("budget.softThresholdPercent must be below budget.hardThresholdPercent")
+            raise ValueError(
+                "budget.softThresholdPercent must be below budget.hardThresholdPercent"
+            )
         return self
 
 
@@ -229,7 +253,9 @@ class PodDisruptionBudget(_Spec):
     @model_validator(mode="after")
     def _exactly_one(self) -> PodDisruptionBudget:
         if (self.min_available is None) == (self.max_unavailable is None):
-            raise ValueError("podDisruptionBudget needs exactly one of minAvailable and maxUnavailable")
+            raise ValueError(
+                "podDisruptionBudget needs exactly one of minAvailable and maxUnavailable"
+            )
         return self
 
 
@@ -244,7 +270,9 @@ class ApiKeyTierSpec(_Spec):
     replicas: int | None = Field(default=None, ge=1, le=100)
     autoscaling: Autoscaling | None = None
     resources: Resources | None = None
-    pod_disruption_budget: PodDisruptionBudget | None = Field(default=None, alias="podDisruptionBudget")
+    pod_disruption_budget: PodDisruptionBudget | None = Field(
+        default=None, alias="podDisruptionBudget"
+    )
 
     @field_validator("keys")
     @classmethod
@@ -263,7 +291,12 @@ class ApiKeyTierSpec(_Spec):
 
     @model_validator(mode="after")
     def _isolation_fields(self) -> ApiKeyTierSpec:
-        dedicated_only = (self.replicas, self.autoscaling, self.resources, self.pod_disruption_budget)
+        dedicated_only = (
+            self.replicas,
+            self.autoscaling,
+            self.resources,
+            self.pod_disruption_budget,
+        )
         if self.isolation != "Dedicated" and any(field is not None for field in dedicated_only):
             raise ValueError(
                 "replicas, autoscaling, resources and podDisruptionBudget are only allowed "
@@ -279,8 +312,12 @@ class Condition(_Status):
     status: ConditionStatus
     observed_generation: int | None = Field(default=None, ge=0, alias="observedGeneration")
     last_transition_time: str = Field(alias="lastTransitionTime")
-    reason: Annotated[str, StringConstraints(min_length=1, max_length=1024,
-                                             pattern=r"^[A-Za-z]([A-Za-z0-9_,:]*[A-Za-z0-9_])?$")]
+    reason: Annotated[
+        str,
+        StringConstraints(
+            min_length=1, max_length=1024, pattern=r"^[A-Za-z]([A-Za-z0-9_,:]*[A-Za-z0-9_])?$"
+        ),
+    ]
     message: str = Field(max_length=32768)
 
 

@@ -60,7 +60,9 @@ def _live_configs(state: NamespaceState) -> dict[str, GatewayConfig]:
     return configs
 
 
-def decide(namespace: str, state: NamespaceState, settings: OperatorSettings, now: datetime) -> Decision:
+def decide(
+    namespace: str, state: NamespaceState, settings: OperatorSettings, now: datetime
+) -> Decision:
     previous = _live_configs(state)
     outcome = desired_state(namespace, state, previous, settings)
     desired = {(m["kind"], m["metadata"]["name"]): m for m in outcome.manifests}
@@ -143,9 +145,13 @@ class Reconciler:
     """Reconciles each namespace a watch event marked dirty, one at a time."""
 
     def __init__(
-        self, store: Store, kube: KubeApi, settings: OperatorSettings,
+        self,
+        store: Store,
+        kube: KubeApi,
+        settings: OperatorSettings,
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
-        quiet_seconds: float = 0.3, max_delay_seconds: float = 5.0,
+        quiet_seconds: float = 0.3,
+        max_delay_seconds: float = 5.0,
     ) -> None:
         self.store, self.kube, self.settings, self.clock = store, kube, settings, clock
         self.quiet_seconds, self.max_delay_seconds = quiet_seconds, max_delay_seconds
@@ -184,8 +190,9 @@ class Reconciler:
         except (ActFailed, KubeError, OSError, ValueError) as error:
             failures = self._failures[namespace] = self._failures.get(namespace, 0) + 1
             delay = min(60.0, 0.5 * 2 ** min(failures, 7))
-            logger.error("reconciling namespace %s failed (%s); retrying in %.1f s",
-                         namespace, error, delay)
+            logger.error(
+                "reconciling namespace %s failed (%s); retrying in %.1f s", namespace, error, delay
+            )
             asyncio.get_running_loop().call_later(delay, self.retry, namespace)
         else:
             self._failures.pop(namespace, None)
@@ -196,8 +203,11 @@ class Reconciler:
         self.passes += 1
         if not decision.is_noop:
             logger.info(
-                "namespace %s: applying %d, deleting %d, %d status updates", namespace,
-                len(decision.apply), len(decision.delete), len(decision.statuses),
+                "namespace %s: applying %d, deleting %d, %d status updates",
+                namespace,
+                len(decision.apply),
+                len(decision.delete),
+                len(decision.statuses),
             )
             for body in await act(self.kube, decision, now):
                 self.store.record_own_write(body)

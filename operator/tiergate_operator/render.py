@@ -18,8 +18,13 @@ from tiergate_operator.plans import GatewayPlan
 from tiergate_operator.settings import OperatorSettings
 
 __all__ = [
-    "CONFIGMAP_LIMIT_BYTES", "HTTP_PORT", "Manifest", "configmap_bytes", "gateway_container_args",
-    "render", "selector_labels",
+    "CONFIGMAP_LIMIT_BYTES",
+    "HTTP_PORT",
+    "Manifest",
+    "configmap_bytes",
+    "gateway_container_args",
+    "render",
+    "selector_labels",
 ]
 
 Manifest = dict[str, Any]
@@ -57,15 +62,27 @@ def _labels(plan: GatewayPlan, settings: OperatorSettings) -> dict[str, str]:
 
 def _metadata(plan: GatewayPlan, settings: OperatorSettings, **extra: Any) -> Manifest:
     owners = [
-        {"apiVersion": o.api_version, "kind": o.kind, "name": o.name, "uid": o.uid,
-         **({"controller": True, "blockOwnerDeletion": True} if o.controller else {})}
+        {
+            "apiVersion": o.api_version,
+            "kind": o.kind,
+            "name": o.name,
+            "uid": o.uid,
+            **({"controller": True, "blockOwnerDeletion": True} if o.controller else {}),
+        }
         for o in plan.owners
     ]
-    return {"name": plan.name, "namespace": plan.namespace, "labels": _labels(plan, settings),
-            "ownerReferences": owners, **extra}
+    return {
+        "name": plan.name,
+        "namespace": plan.namespace,
+        "labels": _labels(plan, settings),
+        "ownerReferences": owners,
+        **extra,
+    }
 
 
-def gateway_container_args(plan: GatewayPlan, settings: OperatorSettings) -> tuple[list[str], list[Manifest]]:
+def gateway_container_args(
+    plan: GatewayPlan, settings: OperatorSettings
+) -> tuple[list[str], list[Manifest]]:
     """The gateway CLI's arguments and environment: the one place that knows its flags."""
     env = {
         "TIERGATE_GATEWAY_CONFIGMAP": f"{plan.namespace}/{plan.name}",
@@ -77,10 +94,18 @@ def gateway_container_args(plan: GatewayPlan, settings: OperatorSettings) -> tup
     if settings.redis_secret is not None:
         # A Redis URL may carry a password: the pod reads it from the user's Secret, so it
         # never appears in the Deployment (nor in anything the operator writes or logs).
-        values[REDIS_URL_ENV] = {"valueFrom": {"secretKeyRef": {
-            "name": settings.redis_secret.name, "key": settings.redis_secret.key}}}
+        values[REDIS_URL_ENV] = {
+            "valueFrom": {
+                "secretKeyRef": {
+                    "name": settings.redis_secret.name,
+                    "key": settings.redis_secret.key,
+                }
+            }
+        }
     elif settings.redis_url:
-        values[REDIS_URL_ENV] = {"value": settings.redis_url}  # refused by the settings if it has a password
+        values[REDIS_URL_ENV] = {
+            "value": settings.redis_url
+        }  # refused by the settings if it has a password
     return [], [{"name": name, **value} for name, value in sorted(values.items())]
 
 
@@ -96,14 +121,22 @@ def _resources(plan: GatewayPlan, settings: OperatorSettings) -> Manifest:
 
 
 def _probe(path: str, period: int, failures: int) -> Manifest:
-    return {"httpGet": {"path": path, "port": "http"}, "periodSeconds": period,
-            "timeoutSeconds": 2, "failureThreshold": failures}
+    return {
+        "httpGet": {"path": path, "port": "http"},
+        "periodSeconds": period,
+        "timeoutSeconds": 2,
+        "failureThreshold": failures,
+    }
 
 
 def _container(plan: GatewayPlan, settings: OperatorSettings) -> Manifest:
     args, env = gateway_container_args(plan, settings)
     mounts = [{"name": "tmp", "mountPath": "/tmp"}] + [
-        {"name": _credential_volume(secret), "mountPath": f"{CREDENTIALS_DIR}/{secret}", "readOnly": True}
+        {
+            "name": _credential_volume(secret),
+            "mountPath": f"{CREDENTIALS_DIR}/{secret}",
+            "readOnly": True,
+        }
         for secret in plan.credential_secrets
     ]
     return {
@@ -146,21 +179,34 @@ def _pod_template(plan: GatewayPlan, settings: OperatorSettings) -> Manifest:
         "volumes": volumes,
     }
     if plan.isolation == "Dedicated":
-        spec["affinity"] = {"podAntiAffinity": {"preferredDuringSchedulingIgnoredDuringExecution": [{
-            "weight": 100,
-            "podAffinityTerm": {"topologyKey": "kubernetes.io/hostname",
-                                "labelSelector": {"matchLabels": selector_labels(plan, settings)}},
-        }]}}
+        spec["affinity"] = {
+            "podAntiAffinity": {
+                "preferredDuringSchedulingIgnoredDuringExecution": [
+                    {
+                        "weight": 100,
+                        "podAffinityTerm": {
+                            "topologyKey": "kubernetes.io/hostname",
+                            "labelSelector": {"matchLabels": selector_labels(plan, settings)},
+                        },
+                    }
+                ]
+            }
+        }
     return {"metadata": {"labels": _labels(plan, settings)}, "spec": spec}
 
 
 def _config_map(plan: GatewayPlan, settings: OperatorSettings) -> Manifest:
     return {
-        "apiVersion": "v1", "kind": "ConfigMap",
-        "metadata": _metadata(plan, settings, annotations={
-            f"{settings.prefix}/config-generation": plan.config.generation,
-            f"{settings.prefix}/config-version": plan.config.version,
-        }),
+        "apiVersion": "v1",
+        "kind": "ConfigMap",
+        "metadata": _metadata(
+            plan,
+            settings,
+            annotations={
+                f"{settings.prefix}/config-generation": plan.config.generation,
+                f"{settings.prefix}/config-version": plan.config.version,
+            },
+        ),
         **configmap_payload(plan.config),
     }
 
@@ -169,19 +215,35 @@ def _deployment(plan: GatewayPlan, settings: OperatorSettings) -> Manifest:
     spec: Manifest = {
         "selector": {"matchLabels": selector_labels(plan, settings)},
         "revisionHistoryLimit": 3,
-        "strategy": {"type": "RollingUpdate", "rollingUpdate": {"maxUnavailable": 0, "maxSurge": 1}},
+        "strategy": {
+            "type": "RollingUpdate",
+            "rollingUpdate": {"maxUnavailable": 0, "maxSurge": 1},
+        },
         "template": _pod_template(plan, settings),
     }
     if plan.autoscaling is None:
-        spec = {"replicas": plan.replicas if plan.replicas is not None else settings.shared_replicas, **spec}
-    return {"apiVersion": "apps/v1", "kind": "Deployment", "metadata": _metadata(plan, settings), "spec": spec}
+        spec = {
+            "replicas": plan.replicas if plan.replicas is not None else settings.shared_replicas,
+            **spec,
+        }
+    return {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": _metadata(plan, settings),
+        "spec": spec,
+    }
 
 
 def _service(plan: GatewayPlan, settings: OperatorSettings) -> Manifest:
     return {
-        "apiVersion": "v1", "kind": "Service", "metadata": _metadata(plan, settings),
-        "spec": {"type": "ClusterIP", "selector": selector_labels(plan, settings),
-                 "ports": [{"name": "http", "port": 80, "targetPort": "http", "protocol": "TCP"}]},
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": _metadata(plan, settings),
+        "spec": {
+            "type": "ClusterIP",
+            "selector": selector_labels(plan, settings),
+            "ports": [{"name": "http", "port": 80, "targetPort": "http", "protocol": "TCP"}],
+        },
     }
 
 
@@ -190,19 +252,35 @@ def _disruption_budget(plan: GatewayPlan, settings: OperatorSettings) -> Manifes
     budget: Manifest = (
         chosen.model_dump(mode="json", exclude_none=True) if chosen else {"maxUnavailable": 1}
     )
-    return {"apiVersion": "policy/v1", "kind": "PodDisruptionBudget", "metadata": _metadata(plan, settings),
-            "spec": {**budget, "selector": {"matchLabels": selector_labels(plan, settings)}}}
+    return {
+        "apiVersion": "policy/v1",
+        "kind": "PodDisruptionBudget",
+        "metadata": _metadata(plan, settings),
+        "spec": {**budget, "selector": {"matchLabels": selector_labels(plan, settings)}},
+    }
 
 
 def _autoscaler(plan: GatewayPlan, settings: OperatorSettings, scaling: Autoscaling) -> Manifest:
     return {
-        "apiVersion": "autoscaling/v2", "kind": "HorizontalPodAutoscaler", "metadata": _metadata(plan, settings),
+        "apiVersion": "autoscaling/v2",
+        "kind": "HorizontalPodAutoscaler",
+        "metadata": _metadata(plan, settings),
         "spec": {
             "scaleTargetRef": {"apiVersion": "apps/v1", "kind": "Deployment", "name": plan.name},
             "minReplicas": scaling.min_replicas,
             "maxReplicas": scaling.max_replicas,
-            "metrics": [{"type": "Resource", "resource": {"name": "cpu", "target": {
-                "type": "Utilization", "averageUtilization": scaling.target_cpu_utilization_percentage}}}],
+            "metrics": [
+                {
+                    "type": "Resource",
+                    "resource": {
+                        "name": "cpu",
+                        "target": {
+                            "type": "Utilization",
+                            "averageUtilization": scaling.target_cpu_utilization_percentage,
+                        },
+                    },
+                }
+            ],
         },
     }
 

@@ -10,7 +10,12 @@ from urllib.parse import parse_qs, urlsplit
 
 from tiergate_operator.models import ResourceList, Resources, SecretKeyRef
 
-__all__ = ["DEFAULT_REDIS_SECRET_KEY", "OperatorSettings", "SettingsError", "load_operator_settings"]
+__all__ = [
+    "DEFAULT_REDIS_SECRET_KEY",
+    "OperatorSettings",
+    "SettingsError",
+    "load_operator_settings",
+]
 
 _PULL_POLICIES = ("Always", "IfNotPresent", "Never")
 # A Secret's name (a DNS subdomain) and a key of its data.
@@ -47,24 +52,31 @@ class OperatorSettings:
 
     def __post_init__(self) -> None:
         if self.image_pull_policy not in _PULL_POLICIES:
-            raise SettingsError(f"image pull policy {self.image_pull_policy!r} is not one of {_PULL_POLICIES}")
+            raise SettingsError(
+                f"image pull policy {self.image_pull_policy!r} is not one of {_PULL_POLICIES}"
+            )
         if self.shared_replicas < 1:
             raise SettingsError("the shared pool needs at least one replica")
         if self.redis_url and self.redis_secret:
-            raise SettingsError("set either TIERGATE_REDIS_URL or TIERGATE_REDIS_SECRET_NAME, not both")
+            raise SettingsError(
+                "set either TIERGATE_REDIS_URL or TIERGATE_REDIS_SECRET_NAME, not both"
+            )
         if self.redis_url and _carries_password(self.redis_url):
             raise SettingsError(
                 "TIERGATE_REDIS_URL carries a password, which the operator would write in plain text "
                 "into every gateway Deployment; put the URL in a Secret in each gateway namespace and "
                 "set TIERGATE_REDIS_SECRET_NAME (and TIERGATE_REDIS_SECRET_KEY, default "
-                f"{DEFAULT_REDIS_SECRET_KEY!r}) instead (chart: gateway.redis.secretRef)")
+                f"{DEFAULT_REDIS_SECRET_KEY!r}) instead (chart: gateway.redis.secretRef)"
+            )
         if self.redis_secret is not None:
             if len(self.redis_secret.name) > 253 or not _SECRET_NAME.match(self.redis_secret.name):
                 raise SettingsError(
-                    f"TIERGATE_REDIS_SECRET_NAME={self.redis_secret.name!r} is not a valid Secret name")
+                    f"TIERGATE_REDIS_SECRET_NAME={self.redis_secret.name!r} is not a valid Secret name"
+                )
             if not _SECRET_KEY.match(self.redis_secret.key):
                 raise SettingsError(
-                    f"TIERGATE_REDIS_SECRET_KEY={self.redis_secret.key!r} is not a valid Secret key")
+                    f"TIERGATE_REDIS_SECRET_KEY={self.redis_secret.key!r} is not a valid Secret key"
+                )
 
 
 def _carries_password(url: str) -> bool:
@@ -85,10 +97,13 @@ def _resources(env: Mapping[str, str], scope: str, default: Resources) -> Resour
         return value if value else getattr(fallback, resource) if fallback else None
 
     return Resources(
-        requests=ResourceList(cpu=pick("request", "cpu", default.requests),
-                              memory=pick("request", "memory", default.requests)),
-        limits=ResourceList(cpu=pick("limit", "cpu", default.limits),
-                            memory=pick("limit", "memory", default.limits)),
+        requests=ResourceList(
+            cpu=pick("request", "cpu", default.requests),
+            memory=pick("request", "memory", default.requests),
+        ),
+        limits=ResourceList(
+            cpu=pick("limit", "cpu", default.limits), memory=pick("limit", "memory", default.limits)
+        ),
     )
 
 
@@ -108,7 +123,9 @@ def load_operator_settings(env: Mapping[str, str] | None = None) -> OperatorSett
     secret_name = env.get("TIERGATE_REDIS_SECRET_NAME") or None
     secret_key = env.get("TIERGATE_REDIS_SECRET_KEY") or None
     if secret_key and not secret_name:
-        raise SettingsError("TIERGATE_REDIS_SECRET_KEY is set but TIERGATE_REDIS_SECRET_NAME is not")
+        raise SettingsError(
+            "TIERGATE_REDIS_SECRET_KEY is set but TIERGATE_REDIS_SECRET_NAME is not"
+        )
     try:
         return OperatorSettings(
             gateway_image=env.get("TIERGATE_GATEWAY_IMAGE") or defaults.gateway_image,
@@ -117,10 +134,14 @@ def load_operator_settings(env: Mapping[str, str] | None = None) -> OperatorSett
             shared_resources=_resources(env, "SHARED", defaults.shared_resources),
             dedicated_resources=_resources(env, "DEDICATED", defaults.dedicated_resources),
             redis_url=env.get("TIERGATE_REDIS_URL") or None,
-            redis_secret=(SecretKeyRef(name=secret_name, key=secret_key or DEFAULT_REDIS_SECRET_KEY)
-                          if secret_name else None),
-            gateway_service_account=(env.get("TIERGATE_GATEWAY_SERVICE_ACCOUNT")
-                                     or defaults.gateway_service_account),
+            redis_secret=(
+                SecretKeyRef(name=secret_name, key=secret_key or DEFAULT_REDIS_SECRET_KEY)
+                if secret_name
+                else None
+            ),
+            gateway_service_account=(
+                env.get("TIERGATE_GATEWAY_SERVICE_ACCOUNT") or defaults.gateway_service_account
+            ),
             prefix=env.get("TIERGATE_PREFIX") or defaults.prefix,
         )
     except ValueError as error:

@@ -30,7 +30,11 @@ if TYPE_CHECKING:
     from tiergate_operator.desired import DesiredState
 
 __all__ = [
-    "GatewayHealth", "StatusChange", "desired_statuses", "gateway_health", "with_kstatus",
+    "GatewayHealth",
+    "StatusChange",
+    "desired_statuses",
+    "gateway_health",
+    "with_kstatus",
 ]
 
 Body = dict[str, Any]
@@ -54,13 +58,18 @@ class GatewayHealth:
 
 
 def gateway_health(
-    state: NamespaceState, desired: DesiredState, gateway: str, applying: frozenset[str] = frozenset()
+    state: NamespaceState,
+    desired: DesiredState,
+    gateway: str,
+    applying: frozenset[str] = frozenset(),
 ) -> GatewayHealth:
     """Replicas and config of ``gateway``; a config in ``applying`` counts as applied, since
     statuses are written only after every apply of the same decision succeeded."""
     configmap = state.children.get(("ConfigMap", gateway))
     plan = desired.translation.plan(gateway)
-    applied = (configmap or {}).get("metadata", {}).get("annotations", {}).get(GENERATION_ANNOTATION)
+    applied = (
+        (configmap or {}).get("metadata", {}).get("annotations", {}).get(GENERATION_ANNOTATION)
+    )
     current = plan is not None and (applied == plan.config.generation or gateway in applying)
     deployment = state.children.get(("Deployment", gateway))
     if deployment is None:
@@ -91,13 +100,23 @@ def with_kstatus(conditions: list[Condition], generation: int, now: datetime) ->
     stalled = accepted.status == "False"
     reconciling = ready.status != "True" and not stalled
     conditions = set_condition(
-        conditions, "Reconciling", "True" if reconciling else "False",
-        ready.reason if reconciling else "Done", ready.message if reconciling else "nothing to do",
-        generation, now)
+        conditions,
+        "Reconciling",
+        "True" if reconciling else "False",
+        ready.reason if reconciling else "Done",
+        ready.message if reconciling else "nothing to do",
+        generation,
+        now,
+    )
     return set_condition(
-        conditions, "Stalled", "True" if stalled else "False",
-        accepted.reason if stalled else "Accepted", accepted.message if stalled else "the spec can be served",
-        generation, now)
+        conditions,
+        "Stalled",
+        "True" if stalled else "False",
+        accepted.reason if stalled else "Accepted",
+        accepted.message if stalled else "the spec can be served",
+        generation,
+        now,
+    )
 
 
 def _dump(conditions: list[Condition]) -> list[Body]:
@@ -119,13 +138,17 @@ def _change(
 
 
 def desired_statuses(
-    namespace: str, state: NamespaceState, desired: DesiredState, now: datetime,
+    namespace: str,
+    state: NamespaceState,
+    desired: DesiredState,
+    now: datetime,
     applying: frozenset[str] = frozenset(),
 ) -> Iterator[StatusChange]:
     """Status changes; ``applying`` names the gateways whose ConfigMap is applied first."""
     translation = desired.translation
-    health = {plan.name: gateway_health(state, desired, plan.name, applying)
-              for plan in translation.plans}
+    health = {
+        plan.name: gateway_health(state, desired, plan.name, applying) for plan in translation.plans
+    }
     for name, body in sorted(state.routes.items()):
         if body["metadata"].get("deletionTimestamp"):
             continue
@@ -133,13 +156,19 @@ def desired_statuses(
         gateways = list(translation.route_gateways.get(name, ()))
         generation = int(body["metadata"].get("generation", 0))
         conditions = route_conditions(
-            _current_conditions(body), problem=problem, gateways=gateways,
+            _current_conditions(body),
+            problem=problem,
+            gateways=gateways,
             configs_applied=all(g in health and health[g].current_config for g in gateways),
-            generation=generation, now=now,
+            generation=generation,
+            now=now,
         )
         conditions = with_kstatus(conditions, generation, now)
-        status = {"observedGeneration": generation, "conditions": _dump(conditions),
-                  "gateways": gateways}
+        status = {
+            "observedGeneration": generation,
+            "conditions": _dump(conditions),
+            "gateways": gateways,
+        }
         if change := _change(namespace, body, status, problem):
             yield change
     for name, body in sorted(state.tiers.items()):
@@ -150,14 +179,19 @@ def desired_statuses(
         tier_health = health.get(gateway) if gateway else None
         generation = int(body["metadata"].get("generation", 0))
         conditions = tier_conditions(
-            _current_conditions(body), problem=problem, gateway=gateway,
+            _current_conditions(body),
+            problem=problem,
+            gateway=gateway,
             configs_applied=bool(tier_health and tier_health.current_config),
             ready_replicas=tier_health.ready if tier_health else 0,
-            generation=generation, now=now,
+            generation=generation,
+            now=now,
         )
         conditions = with_kstatus(conditions, generation, now)
         status = {
-            "observedGeneration": generation, "conditions": _dump(conditions), "gateway": gateway,
+            "observedGeneration": generation,
+            "conditions": _dump(conditions),
+            "gateway": gateway,
             "replicas": tier_health.replicas if tier_health else 0,
             "readyReplicas": tier_health.ready if tier_health else 0,
         }

@@ -26,8 +26,10 @@ _RELEVANT_METADATA = ("name", "namespace", "uid", "generation", "deletionTimesta
 
 def secret_digests(data: Mapping[str, str] | None) -> dict[str, str]:
     """``{key: sha256(value)}`` of a Secret's base64 ``data``, decoded first."""
-    return {key: hash_client_key(base64.b64decode(value).decode("utf-8", errors="replace"))
-            for key, value in sorted((data or {}).items())}
+    return {
+        key: hash_client_key(base64.b64decode(value).decode("utf-8", errors="replace"))
+        for key, value in sorted((data or {}).items())
+    }
 
 
 def _older(body: Body, stored: Body | None) -> bool:
@@ -137,4 +139,6 @@ class Store:
             state.children[(body["kind"], metadata["name"])] = body
 
     def remove_child(self, namespace: str, kind: str, name: str) -> bool:
-        return self._mark(namespace, self.namespace(namespace).children.pop((kind, name), None) is not None)
+        return self._mark(
+            namespace, self.namespace(namespace).children.pop((kind, name), None) is not None
+        )

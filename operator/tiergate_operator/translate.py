@@ -45,8 +45,10 @@ class _Routes:
 
 
 def _live(bodies: Iterable[Body]) -> list[Body]:
-    return sorted((b for b in bodies if not b.get("metadata", {}).get("deletionTimestamp")),
-                  key=lambda b: str(b["metadata"]["name"]))
+    return sorted(
+        (b for b in bodies if not b.get("metadata", {}).get("deletionTimestamp")),
+        key=lambda b: str(b["metadata"]["name"]),
+    )
 
 
 def _gather_routes(
@@ -101,7 +103,9 @@ class _GatewayBuilder:
         taken = {d for t in self.tiers.values() for d in t.key_sha256}
         if taken & set(tier.key_sha256):
             return False
-        self.tiers[tier.name] = tier.model_copy(update={"models": tuple(sorted(r.model for r in routes))})
+        self.tiers[tier.name] = tier.model_copy(
+            update={"models": tuple(sorted(r.model for r in routes))}
+        )
         self.entries.update((route.model, route) for route in routes)
         return True
 
@@ -111,8 +115,9 @@ class _GatewayBuilder:
         self._admit(contract_tier(tier.metadata.name, tier.spec, key_digests, ()), routes)
 
     def carry_over(self, tier_name: str) -> bool:
-        last_good = next((t for t in (self.previous.tiers if self.previous else ()) if t.name == tier_name),
-                         None)
+        last_good = next(
+            (t for t in (self.previous.tiers if self.previous else ()) if t.name == tier_name), None
+        )
         if last_good is None:
             return False
         routes = [r for r in (self._route_by_alias(a) for a in last_good.models) if r is not None]
@@ -121,7 +126,8 @@ class _GatewayBuilder:
     def seal(self, namespace: str) -> contract.GatewayConfig:
         try:
             return contract.seal(
-                gateway=self.name, namespace=namespace,
+                gateway=self.name,
+                namespace=namespace,
                 routes=[self.entries[alias] for alias in sorted(self.entries)],
                 tiers=[self.tiers[name] for name in sorted(self.tiers)],
             )
@@ -132,8 +138,13 @@ class _GatewayBuilder:
 
 
 def _owner(tier: ApiKeyTier, controller: bool) -> OwnerRef:
-    return OwnerRef(api_version=API_VERSION, kind="ApiKeyTier", name=tier.metadata.name,
-                    uid=tier.metadata.uid, controller=controller)
+    return OwnerRef(
+        api_version=API_VERSION,
+        kind="ApiKeyTier",
+        name=tier.metadata.name,
+        uid=tier.metadata.uid,
+        controller=controller,
+    )
 
 
 def _credential_secrets(config: contract.GatewayConfig) -> tuple[str, ...]:
@@ -147,17 +158,24 @@ def _plan(
 ) -> GatewayPlan:
     if gateway == SHARED_GATEWAY:
         return GatewayPlan(
-            name=gateway, namespace=namespace, isolation="Shared", config=config,
+            name=gateway,
+            namespace=namespace,
+            isolation="Shared",
+            config=config,
             owners=tuple(_owner(tier, controller=False) for tier in members),
             credential_secrets=_credential_secrets(config),
         )
     (tier,) = members
     spec = tier.spec
     return GatewayPlan(
-        name=gateway, namespace=namespace, isolation="Dedicated", config=config,
+        name=gateway,
+        namespace=namespace,
+        isolation="Dedicated",
+        config=config,
         owners=(_owner(tier, controller=True),),
         replicas=spec.replicas if spec.replicas is not None else (None if spec.autoscaling else 1),
-        autoscaling=spec.autoscaling, resources=spec.resources,
+        autoscaling=spec.autoscaling,
+        resources=spec.resources,
         pod_disruption_budget=spec.pod_disruption_budget,
         credential_secrets=_credential_secrets(config),
     )
@@ -184,7 +202,9 @@ def translate(
     members: dict[str, list[ApiKeyTier]] = defaultdict(list)
     for tier in parsed_tiers.values():
         members[gateway_for_tier(tier.metadata.name, tier.spec.isolation)].append(tier)
-    unparsed = [str(b["metadata"]["name"]) for b in tier_bodies if b["metadata"]["name"] not in parsed_tiers]
+    unparsed = [
+        str(b["metadata"]["name"]) for b in tier_bodies if b["metadata"]["name"] not in parsed_tiers
+    ]
 
     plans: list[GatewayPlan] = []
     tier_gateways: dict[str, str] = {}
@@ -203,10 +223,13 @@ def translate(
     served_models = {p.name: {r.model for r in p.config.routes} for p in plans}
     route_gateways = {
         name: tuple(p.name for p in plans if alias in served_models[p.name])
-        for name in route_set.names if (alias := route_set.alias(name)) is not None
+        for name in route_set.names
+        if (alias := route_set.alias(name)) is not None
     }
     return Translation(
-        plans=tuple(plans), route_problems=route_problems, tier_problems=tier_problems,
+        plans=tuple(plans),
+        route_problems=route_problems,
+        tier_problems=tier_problems,
         route_gateways={name: gws for name, gws in route_gateways.items() if gws},
         tier_gateways=tier_gateways,
     )

@@ -42,8 +42,14 @@ def installed_chart(
     """The chart installed (one replica, CRDs not owned) with the operator Deployment Available."""
     release = release_name()
     install(control_plane, release, namespace, "crds.enabled=false")
-    control_plane.kubectl("-n", namespace, "wait", f"deployment/{fullname(release)}",
-                          "--for=condition=Available", "--timeout=90s")
+    control_plane.kubectl(
+        "-n",
+        namespace,
+        "wait",
+        f"deployment/{fullname(release)}",
+        "--for=condition=Available",
+        "--timeout=90s",
+    )
     yield InstalledChart(release, namespace, fullname(release))
     uninstall(control_plane, release, namespace)
 

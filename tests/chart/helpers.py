@@ -31,7 +31,11 @@ def fullname(release: str) -> str:
 
 
 def install(
-    plane: ControlPlane, release: str, namespace: str, *values: str, chart: Path = CHART,
+    plane: ControlPlane,
+    release: str,
+    namespace: str,
+    *values: str,
+    chart: Path = CHART,
     wait: bool = True,
 ) -> subprocess.CompletedProcess[str]:
     """``helm install`` with ``--set``-style ``values`` (``key=value``)."""
@@ -44,17 +48,20 @@ def install(
 
 
 def uninstall(plane: ControlPlane, release: str, namespace: str) -> None:
-    result = plane.helm("uninstall", release, "-n", namespace, "--wait", "--timeout", "60s",
-                        check=False)
+    result = plane.helm(
+        "uninstall", release, "-n", namespace, "--wait", "--timeout", "60s", check=False
+    )
     if result.returncode != 0 and "not found" not in result.stderr:
         raise AssertionError(f"helm uninstall {release} failed: {result.stderr}")
 
 
-def template(plane: ControlPlane, *args: str, chart: Path = CHART,
-             check: bool = True) -> subprocess.CompletedProcess[str]:
+def template(
+    plane: ControlPlane, *args: str, chart: Path = CHART, check: bool = True
+) -> subprocess.CompletedProcess[str]:
     """``helm template`` (no cluster access) at the control plane's Kubernetes version."""
-    return plane.helm("template", "t", str(chart), "--kube-version", KUBE_VERSION, *args,
-                      check=check)
+    return plane.helm(
+        "template", "t", str(chart), "--kube-version", KUBE_VERSION, *args, check=check
+    )
 
 
 def get_json(plane: ControlPlane, *args: str) -> Any:

@@ -48,7 +48,10 @@ def isolate_crds(chart: Path) -> IsolatedApi:
         path = chart / "templates" / "crds" / f"{plural}.yaml"
         text = path.read_text()
         replacements = [
-            (rf"(?m)^  name: {plural}\.tiergate\.dev$", f"  name: {api.prefix}{plural}.{api.group}"),
+            (
+                rf"(?m)^  name: {plural}\.tiergate\.dev$",
+                f"  name: {api.prefix}{plural}.{api.group}",
+            ),
             (r"(?m)^  group: tiergate\.dev$", f"  group: {api.group}"),
             (rf"(?m)^    kind: {kind}$", f"    kind: X{tag}{kind}"),
             (rf"(?m)^    listKind: {kind}List$", f"    listKind: X{tag}{kind}List"),
@@ -81,8 +84,10 @@ def isolated_api(control_plane: ControlPlane, chart_copy: Path) -> Iterator[Isol
 
 
 def printer_columns(plane: ControlPlane, crd: str) -> list[str]:
-    return [c["name"] for c in get_json(plane, "crd", crd)["spec"]["versions"][0]
-            ["additionalPrinterColumns"]]
+    return [
+        c["name"]
+        for c in get_json(plane, "crd", crd)["spec"]["versions"][0]["additionalPrinterColumns"]
+    ]
 
 
 def test_crd_upgrade_applies_and_keep_survives_disable_and_uninstall(
@@ -92,8 +97,12 @@ def test_crd_upgrade_applies_and_keep_survives_disable_and_uninstall(
     install(control_plane, release, namespace, chart=chart_copy)
     for crd in isolated_api.crds:
         control_plane.kubectl("wait", "--for=condition=Established", f"crd/{crd}", "--timeout=30s")
-        assert get_json(control_plane, "crd", crd)["metadata"]["annotations"][
-            "helm.sh/resource-policy"] == "keep"
+        assert (
+            get_json(control_plane, "crd", crd)["metadata"]["annotations"][
+                "helm.sh/resource-policy"
+            ]
+            == "keep"
+        )
     control_plane.kubectl("apply", "-f", "-", input=user_route(isolated_api, namespace))
     assert "Tier" not in printer_columns(control_plane, isolated_api.routes)
 
@@ -101,31 +110,71 @@ def test_crd_upgrade_applies_and_keep_survives_disable_and_uninstall(
     template = chart_copy / "templates" / "crds" / "modelroutes.yaml"
     text = template.read_text()
     assert text.count("      additionalPrinterColumns:\n") == 1
-    template.write_text(text.replace("      additionalPrinterColumns:\n", (
-        "      additionalPrinterColumns:\n"
-        "        - name: Tier\n          type: string\n"
-        "          description: Added by the chart upgrade test.\n"
-        "          jsonPath: .metadata.labels.tier\n"), 1))
-    control_plane.helm("upgrade", release, str(chart_copy), "-n", namespace, "--reuse-values",
-                       "--wait", "--timeout", "60s")
+    template.write_text(
+        text.replace(
+            "      additionalPrinterColumns:\n",
+            (
+                "      additionalPrinterColumns:\n"
+                "        - name: Tier\n          type: string\n"
+                "          description: Added by the chart upgrade test.\n"
+                "          jsonPath: .metadata.labels.tier\n"
+            ),
+            1,
+        )
+    )
+    control_plane.helm(
+        "upgrade",
+        release,
+        str(chart_copy),
+        "-n",
+        namespace,
+        "--reuse-values",
+        "--wait",
+        "--timeout",
+        "60s",
+    )
     assert printer_columns(control_plane, isolated_api.routes)[0] == "Tier"
     listed = control_plane.kubectl("-n", namespace, "get", isolated_api.routes).stdout
     assert listed.split()[:2] == ["NAME", "TIER"], listed
     assert "deepseek-chat" in listed
 
     # Turning the CRDs off on upgrade drops them from the release but keeps them (keep).
-    control_plane.helm("upgrade", release, str(chart_copy), "-n", namespace, "--reuse-values",
-                       "--set", "crds.enabled=false", "--wait", "--timeout", "60s")
+    control_plane.helm(
+        "upgrade",
+        release,
+        str(chart_copy),
+        "-n",
+        namespace,
+        "--reuse-values",
+        "--set",
+        "crds.enabled=false",
+        "--wait",
+        "--timeout",
+        "60s",
+    )
     assert all(exists(control_plane, "crd", crd) for crd in isolated_api.crds)
 
     # ... and turning them back on adopts the kept CRDs (same release, no ownership error).
-    control_plane.helm("upgrade", release, str(chart_copy), "-n", namespace, "--reuse-values",
-                       "--set", "crds.enabled=true", "--wait", "--timeout", "60s")
+    control_plane.helm(
+        "upgrade",
+        release,
+        str(chart_copy),
+        "-n",
+        namespace,
+        "--reuse-values",
+        "--set",
+        "crds.enabled=true",
+        "--wait",
+        "--timeout",
+        "60s",
+    )
     uninstall(control_plane, release, namespace)
-    assert all(exists(control_plane, "crd", crd) for crd in isolated_api.crds), \
+    assert all(exists(control_plane, "crd", crd) for crd in isolated_api.crds), (
         "crds.keep=true: uninstall must leave the CRDs"
-    assert exists(control_plane, "-n", namespace, isolated_api.routes, "deepseek-chat"), \
+    )
+    assert exists(control_plane, "-n", namespace, isolated_api.routes, "deepseek-chat"), (
         "crds.keep=true: uninstall must leave the user's ModelRoute"
+    )
 
 
 def test_uninstall_without_keep_removes_the_crds_and_their_objects(
@@ -136,9 +185,15 @@ def test_uninstall_without_keep_removes_the_crds_and_their_objects(
     assert "WARNING: crds.keep=false" in result.stdout
     for crd in isolated_api.crds:
         control_plane.kubectl("wait", "--for=condition=Established", f"crd/{crd}", "--timeout=30s")
-        assert "annotations" not in get_json(control_plane, "crd", crd)["metadata"] or \
-            "helm.sh/resource-policy" not in get_json(control_plane, "crd", crd)["metadata"]["annotations"]
+        assert (
+            "annotations" not in get_json(control_plane, "crd", crd)["metadata"]
+            or "helm.sh/resource-policy"
+            not in get_json(control_plane, "crd", crd)["metadata"]["annotations"]
+        )
     control_plane.kubectl("apply", "-f", "-", input=user_route(isolated_api, namespace))
     uninstall(control_plane, release, namespace)
-    eventually(lambda: not any(exists(control_plane, "crd", crd) for crd in isolated_api.crds),
-               what="crds.keep=false: uninstall deletes the release's CRDs", timeout=30)
+    eventually(
+        lambda: not any(exists(control_plane, "crd", crd) for crd in isolated_api.crds),
+        what="crds.keep=false: uninstall deletes the release's CRDs",
+        timeout=30,
+    )

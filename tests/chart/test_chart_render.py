@@ -30,33 +30,42 @@ def env_of(deployment: dict[str, Any]) -> dict[str, Any]:
     return {e["name"]: e.get("value", e.get("valueFrom")) for e in container["env"]}
 
 
-@pytest.mark.parametrize("extra", [
-    [], ["--set", "replicaCount=3"],
-    ["--set", "networkPolicy.enabled=true,serviceMonitor.enabled=true,crds.keep=false"],
-])
+@pytest.mark.parametrize(
+    "extra",
+    [
+        [],
+        ["--set", "replicaCount=3"],
+        ["--set", "networkPolicy.enabled=true,serviceMonitor.enabled=true,crds.keep=false"],
+    ],
+)
 def test_helm_lint_passes_strict(control_plane: ControlPlane, extra: list[str]) -> None:
     for strict in ([], ["--strict"]):
         result = control_plane.helm("lint", str(CHART), *strict, *extra)
         assert "1 chart(s) linted, 0 chart(s) failed" in result.stdout, result.stdout
 
 
-@pytest.mark.parametrize(("value", "message"), [
-    ("replicas=2", "additional properties 'replicas' not allowed"),
-    ("gateway.shared.replica=2", "additional properties 'replica' not allowed"),
-    ("crds.kep=false", "additional properties 'kep' not allowed"),
-    ("replicaCount=two", "/replicaCount': got string, want integer"),
-    ("crds.keep=maybe", "/crds/keep': got string, want boolean"),
-    ("gateway.image.pullPolicy=Sometimes", "/gateway/image/pullPolicy"),
-    ("gateway.redis.url=redis://user:hunter2@redis:6379", "/gateway/redis/url"),
-    ("gateway.redis.secretRef.name=Redis_URL", "/gateway/redis/secretRef/name"),
-    ("gateway.redis.secretRef.key=a/b", "/gateway/redis/secretRef/key"),
-    ("resources.requests.cpu=lots", "/resources/requests/cpu"),
-])
+@pytest.mark.parametrize(
+    ("value", "message"),
+    [
+        ("replicas=2", "additional properties 'replicas' not allowed"),
+        ("gateway.shared.replica=2", "additional properties 'replica' not allowed"),
+        ("crds.kep=false", "additional properties 'kep' not allowed"),
+        ("replicaCount=two", "/replicaCount': got string, want integer"),
+        ("crds.keep=maybe", "/crds/keep': got string, want boolean"),
+        ("gateway.image.pullPolicy=Sometimes", "/gateway/image/pullPolicy"),
+        ("gateway.redis.url=redis://user:hunter2@redis:6379", "/gateway/redis/url"),
+        ("gateway.redis.secretRef.name=Redis_URL", "/gateway/redis/secretRef/name"),
+        ("gateway.redis.secretRef.key=a/b", "/gateway/redis/secretRef/key"),
+        ("resources.requests.cpu=lots", "/resources/requests/cpu"),
+    ],
+)
 def test_schema_rejects_unknown_keys_and_wrong_types(
     control_plane: ControlPlane, value: str, message: str
 ) -> None:
-    for command in (["lint", str(CHART), "--strict"],
-                    ["template", "t", str(CHART), "--kube-version", "1.37.2"]):
+    for command in (
+        ["lint", str(CHART), "--strict"],
+        ["template", "t", str(CHART), "--kube-version", "1.37.2"],
+    ):
         result = control_plane.helm(*command, "--set", value, check=False)
         assert result.returncode != 0, f"helm {command[0]} accepted {value}"
         assert message in result.stdout + result.stderr, result.stdout + result.stderr
@@ -104,10 +113,21 @@ def test_one_replica_runs_standalone_hardened_with_probes(control_plane: Control
 
 def test_values_reach_the_operator_environment(control_plane: ControlPlane) -> None:
     objects = rendered(
-        control_plane, "--set", "replicaCount=2", "--set", "gateway.image.tag=9.9.9",
-        "--set", "gateway.shared.replicas=5", "--set", "gateway.dedicated.resources.limits.cpu=2",
-        "--set", "gateway.redis.secretRef.name=tiergate-redis",
-        "--set", "image.digest=sha256:" + "a" * 64, "--set", "peering.name=mine",
+        control_plane,
+        "--set",
+        "replicaCount=2",
+        "--set",
+        "gateway.image.tag=9.9.9",
+        "--set",
+        "gateway.shared.replicas=5",
+        "--set",
+        "gateway.dedicated.resources.limits.cpu=2",
+        "--set",
+        "gateway.redis.secretRef.name=tiergate-redis",
+        "--set",
+        "image.digest=sha256:" + "a" * 64,
+        "--set",
+        "peering.name=mine",
     )
     deployment = one(objects, "Deployment")
     env = env_of(deployment)
@@ -128,41 +148,72 @@ def test_values_reach_the_operator_environment(control_plane: ControlPlane) -> N
     assert deployment["spec"]["strategy"]["type"] == "RollingUpdate"
     assert one(objects, "ClusterKopfPeering", "mine")["apiVersion"] == "kopf.dev/v1"
     rules = one(objects, "ClusterRole")["rules"]
-    assert {"apiGroups": ["kopf.dev"], "resources": ["clusterkopfpeerings"],
-            "resourceNames": ["mine"], "verbs": ["get", "patch"]} in rules
+    assert {
+        "apiGroups": ["kopf.dev"],
+        "resources": ["clusterkopfpeerings"],
+        "resourceNames": ["mine"],
+        "verbs": ["get", "patch"],
+    } in rules
 
 
-def test_the_removed_existing_secret_value_fails_with_directions(control_plane: ControlPlane) -> None:
+def test_the_removed_existing_secret_value_fails_with_directions(
+    control_plane: ControlPlane,
+) -> None:
     # `helm lint` reports a template's `fail` only as INFO; install, upgrade and template fail.
-    result = control_plane.helm("template", "t", str(CHART), "--kube-version", "1.37.2",
-                                "--set", "gateway.redis.existingSecret.name=redis-url", check=False)
+    result = control_plane.helm(
+        "template",
+        "t",
+        str(CHART),
+        "--kube-version",
+        "1.37.2",
+        "--set",
+        "gateway.redis.existingSecret.name=redis-url",
+        check=False,
+    )
     assert result.returncode != 0
     assert "gateway.redis.existingSecret was replaced by gateway.redis.secretRef" in result.stderr
 
 
 def test_a_plain_redis_url_reaches_the_operator_as_is(control_plane: ControlPlane) -> None:
-    env = env_of(one(rendered(control_plane, "--set", "gateway.redis.url=redis://redis.infra:6379/0"),
-                     "Deployment"))
+    env = env_of(
+        one(
+            rendered(control_plane, "--set", "gateway.redis.url=redis://redis.infra:6379/0"),
+            "Deployment",
+        )
+    )
     assert env["TIERGATE_REDIS_URL"] == "redis://redis.infra:6379/0"
     assert "TIERGATE_REDIS_SECRET_NAME" not in env
 
 
 def test_crd_templates_render_the_source_crds(control_plane: ControlPlane) -> None:
-    sources = {d["metadata"]["name"]: d for d in
-               (yaml.safe_load((REPO / "crds" / f).read_text())
-                for f in ("modelroutes.yaml", "apikeytiers.yaml"))}
-    kept = {o["metadata"]["name"]: o for o in rendered(control_plane)
-            if o["kind"] == "CustomResourceDefinition"}
+    sources = {
+        d["metadata"]["name"]: d
+        for d in (
+            yaml.safe_load((REPO / "crds" / f).read_text())
+            for f in ("modelroutes.yaml", "apikeytiers.yaml")
+        )
+    }
+    kept = {
+        o["metadata"]["name"]: o
+        for o in rendered(control_plane)
+        if o["kind"] == "CustomResourceDefinition"
+    }
     assert kept.keys() == sources.keys()
     for name, crd in kept.items():
         assert crd["spec"] == sources[name]["spec"], name
         assert crd["metadata"]["annotations"] == {"helm.sh/resource-policy": "keep"}
         assert sources[name]["metadata"]["labels"].items() <= crd["metadata"]["labels"].items()
-    owned = [o for o in rendered(control_plane, "--set", "crds.keep=false")
-             if o["kind"] == "CustomResourceDefinition"]
+    owned = [
+        o
+        for o in rendered(control_plane, "--set", "crds.keep=false")
+        if o["kind"] == "CustomResourceDefinition"
+    ]
     assert len(owned) == 2 and all("annotations" not in o["metadata"] for o in owned)
-    assert not [o for o in rendered(control_plane, "--set", "crds.enabled=false")
-                if o["kind"] == "CustomResourceDefinition"]
+    assert not [
+        o
+        for o in rendered(control_plane, "--set", "crds.enabled=false")
+        if o["kind"] == "CustomResourceDefinition"
+    ]
 
 
 def test_kopf_peering_crd_ships_in_helm_crds_dir(control_plane: ControlPlane) -> None:
@@ -174,23 +225,44 @@ def test_kopf_peering_crd_ships_in_helm_crds_dir(control_plane: ControlPlane) ->
 def test_service_monitor_and_network_policies_select_the_gateways(
     control_plane: ControlPlane,
 ) -> None:
-    objects = rendered(control_plane, "--set", "serviceMonitor.enabled=true",
-                       "--set", "networkPolicy.enabled=true",
-                       "--set", "networkPolicy.gatewayNamespaces={team-a,team-b}")
+    objects = rendered(
+        control_plane,
+        "--set",
+        "serviceMonitor.enabled=true",
+        "--set",
+        "networkPolicy.enabled=true",
+        "--set",
+        "networkPolicy.gatewayNamespaces={team-a,team-b}",
+    )
     monitor = one(objects, "ServiceMonitor")
     assert monitor["spec"]["selector"]["matchLabels"] == {
-        "app.kubernetes.io/part-of": "tiergate", "app.kubernetes.io/component": "gateway"}
+        "app.kubernetes.io/part-of": "tiergate",
+        "app.kubernetes.io/component": "gateway",
+    }
     assert monitor["spec"]["namespaceSelector"] == {"any": True}
     assert monitor["spec"]["endpoints"][0]["port"] == "http"
     assert monitor["spec"]["endpoints"][0]["path"] == "/metrics"
     policies = [o for o in objects if o["kind"] == "NetworkPolicy"]
-    gateways = {p["metadata"]["namespace"]: p for p in policies if p["metadata"]["name"].endswith("-gateways")}
+    gateways = {
+        p["metadata"]["namespace"]: p
+        for p in policies
+        if p["metadata"]["name"].endswith("-gateways")
+    }
     assert gateways.keys() == {"team-a", "team-b"}
     for policy in gateways.values():
-        assert policy["spec"]["podSelector"]["matchLabels"]["app.kubernetes.io/name"] == "tiergate-gateway"
+        assert (
+            policy["spec"]["podSelector"]["matchLabels"]["app.kubernetes.io/name"]
+            == "tiergate-gateway"
+        )
         assert policy["spec"]["ingress"] == [
-            {"from": [{"podSelector": {}}], "ports": [{"port": "http", "protocol": "TCP"}]}]
-    denied = rendered(control_plane, "--set", "networkPolicy.enabled=true",
-                      "--set-json", "networkPolicy.gatewayIngressFrom=[]")
+            {"from": [{"podSelector": {}}], "ports": [{"port": "http", "protocol": "TCP"}]}
+        ]
+    denied = rendered(
+        control_plane,
+        "--set",
+        "networkPolicy.enabled=true",
+        "--set-json",
+        "networkPolicy.gatewayIngressFrom=[]",
+    )
     gateway_policy = next(o for o in denied if o["metadata"]["name"].endswith("-gateways"))
     assert gateway_policy["spec"]["ingress"] == [], "no peers must mean deny, not allow-all"

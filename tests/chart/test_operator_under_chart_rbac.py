@@ -20,21 +20,39 @@ def test_chart_identity_reconciles_every_example(
     control_plane: ControlPlane, installed_chart: InstalledChart, tmp_path: Path
 ) -> None:
     _, namespace, service_account = installed_chart
-    token = control_plane.kubectl("-n", namespace, "create", "token", service_account,
-                                  "--duration=1h").stdout.strip()
+    token = control_plane.kubectl(
+        "-n", namespace, "create", "token", service_account, "--duration=1h"
+    ).stdout.strip()
     kubeconfig = control_plane.write_kubeconfig(tmp_path / "chart-sa.kubeconfig", token)
     log = tmp_path / "operator.log"
     with running_operator(control_plane, log, kubeconfig=kubeconfig):
         control_plane.kubectl("-n", namespace, "apply", "-k", str(EXAMPLES))
-        control_plane.kubectl("-n", namespace, "wait", "--for=condition=Ready", "--timeout=90s",
-                              "modelroute/deepseek-chat", "apikeytier/startup",
-                              "apikeytier/enterprise-acme", timeout=100)
+        control_plane.kubectl(
+            "-n",
+            namespace,
+            "wait",
+            "--for=condition=Ready",
+            "--timeout=90s",
+            "modelroute/deepseek-chat",
+            "apikeytier/startup",
+            "apikeytier/enterprise-acme",
+            timeout=100,
+        )
     text = log.read_text()
     assert "403" not in text and "Forbidden" not in text, "the chart's RBAC denied the operator"
     for gateway in ("tiergate-shared", "tiergate-enterprise-acme"):
-        assert get(control_plane, namespace, "deployment", gateway)["spec"]["template"]["spec"][
-            "serviceAccountName"] == "tiergate-gateway"
+        assert (
+            get(control_plane, namespace, "deployment", gateway)["spec"]["template"]["spec"][
+                "serviceAccountName"
+            ]
+            == "tiergate-gateway"
+        )
     role = get(control_plane, namespace, "role", "tiergate-gateway")
-    assert role["rules"] == [{"apiGroups": [""], "resources": ["configmaps"],
-                              "resourceNames": ["tiergate-enterprise-acme", "tiergate-shared"],
-                              "verbs": ["get", "list", "watch"]}]
+    assert role["rules"] == [
+        {
+            "apiGroups": [""],
+            "resources": ["configmaps"],
+            "resourceNames": ["tiergate-enterprise-acme", "tiergate-shared"],
+            "verbs": ["get", "list", "watch"],
+        }
+    ]

@@ -24,7 +24,11 @@ def test_the_seeds_table_holds_for_the_primary_target(tiergate: Callable[..., Re
     primary = next(t for t in route["targets"] if t["name"] == "primary")
     assert primary["perMillion"] == "0.25"
     assert {k: Decimal(v) for k, v in primary["monthly"].items()} == {
-        "5M": Decimal("1.25"), "50M": Decimal("12.5"), "500M": Decimal("125"), "5B": Decimal("1250")}
+        "5M": Decimal("1.25"),
+        "50M": Decimal("12.5"),
+        "500M": Decimal("125"),
+        "5B": Decimal("1250"),
+    }
     (gpt4o,) = report["compare"]
     assert Decimal(gpt4o["monthly"]["5M"]) == 50 and Decimal(gpt4o["monthly"]["5B"]) == 50_000
 
@@ -33,13 +37,27 @@ def test_the_table_prints_money_and_the_saving(tiergate: Callable[..., Result]) 
     result = tiergate(*SEED)
     assert result.code == 0, result.err
     primary = next(line for line in result.out.splitlines() if line.startswith("primary"))
-    assert primary.split() == ["primary", "priority", "0,", "weight", "80", "80%", "0.25",
-                               "$1.25", "$12.50", "$125.00", "$1,250.00", "97.5%"]
+    assert primary.split() == [
+        "primary",
+        "priority",
+        "0,",
+        "weight",
+        "80",
+        "80%",
+        "0.25",
+        "$1.25",
+        "$12.50",
+        "$125.00",
+        "$1,250.00",
+        "97.5%",
+    ]
     gpt4o = next(line for line in result.out.splitlines() if line.startswith("gpt-4o"))
     assert gpt4o.split()[-5:] == ["$50.00", "$500.00", "$5,000.00", "$50,000.00", "-"]
 
 
-def test_the_blend_weights_the_lowest_priority_standard_targets(tiergate: Callable[..., Result]) -> None:
+def test_the_blend_weights_the_lowest_priority_standard_targets(
+    tiergate: Callable[..., Result],
+) -> None:
     report = json.loads(tiergate(*SEED, "-o", "json").out)
     targets = {t["name"]: t for t in report["routes"][0]["targets"]}
     # 80% at 0.25 + 20% at 0.27; the fallback and the premium target serve no Standard traffic.
@@ -50,10 +68,15 @@ def test_the_blend_weights_the_lowest_priority_standard_targets(tiergate: Callab
     assert tiers["startup"]["hardBudget"] == "100"
 
 
-def test_output_share_prices_output_tokens_at_the_output_price(tiergate: Callable[..., Result]) -> None:
+def test_output_share_prices_output_tokens_at_the_output_price(
+    tiergate: Callable[..., Result],
+) -> None:
     report = json.loads(tiergate(*SEED, "--output-share", "25", "-o", "json").out)
     targets = {t["name"]: t for t in report["routes"][0]["targets"]}
-    assert Decimal(targets["secondary"]["perMillion"]) == Decimal("0.27") * Decimal("0.75") + Decimal("1.10") / 4
+    assert (
+        Decimal(targets["secondary"]["perMillion"])
+        == Decimal("0.27") * Decimal("0.75") + Decimal("1.10") / 4
+    )
     assert Decimal(targets["primary"]["perMillion"]) == Decimal("0.25")
 
 
@@ -63,14 +86,18 @@ def test_tiers_over_their_budget_are_marked(tiergate: Callable[..., Result]) -> 
     assert "393.7M tokens" in startup
 
 
-@pytest.mark.parametrize(("argv", "message"), [
-    (("--tokens", "5X"), "'5X' is not a token count"),
-    (("--compare", "gpt-4o"), "expected MODEL=PRICE"),
-    (("--compare", "gpt-4o=ten"), "is not a price"),
-    (("--output-share", "150"), "between 0 and 100"),
-])
-def test_bad_options_say_what_is_wrong(tiergate: Callable[..., Result], argv: tuple[str, ...],
-                                       message: str) -> None:
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (("--tokens", "5X"), "'5X' is not a token count"),
+        (("--compare", "gpt-4o"), "expected MODEL=PRICE"),
+        (("--compare", "gpt-4o=ten"), "is not a price"),
+        (("--output-share", "150"), "between 0 and 100"),
+    ],
+)
+def test_bad_options_say_what_is_wrong(
+    tiergate: Callable[..., Result], argv: tuple[str, ...], message: str
+) -> None:
     result = tiergate("cost", "-f", str(EXAMPLES), *argv)
     assert result.code == 2
     assert message in result.err

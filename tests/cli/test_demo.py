@@ -33,14 +33,29 @@ def test_the_demo_runs_and_leaves_nothing_behind(tmp_path: Path) -> None:
         pytest.skip("the examples' upstream ports 9901-9904 are taken (a demo is running?)")
     dev_dir = tmp_path / "dev"
     result = subprocess.run(
-        [sys.executable, "-m", "tiergate_operator.cli", "demo", "--dir", str(dev_dir), "--split-requests", "20"],
-        capture_output=True, text=True, timeout=170, check=False, env={**os.environ, "KEEP": ""},
+        [
+            sys.executable,
+            "-m",
+            "tiergate_operator.cli",
+            "demo",
+            "--dir",
+            str(dev_dir),
+            "--split-requests",
+            "20",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=170,
+        check=False,
+        env={**os.environ, "KEEP": ""},
     )
     assert result.returncode == 0, result.stderr[-3000:]
     out = result.stdout
     # 80/20 between primary and secondary: either may answer a single request.
     assert re.search(r"answer: +Hello from (primary|secondary) \(deepseek", out), out
-    assert re.search(r"answer: +Hello from (primary|secondary) \(Pro/deepseek", out), out  # acme's channel
+    assert re.search(r"answer: +Hello from (primary|secondary) \(Pro/deepseek", out), (
+        out
+    )  # acme's channel
     assert "20/20 requests answered while the primary failed" in out
     assert "HTTP 429" in out and "HTTP 401" in out
     assert DevState.load(dev_dir) is None  # torn down

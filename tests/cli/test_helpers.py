@@ -27,7 +27,9 @@ def test_spend_sums_the_cost_counters_per_tier_and_route() -> None:
 
 
 def test_processes_are_stopped_by_pid_and_only_while_theirs(tmp_path: Path) -> None:
-    record = spawn("sleeper", [sys.executable, "-c", "import time; time.sleep(60)"], {}, tmp_path / "s.log")
+    record = spawn(
+        "sleeper", [sys.executable, "-c", "import time; time.sleep(60)"], {}, tmp_path / "s.log"
+    )
     assert is_running(record)
     impostor = record.__class__(record.name, record.pid, ("something", "else"), record.log)
     assert not stop_process(impostor)  # a PID whose command line differs is left alone
@@ -39,8 +41,9 @@ def test_the_mock_upstream_fails_on_demand() -> None:
     upstreams = start_in_thread({"primary": 0})
     try:
         admin = f"http://127.0.0.1:{upstreams.ports['primary']}/admin"
-        order = urllib.request.Request(f"{admin}/fail", data=json.dumps({"status": 429, "count": 1}).encode(),
-                                       method="POST")
+        order = urllib.request.Request(
+            f"{admin}/fail", data=json.dumps({"status": 429, "count": 1}).encode(), method="POST"
+        )
         urllib.request.urlopen(order, timeout=5).close()
         client = openai.OpenAI(base_url=upstreams.base_url("primary"), api_key="x", max_retries=0)
         try:
@@ -48,10 +51,16 @@ def test_the_mock_upstream_fails_on_demand() -> None:
             raise AssertionError("expected a 429")
         except openai.RateLimitError:
             pass
-        answer = client.chat.completions.create(model="m", messages=[{"role": "user", "content": "hi"}])
+        answer = client.chat.completions.create(
+            model="m", messages=[{"role": "user", "content": "hi"}]
+        )
         assert answer.choices[0].message.content == "Hello from primary (m)"
         with urllib.request.urlopen(f"{admin}/stats", timeout=5) as response:
-            assert json.loads(response.read()) == {"name": "primary", "served": 1, "refused": 1,
-                                                   "models": {"m": 1}}
+            assert json.loads(response.read()) == {
+                "name": "primary",
+                "served": 1,
+                "refused": 1,
+                "models": {"m": 1},
+            }
     finally:
         upstreams.stop()

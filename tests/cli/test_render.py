@@ -51,13 +51,19 @@ def test_a_missing_secret_is_reported_and_the_rest_still_printed(
     assert f"{tmp_path / 'startup.yaml'}:1: ApiKeyTier demo/startup: MissingSecret" in result.err
     names = {(d["kind"], d["metadata"]["name"]) for d in yaml.safe_load_all(result.out) if d}
     assert ("Deployment", "tiergate-enterprise-acme") in names
-    configs = tiergate("render", "-f", str(tmp_path), "-n", "demo", "--configs-only", "-o", "json").out
+    configs = tiergate(
+        "render", "-f", str(tmp_path), "-n", "demo", "--configs-only", "-o", "json"
+    ).out
     shared = next(c for c in json.loads(configs)["items"] if c["gateway"] == "tiergate-shared")
     assert shared["tiers"] == []  # offline there is no last good entry to keep serving
 
 
-def test_unparsable_yaml_names_file_and_line(tiergate: Callable[..., Result], tmp_path: Path) -> None:
-    (tmp_path / "broken.yaml").write_text("apiVersion: v1\nkind: Secret\nmetadata:\n  name: x\n  bad: [a\n")
+def test_unparsable_yaml_names_file_and_line(
+    tiergate: Callable[..., Result], tmp_path: Path
+) -> None:
+    (tmp_path / "broken.yaml").write_text(
+        "apiVersion: v1\nkind: Secret\nmetadata:\n  name: x\n  bad: [a\n"
+    )
     result = tiergate("render", "-f", str(tmp_path))
     assert result.code == 2
     assert result.err.startswith(f"tiergate: {tmp_path / 'broken.yaml'}:")
@@ -76,8 +82,14 @@ def test_an_invalid_spec_names_the_field(tiergate: Callable[..., Result], tmp_pa
 def test_a_manifest_without_a_name_or_in_another_namespace(
     tiergate: Callable[..., Result], tmp_path: Path
 ) -> None:
-    (tmp_path / "a.yaml").write_text("---\n# nothing\n---\napiVersion: v1\nkind: Secret\nmetadata: {}\n")
+    (tmp_path / "a.yaml").write_text(
+        "---\n# nothing\n---\napiVersion: v1\nkind: Secret\nmetadata: {}\n"
+    )
     assert "a.yaml:4: Secret has no metadata.name" in tiergate("render", "-f", str(tmp_path)).err
-    (tmp_path / "a.yaml").write_text("apiVersion: v1\nkind: Secret\nmetadata: {name: s, namespace: x}\n")
-    assert "in namespace 'x', not 'demo'" in tiergate("render", "-f", str(tmp_path), "-n", "demo").err
+    (tmp_path / "a.yaml").write_text(
+        "apiVersion: v1\nkind: Secret\nmetadata: {name: s, namespace: x}\n"
+    )
+    assert (
+        "in namespace 'x', not 'demo'" in tiergate("render", "-f", str(tmp_path), "-n", "demo").err
+    )
     assert "no such file" in tiergate("render", "-f", str(tmp_path / "nope")).err

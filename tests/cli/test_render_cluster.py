@@ -17,12 +17,16 @@ from .conftest import Result
 
 pytestmark = pytest.mark.cluster
 
-MANAGED_KINDS = ("configmaps,deployments,services,poddisruptionbudgets,horizontalpodautoscalers,"
-                 "serviceaccounts,roles,rolebindings")
+MANAGED_KINDS = (
+    "configmaps,deployments,services,poddisruptionbudgets,horizontalpodautoscalers,"
+    "serviceaccounts,roles,rolebindings"
+)
 
 
 @pytest.fixture(scope="module")
-def operator(control_plane: ControlPlane, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+def operator(
+    control_plane: ControlPlane, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Path]:
     apply_crds(control_plane)
     log = tmp_path_factory.mktemp("cli-operator") / "operator.log"
     with running_operator(control_plane, log):
@@ -33,21 +37,41 @@ def test_render_equals_what_the_operator_applies(
     control_plane: ControlPlane, namespace: str, operator: Path, tiergate: Callable[..., Result]
 ) -> None:
     control_plane.kubectl("-n", namespace, "apply", "-k", str(EXAMPLES))
-    control_plane.kubectl("-n", namespace, "wait", "--for=condition=Ready", "modelroutes,apikeytiers", "--all",
-                          "--timeout=90s", timeout=100)
+    control_plane.kubectl(
+        "-n",
+        namespace,
+        "wait",
+        "--for=condition=Ready",
+        "modelroutes,apikeytiers",
+        "--all",
+        "--timeout=90s",
+        timeout=100,
+    )
     result = tiergate("render", "-f", str(EXAMPLES), "-n", namespace, "-o", "json")
     assert result.code == 0, result.err
     text = result.out
     for tier in ("startup", "enterprise-acme"):  # offline, uids are placeholders
-        text = text.replace(f"<uid of ApiKeyTier/{tier}>", get(control_plane, namespace, "apikeytier", tier)
-                            ["metadata"]["uid"])
+        text = text.replace(
+            f"<uid of ApiKeyTier/{tier}>",
+            get(control_plane, namespace, "apikeytier", tier)["metadata"]["uid"],
+        )
     rendered = json.loads(text)["items"]
 
-    live = json.loads(control_plane.kubectl(
-        "-n", namespace, "get", MANAGED_KINDS, "-l", "app.kubernetes.io/managed-by=tiergate-operator",
-        "-o", "json").stdout)["items"]
+    live = json.loads(
+        control_plane.kubectl(
+            "-n",
+            namespace,
+            "get",
+            MANAGED_KINDS,
+            "-l",
+            "app.kubernetes.io/managed-by=tiergate-operator",
+            "-o",
+            "json",
+        ).stdout
+    )["items"]
     assert sorted((m["kind"], m["metadata"]["name"]) for m in rendered) == sorted(
-        (m["kind"], m["metadata"]["name"]) for m in live)
+        (m["kind"], m["metadata"]["name"]) for m in live
+    )
     by_key = {(m["kind"], m["metadata"]["name"]): m for m in live}
     for manifest in rendered:
         applied = by_key[(manifest["kind"], manifest["metadata"]["name"])]

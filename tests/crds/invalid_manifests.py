@@ -32,7 +32,9 @@ class InvalidManifest:
 
 def _header(text: str, field: str) -> str | None:
     prefix = f"# {field}: "
-    return next((line[len(prefix):] for line in text.splitlines() if line.startswith(prefix)), None)
+    return next(
+        (line[len(prefix) :] for line in text.splitlines() if line.startswith(prefix)), None
+    )
 
 
 def invalid_manifests() -> list[InvalidManifest]:

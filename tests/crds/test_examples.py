@@ -18,8 +18,10 @@ MODELS = {"ModelRoute": ModelRoute, "ApiKeyTier": ApiKeyTier}
 def example_documents() -> list[dict[str, Any]]:
     return [
         document
-        for path in sorted(EXAMPLES.glob("*.yaml")) if path.name != "kustomization.yaml"
-        for document in yaml.safe_load_all(path.read_text()) if document
+        for path in sorted(EXAMPLES.glob("*.yaml"))
+        if path.name != "kustomization.yaml"
+        for document in yaml.safe_load_all(path.read_text())
+        if document
     ]
 
 
@@ -29,7 +31,9 @@ def test_kustomization_lists_every_example() -> None:
     assert sorted(listed) == on_disk
 
 
-@pytest.mark.parametrize("document", example_documents(), ids=lambda d: f"{d['kind']}/{d['metadata']['name']}")
+@pytest.mark.parametrize(
+    "document", example_documents(), ids=lambda d: f"{d['kind']}/{d['metadata']['name']}"
+)
 def test_example_parses(document: dict[str, Any]) -> None:
     if document["kind"] == "Secret":
         assert document["type"] == "Opaque"
@@ -40,7 +44,9 @@ def test_example_parses(document: dict[str, Any]) -> None:
 
 
 def test_example_upstreams_are_local() -> None:
-    routes = [ModelRoute.model_validate(d) for d in example_documents() if d["kind"] == "ModelRoute"]
+    routes = [
+        ModelRoute.model_validate(d) for d in example_documents() if d["kind"] == "ModelRoute"
+    ]
     hosts = {urlsplit(t.base_url).hostname for route in routes for t in route.spec.targets}
     assert hosts == {"127.0.0.1"}
 

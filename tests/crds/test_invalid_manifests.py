@@ -25,12 +25,18 @@ def crd_namespace(control_plane: ControlPlane) -> str:
 
 @pytest.mark.cluster
 @pytest.mark.parametrize("manifest", invalid_manifests(), ids=lambda m: m.path.stem)
-def test_api_server_rejects(control_plane: ControlPlane, crd_namespace: str, manifest: InvalidManifest) -> None:
-    result = control_plane.kubectl("create", "-n", crd_namespace, "-f", "-", input=manifest.text, check=False)
+def test_api_server_rejects(
+    control_plane: ControlPlane, crd_namespace: str, manifest: InvalidManifest
+) -> None:
+    result = control_plane.kubectl(
+        "create", "-n", crd_namespace, "-f", "-", input=manifest.text, check=False
+    )
     assert result.returncode != 0, f"{manifest.path.name} was accepted"
     assert manifest.server_message in result.stderr
 
 
 @pytest.mark.cluster
 def test_examples_are_accepted(control_plane: ControlPlane, crd_namespace: str) -> None:
-    control_plane.kubectl("apply", "-n", crd_namespace, "--dry-run=server", "-k", str(CRDS / "examples"))
+    control_plane.kubectl(
+        "apply", "-n", crd_namespace, "--dry-run=server", "-k", str(CRDS / "examples")
+    )

@@ -24,7 +24,15 @@ CRDS = Path(__file__).parents[2] / "crds"
 Schema = dict[str, Any]
 
 _COMPARED_KEYWORDS = (
-    "type", "minimum", "maximum", "minLength", "maxLength", "minItems", "maxItems", "pattern", "default",
+    "type",
+    "minimum",
+    "maximum",
+    "minLength",
+    "maxLength",
+    "minItems",
+    "maxItems",
+    "pattern",
+    "default",
 )
 
 
@@ -130,19 +138,33 @@ def _walk(node: Schema, path: str) -> list[tuple[str, Schema]]:
 @pytest.mark.parametrize("filename", ["modelroutes.yaml", "apikeytiers.yaml"])
 def test_every_field_is_described_and_bounded(filename: str) -> None:
     nodes = _walk(crd_schema(filename), "")
-    undescribed = [path for path, node in nodes if path and not path.endswith("[]")
-                   and path not in (".metadata",) and not node.get("description")]
-    unbounded_lists = [path for path, node in nodes if node.get("type") == "array" and "maxItems" not in node]
+    undescribed = [
+        path
+        for path, node in nodes
+        if path
+        and not path.endswith("[]")
+        and path not in (".metadata",)
+        and not node.get("description")
+    ]
+    unbounded_lists = [
+        path for path, node in nodes if node.get("type") == "array" and "maxItems" not in node
+    ]
     unbounded_strings = [
-        path for path, node in nodes
-        if node.get("type") == "string" and "maxLength" not in node and "enum" not in node
-        and node.get("format") != "date-time" and path not in (".apiVersion", ".kind")
+        path
+        for path, node in nodes
+        if node.get("type") == "string"
+        and "maxLength" not in node
+        and "enum" not in node
+        and node.get("format") != "date-time"
+        and path not in (".apiVersion", ".kind")
     ]
     floats = [path for path, node in nodes if node.get("type") == "number"]
     assert (undescribed, unbounded_lists, unbounded_strings, floats) == ([], [], [], [])
 
 
-@pytest.mark.parametrize(("filename", "short_name"), [("modelroutes.yaml", "mr"), ("apikeytiers.yaml", "akt")])
+@pytest.mark.parametrize(
+    ("filename", "short_name"), [("modelroutes.yaml", "mr"), ("apikeytiers.yaml", "akt")]
+)
 def test_crd_names_and_columns(filename: str, short_name: str) -> None:
     crd = yaml.safe_load((CRDS / filename).read_text())
     assert crd["spec"]["names"]["shortNames"] == [short_name]

@@ -25,12 +25,18 @@ from tiergate_operator.devcluster import ControlPlane
 pytestmark = pytest.mark.cluster
 
 CHILD_KINDS = "configmaps,deployments,services,poddisruptionbudgets,horizontalpodautoscalers"
-EXAMPLE_KEYS = ("tg-startup-fake-key-0001", "tg-acme-fake-key-search-0001",
-                "fake-acme-pro-channel-key-not-real", "fake-upstream-key-primary-not-real")
+EXAMPLE_KEYS = (
+    "tg-startup-fake-key-0001",
+    "tg-acme-fake-key-search-0001",
+    "fake-acme-pro-channel-key-not-real",
+    "fake-upstream-key-primary-not-real",
+)
 
 
 @pytest.fixture(scope="module")
-def operator_log(control_plane: ControlPlane, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+def operator_log(
+    control_plane: ControlPlane, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Path]:
     apply_crds(control_plane)
     log = tmp_path_factory.mktemp("operator") / "operator.log"
     with running_operator(control_plane, log):
@@ -43,8 +49,15 @@ def apply_examples(plane: ControlPlane, namespace: str) -> None:
 
 
 def wait_ready(plane: ControlPlane, namespace: str, *objects: str, timeout: int = 90) -> None:
-    plane.kubectl("-n", namespace, "wait", "--for=condition=Ready", *objects,
-                  f"--timeout={timeout}s", timeout=timeout + 10)
+    plane.kubectl(
+        "-n",
+        namespace,
+        "wait",
+        "--for=condition=Ready",
+        *objects,
+        f"--timeout={timeout}s",
+        timeout=timeout + 10,
+    )
 
 
 def gateway_config(plane: ControlPlane, namespace: str, gateway: str) -> GatewayConfig:
@@ -60,8 +73,13 @@ def test_examples_become_ready_gateways(
     control_plane: ControlPlane, namespace: str, operator_log: Path
 ) -> None:
     apply_examples(control_plane, namespace)
-    wait_ready(control_plane, namespace, "modelroute/deepseek-chat", "apikeytier/startup",
-               "apikeytier/enterprise-acme")
+    wait_ready(
+        control_plane,
+        namespace,
+        "modelroute/deepseek-chat",
+        "apikeytier/startup",
+        "apikeytier/enterprise-acme",
+    )
 
     acme = get(control_plane, namespace, "apikeytier", "enterprise-acme")
     assert acme["status"]["gateway"] == "tiergate-enterprise-acme"
@@ -78,13 +96,20 @@ def test_examples_become_ready_gateways(
     assert dedicated.tiers[0].upstream.model_prefix == "Pro/"
     for gateway in ("tiergate-shared", "tiergate-enterprise-acme"):
         assert get_or_none(control_plane, namespace, "service", gateway) is not None
-        control_plane.kubectl("-n", namespace, "wait", "--for=condition=Available",
-                              f"deployment/{gateway}", "--timeout=60s")
+        control_plane.kubectl(
+            "-n",
+            namespace,
+            "wait",
+            "--for=condition=Available",
+            f"deployment/{gateway}",
+            "--timeout=60s",
+        )
     assert get_or_none(control_plane, namespace, "pdb", "tiergate-enterprise-acme") is not None
 
     # No key or credential in plain text anywhere the operator writes.
-    written = control_plane.kubectl("-n", namespace, "get", f"{CHILD_KINDS},modelroutes,apikeytiers,events",
-                                    "-o", "json").stdout
+    written = control_plane.kubectl(
+        "-n", namespace, "get", f"{CHILD_KINDS},modelroutes,apikeytiers,events", "-o", "json"
+    ).stdout
     for secret in EXAMPLE_KEYS:
         assert secret not in written
     assert all(secret not in operator_log.read_text() for secret in EXAMPLE_KEYS)
@@ -101,12 +126,25 @@ def test_route_edit_reaches_the_config_without_restarting_pods(
     wait_ready(control_plane, namespace, "apikeytier/startup")
     before = get(control_plane, namespace, "deployment", "tiergate-shared")
     patch = [{"op": "replace", "path": "/spec/targets/0/weight", "value": 10}]
-    control_plane.kubectl("-n", namespace, "patch", "modelroute", "deepseek-chat", "--type=json",
-                          "-p", json.dumps(patch))
+    control_plane.kubectl(
+        "-n",
+        namespace,
+        "patch",
+        "modelroute",
+        "deepseek-chat",
+        "--type=json",
+        "-p",
+        json.dumps(patch),
+    )
 
     def primary_weight() -> bool:
         config = gateway_config(control_plane, namespace, "tiergate-shared")
-        return config.routes[0].targets[[t.name for t in config.routes[0].targets].index("primary")].weight == 10
+        return (
+            config.routes[0]
+            .targets[[t.name for t in config.routes[0].targets].index("primary")]
+            .weight
+            == 10
+        )
 
     eventually(primary_weight, timeout=20, what="the new weight reaches the shared config")
     after = get(control_plane, namespace, "deployment", "tiergate-shared")
@@ -121,13 +159,22 @@ def test_deleting_tiers_removes_their_gateways(
     wait_ready(control_plane, namespace, "apikeytier/startup", "apikeytier/enterprise-acme")
 
     control_plane.kubectl("-n", namespace, "delete", "apikeytier", "enterprise-acme")
-    eventually(lambda: get_or_none(control_plane, namespace, "deployment", "tiergate-enterprise-acme") is None,
-               what="the dedicated gateway is removed")
+    eventually(
+        lambda: (
+            get_or_none(control_plane, namespace, "deployment", "tiergate-enterprise-acme") is None
+        ),
+        what="the dedicated gateway is removed",
+    )
     assert get_or_none(control_plane, namespace, "deployment", "tiergate-shared") is not None
 
     control_plane.kubectl("-n", namespace, "delete", "apikeytier", "startup")
-    eventually(lambda: not resource_versions(control_plane, namespace, CHILD_KINDS).keys()
-               - {"ConfigMap/kube-root-ca.crt"}, what="the shared pool disappears with the last Shared tier")
+    eventually(
+        lambda: (
+            not resource_versions(control_plane, namespace, CHILD_KINDS).keys()
+            - {"ConfigMap/kube-root-ca.crt"}
+        ),
+        what="the shared pool disappears with the last Shared tier",
+    )
     # What the user owns stays.
     assert get_or_none(control_plane, namespace, "secret", "startup-keys") is not None
     assert get_or_none(control_plane, namespace, "modelroute", "deepseek-chat") is not None
@@ -139,16 +186,37 @@ def test_deleted_and_edited_children_are_restored(
     apply_examples(control_plane, namespace)
     wait_ready(control_plane, namespace, "apikeytier/enterprise-acme")
     control_plane.kubectl("-n", namespace, "delete", "service", "tiergate-enterprise-acme")
-    control_plane.kubectl("-n", namespace, "scale", "deployment", "tiergate-enterprise-acme", "--replicas=1")
-    control_plane.kubectl("-n", namespace, "patch", "configmap", "tiergate-enterprise-acme", "--type=merge",
-                          "-p", json.dumps({"data": {CONFIG_KEY: "{}"}}))
+    control_plane.kubectl(
+        "-n", namespace, "scale", "deployment", "tiergate-enterprise-acme", "--replicas=1"
+    )
+    control_plane.kubectl(
+        "-n",
+        namespace,
+        "patch",
+        "configmap",
+        "tiergate-enterprise-acme",
+        "--type=merge",
+        "-p",
+        json.dumps({"data": {CONFIG_KEY: "{}"}}),
+    )
 
-    eventually(lambda: get_or_none(control_plane, namespace, "service", "tiergate-enterprise-acme"),
-               what="the deleted Service comes back")
-    eventually(lambda: get(control_plane, namespace, "deployment", "tiergate-enterprise-acme")["spec"]["replicas"] == 3,
-               what="the replica count is restored")
-    eventually(lambda: gateway_config(control_plane, namespace, "tiergate-enterprise-acme").tiers,
-               what="the config is restored")
+    eventually(
+        lambda: get_or_none(control_plane, namespace, "service", "tiergate-enterprise-acme"),
+        what="the deleted Service comes back",
+    )
+    eventually(
+        lambda: (
+            get(control_plane, namespace, "deployment", "tiergate-enterprise-acme")["spec"][
+                "replicas"
+            ]
+            == 3
+        ),
+        what="the replica count is restored",
+    )
+    eventually(
+        lambda: gateway_config(control_plane, namespace, "tiergate-enterprise-acme").tiers,
+        what="the config is restored",
+    )
 
 
 def test_key_rotation_reaches_the_config_without_a_restart(
@@ -158,16 +226,26 @@ def test_key_rotation_reaches_the_config_without_a_restart(
     wait_ready(control_plane, namespace, "apikeytier/startup")
     before = get(control_plane, namespace, "deployment", "tiergate-shared")
     new_key = "tg-startup-fake-key-0002"
-    control_plane.kubectl("-n", namespace, "patch", "secret", "startup-keys", "--type=merge", "-p",
-                          json.dumps({"data": {"key-2": base64.b64encode(new_key.encode()).decode()}}))
+    control_plane.kubectl(
+        "-n",
+        namespace,
+        "patch",
+        "secret",
+        "startup-keys",
+        "--type=merge",
+        "-p",
+        json.dumps({"data": {"key-2": base64.b64encode(new_key.encode()).decode()}}),
+    )
 
     def both_keys() -> bool:
         tier = gateway_config(control_plane, namespace, "tiergate-shared").tiers[0]
         return hash_client_key(new_key) in tier.key_sha256 and len(tier.key_sha256) == 2
 
     eventually(both_keys, timeout=20, what="the added key is accepted")
-    assert get(control_plane, namespace, "deployment", "tiergate-shared")["metadata"]["generation"] == \
-        before["metadata"]["generation"]
+    assert (
+        get(control_plane, namespace, "deployment", "tiergate-shared")["metadata"]["generation"]
+        == before["metadata"]["generation"]
+    )
     assert new_key not in json.dumps(get(control_plane, namespace, "configmap", "tiergate-shared"))
 
 
@@ -179,36 +257,78 @@ def test_a_missing_secret_marks_the_tier_not_ready_and_keeps_the_last_good_confi
     good_shared = gateway_config(control_plane, namespace, "tiergate-shared")
 
     patch = [{"op": "replace", "path": "/spec/keys/0/secretRef/name", "value": "no-such-secret"}]
-    control_plane.kubectl("-n", namespace, "patch", "apikeytier", "startup", "--type=json",
-                          "-p", json.dumps(patch))
+    control_plane.kubectl(
+        "-n", namespace, "patch", "apikeytier", "startup", "--type=json", "-p", json.dumps(patch)
+    )
 
     def not_ready() -> dict[str, Any] | None:
         tier = get(control_plane, namespace, "apikeytier", "startup")
         ready = condition(tier, "Ready") if tier.get("status", {}).get("conditions") else None
-        return ready if ready and ready["status"] == "False" and \
-            ready["observedGeneration"] == tier["metadata"]["generation"] else None
+        return (
+            ready
+            if ready
+            and ready["status"] == "False"
+            and ready["observedGeneration"] == tier["metadata"]["generation"]
+            else None
+        )
 
     ready = eventually(not_ready, timeout=20, what="startup becomes Ready=False")
     assert ready["reason"] == "MissingSecret"
     assert "no-such-secret" in ready["message"]
-    control_plane.kubectl("-n", namespace, "wait", "--for=condition=Stalled", "apikeytier/startup",
-                          "--timeout=10s")
+    control_plane.kubectl(
+        "-n", namespace, "wait", "--for=condition=Stalled", "apikeytier/startup", "--timeout=10s"
+    )
     assert gateway_config(control_plane, namespace, "tiergate-shared").tiers == good_shared.tiers
-    events = control_plane.kubectl("-n", namespace, "get", "events", "--field-selector",
-                                   "involvedObject.name=startup", "-o", "json").stdout
+    events = control_plane.kubectl(
+        "-n",
+        namespace,
+        "get",
+        "events",
+        "--field-selector",
+        "involvedObject.name=startup",
+        "-o",
+        "json",
+    ).stdout
     assert "MissingSecret" in events
 
     # The others keep working: a route edit still reaches the dedicated gateway.
     patch = [{"op": "replace", "path": "/spec/targets/0/weight", "value": 7}]
-    control_plane.kubectl("-n", namespace, "patch", "modelroute", "deepseek-chat", "--type=json",
-                          "-p", json.dumps(patch))
-    eventually(lambda: 7 in [t.weight for t in gateway_config(
-        control_plane, namespace, "tiergate-enterprise-acme").routes[0].targets],
-        timeout=20, what="the edit reaches the dedicated gateway")
+    control_plane.kubectl(
+        "-n",
+        namespace,
+        "patch",
+        "modelroute",
+        "deepseek-chat",
+        "--type=json",
+        "-p",
+        json.dumps(patch),
+    )
+    eventually(
+        lambda: (
+            7
+            in [
+                t.weight
+                for t in gateway_config(control_plane, namespace, "tiergate-enterprise-acme")
+                .routes[0]
+                .targets
+            ]
+        ),
+        timeout=20,
+        what="the edit reaches the dedicated gateway",
+    )
 
-    control_plane.kubectl("-n", namespace, "patch", "apikeytier", "startup", "--type=json", "-p",
-                          json.dumps([{"op": "replace", "path": "/spec/keys/0/secretRef/name",
-                                       "value": "startup-keys"}]))
+    control_plane.kubectl(
+        "-n",
+        namespace,
+        "patch",
+        "apikeytier",
+        "startup",
+        "--type=json",
+        "-p",
+        json.dumps(
+            [{"op": "replace", "path": "/spec/keys/0/secretRef/name", "value": "startup-keys"}]
+        ),
+    )
     wait_ready(control_plane, namespace, "apikeytier/startup", timeout=30)
 
 
@@ -217,8 +337,17 @@ def test_operator_survives_an_invalid_config_in_its_own_configmap(
 ) -> None:
     apply_examples(control_plane, namespace)
     wait_ready(control_plane, namespace, "apikeytier/startup")
-    control_plane.kubectl("-n", namespace, "patch", "configmap", "tiergate-shared", "--type=merge",
-                          "-p", json.dumps({"data": {CONFIG_KEY: "not json"}}))
+    control_plane.kubectl(
+        "-n",
+        namespace,
+        "patch",
+        "configmap",
+        "tiergate-shared",
+        "--type=merge",
+        "-p",
+        json.dumps({"data": {CONFIG_KEY: "not json"}}),
+    )
+
     def restored() -> bool:
         try:
             return bool(gateway_config(control_plane, namespace, "tiergate-shared").tiers)
@@ -229,7 +358,8 @@ def test_operator_survives_an_invalid_config_in_its_own_configmap(
 
 
 @pytest.mark.parametrize(
-    ("models", "reason"), [(["no-such-route"], "UnknownRoute"), ([], "EmptyAllowlist")],
+    ("models", "reason"),
+    [(["no-such-route"], "UnknownRoute"), ([], "EmptyAllowlist")],
     ids=["unknown-route", "empty-allowlist"],
 )
 def test_semantic_errors_in_a_new_tier_leave_the_others_serving(
@@ -239,23 +369,38 @@ def test_semantic_errors_in_a_new_tier_leave_the_others_serving(
     wait_ready(control_plane, namespace, "apikeytier/startup")
     good_shared = gateway_config(control_plane, namespace, "tiergate-shared")
     broken = {
-        "apiVersion": "tiergate.dev/v1alpha1", "kind": "ApiKeyTier",
+        "apiVersion": "tiergate.dev/v1alpha1",
+        "kind": "ApiKeyTier",
         "metadata": {"name": "broken", "namespace": namespace},
-        "spec": {"isolation": "Shared", "keys": [{"secretRef": {"name": "startup-keys-2"}}],
-                 "models": models},
+        "spec": {
+            "isolation": "Shared",
+            "keys": [{"secretRef": {"name": "startup-keys-2"}}],
+            "models": models,
+        },
     }
-    keys = {"apiVersion": "v1", "kind": "Secret",
-            "metadata": {"name": "startup-keys-2", "namespace": namespace},
-            "stringData": {"k": "tg-broken-fake-key"}}
-    control_plane.kubectl("apply", "-f", "-", input=json.dumps({"apiVersion": "v1", "kind": "List",
-                                                               "items": [keys, broken]}))
-    control_plane.kubectl("-n", namespace, "wait", "--for=condition=Stalled", "apikeytier/broken",
-                          "--timeout=30s")
+    keys = {
+        "apiVersion": "v1",
+        "kind": "Secret",
+        "metadata": {"name": "startup-keys-2", "namespace": namespace},
+        "stringData": {"k": "tg-broken-fake-key"},
+    }
+    control_plane.kubectl(
+        "apply",
+        "-f",
+        "-",
+        input=json.dumps({"apiVersion": "v1", "kind": "List", "items": [keys, broken]}),
+    )
+    control_plane.kubectl(
+        "-n", namespace, "wait", "--for=condition=Stalled", "apikeytier/broken", "--timeout=30s"
+    )
     ready = condition(get(control_plane, namespace, "apikeytier", "broken"), "Ready")
     assert (ready["status"], ready["reason"]) == ("False", reason)
     # The shared pool still serves exactly what it served; the good tier stays Ready.
     assert gateway_config(control_plane, namespace, "tiergate-shared").tiers == good_shared.tiers
-    assert condition(get(control_plane, namespace, "apikeytier", "startup"), "Ready")["status"] == "True"
+    assert (
+        condition(get(control_plane, namespace, "apikeytier", "startup"), "Ready")["status"]
+        == "True"
+    )
 
 
 def test_a_config_too_large_for_a_configmap_is_reported_once_and_recovers(
@@ -270,16 +415,29 @@ def test_a_config_too_large_for_a_configmap_is_reported_once_and_recovers(
     items: list[dict[str, Any]] = []
     for name in big:
         # `create`, not `apply`: a last-applied annotation of this size would be refused.
-        items.append({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": name, "namespace": namespace},
-                      "stringData": {f"k{i:04d}": f"tg-{name}-fake-{i:04d}" for i in range(9000)}})
-        items.append({"apiVersion": "tiergate.dev/v1alpha1", "kind": "ApiKeyTier",
-                      "metadata": {"name": name, "namespace": namespace},
-                      "spec": {"isolation": "Shared", "keys": [{"secretRef": {"name": name}}]}})
-    control_plane.kubectl("create", "-f", "-", input=json.dumps({"apiVersion": "v1", "kind": "List",
-                                                                 "items": items}))
+        items.append(
+            {
+                "apiVersion": "v1",
+                "kind": "Secret",
+                "metadata": {"name": name, "namespace": namespace},
+                "stringData": {f"k{i:04d}": f"tg-{name}-fake-{i:04d}" for i in range(9000)},
+            }
+        )
+        items.append(
+            {
+                "apiVersion": "tiergate.dev/v1alpha1",
+                "kind": "ApiKeyTier",
+                "metadata": {"name": name, "namespace": namespace},
+                "spec": {"isolation": "Shared", "keys": [{"secretRef": {"name": name}}]},
+            }
+        )
+    control_plane.kubectl(
+        "create", "-f", "-", input=json.dumps({"apiVersion": "v1", "kind": "List", "items": items})
+    )
     stalled = ["apikeytier/startup", *(f"apikeytier/{name}" for name in big)]
-    control_plane.kubectl("-n", namespace, "wait", "--for=condition=Stalled", *stalled,
-                          "--timeout=60s", timeout=70)
+    control_plane.kubectl(
+        "-n", namespace, "wait", "--for=condition=Stalled", *stalled, "--timeout=60s", timeout=70
+    )
     for name in ("startup", *big):
         ready = condition(get(control_plane, namespace, "apikeytier", name), "Ready")
         assert (ready["status"], ready["reason"]) == ("False", "ConfigTooLarge"), name
@@ -294,20 +452,43 @@ def test_a_config_too_large_for_a_configmap_is_reported_once_and_recovers(
     assert not set(big) <= {t.name for t in last_good.tiers}
     acme = condition(get(control_plane, namespace, "apikeytier", "enterprise-acme"), "Ready")
     assert acme["status"] == "True"
-    events = json.loads(control_plane.kubectl(
-        "-n", namespace, "get", "events", "--field-selector", "reason=ConfigTooLarge", "-o", "json").stdout)
-    assert {e["involvedObject"]["name"] for e in events["items"]} >= {"startup", "deepseek-chat", *big}
+    events = json.loads(
+        control_plane.kubectl(
+            "-n",
+            namespace,
+            "get",
+            "events",
+            "--field-selector",
+            "reason=ConfigTooLarge",
+            "-o",
+            "json",
+        ).stdout
+    )
+    assert {e["involvedObject"]["name"] for e in events["items"]} >= {
+        "startup",
+        "deepseek-chat",
+        *big,
+    }
     assert all(e["type"] == "Warning" for e in events["items"])
     # Reported, not retried: no failed pass for this namespace, and no further write.
     time.sleep(3)
     assert f"reconciling namespace {namespace} failed" not in operator_log.read_text()
-    assert get(control_plane, namespace, "configmap", "tiergate-shared")["metadata"]["resourceVersion"] \
+    assert (
+        get(control_plane, namespace, "configmap", "tiergate-shared")["metadata"]["resourceVersion"]
         == kept["metadata"]["resourceVersion"]
+    )
 
     # Shrinking the input lets the config through again.
     control_plane.kubectl("-n", namespace, "delete", "apikeytier", "big-2", "big-3")
-    wait_ready(control_plane, namespace, "apikeytier/startup", "apikeytier/big-0", "apikeytier/big-1",
-               "modelroute/deepseek-chat", timeout=60)
+    wait_ready(
+        control_plane,
+        namespace,
+        "apikeytier/startup",
+        "apikeytier/big-0",
+        "apikeytier/big-1",
+        "modelroute/deepseek-chat",
+        timeout=60,
+    )
     config = gateway_config(control_plane, namespace, "tiergate-shared")
     assert [t.name for t in config.tiers] == ["big-0", "big-1", "startup"]
     assert f"reconciling namespace {namespace} failed" not in operator_log.read_text()

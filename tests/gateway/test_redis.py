@@ -83,7 +83,14 @@ def limited_config(tmp_path, upstreams, redis_url, tier_name, *, requests_per_mi
         path,
         config(
             [route("m", target("a", upstreams["a"].base_url))],
-            [tier(tier_name, STARTUP_KEY, ["m"], limits=Limits(requests_per_minute=requests_per_minute))],
+            [
+                tier(
+                    tier_name,
+                    STARTUP_KEY,
+                    ["m"],
+                    limits=Limits(requests_per_minute=requests_per_minute),
+                )
+            ],
         ),
     )
     sync_redis.Redis.from_url(redis_url).flushdb()

@@ -20,11 +20,29 @@ from tiergate_operator.render import configmap_bytes
 
 
 def config_with(routes: int, tiers: int):  # type: ignore[no-untyped-def]
-    route_list = [Route(model=f"model-{i:04d}", targets=(Target(
-        name="primary", base_url="http://127.0.0.1:9901/v1", upstream_model=f"m{i}",
-        weight=1, priority=0),)) for i in range(routes)]
-    tier_list = [Tier(name=f"tier-{t}", key_sha256=(hash_client_key(f"k{t}"),),
-                      models=tuple(r.model for r in route_list)) for t in range(tiers)]
+    route_list = [
+        Route(
+            model=f"model-{i:04d}",
+            targets=(
+                Target(
+                    name="primary",
+                    base_url="http://127.0.0.1:9901/v1",
+                    upstream_model=f"m{i}",
+                    weight=1,
+                    priority=0,
+                ),
+            ),
+        )
+        for i in range(routes)
+    ]
+    tier_list = [
+        Tier(
+            name=f"tier-{t}",
+            key_sha256=(hash_client_key(f"k{t}"),),
+            models=tuple(r.model for r in route_list),
+        )
+        for t in range(tiers)
+    ]
     return seal(gateway="tiergate-shared", namespace="ns", routes=route_list, tiers=tier_list)
 
 

@@ -28,9 +28,15 @@ def example_store() -> Store:
         for doc in yaml.safe_load_all(path.read_text()):
             if not doc or doc["kind"] == "Kustomization":
                 continue
-            doc["metadata"] |= {"namespace": NS, "uid": f"uid-{doc['metadata']['name']}", "generation": 1}
+            doc["metadata"] |= {
+                "namespace": NS,
+                "uid": f"uid-{doc['metadata']['name']}",
+                "generation": 1,
+            }
             if doc["kind"] == "Secret":
-                data = {k: base64.b64encode(v.encode()).decode() for k, v in doc["stringData"].items()}
+                data = {
+                    k: base64.b64encode(v.encode()).decode() for k, v in doc["stringData"].items()
+                }
                 store.put_secret(NS, doc["metadata"]["name"], data)
             elif doc["kind"] == "ModelRoute":
                 store.put_route(doc)
@@ -46,8 +52,12 @@ def settle(store: Store, applied: list[dict[str, Any]]) -> None:
         live["metadata"] |= {"uid": "x", "resourceVersion": "1", "generation": 1}
         if live["kind"] == "Deployment":
             replicas = live["spec"].get("replicas", 1)
-            live["status"] = {"observedGeneration": 1, "replicas": replicas,
-                              "readyReplicas": replicas, "updatedReplicas": replicas}
+            live["status"] = {
+                "observedGeneration": 1,
+                "replicas": replicas,
+                "readyReplicas": replicas,
+                "updatedReplicas": replicas,
+            }
         store.put_child(live)
 
 
@@ -55,20 +65,29 @@ def test_examples_render_every_gateway_object() -> None:
     decision = decide(NS, example_store().namespace(NS), OperatorSettings(), NOW)
     applied = sorted(f"{m['kind']}/{m['metadata']['name']}" for m in decision.apply)
     assert applied == [
-        "ConfigMap/tiergate-enterprise-acme", "ConfigMap/tiergate-shared",
-        "Deployment/tiergate-enterprise-acme", "Deployment/tiergate-shared",
+        "ConfigMap/tiergate-enterprise-acme",
+        "ConfigMap/tiergate-shared",
+        "Deployment/tiergate-enterprise-acme",
+        "Deployment/tiergate-shared",
         "PodDisruptionBudget/tiergate-enterprise-acme",
-        "Role/tiergate-gateway", "RoleBinding/tiergate-gateway",
-        "Service/tiergate-enterprise-acme", "Service/tiergate-shared",
+        "Role/tiergate-gateway",
+        "RoleBinding/tiergate-gateway",
+        "Service/tiergate-enterprise-acme",
+        "Service/tiergate-shared",
         "ServiceAccount/tiergate-gateway",
     ]
     assert decision.delete == ()
-    ready = {change.ref.name: next(c for c in change.status["conditions"] if c["type"] == "Ready")
-             for change in decision.statuses}
+    ready = {
+        change.ref.name: next(c for c in change.status["conditions"] if c["type"] == "Ready")
+        for change in decision.statuses
+    }
     # Statuses are written after the configs land, so the route is served by then; the
     # tiers wait for their new gateways' replicas.
     assert {name: c["status"] for name, c in ready.items()} == {
-        "deepseek-chat": "True", "enterprise-acme": "False", "startup": "False"}
+        "deepseek-chat": "True",
+        "enterprise-acme": "False",
+        "startup": "False",
+    }
 
 
 def test_once_applied_the_same_inputs_decide_nothing() -> None:
@@ -76,16 +95,26 @@ def test_once_applied_the_same_inputs_decide_nothing() -> None:
     first = decide(NS, store.namespace(NS), OperatorSettings(), NOW)
     settle(store, list(first.apply))
     for change in first.statuses:
-        bucket = store.namespace(NS).routes if change.ref.kind == "ModelRoute" else store.namespace(NS).tiers
+        bucket = (
+            store.namespace(NS).routes
+            if change.ref.kind == "ModelRoute"
+            else store.namespace(NS).tiers
+        )
         bucket[change.ref.name]["status"] = change.status
     second = decide(NS, store.namespace(NS), OperatorSettings(), NOW)
     assert second.apply == () and second.delete == ()
     # The tiers are Ready once their replicas are; the route's status needs no rewrite.
-    readiness = {c.ref.name: next(x for x in c.status["conditions"] if x["type"] == "Ready")["status"]
-                 for c in second.statuses}
+    readiness = {
+        c.ref.name: next(x for x in c.status["conditions"] if x["type"] == "Ready")["status"]
+        for c in second.statuses
+    }
     assert readiness == {"enterprise-acme": "True", "startup": "True"}
     for change in second.statuses:
-        bucket = store.namespace(NS).routes if change.ref.kind == "ModelRoute" else store.namespace(NS).tiers
+        bucket = (
+            store.namespace(NS).routes
+            if change.ref.kind == "ModelRoute"
+            else store.namespace(NS).tiers
+        )
         bucket[change.ref.name]["status"] = change.status
     assert decide(NS, store.namespace(NS), OperatorSettings(), NOW).is_noop
 
@@ -96,8 +125,10 @@ def test_removing_the_dedicated_tier_deletes_only_its_gateway() -> None:
     store.remove_tier(NS, "enterprise-acme")
     decision = decide(NS, store.namespace(NS), OperatorSettings(), NOW)
     assert sorted(f"{r.kind}/{r.name}" for r in decision.delete) == [
-        "ConfigMap/tiergate-enterprise-acme", "Deployment/tiergate-enterprise-acme",
-        "PodDisruptionBudget/tiergate-enterprise-acme", "Service/tiergate-enterprise-acme",
+        "ConfigMap/tiergate-enterprise-acme",
+        "Deployment/tiergate-enterprise-acme",
+        "PodDisruptionBudget/tiergate-enterprise-acme",
+        "Service/tiergate-enterprise-acme",
     ]
 
 
@@ -121,16 +152,27 @@ def test_kstatus_conditions_follow_progress() -> None:
     tier = next(c for c in first.statuses if c.ref.name == "enterprise-acme")
     conditions = {c["type"]: c["status"] for c in tier.status["conditions"]}
     # A new gateway has no ready replica yet: work is under way, nothing is wrong.
-    assert conditions == {"Accepted": "True", "Ready": "False", "Reconciling": "True", "Stalled": "False"}
+    assert conditions == {
+        "Accepted": "True",
+        "Ready": "False",
+        "Reconciling": "True",
+        "Stalled": "False",
+    }
 
 
 def _conditions(change: StatusChange) -> dict[str, tuple[str, str, str]]:
-    return {c["type"]: (c["status"], c["reason"], c["message"]) for c in change.status["conditions"]}
+    return {
+        c["type"]: (c["status"], c["reason"], c["message"]) for c in change.status["conditions"]
+    }
 
 
 def _write_statuses(store: Store, decision: Decision) -> None:
     for change in decision.statuses:
-        bucket = store.namespace(NS).routes if change.ref.kind == "ModelRoute" else store.namespace(NS).tiers
+        bucket = (
+            store.namespace(NS).routes
+            if change.ref.kind == "ModelRoute"
+            else store.namespace(NS).tiers
+        )
         bucket[change.ref.name]["status"] = change.status
 
 
@@ -141,7 +183,8 @@ def _add_big_shared_tiers(store: Store, count: int, keys: int = 9000) -> None:
         name = f"big-{t}"
         state.secrets[name] = {f"k{i:05d}": hash_client_key(f"{name}-{i}") for i in range(keys)}
         state.tiers[name] = {
-            "apiVersion": "tiergate.dev/v1alpha1", "kind": "ApiKeyTier",
+            "apiVersion": "tiergate.dev/v1alpha1",
+            "kind": "ApiKeyTier",
             "metadata": {"name": name, "namespace": NS, "uid": f"uid-{name}", "generation": 1},
             "spec": {"isolation": "Shared", "keys": [{"secretRef": {"name": name}}]},
         }
@@ -168,10 +211,16 @@ def test_a_config_too_large_for_a_configmap_is_reported_not_applied_and_recovers
         assert "tiergate-shared" in message and "1,048,576 bytes" in message
         size = int(re.search(r"take ([\d,]+) bytes", message).group(1).replace(",", ""))  # type: ignore[union-attr]
         assert size > render.CONFIGMAP_LIMIT_BYTES
-        assert conditions["Stalled"][:2] == ("True", "ConfigTooLarge")  # not retried: needs a change
+        assert conditions["Stalled"][:2] == (
+            "True",
+            "ConfigTooLarge",
+        )  # not retried: needs a change
         assert changes[name].warning is not None and changes[name].warning[0] == "ConfigTooLarge"
     # The dedicated gateway is not affected.
-    assert "enterprise-acme" not in changes or _conditions(changes["enterprise-acme"])["Ready"][0] == "True"
+    assert (
+        "enterprise-acme" not in changes
+        or _conditions(changes["enterprise-acme"])["Ready"][0] == "True"
+    )
 
     # Once those writes landed, deciding again changes nothing and posts no second event.
     settle(store, list(decision.apply))
@@ -195,7 +244,9 @@ def test_a_new_gateway_too_large_for_a_configmap_creates_nothing() -> None:
     _add_big_shared_tiers(store, 4)
     decision = decide(NS, store.namespace(NS), OperatorSettings(), NOW)
     assert not [m for m in decision.apply if m["metadata"]["name"] == "tiergate-shared"]
-    assert "ConfigMap/tiergate-enterprise-acme" in {f"{m['kind']}/{m['metadata']['name']}" for m in decision.apply}
+    assert "ConfigMap/tiergate-enterprise-acme" in {
+        f"{m['kind']}/{m['metadata']['name']}" for m in decision.apply
+    }
     startup = next(c for c in decision.statuses if c.ref.name == "startup")
     assert _conditions(startup)["Ready"][:2] == ("False", "ConfigTooLarge")
 
@@ -211,8 +262,10 @@ def test_a_missing_redis_secret_is_reported_on_every_tier_and_route_of_the_names
     assert len(deployments) == 2
     for deployment in deployments:
         env = deployment["spec"]["template"]["spec"]["containers"][0]["env"]
-        assert {"name": "TIERGATE_GATEWAY_REDIS_URL", "valueFrom": {"secretKeyRef": {
-            "name": "tiergate-redis", "key": "redis-url"}}} in env
+        assert {
+            "name": "TIERGATE_GATEWAY_REDIS_URL",
+            "valueFrom": {"secretKeyRef": {"name": "tiergate-redis", "key": "redis-url"}},
+        } in env
     changes = {c.ref.name: c for c in decision.statuses}
     assert changes.keys() == {"deepseek-chat", "startup", "enterprise-acme"}
     for change in changes.values():
@@ -223,9 +276,14 @@ def test_a_missing_redis_secret_is_reported_on_every_tier_and_route_of_the_names
 
     # A Secret without the key is named as such; with the key, nothing is wrong.
     store.put_secret(NS, "tiergate-redis", {"other": base64.b64encode(b"x").decode()})
-    reasons = {c.ref.name: _conditions(c)["Ready"][1] for c in decide(NS, store.namespace(NS), REDIS, NOW).statuses}
+    reasons = {
+        c.ref.name: _conditions(c)["Ready"][1]
+        for c in decide(NS, store.namespace(NS), REDIS, NOW).statuses
+    }
     assert set(reasons.values()) == {"MissingSecretKey"}
-    store.put_secret(NS, "tiergate-redis", {"redis-url": base64.b64encode(b"redis://:pw@r:6379").decode()})
+    store.put_secret(
+        NS, "tiergate-redis", {"redis-url": base64.b64encode(b"redis://:pw@r:6379").decode()}
+    )
     fixed = decide(NS, store.namespace(NS), REDIS, NOW)
     assert all(_conditions(c)["Accepted"][0] == "True" for c in fixed.statuses)
     assert "pw@" not in repr(fixed)

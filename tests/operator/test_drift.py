@@ -7,7 +7,8 @@ import pytest
 from tiergate_operator.drift import holds
 
 DESIRED: dict[str, Any] = {
-    "apiVersion": "v1", "kind": "Service",
+    "apiVersion": "v1",
+    "kind": "Service",
     "metadata": {"name": "gw", "labels": {"a": "1"}},
     "spec": {"ports": [{"name": "http", "port": 80, "targetPort": 8080}]},
 }
@@ -15,11 +16,20 @@ DESIRED: dict[str, Any] = {
 
 def test_server_defaults_and_metadata_do_not_count_as_drift() -> None:
     live = {
-        "apiVersion": "v1", "kind": "Service",
-        "metadata": {"name": "gw", "labels": {"a": "1"}, "uid": "u", "resourceVersion": "7",
-                     "managedFields": [{"manager": "x"}]},
-        "spec": {"ports": [{"name": "http", "port": 80, "targetPort": 8080, "protocol": "TCP"}],
-                 "clusterIP": "10.0.0.9", "type": "ClusterIP"},
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": {
+            "name": "gw",
+            "labels": {"a": "1"},
+            "uid": "u",
+            "resourceVersion": "7",
+            "managedFields": [{"manager": "x"}],
+        },
+        "spec": {
+            "ports": [{"name": "http", "port": 80, "targetPort": 8080, "protocol": "TCP"}],
+            "clusterIP": "10.0.0.9",
+            "type": "ClusterIP",
+        },
         "status": {"loadBalancer": {}},
     }
     assert holds(live, DESIRED)

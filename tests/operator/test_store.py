@@ -8,7 +8,8 @@ from tiergate_gateway.contract import hash_client_key
 from tiergate_operator.store import Store
 
 ROUTE: dict[str, Any] = {
-    "apiVersion": "tiergate.dev/v1alpha1", "kind": "ModelRoute",
+    "apiVersion": "tiergate.dev/v1alpha1",
+    "kind": "ModelRoute",
     "metadata": {"name": "r", "namespace": "ns", "uid": "u1", "generation": 1},
     "spec": {"model": "m"},
 }
@@ -49,7 +50,9 @@ def test_secrets_of_namespaces_without_tiergate_objects_wake_nothing() -> None:
 
 def test_an_older_watch_event_never_replaces_what_our_own_write_returned() -> None:
     store = Store()
-    store.put_route(copy.deepcopy(ROUTE) | {"metadata": ROUTE["metadata"] | {"resourceVersion": "10"}})
+    store.put_route(
+        copy.deepcopy(ROUTE) | {"metadata": ROUTE["metadata"] | {"resourceVersion": "10"}}
+    )
     ours = copy.deepcopy(ROUTE)
     ours["metadata"]["resourceVersion"] = "12"
     ours["status"] = {"observedGeneration": 1}

@@ -10,7 +10,15 @@ from typing import Any, TypeVar
 
 from tiergate_operator.devcluster import ControlPlane
 
-__all__ = ["CRDS", "EXAMPLES", "apply_crds", "eventually", "get", "get_or_none", "resource_versions"]
+__all__ = [
+    "CRDS",
+    "EXAMPLES",
+    "apply_crds",
+    "eventually",
+    "get",
+    "get_or_none",
+    "resource_versions",
+]
 
 REPO = Path(__file__).resolve().parents[2]
 CRDS = REPO / "crds"
@@ -18,8 +26,9 @@ EXAMPLES = CRDS / "examples"
 T = TypeVar("T")
 
 
-def eventually(check: Callable[[], T | None], timeout: float = 60, interval: float = 0.3,
-               what: str = "") -> T:
+def eventually(
+    check: Callable[[], T | None], timeout: float = 60, interval: float = 0.3, what: str = ""
+) -> T:
     """Poll ``check`` until it returns something truthy; returns it."""
     deadline = time.monotonic() + timeout
     last: T | None = None
@@ -51,7 +60,14 @@ def resource_versions(plane: ControlPlane, namespace: str, kinds: str) -> dict[s
 
 
 def apply_crds(plane: ControlPlane) -> None:
-    plane.kubectl("apply", "--server-side", "--force-conflicts",
-                  "-f", str(CRDS / "modelroutes.yaml"), "-f", str(CRDS / "apikeytiers.yaml"))
+    plane.kubectl(
+        "apply",
+        "--server-side",
+        "--force-conflicts",
+        "-f",
+        str(CRDS / "modelroutes.yaml"),
+        "-f",
+        str(CRDS / "apikeytiers.yaml"),
+    )
     for crd in ("modelroutes.tiergate.dev", "apikeytiers.tiergate.dev"):
         plane.kubectl("wait", "--for=condition=Established", f"crd/{crd}", "--timeout=30s")

@@ -17,7 +17,10 @@ __all__ = ["running_operator"]
 
 @contextmanager
 def running_operator(
-    plane: ControlPlane, log_path: Path, *, kubeconfig: Path | None = None,
+    plane: ControlPlane,
+    log_path: Path,
+    *,
+    kubeconfig: Path | None = None,
     extra_env: dict[str, str] | None = None,
 ) -> Iterator[subprocess.Popen[bytes]]:
     """``python -m tiergate_operator`` (standalone), logging to ``log_path``; stopped on exit.
@@ -28,8 +31,12 @@ def running_operator(
     env = plane.env(kubeconfig) | {"TIERGATE_STANDALONE": "1", "PYTHONUNBUFFERED": "1"}
     env |= extra_env or {}
     with log_path.open("ab") as log:
-        process = subprocess.Popen([sys.executable, "-m", "tiergate_operator"], env=env,
-                                   stdout=log, stderr=subprocess.STDOUT)
+        process = subprocess.Popen(
+            [sys.executable, "-m", "tiergate_operator"],
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
     try:
         yield process
     finally:

@@ -23,12 +23,16 @@ class NamespaceInputs:
 
 
 def secret_digests(secret: Body) -> dict[str, str]:
-    values = {key: base64.b64decode(value).decode() for key, value in (secret.get("data") or {}).items()}
+    values = {
+        key: base64.b64decode(value).decode() for key, value in (secret.get("data") or {}).items()
+    }
     values.update(secret.get("stringData") or {})
     return {key: hash_client_key(value) for key, value in sorted(values.items())}
 
 
-def from_documents(documents: Iterable[Body], namespace: str = "demo", uid_seed: str = "") -> NamespaceInputs:
+def from_documents(
+    documents: Iterable[Body], namespace: str = "demo", uid_seed: str = ""
+) -> NamespaceInputs:
     inputs = NamespaceInputs()
     for document in documents:
         body = dict(document)
@@ -48,8 +52,10 @@ def from_documents(documents: Iterable[Body], namespace: str = "demo", uid_seed:
 def load_documents(directory: Path) -> list[Body]:
     return [
         document
-        for path in sorted(directory.glob("*.yaml")) if path.name != "kustomization.yaml"
-        for document in yaml.safe_load_all(path.read_text()) if document
+        for path in sorted(directory.glob("*.yaml"))
+        if path.name != "kustomization.yaml"
+        for document in yaml.safe_load_all(path.read_text())
+        if document
     ]
 
 

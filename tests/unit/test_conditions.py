@@ -15,7 +15,10 @@ T1 = T0 + timedelta(minutes=5)
 
 
 def by_type(conditions: list[Condition]) -> dict[str, tuple[str, str, str, int | None]]:
-    return {c.type: (c.status, c.reason, c.last_transition_time, c.observed_generation) for c in conditions}
+    return {
+        c.type: (c.status, c.reason, c.last_transition_time, c.observed_generation)
+        for c in conditions
+    }
 
 
 def test_set_condition_adds_with_the_time_of_now() -> None:
@@ -23,8 +26,12 @@ def test_set_condition_adds_with_the_time_of_now() -> None:
     assert condition.last_transition_time == "2025-03-01T12:00:00Z"
     assert condition.observed_generation == 3
     assert condition.model_dump(mode="json", exclude_none=True) == {
-        "type": "Ready", "status": "True", "reason": "Served", "message": "ok",
-        "observedGeneration": 3, "lastTransitionTime": "2025-03-01T12:00:00Z",
+        "type": "Ready",
+        "status": "True",
+        "reason": "Served",
+        "message": "ok",
+        "observedGeneration": 3,
+        "lastTransitionTime": "2025-03-01T12:00:00Z",
     }
 
 
@@ -41,8 +48,15 @@ def test_a_flip_moves_the_transition_time() -> None:
 
 
 def test_other_conditions_and_their_order_are_kept() -> None:
-    start = set_condition(set_condition([], "Accepted", "True", "Accepted", "", 1, T0),
-                          "Ready", "True", "Served", "", 1, T0)
+    start = set_condition(
+        set_condition([], "Accepted", "True", "Accepted", "", 1, T0),
+        "Ready",
+        "True",
+        "Served",
+        "",
+        1,
+        T0,
+    )
     updated = set_condition(start, "Accepted", "False", "MissingSecret", "gone", 2, T1)
     assert [c.type for c in updated] == ["Accepted", "Ready"]
     assert updated[1] == start[1]
@@ -55,24 +69,38 @@ def test_other_conditions_and_their_order_are_kept() -> None:
         (None, ["tiergate-shared"], True, ("True", "Served")),
         (None, ["tiergate-shared"], False, ("False", "Progressing")),
         (None, [], True, ("True", "NotServed")),
-        (Problem("MissingSecret", "Secret x does not exist"), ["tiergate-shared"], True,
-         ("False", "MissingSecret")),
+        (
+            Problem("MissingSecret", "Secret x does not exist"),
+            ["tiergate-shared"],
+            True,
+            ("False", "MissingSecret"),
+        ),
     ],
 )
 def test_route_conditions(
     problem: Problem | None, gateways: list[str], applied: bool, ready: tuple[str, str]
 ) -> None:
-    conditions = route_conditions([], problem=problem, gateways=gateways, configs_applied=applied,
-                                  generation=4, now=T0)
+    conditions = route_conditions(
+        [], problem=problem, gateways=gateways, configs_applied=applied, generation=4, now=T0
+    )
     states = by_type(conditions)
     assert states["Accepted"][0] == ("False" if problem else "True")
     assert states["Ready"][:2] == ready
 
 
 def test_a_broken_route_says_its_last_good_state_is_served() -> None:
-    conditions = route_conditions([], problem=Problem("MissingSecret", "Secret x does not exist"),
-                                  gateways=["tiergate-a"], configs_applied=True, generation=1, now=T0)
-    assert conditions[1].message == "Secret x does not exist; its gateways keep serving its last good state"
+    conditions = route_conditions(
+        [],
+        problem=Problem("MissingSecret", "Secret x does not exist"),
+        gateways=["tiergate-a"],
+        configs_applied=True,
+        generation=1,
+        now=T0,
+    )
+    assert (
+        conditions[1].message
+        == "Secret x does not exist; its gateways keep serving its last good state"
+    )
 
 
 @pytest.mark.parametrize(
@@ -86,9 +114,20 @@ def test_a_broken_route_says_its_last_good_state_is_served() -> None:
     ],
 )
 def test_tier_conditions(
-    problem: Problem | None, gateway: str | None, applied: bool, replicas: int, ready: tuple[str, str]
+    problem: Problem | None,
+    gateway: str | None,
+    applied: bool,
+    replicas: int,
+    ready: tuple[str, str],
 ) -> None:
-    conditions = tier_conditions([], problem=problem, gateway=gateway, configs_applied=applied,
-                                 ready_replicas=replicas, generation=2, now=T0)
+    conditions = tier_conditions(
+        [],
+        problem=problem,
+        gateway=gateway,
+        configs_applied=applied,
+        ready_replicas=replicas,
+        generation=2,
+        now=T0,
+    )
     assert by_type(conditions)["Ready"][:2] == ready
     assert {c.observed_generation for c in conditions} == {2}

@@ -38,7 +38,8 @@ def outputs(case: Path) -> dict[str, Any]:
     translation = _translate(case / "input", previous)
     files: dict[str, Any] = {
         f"{m['kind'].lower()}-{m['metadata']['name']}.yaml": m
-        for plan in translation.plans for m in render(plan, settings)
+        for plan in translation.plans
+        for m in render(plan, settings)
     }
     files["status.yaml"] = {
         "routeProblems": {n: vars(p) for n, p in sorted(translation.route_problems.items())},
@@ -64,6 +65,8 @@ def test_golden(case: str) -> None:
         for name, text in produced.items():
             (expected_dir / name).write_text(text)
     expected = {p.name: p.read_text() for p in sorted(expected_dir.glob("*.yaml"))}
-    assert sorted(produced) == sorted(expected), "files differ: regenerate and review (see README.md)"
+    assert sorted(produced) == sorted(expected), (
+        "files differ: regenerate and review (see README.md)"
+    )
     for name in produced:
         assert produced[name] == expected[name], f"{case}/expected/{name} differs"

@@ -17,17 +17,33 @@ EXAMPLES = Path(__file__).parents[2] / "crds" / "examples"
 Body = dict[str, Any]
 
 
-def route(name: str, *, model: str | None = None, secret: str | None = None, key: str = "k") -> Body:
-    target: Body = {"name": "a", "baseURL": "http://127.0.0.1:9901/v1", "upstreamModel": f"up-{name}"}
+def route(
+    name: str, *, model: str | None = None, secret: str | None = None, key: str = "k"
+) -> Body:
+    target: Body = {
+        "name": "a",
+        "baseURL": "http://127.0.0.1:9901/v1",
+        "upstreamModel": f"up-{name}",
+    }
     if secret:
         target["credentialsSecretRef"] = {"name": secret, "key": key}
-    return {"kind": "ModelRoute", "metadata": {"name": name},
-            "spec": {"model": model or name, "targets": [target]}}
+    return {
+        "kind": "ModelRoute",
+        "metadata": {"name": name},
+        "spec": {"model": model or name, "targets": [target]},
+    }
 
 
 def tier(name: str, isolation: str = "Shared", keys: str | None = None, **spec: Any) -> Body:
-    return {"kind": "ApiKeyTier", "metadata": {"name": name},
-            "spec": {"isolation": isolation, "keys": [{"secretRef": {"name": keys or f"{name}-keys"}}], **spec}}
+    return {
+        "kind": "ApiKeyTier",
+        "metadata": {"name": name},
+        "spec": {
+            "isolation": isolation,
+            "keys": [{"secretRef": {"name": keys or f"{name}-keys"}}],
+            **spec,
+        },
+    }
 
 
 def secret(name: str, **values: str) -> Body:
@@ -39,7 +55,9 @@ def run(*documents: Body, previous: dict[str, GatewayConfig] | None = None) -> T
     return run_inputs(inputs, previous)
 
 
-def run_inputs(inputs: NamespaceInputs, previous: dict[str, GatewayConfig] | None = None) -> Translation:
+def run_inputs(
+    inputs: NamespaceInputs, previous: dict[str, GatewayConfig] | None = None
+) -> Translation:
     return translate("demo", inputs.routes, inputs.tiers, inputs.secrets, previous or {})
 
 
@@ -57,11 +75,19 @@ def test_examples_give_a_shared_pool_and_a_dedicated_gateway() -> None:
     assert [p.name for p in translation.plans] == ["tiergate-enterprise-acme", "tiergate-shared"]
     acme, shared = translation.plans
     assert (acme.isolation, acme.replicas, acme.owners[0].controller) == ("Dedicated", 3, True)
-    assert (shared.isolation, shared.replicas, shared.owners[0].controller) == ("Shared", None, False)
+    assert (shared.isolation, shared.replicas, shared.owners[0].controller) == (
+        "Shared",
+        None,
+        False,
+    )
     assert acme.credential_secrets == ("enterprise-acme-upstream", "upstream-credentials")
-    assert translation.tier_gateways == {"enterprise-acme": "tiergate-enterprise-acme",
-                                         "startup": "tiergate-shared"}
-    assert translation.route_gateways == {"deepseek-chat": ("tiergate-enterprise-acme", "tiergate-shared")}
+    assert translation.tier_gateways == {
+        "enterprise-acme": "tiergate-enterprise-acme",
+        "startup": "tiergate-shared",
+    }
+    assert translation.route_gateways == {
+        "deepseek-chat": ("tiergate-enterprise-acme", "tiergate-shared")
+    }
     assert (translation.route_problems, translation.tier_problems) == ({}, {})
     (budget_tier,) = shared.config.tiers
     assert budget_tier.budget is not None
@@ -72,7 +98,10 @@ def test_shared_tiers_share_one_pool_owned_by_each() -> None:
     translation = run(*BASE, tier("a"), tier("b", models=["code"]))
     assert [p.name for p in translation.plans] == ["tiergate-shared"]
     assert served(translation, "tiergate-shared") == {"a": ["chat", "code"], "b": ["code"]}
-    assert [(o.name, o.controller) for o in translation.plans[0].owners] == [("a", False), ("b", False)]
+    assert [(o.name, o.controller) for o in translation.plans[0].owners] == [
+        ("a", False),
+        ("b", False),
+    ]
 
 
 def test_no_shared_tier_means_no_pool() -> None:
@@ -85,13 +114,19 @@ def test_a_gateway_holds_only_the_routes_its_tiers_allow() -> None:
     plan = translation.plan("tiergate-a")
     assert plan is not None
     assert [r.model for r in plan.config.routes] == ["code"]
-    assert translation.route_gateways == {"chat": ("tiergate-shared",),
-                                          "code": ("tiergate-a", "tiergate-shared")}
+    assert translation.route_gateways == {
+        "chat": ("tiergate-shared",),
+        "code": ("tiergate-a", "tiergate-shared"),
+    }
 
 
 def test_autoscaling_leaves_replicas_to_the_hpa() -> None:
-    translation = run(*BASE, tier("a", "Dedicated", autoscaling={"minReplicas": 2, "maxReplicas": 5}),
-                      tier("b", "Dedicated", keys="a-keys-2"), secret("a-keys-2", k="key-c"))
+    translation = run(
+        *BASE,
+        tier("a", "Dedicated", autoscaling={"minReplicas": 2, "maxReplicas": 5}),
+        tier("b", "Dedicated", keys="a-keys-2"),
+        secret("a-keys-2", k="key-c"),
+    )
     scaled, fixed = translation.plans
     assert scaled.replicas is None
     assert scaled.autoscaling is not None
@@ -100,7 +135,9 @@ def test_autoscaling_leaves_replicas_to_the_hpa() -> None:
 
 
 def test_route_alias_may_differ_from_its_name() -> None:
-    translation = run(route("r1", model="deepseek-chat"), secret("a-keys", k="x"), tier("a", models=["r1"]))
+    translation = run(
+        route("r1", model="deepseek-chat"), secret("a-keys", k="x"), tier("a", models=["r1"])
+    )
     assert served(translation, "tiergate-shared") == {"a": ["deepseek-chat"]}
 
 
@@ -111,10 +148,18 @@ def test_route_alias_may_differ_from_its_name() -> None:
         ((tier("a", models=["nope"]),), "tier", "a", "UnknownRoute"),
         ((tier("a", keys="absent"),), "tier", "a", "MissingSecret"),
         ((tier("a", keys="empty"), secret("empty")), "tier", "a", "NoKeys"),
-        ((tier("a", upstream={"credentialsSecretRef": {"name": "absent", "key": "k"}}),),
-         "tier", "a", "MissingSecret"),
-        ((tier("a", upstream={"credentialsSecretRef": {"name": "a-keys", "key": "nope"}}),),
-         "tier", "a", "MissingSecretKey"),
+        (
+            (tier("a", upstream={"credentialsSecretRef": {"name": "absent", "key": "k"}}),),
+            "tier",
+            "a",
+            "MissingSecret",
+        ),
+        (
+            (tier("a", upstream={"credentialsSecretRef": {"name": "a-keys", "key": "nope"}}),),
+            "tier",
+            "a",
+            "MissingSecretKey",
+        ),
         ((tier("a"), tier("b", keys="a-keys")), "tier", "b", "DuplicateKey"),
         ((tier("a"), tier("b", keys="a-keys")), "tier", "a", "DuplicateKey"),
         ((tier("a", isolation="Pooled"),), "tier", "a", "InvalidSpec"),
@@ -122,22 +167,36 @@ def test_route_alias_may_differ_from_its_name() -> None:
         ((tier("a"), route("x", secret="a-keys", key="nope")), "route", "x", "MissingSecretKey"),
         ((tier("a"), route("x", model="chat")), "route", "x", "DuplicateModel"),
         ((tier("a"), route("x", model="chat")), "route", "chat", "DuplicateModel"),
-        ((tier("a"), {**route("x"), "spec": {"model": "x", "targets": []}}), "route", "x", "InvalidSpec"),
+        (
+            (tier("a"), {**route("x"), "spec": {"model": "x", "targets": []}}),
+            "route",
+            "x",
+            "InvalidSpec",
+        ),
     ],
 )
 def test_problems(documents: tuple[Body, ...], kind: str, name: str, reason: str) -> None:
     translation = run(*BASE, *documents)
     problems = translation.tier_problems if kind == "tier" else translation.route_problems
     assert problems[name].reason == reason
-    others = {n: p.reason for n, p in {**translation.tier_problems, **translation.route_problems}.items()
-              if n != name}
+    others = {
+        n: p.reason
+        for n, p in {**translation.tier_problems, **translation.route_problems}.items()
+        if n != name
+    }
     assert set(others.values()) <= {reason}
 
 
 def test_problem_messages_name_what_is_missing_but_never_a_key() -> None:
     translation = run(*BASE, tier("a"), tier("b", keys="a-keys"), route("x", secret="absent"))
-    assert translation.route_problems["x"].message == "Secret absent (credentials of target a) does not exist"
-    assert translation.tier_problems["b"].message == "a client key of this tier is also a key of ApiKeyTier a"
+    assert (
+        translation.route_problems["x"].message
+        == "Secret absent (credentials of target a) does not exist"
+    )
+    assert (
+        translation.tier_problems["b"].message
+        == "a client key of this tier is also a key of ApiKeyTier a"
+    )
     assert "key-a" not in repr(translation)
 
 

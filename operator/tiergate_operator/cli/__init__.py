@@ -20,7 +20,8 @@ __all__ = ["build_parser", "main"]
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="tiergate", description="Tiered LLM access on Kubernetes: tiergate's command line.",
+        prog="tiergate",
+        description="Tiered LLM access on Kubernetes: tiergate's command line.",
     )
     commands = parser.add_subparsers(title="commands", required=True, metavar="COMMAND")
     for command in (render, cost, gateway, dev, status, demo):

@@ -51,7 +51,9 @@ def compact_tokens(tokens: Decimal) -> str:
     for suffix in ("T", "B", "M", "K"):
         scale = Decimal(_SUFFIXES[suffix])
         if tokens >= scale:
-            return f"{(tokens / scale).quantize(Decimal('0.1'), ROUND_HALF_UP).normalize():f}{suffix}"
+            return (
+                f"{(tokens / scale).quantize(Decimal('0.1'), ROUND_HALF_UP).normalize():f}{suffix}"
+            )
     return f"{tokens.quantize(Decimal(1), ROUND_HALF_UP):f}"
 
 
@@ -80,9 +82,13 @@ def parse_comparison(text: str, output_share: Decimal) -> Comparison:
     try:
         parts = [Decimal(part) for part in price.split("/")]
     except InvalidOperation:
-        raise ValueError(f"--compare {text!r}: {price!r} is not a price in USD per million tokens") from None
+        raise ValueError(
+            f"--compare {text!r}: {price!r} is not a price in USD per million tokens"
+        ) from None
     if len(parts) not in (1, 2) or any(part < 0 for part in parts):
-        raise ValueError(f"--compare {text!r}: expected PRICE or INPUT/OUTPUT, in USD per million tokens")
+        raise ValueError(
+            f"--compare {text!r}: expected PRICE or INPUT/OUTPUT, in USD per million tokens"
+        )
     input_price, output_price = (parts[0], parts[0]) if len(parts) == 1 else (parts[0], parts[1])
     return Comparison(model.strip(), input_price * (1 - output_share) + output_price * output_share)
 
@@ -90,8 +96,10 @@ def parse_comparison(text: str, output_share: Decimal) -> Comparison:
 def per_million(pricing: Pricing | None, output_share: Decimal) -> Decimal:
     if pricing is None:
         return Decimal(0)
-    return (Decimal(pricing.input_per_million) * (1 - output_share)
-            + Decimal(pricing.output_per_million) * output_share)
+    return (
+        Decimal(pricing.input_per_million) * (1 - output_share)
+        + Decimal(pricing.output_per_million) * output_share
+    )
 
 
 def monthly_cost(price_per_million: Decimal, tokens: Decimal) -> Decimal:
@@ -140,7 +148,11 @@ def blend(rows: Sequence[TargetRow]) -> Decimal:
 
 def tier_price(spec: ApiKeyTierSpec, route_prices: dict[str, Decimal]) -> tuple[list[str], Decimal]:
     """The routes a tier may use and the mean of their blended prices (even traffic split)."""
-    allowed = sorted(route_prices) if spec.models is None else sorted(m for m in spec.models if m in route_prices)
+    allowed = (
+        sorted(route_prices)
+        if spec.models is None
+        else sorted(m for m in spec.models if m in route_prices)
+    )
     if not allowed:
         return [], Decimal(0)
     return allowed, sum((route_prices[name] for name in allowed), Decimal(0)) / len(allowed)

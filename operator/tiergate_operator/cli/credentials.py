@@ -28,14 +28,19 @@ def read_keys_dir(folder: Path) -> dict[str, dict[str, str]]:
     if not folder.is_dir():
         raise CommandError(f"--keys-dir {folder}: not a folder of <secret>/<key> files")
     return {
-        secret.name: {key.name: key.read_text(encoding="utf-8").strip()
-                      for key in sorted(secret.iterdir()) if key.is_file() and not key.name.startswith(".")}
-        for secret in sorted(folder.iterdir()) if secret.is_dir() and not secret.name.startswith(".")
+        secret.name: {
+            key.name: key.read_text(encoding="utf-8").strip()
+            for key in sorted(secret.iterdir())
+            if key.is_file() and not key.name.startswith(".")
+        }
+        for secret in sorted(folder.iterdir())
+        if secret.is_dir() and not secret.name.startswith(".")
     }
 
 
-def write_credentials(folder: Path, refs: Iterable[CredentialRef],
-                      secrets: Mapping[str, Mapping[str, str]]) -> list[CredentialRef]:
+def write_credentials(
+    folder: Path, refs: Iterable[CredentialRef], secrets: Mapping[str, Mapping[str, str]]
+) -> list[CredentialRef]:
     """Write each referenced value (mode 0600, folders 0700); returns the refs with no value."""
     missing = []
     folder.mkdir(mode=0o700, parents=True, exist_ok=True)

@@ -40,9 +40,12 @@ class Upstreams:
 
     def _call(self, name: str, path: str, order: dict[str, Any] | None = None) -> dict[str, Any]:
         data = None if order is None else json.dumps(order).encode()
-        request = urllib.request.Request(f"http://127.0.0.1:{self.ports[name]}/admin/{path}", data=data,
-                                         method="GET" if path == "stats" else "POST",
-                                         headers={"content-type": "application/json"})
+        request = urllib.request.Request(
+            f"http://127.0.0.1:{self.ports[name]}/admin/{path}",
+            data=data,
+            method="GET" if path == "stats" else "POST",
+            headers={"content-type": "application/json"},
+        )
         with urllib.request.urlopen(request, timeout=5) as response:
             answer: dict[str, Any] = json.loads(response.read())
         return answer
@@ -66,7 +69,9 @@ def _heading(text: str) -> None:
 
 
 def _client(state: DevState, gateway: str, key: str) -> openai.OpenAI:
-    return openai.OpenAI(base_url=f"{state.gateway_url(gateway)}/v1", api_key=key, max_retries=0, timeout=30)
+    return openai.OpenAI(
+        base_url=f"{state.gateway_url(gateway)}/v1", api_key=key, max_retries=0, timeout=30
+    )
 
 
 def _ask(client: openai.OpenAI, model: str) -> str:
@@ -83,9 +88,19 @@ def _ask_streamed(client: openai.OpenAI, model: str) -> str:
 
 
 def _traffic_table(stats: dict[str, dict[str, Any]], total: int) -> str:
-    rows = [[name, str(s["served"]), f"{100 * s['served'] / total:.0f}%" if total else "-", str(s["refused"]),
-             ", ".join(sorted(s["models"])) or "-"] for name, s in stats.items()]
-    return table(["target", "served", "share", "refused", "upstream model asked for"], rows, right=(1, 2, 3))
+    rows = [
+        [
+            name,
+            str(s["served"]),
+            f"{100 * s['served'] / total:.0f}%" if total else "-",
+            str(s["refused"]),
+            ", ".join(sorted(s["models"])) or "-",
+        ]
+        for name, s in stats.items()
+    ]
+    return table(
+        ["target", "served", "share", "refused", "upstream model asked for"], rows, right=(1, 2, 3)
+    )
 
 
 def _tiers(state: DevState, step: Callable[[str], None]) -> tuple[openai.OpenAI, openai.OpenAI]:
@@ -96,7 +111,9 @@ def _tiers(state: DevState, step: Callable[[str], None]) -> tuple[openai.OpenAI,
     _heading("1. Shared tier 'startup' through the shared gateway (openai SDK, plain and streamed)")
     print(f"  answer:   {_ask(shared, 'deepseek-chat')}")
     print(f"  streamed: {_ask_streamed(shared, 'deepseek-chat')}")
-    _heading("2. Dedicated tier 'enterprise-acme' through its own gateway (3 replicas, its Pro/ channel)")
+    _heading(
+        "2. Dedicated tier 'enterprise-acme' through its own gateway (3 replicas, its Pro/ channel)"
+    )
     print(f"  answer:   {_ask(dedicated, 'deepseek-chat')}")
     try:
         shared.with_options(api_key="tg-not-a-key").models.list()
@@ -106,7 +123,9 @@ def _tiers(state: DevState, step: Callable[[str], None]) -> tuple[openai.OpenAI,
 
 
 def _split(dedicated: openai.OpenAI, upstreams: Upstreams, count: int) -> None:
-    _heading(f"3. Traffic split: {count} requests as enterprise-acme (route weights primary 80 / secondary 20)")
+    _heading(
+        f"3. Traffic split: {count} requests as enterprise-acme (route weights primary 80 / secondary 20)"
+    )
     upstreams.reset()
     for _ in range(count):
         _ask(dedicated, "deepseek-chat")
@@ -114,16 +133,23 @@ def _split(dedicated: openai.OpenAI, upstreams: Upstreams, count: int) -> None:
 
 
 def _failover(dedicated: openai.OpenAI, upstreams: Upstreams, state: DevState) -> None:
-    _heading("4. Failover: the primary upstream answers 503 for 10 s (failover on 429/5xx, circuit breaker)")
+    _heading(
+        "4. Failover: the primary upstream answers 503 for 10 s (failover on 429/5xx, circuit breaker)"
+    )
     upstreams.reset()
     upstreams.fail("primary", 503, seconds=10)
     answered = sum(1 for _ in range(20) if _ask(dedicated, "deepseek-chat"))
     upstreams.recover("primary")
     print(f"  {answered}/20 requests answered while the primary failed:")
     print(_traffic_table(upstreams.stats(), 20), end="")
-    metrics = urllib.request.urlopen(f"{state.gateway_url(DEDICATED)}/metrics", timeout=5).read().decode()
-    failovers = sum(float(line.rsplit(" ", 1)[1]) for line in metrics.splitlines()
-                    if line.startswith("tiergate_gateway_failovers_total{"))
+    metrics = (
+        urllib.request.urlopen(f"{state.gateway_url(DEDICATED)}/metrics", timeout=5).read().decode()
+    )
+    failovers = sum(
+        float(line.rsplit(" ", 1)[1])
+        for line in metrics.splitlines()
+        if line.startswith("tiergate_gateway_failovers_total{")
+    )
     print(f"  gateway metric tiergate_gateway_failovers_total: {failovers:.0f}")
 
 
@@ -144,8 +170,10 @@ def _rate_limit(shared: openai.OpenAI) -> None:
             _ask(shared, "deepseek-chat")
         except openai.RateLimitError as error:
             retry = error.response.headers.get("retry-after", "?")
-            print(f"  {sent - 1} more answered; request {sent} of this step: "
-                  f"HTTP {error.status_code} {_message(error)!r} (retry-after {retry}s)")
+            print(
+                f"  {sent - 1} more answered; request {sent} of this step: "
+                f"HTTP {error.status_code} {_message(error)!r} (retry-after {retry}s)"
+            )
             return
     print("  no 429 after 80 requests: the limit did not hold")
 
@@ -154,7 +182,9 @@ def run(args: argparse.Namespace) -> int:
     began = time.monotonic()
     manifests = load_manifests(EXAMPLES_DIR, "demo")
     root = Path(args.dir)
-    state = up(manifests, root, "demo", lambda m: note(f"{time.monotonic() - began:5.1f}s {m}", "demo"))
+    state = up(
+        manifests, root, "demo", lambda m: note(f"{time.monotonic() - began:5.1f}s {m}", "demo")
+    )
     try:
         upstreams = Upstreams(state.upstreams)
         shared, dedicated = _tiers(state, lambda m: note(m, "demo"))
@@ -162,8 +192,11 @@ def run(args: argparse.Namespace) -> int:
         _failover(dedicated, upstreams, state)
         _rate_limit(shared)
         _heading("6. tiergate status")
-        status.run(argparse.Namespace(namespace="demo", all_namespaces=False,
-                                      kubeconfig=state.kubeconfig, dir=root))
+        status.run(
+            argparse.Namespace(
+                namespace="demo", all_namespaces=False, kubeconfig=state.kubeconfig, dir=root
+            )
+        )
     finally:
         if args.keep:
             print(instructions(manifests, state))

@@ -33,15 +33,27 @@ Progress = Callable[[str], None]
 
 
 def add_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    parser = commands.add_parser("dev", help="run everything locally: control plane, operator, gateways",
-                                 description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = commands.add_parser(
+        "dev",
+        help="run everything locally: control plane, operator, gateways",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     actions = parser.add_subparsers(title="actions", required=True, metavar="ACTION")
     up_parser = actions.add_parser("up", help="start it all and print how to call the gateways")
-    up_parser.add_argument("-f", "--filename", type=Path, default=EXAMPLES_DIR, metavar="DIR",
-                           help="manifests to apply (default: the examples)")
+    up_parser.add_argument(
+        "-f",
+        "--filename",
+        type=Path,
+        default=EXAMPLES_DIR,
+        metavar="DIR",
+        help="manifests to apply (default: the examples)",
+    )
     up_parser.add_argument("-n", "--namespace", default="demo")
     up_parser.add_argument("--crds", type=Path, default=CRDS_DIR, metavar="DIR")
-    up_parser.add_argument("--dir", type=Path, default=DEFAULT_DEV_DIR, help="state, logs and credentials")
+    up_parser.add_argument(
+        "--dir", type=Path, default=DEFAULT_DEV_DIR, help="state, logs and credentials"
+    )
     up_parser.set_defaults(run=_run_up)
     down_parser = actions.add_parser("down", help="stop what `dev up` started")
     down_parser.add_argument("--dir", type=Path, default=DEFAULT_DEV_DIR)
@@ -53,12 +65,19 @@ def _timed(prefix: str) -> Progress:
     return lambda message: note(f"{time.monotonic() - began:5.1f}s {message}", prefix)
 
 
-def up(manifests: ManifestSet, root: Path, namespace: str, progress: Progress,
-       crds_dir: Path = CRDS_DIR) -> DevState:
+def up(
+    manifests: ManifestSet,
+    root: Path,
+    namespace: str,
+    progress: Progress,
+    crds_dir: Path = CRDS_DIR,
+) -> DevState:
     """Bring everything up; on failure, stop what was started and raise CommandError."""
     root = root.resolve()
     previous = DevState.load(root)
-    if previous is not None and (previous.cluster_started or any(map(is_running, previous.processes))):
+    if previous is not None and (
+        previous.cluster_started or any(map(is_running, previous.processes))
+    ):
         raise CommandError(f"already up (state in {root}); run `tiergate dev down` first")
     rendered = render_namespace(manifests, namespace, load_operator_settings())
     for line in problems(manifests, rendered):
@@ -98,8 +117,10 @@ def _check_ports_free(desired: DesiredState) -> None:
                 try:
                     sock.bind(("127.0.0.1", port))
                 except OSError:
-                    raise CommandError(f"127.0.0.1:{port} (target {name}'s upstream) is in use: another "
-                                       "`tiergate dev up` or `gateway --mock-upstreams`? Stop it first") from None
+                    raise CommandError(
+                        f"127.0.0.1:{port} (target {name}'s upstream) is in use: another "
+                        "`tiergate dev up` or `gateway --mock-upstreams`? Stop it first"
+                    ) from None
 
 
 def down(root: Path, progress: Progress) -> bool:
@@ -125,7 +146,9 @@ def _client_key(manifests: ManifestSet, state: DevState, gateway: str) -> tuple[
     secrets = manifests.secret_values(state.namespace)
     for doc in manifests.of_kind("ApiKeyTier", state.namespace):
         spec = doc.body.get("spec", {})
-        dedicated = f"tiergate-{doc.name}" if spec.get("isolation") == "Dedicated" else "tiergate-shared"
+        dedicated = (
+            f"tiergate-{doc.name}" if spec.get("isolation") == "Dedicated" else "tiergate-shared"
+        )
         if dedicated != gateway:
             continue
         for source in spec.get("keys", []):
@@ -141,24 +164,35 @@ def instructions(manifests: ManifestSet, state: DevState) -> str:
     for gateway, port in sorted(state.gateways.items()):
         found = _client_key(manifests, state, gateway)
         tier, key = found if found else ("?", "?")
-        lines.append(f"  {gateway:<26} base_url http://127.0.0.1:{port}/v1   tier {tier}, key {key}")
+        lines.append(
+            f"  {gateway:<26} base_url http://127.0.0.1:{port}/v1   tier {tier}, key {key}"
+        )
         if gateway == "tiergate-shared" or not snippet_url:
             snippet_url, snippet_key = f"http://127.0.0.1:{port}/v1", key
-    models = sorted({doc.body.get("spec", {}).get("model", doc.name)
-                     for doc in manifests.of_kind("ModelRoute", state.namespace)})
+    models = sorted(
+        {
+            doc.body.get("spec", {}).get("model", doc.name)
+            for doc in manifests.of_kind("ModelRoute", state.namespace)
+        }
+    )
     lines += [
-        "", "Call it with the openai SDK:",
+        "",
+        "Call it with the openai SDK:",
         "  from openai import OpenAI",
         f'  client = OpenAI(base_url="{snippet_url}", api_key="{snippet_key}")',
         f'  print(client.chat.completions.create(model="{models[0] if models else "?"}",',
         '        messages=[{"role": "user", "content": "hello"}]).choices[0].message.content)',
-        "", "Look around:",
+        "",
+        "Look around:",
         f"  export KUBECONFIG={state.kubeconfig}",
         f"  kubectl get modelroutes,apikeytiers,deployments,configmaps -n {state.namespace}",
         "  tiergate status",
         f"  mock upstreams: {', '.join(f'{n} :{p}' for n, p in sorted(state.upstreams.items()))}"
-        " (POST /admin/fail {\"status\": 503, \"seconds\": 10} to make one fail)",
-        f"  logs: {state.logs}", "", "Stop it all: tiergate dev down", "",
+        ' (POST /admin/fail {"status": 503, "seconds": 10} to make one fail)',
+        f"  logs: {state.logs}",
+        "",
+        "Stop it all: tiergate dev down",
+        "",
     ]
     return "\n".join(lines)
 

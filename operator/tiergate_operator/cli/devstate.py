@@ -58,9 +58,12 @@ class DevState:
             return None
         raw = json.loads(path.read_text())
         return cls(
-            root=Path(raw["root"]), namespace=raw["namespace"],
-            processes=[ProcessRecord(p["name"], int(p["pid"]), tuple(p["argv"]), p["log"])
-                       for p in raw["processes"]],
+            root=Path(raw["root"]),
+            namespace=raw["namespace"],
+            processes=[
+                ProcessRecord(p["name"], int(p["pid"]), tuple(p["argv"]), p["log"])
+                for p in raw["processes"]
+            ],
             gateways={k: int(v) for k, v in raw["gateways"].items()},
             upstreams={k: int(v) for k, v in raw["upstreams"].items()},
             cluster_started=bool(raw["cluster_started"]),

@@ -37,7 +37,9 @@ _CRDS = ("modelroutes.tiergate.dev", "apikeytiers.tiergate.dev")
 
 def _clean_env() -> dict[str, str]:
     """This environment without tiergate's or kubectl's variables (flags say what they need)."""
-    return {k: v for k, v in os.environ.items() if not k.startswith("TIERGATE_") and k != "KUBECONFIG"}
+    return {
+        k: v for k, v in os.environ.items() if not k.startswith("TIERGATE_") and k != "KUBECONFIG"
+    }
 
 
 def _free_port() -> int:
@@ -55,12 +57,16 @@ class DevUp:
     crds_dir: Path = CRDS_DIR
 
     def control_plane(self) -> ControlPlane:
-        self.progress("locating the control-plane binaries (a cold build takes ~25 min: `make tools`)")
+        self.progress(
+            "locating the control-plane binaries (a cold build takes ~25 min: `make tools`)"
+        )
         try:
             bin_dir = tools_bin_dir(build=True)
         except (subprocess.CalledProcessError, FileNotFoundError) as error:
-            raise RuntimeError(f"the control-plane binaries are missing and could not be built ({error}); "
-                               "run `make tools` (needs Go) or set TIERGATE_TOOLS_BIN") from None
+            raise RuntimeError(
+                f"the control-plane binaries are missing and could not be built ({error}); "
+                "run `make tools` (needs Go) or set TIERGATE_TOOLS_BIN"
+            ) from None
         self.progress("starting etcd, kube-apiserver, controller-manager, scheduler and kwok")
         self.state.cluster_started = True
         self.state.save()
@@ -68,19 +74,35 @@ class DevUp:
 
     def install_crds(self, plane: ControlPlane) -> None:
         self.progress("installing the CRDs")
-        plane.kubectl("apply", "--server-side", "--force-conflicts",
-                      "-f", str(self.crds_dir / "modelroutes.yaml"), "-f", str(self.crds_dir / "apikeytiers.yaml"))
+        plane.kubectl(
+            "apply",
+            "--server-side",
+            "--force-conflicts",
+            "-f",
+            str(self.crds_dir / "modelroutes.yaml"),
+            "-f",
+            str(self.crds_dir / "apikeytiers.yaml"),
+        )
         for crd in _CRDS:
             plane.kubectl("wait", "--for=condition=Established", f"crd/{crd}", "--timeout=30s")
 
     def mock_upstreams(self) -> None:
-        listen = {name: port for config in self.desired.configs.values()
-                  for name, port in local_upstream_ports(config).items()}
+        listen = {
+            name: port
+            for config in self.desired.configs.values()
+            for name, port in local_upstream_ports(config).items()
+        }
         if not listen:
             return
-        self.progress(f"starting mock upstreams on {', '.join(f'{n}:{p}' for n, p in sorted(listen.items()))}")
-        argv = [sys.executable, "-m", "tiergate_operator.cli.mock_upstream",
-                *(f"--listen={name}={port}" for name, port in sorted(listen.items()))]
+        self.progress(
+            f"starting mock upstreams on {', '.join(f'{n}:{p}' for n, p in sorted(listen.items()))}"
+        )
+        argv = [
+            sys.executable,
+            "-m",
+            "tiergate_operator.cli.mock_upstream",
+            *(f"--listen={name}={port}" for name, port in sorted(listen.items())),
+        ]
         record = spawn("mock-upstreams", argv, _clean_env(), self.state.logs / "mock-upstreams.log")
         self._record(record)
         self.state.upstreams = listen
@@ -90,33 +112,60 @@ class DevUp:
     def operator(self, plane: ControlPlane) -> None:
         self.progress(f"starting the operator (log {self.state.logs / 'operator.log'})")
         env = plane.env() | {"TIERGATE_STANDALONE": "1", "PYTHONUNBUFFERED": "1"}
-        self._record(spawn("operator", [sys.executable, "-m", "tiergate_operator"], env,
-                           self.state.logs / "operator.log"))
+        self._record(
+            spawn(
+                "operator",
+                [sys.executable, "-m", "tiergate_operator"],
+                env,
+                self.state.logs / "operator.log",
+            )
+        )
 
     def apply_manifests(self, plane: ControlPlane) -> None:
         namespace = self.state.namespace
-        self.progress(f"applying {len(self.manifests.documents)} example manifests in namespace {namespace}")
+        self.progress(
+            f"applying {len(self.manifests.documents)} example manifests in namespace {namespace}"
+        )
         plane.kubectl("create", "namespace", namespace, check=False)
         items = [doc.body for _, doc in self.manifests.documents]
-        plane.kubectl("apply", "-n", namespace, "-f", "-",
-                      input=json.dumps({"apiVersion": "v1", "kind": "List", "items": items}))
+        plane.kubectl(
+            "apply",
+            "-n",
+            namespace,
+            "-f",
+            "-",
+            input=json.dumps({"apiVersion": "v1", "kind": "List", "items": items}),
+        )
 
     def wait_ready(self, plane: ControlPlane, timeout: float = 90) -> None:
         namespace = self.state.namespace
-        self.progress(f"waiting for the operator: gateways {', '.join(sorted(self.desired.configs))} "
-                      "and every route and tier Ready")
+        self.progress(
+            f"waiting for the operator: gateways {', '.join(sorted(self.desired.configs))} "
+            "and every route and tier Ready"
+        )
         deadline = time.monotonic() + timeout
         for kind in ("modelroutes", "apikeytiers"):
             # kubectl wait fails at once when there is nothing to wait for yet: retry until then.
             while True:
                 left = max(1, int(deadline - time.monotonic()))
-                result = plane.kubectl("wait", "-n", namespace, "--for=condition=Ready", kind, "--all",
-                                       f"--timeout={left}s", check=False, timeout=left + 10)
+                result = plane.kubectl(
+                    "wait",
+                    "-n",
+                    namespace,
+                    "--for=condition=Ready",
+                    kind,
+                    "--all",
+                    f"--timeout={left}s",
+                    check=False,
+                    timeout=left + 10,
+                )
                 if result.returncode == 0:
                     break
                 if time.monotonic() > deadline:
-                    raise RuntimeError(f"{kind} in {namespace} not Ready within {timeout:.0f} s: "
-                                       f"{result.stderr.strip()} (operator log: {self.state.logs / 'operator.log'})")
+                    raise RuntimeError(
+                        f"{kind} in {namespace} not Ready within {timeout:.0f} s: "
+                        f"{result.stderr.strip()} (operator log: {self.state.logs / 'operator.log'})"
+                    )
                 time.sleep(0.5)
 
     def gateways(self, plane: ControlPlane) -> None:
@@ -127,11 +176,27 @@ class DevUp:
             credentials = self.state.credentials / gateway
             self._copy_mounted_secrets(plane, gateway, credentials)
             port = _free_port()
-            argv = [sys.executable, "-m", "tiergate_gateway", "--host", "127.0.0.1", "--port", str(port),
-                    "--configmap", f"{self.state.namespace}/{gateway}", "--kubeconfig", str(kubeconfig),
-                    "--credentials-dir", str(credentials), "--grace-seconds", "2"]
+            argv = [
+                sys.executable,
+                "-m",
+                "tiergate_gateway",
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(port),
+                "--configmap",
+                f"{self.state.namespace}/{gateway}",
+                "--kubeconfig",
+                str(kubeconfig),
+                "--credentials-dir",
+                str(credentials),
+                "--grace-seconds",
+                "2",
+            ]
             log = self.state.logs / f"gateway-{gateway}.log"
-            self.progress(f"starting gateway {gateway} on 127.0.0.1:{port}, config from the API (log {log})")
+            self.progress(
+                f"starting gateway {gateway} on 127.0.0.1:{port}, config from the API (log {log})"
+            )
             record = spawn(f"gateway-{gateway}", argv, _clean_env(), log)
             self._record(record)
             self.state.gateways[gateway] = port
@@ -143,8 +208,9 @@ class DevUp:
     def _gateway_kubeconfig(self, plane: ControlPlane) -> Path:
         """A kubeconfig with a token of the gateways' ServiceAccount: the access a pod would have."""
         account = "tiergate-gateway"
-        token = plane.kubectl("create", "token", account, "-n", self.state.namespace,
-                              "--duration=24h").stdout.strip()
+        token = plane.kubectl(
+            "create", "token", account, "-n", self.state.namespace, "--duration=24h"
+        ).stdout.strip()
         return plane.write_kubeconfig(self.state.root / "gateway.kubeconfig", token)
 
     def _copy_mounted_secrets(self, plane: ControlPlane, gateway: str, folder: Path) -> None:
@@ -169,5 +235,7 @@ class DevUp:
 
 
 def _get(plane: ControlPlane, namespace: str, kind: str, name: str) -> dict[str, Any]:
-    result: dict[str, Any] = json.loads(plane.kubectl("get", "-n", namespace, kind, name, "-o", "json").stdout)
+    result: dict[str, Any] = json.loads(
+        plane.kubectl("get", "-n", namespace, kind, name, "-o", "json").stdout
+    )
     return result

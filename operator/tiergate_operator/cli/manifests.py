@@ -59,8 +59,11 @@ class ManifestSet:
         return sorted({namespace for namespace, _ in self.documents})
 
     def of_kind(self, kind: str, namespace: str | None = None) -> Iterator[Document]:
-        return (doc for ns, doc in self.documents
-                if doc.kind == kind and (namespace is None or ns == namespace))
+        return (
+            doc
+            for ns, doc in self.documents
+            if doc.kind == kind and (namespace is None or ns == namespace)
+        )
 
     def locate(self, namespace: str, kind: str, name: str) -> str:
         """``file:line`` of an object, for messages."""
@@ -73,19 +76,25 @@ class ManifestSet:
         """``{secret: {key: value}}``, ``stringData`` over ``data`` as the API server merges them."""
         secrets: dict[str, dict[str, str]] = {}
         for doc in self.of_kind("Secret", namespace):
-            values = {key: base64.b64decode(str(value)).decode("utf-8", errors="replace")
-                      for key, value in (doc.body.get("data") or {}).items()}
+            values = {
+                key: base64.b64decode(str(value)).decode("utf-8", errors="replace")
+                for key, value in (doc.body.get("data") or {}).items()
+            }
             values |= {key: str(value) for key, value in (doc.body.get("stringData") or {}).items()}
             secrets[doc.name] = values
         return secrets
 
-    def store(self, namespace: str, extra_secrets: dict[str, dict[str, str]] | None = None) -> Store:
+    def store(
+        self, namespace: str, extra_secrets: dict[str, dict[str, str]] | None = None
+    ) -> Store:
         """The operator's watch store, filled as its watches would fill it for ``namespace``."""
         store = Store()
         store.namespace(namespace)  # exists even when it holds nothing
         secrets = self.secret_values(namespace) | (extra_secrets or {})
         for name, values in secrets.items():
-            encoded = {key: base64.b64encode(value.encode()).decode() for key, value in values.items()}
+            encoded = {
+                key: base64.b64encode(value.encode()).decode() for key, value in values.items()
+            }
             store.put_secret(namespace, name, encoded)
         for doc in self.of_kind("ModelRoute", namespace):
             store.put_route(_as_stored(doc.body, namespace))
@@ -123,7 +132,9 @@ def _documents(path: Path) -> Iterator[tuple[int, Any]]:
     except yaml.MarkedYAMLError as error:
         mark = error.problem_mark or error.context_mark
         position = f"{mark.line + 1}:{mark.column + 1}" if mark else "?"
-        raise ManifestError(f"{path}:{position}: invalid YAML: {error.problem or error.context}") from error
+        raise ManifestError(
+            f"{path}:{position}: invalid YAML: {error.problem or error.context}"
+        ) from error
 
 
 def _checked(path: Path, line: int, body: Any) -> Document:
@@ -137,7 +148,9 @@ def _checked(path: Path, line: int, body: Any) -> Document:
         raise ManifestError(f"{where}: {body['kind']} has no metadata.name")
     for data_field in ("data", "stringData"):
         if body["kind"] == "Secret" and not isinstance(body.get(data_field) or {}, dict):
-            raise ManifestError(f"{where}: Secret {metadata['name']}: {data_field} must be a mapping")
+            raise ManifestError(
+                f"{where}: Secret {metadata['name']}: {data_field} must be a mapping"
+            )
     return Document(path, line, body)
 
 

@@ -44,8 +44,12 @@ class MockUpstream:
         return bool(self.fail_status) and time.monotonic() < self.fail_until
 
     def stats(self) -> dict[str, Any]:
-        return {"name": self.name, "served": self.served, "refused": self.refused,
-                "models": dict(self.models)}
+        return {
+            "name": self.name,
+            "served": self.served,
+            "refused": self.refused,
+            "models": dict(self.models),
+        }
 
     # -- OpenAI protocol ------------------------------------------------------
     async def openai(self, request: web.Request) -> web.StreamResponse:
@@ -56,41 +60,84 @@ class MockUpstream:
         model = str(body.get("model", ""))
         if self.failing():
             self.refused += 1
-            return _error(self.fail_status or 503, f"{self.name} is failing on purpose (mock)",
-                          "server_error", headers={"retry-after": "1"})
+            return _error(
+                self.fail_status or 503,
+                f"{self.name} is failing on purpose (mock)",
+                "server_error",
+                headers={"retry-after": "1"},
+            )
         self.served += 1
         self.models[model] += 1
         endpoint = request.match_info["endpoint"]
         if endpoint == "embeddings":
-            return web.json_response({"object": "list", "model": model, "data": [
-                {"object": "embedding", "index": 0, "embedding": [0.1, 0.2, 0.3]}],
-                "usage": {"prompt_tokens": 4, "total_tokens": 4}})
+            return web.json_response(
+                {
+                    "object": "list",
+                    "model": model,
+                    "data": [{"object": "embedding", "index": 0, "embedding": [0.1, 0.2, 0.3]}],
+                    "usage": {"prompt_tokens": 4, "total_tokens": 4},
+                }
+            )
         usage = _usage(body)
         text = f"Hello from {self.name} ({model})"
         if body.get("stream"):
             return await self._stream(request, model, text, usage, body)
         if endpoint == "completions":
-            return web.json_response({"id": "cmpl-mock", "object": "text_completion", "created": int(time.time()),
-                                      "model": model, "usage": usage, "choices": [
-                                          {"index": 0, "text": text, "finish_reason": "stop", "logprobs": None}]})
-        return web.json_response({
-            "id": "chatcmpl-mock", "object": "chat.completion", "created": int(time.time()), "model": model,
-            "choices": [{"index": 0, "message": {"role": "assistant", "content": text}, "finish_reason": "stop"}],
-            "usage": usage,
-        })
+            return web.json_response(
+                {
+                    "id": "cmpl-mock",
+                    "object": "text_completion",
+                    "created": int(time.time()),
+                    "model": model,
+                    "usage": usage,
+                    "choices": [
+                        {"index": 0, "text": text, "finish_reason": "stop", "logprobs": None}
+                    ],
+                }
+            )
+        return web.json_response(
+            {
+                "id": "chatcmpl-mock",
+                "object": "chat.completion",
+                "created": int(time.time()),
+                "model": model,
+                "choices": [
+                    {
+                        "index": 0,
+                        "message": {"role": "assistant", "content": text},
+                        "finish_reason": "stop",
+                    }
+                ],
+                "usage": usage,
+            }
+        )
 
-    async def _stream(self, request: web.Request, model: str, text: str, usage: dict[str, int],
-                      body: dict[str, Any]) -> web.StreamResponse:
+    async def _stream(
+        self,
+        request: web.Request,
+        model: str,
+        text: str,
+        usage: dict[str, int],
+        body: dict[str, Any],
+    ) -> web.StreamResponse:
         response = web.StreamResponse(headers={"content-type": "text/event-stream"})
         await response.prepare(request)
 
         def event(choices: list[Any], **extra: Any) -> bytes:
-            chunk = {"id": "chatcmpl-mock", "object": "chat.completion.chunk", "created": int(time.time()),
-                     "model": model, "choices": choices, **extra}
+            chunk = {
+                "id": "chatcmpl-mock",
+                "object": "chat.completion.chunk",
+                "created": int(time.time()),
+                "model": model,
+                "choices": choices,
+                **extra,
+            }
             return b"data: " + json.dumps(chunk).encode() + b"\n\n"
 
         for word in text.split(" "):
-            await response.write(event([{"index": 0, "delta": {"content": word + " "}, "finish_reason": None}]))
+            await response.write(
+                event([{"index": 0, "delta": {"content": word + " "}, "finish_reason": None}])
+            )
         await response.write(event([{"index": 0, "delta": {}, "finish_reason": "stop"}]))
         if (body.get("stream_options") or {}).get("include_usage"):
             await response.write(event([], usage=usage))
@@ -99,15 +146,24 @@ class MockUpstream:
         return response
 
     async def list_models(self, request: web.Request) -> web.Response:
-        return web.json_response({"object": "list", "data": [
-            {"id": model, "object": "model", "created": 0, "owned_by": self.name} for model in self.models]})
+        return web.json_response(
+            {
+                "object": "list",
+                "data": [
+                    {"id": model, "object": "model", "created": 0, "owned_by": self.name}
+                    for model in self.models
+                ],
+            }
+        )
 
     # -- admin ----------------------------------------------------------------
     async def fail(self, request: web.Request) -> web.Response:
         order = await request.json() if request.can_read_body else {}
         self.fail_status = int(order.get("status", 503))
         self.fail_count = int(order.get("count", 0))
-        self.fail_until = time.monotonic() + float(order.get("seconds", 0 if self.fail_count else 3600))
+        self.fail_until = time.monotonic() + float(
+            order.get("seconds", 0 if self.fail_count else 3600)
+        )
         return web.json_response(self.stats())
 
     async def recover(self, request: web.Request) -> web.Response:
@@ -138,12 +194,19 @@ def _usage(body: dict[str, Any]) -> dict[str, int]:
     return {"prompt_tokens": prompt, "completion_tokens": 8, "total_tokens": prompt + 8}
 
 
-def _error(status: int, message: str, kind: str, headers: dict[str, str] | None = None) -> web.Response:
-    return web.json_response({"error": {"message": message, "type": kind, "param": None, "code": None}},
-                             status=status, headers=headers)
+def _error(
+    status: int, message: str, kind: str, headers: dict[str, str] | None = None
+) -> web.Response:
+    return web.json_response(
+        {"error": {"message": message, "type": kind, "param": None, "code": None}},
+        status=status,
+        headers=headers,
+    )
 
 
-async def serve(listen: dict[str, int], host: str = "127.0.0.1") -> tuple[list[web.AppRunner], dict[str, int]]:
+async def serve(
+    listen: dict[str, int], host: str = "127.0.0.1"
+) -> tuple[list[web.AppRunner], dict[str, int]]:
     """Start one upstream per ``name: port`` (0 picks a free port); returns the runners and ports."""
     runners: list[web.AppRunner] = []
     ports: dict[str, int] = {}
@@ -158,7 +221,9 @@ async def serve(listen: dict[str, int], host: str = "127.0.0.1") -> tuple[list[w
             sock.close()
             for started in [*runners, runner]:
                 await started.cleanup()
-            raise OSError(f"mock upstream {name}: cannot listen on {host}:{port}: {error.strerror}") from error
+            raise OSError(
+                f"mock upstream {name}: cannot listen on {host}:{port}: {error.strerror}"
+            ) from error
         await web.SockSite(runner, sock).start()
         runners.append(runner)
         ports[name] = int(sock.getsockname()[1])
@@ -208,8 +273,11 @@ def start_in_thread(listen: dict[str, int]) -> RunningUpstreams:
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m tiergate_operator.cli.mock_upstream", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        prog="python -m tiergate_operator.cli.mock_upstream",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     parser.add_argument("--listen", action="append", required=True, metavar="NAME=PORT")
     args = parser.parse_args(argv)
     listen = {name: int(port) for name, _, port in (item.partition("=") for item in args.listen)}

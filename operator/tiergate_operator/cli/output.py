@@ -35,11 +35,15 @@ _Dumper.add_representer(str, _str)
 def dump(documents: Sequence[Any], output: str) -> str:
     """``yaml``: a multi-document stream; ``json``: a kubectl-style ``List`` (or the one object)."""
     if output == "json":
-        payload: Any = documents[0] if len(documents) == 1 else {
-            "apiVersion": "v1", "kind": "List", "items": list(documents)}
+        payload: Any = (
+            documents[0]
+            if len(documents) == 1
+            else {"apiVersion": "v1", "kind": "List", "items": list(documents)}
+        )
         return json.dumps(payload, indent=2, sort_keys=False) + "\n"
-    return yaml.dump_all(documents, Dumper=_Dumper, sort_keys=False, width=float("inf"),
-                         explicit_start=True)
+    return yaml.dump_all(
+        documents, Dumper=_Dumper, sort_keys=False, width=float("inf"), explicit_start=True
+    )
 
 
 def table(header: Sequence[str], rows: Iterable[Sequence[str]], right: Iterable[int] = ()) -> str:
@@ -49,8 +53,10 @@ def table(header: Sequence[str], rows: Iterable[Sequence[str]], right: Iterable[
     aligned = set(right)
 
     def line(row: Sequence[str]) -> str:
-        cells = [cell.rjust(w) if i in aligned else cell.ljust(w)
-                 for i, (cell, w) in enumerate(zip(row, widths, strict=True))]
+        cells = [
+            cell.rjust(w) if i in aligned else cell.ljust(w)
+            for i, (cell, w) in enumerate(zip(row, widths, strict=True))
+        ]
         return "  ".join(cells).rstrip()
 
     return "\n".join(line(row) for row in body) + "\n"

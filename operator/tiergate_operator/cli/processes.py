@@ -32,8 +32,14 @@ def spawn(name: str, argv: Sequence[str], env: Mapping[str, str], log: Path) -> 
     """Start ``argv`` in its own session (a Ctrl-C in the terminal does not reach it), logging to ``log``."""
     log.parent.mkdir(parents=True, exist_ok=True)
     with log.open("ab") as out:
-        process = subprocess.Popen(list(argv), env=dict(env), stdout=out, stderr=subprocess.STDOUT,
-                                   stdin=subprocess.DEVNULL, start_new_session=True)
+        process = subprocess.Popen(
+            list(argv),
+            env=dict(env),
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,
+        )
     record = ProcessRecord(name, process.pid, tuple(argv), str(log))
     # Popen may return a moment before the exec shows in /proc: wait, so is_running is exact.
     deadline = time.monotonic() + 5

@@ -21,22 +21,37 @@ __all__ = ["add_parser", "run"]
 
 def add_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     parser = commands.add_parser(
-        "render", help="print what the operator would apply for a folder of manifests (offline)",
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter,
+        "render",
+        help="print what the operator would apply for a folder of manifests (offline)",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    parser.add_argument("-f", "--filename", type=Path, required=True, metavar="DIR",
-                        help="folder (recursive) or file of manifests; kustomization.yaml is ignored")
-    parser.add_argument("-n", "--namespace", help="namespace for objects that set none (default: default)")
+    parser.add_argument(
+        "-f",
+        "--filename",
+        type=Path,
+        required=True,
+        metavar="DIR",
+        help="folder (recursive) or file of manifests; kustomization.yaml is ignored",
+    )
+    parser.add_argument(
+        "-n", "--namespace", help="namespace for objects that set none (default: default)"
+    )
     parser.add_argument("-o", "--output", choices=("yaml", "json"), default="yaml")
-    parser.add_argument("--configs-only", action="store_true",
-                        help="print only each gateway's config (the ConfigMap's config.json, decoded)")
+    parser.add_argument(
+        "--configs-only",
+        action="store_true",
+        help="print only each gateway's config (the ConfigMap's config.json, decoded)",
+    )
     parser.set_defaults(run=run)
 
 
 def run(args: argparse.Namespace) -> int:
     manifests = load_manifests(args.filename, args.namespace)
     for doc in manifests.skipped:
-        note(f"{doc.where}: skipping {doc.kind} {doc.name}: the operator does not read it", "render")
+        note(
+            f"{doc.where}: skipping {doc.kind} {doc.name}: the operator does not read it", "render"
+        )
     settings = load_operator_settings()
     documents: list[Any] = []
     reported: list[str] = []
@@ -44,14 +59,20 @@ def run(args: argparse.Namespace) -> int:
         rendered = render_namespace(manifests, namespace, settings)
         reported += problems(manifests, rendered)
         if args.configs_only:
-            documents += [config.model_dump(mode="json") for _, config in sorted(rendered.desired.configs.items())]
+            documents += [
+                config.model_dump(mode="json")
+                for _, config in sorted(rendered.desired.configs.items())
+            ]
         else:
             documents += rendered.desired.manifests
     print(dump(documents, args.output), end="")
     for line in reported:
         note(line, "render")
     if reported:
-        note(f"{len(reported)} object(s) would not be served as written "
-             "(left out here; a running operator keeps their last good config)", "render")
+        note(
+            f"{len(reported)} object(s) would not be served as written "
+            "(left out here; a running operator keeps their last good config)",
+            "render",
+        )
         return 1
     return 0

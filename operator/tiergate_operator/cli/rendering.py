@@ -24,18 +24,24 @@ class NamespaceRender:
 
 
 def render_namespace(
-    manifests: ManifestSet, namespace: str, settings: OperatorSettings,
+    manifests: ManifestSet,
+    namespace: str,
+    settings: OperatorSettings,
     extra_secrets: dict[str, dict[str, str]] | None = None,
 ) -> NamespaceRender:
     store = manifests.store(namespace, extra_secrets)
-    return NamespaceRender(namespace, desired_state(namespace, store.namespace(namespace), {}, settings))
+    return NamespaceRender(
+        namespace, desired_state(namespace, store.namespace(namespace), {}, settings)
+    )
 
 
 def problems(manifests: ManifestSet, rendered: NamespaceRender) -> Iterator[str]:
     """One line per object the operator would mark ``Accepted=False``, with its file."""
     desired = rendered.desired
-    for kind, found in (("ModelRoute", desired.route_problems),
-                        ("ApiKeyTier", desired.tier_problems)):
+    for kind, found in (
+        ("ModelRoute", desired.route_problems),
+        ("ApiKeyTier", desired.tier_problems),
+    ):
         for name, problem in sorted(found.items()):
             where = manifests.locate(rendered.namespace, kind, name)
             yield f"{where}: {kind} {rendered.namespace}/{name}: {problem.reason}: {problem.message}"

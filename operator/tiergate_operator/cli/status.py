@@ -29,14 +29,22 @@ _MANAGED = "app.kubernetes.io/managed-by=tiergate-operator,app.kubernetes.io/com
 
 
 def add_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    parser = commands.add_parser("status", help="routes, tiers and gateways: readiness, replicas, spend",
-                                 description=__doc__)
+    parser = commands.add_parser(
+        "status", help="routes, tiers and gateways: readiness, replicas, spend", description=__doc__
+    )
     scope = parser.add_mutually_exclusive_group()
     scope.add_argument("-n", "--namespace", help="one namespace (default: all)")
-    scope.add_argument("-A", "--all-namespaces", action="store_true", help="every namespace (the default)")
-    parser.add_argument("--kubeconfig", type=Path,
-                        help="default: $KUBECONFIG, else the one `tiergate dev up` made, else ~/.kube/config")
-    parser.add_argument("--dir", type=Path, default=DEFAULT_DEV_DIR, help="dev state (for local gateways' spend)")
+    scope.add_argument(
+        "-A", "--all-namespaces", action="store_true", help="every namespace (the default)"
+    )
+    parser.add_argument(
+        "--kubeconfig",
+        type=Path,
+        help="default: $KUBECONFIG, else the one `tiergate dev up` made, else ~/.kube/config",
+    )
+    parser.add_argument(
+        "--dir", type=Path, default=DEFAULT_DEV_DIR, help="dev state (for local gateways' spend)"
+    )
     parser.set_defaults(run=run)
 
 
@@ -56,7 +64,9 @@ def spend_from_metrics(text: str) -> dict[tuple[str, str], Decimal]:
     for family in text_string_to_metric_families(text):
         for sample in family.samples:
             if sample.name == "tiergate_gateway_cost_usd_total":
-                found[(sample.labels["tier"], sample.labels["route"])] += Decimal(repr(sample.value))
+                found[(sample.labels["tier"], sample.labels["route"])] += Decimal(
+                    repr(sample.value)
+                )
     return found
 
 
@@ -93,8 +103,15 @@ def _kubeconfig(args: argparse.Namespace) -> Path | None:
 def _kubectl_json(args: argparse.Namespace, *argv: str) -> list[Body]:
     kubeconfig = _kubeconfig(args)
     scope = ["-n", args.namespace] if args.namespace else ["-A"]
-    command = [kubectl_binary(), *(["--kubeconfig", str(kubeconfig)] if kubeconfig else []),
-               "get", *argv, *scope, "-o", "json"]
+    command = [
+        kubectl_binary(),
+        *(["--kubeconfig", str(kubeconfig)] if kubeconfig else []),
+        "get",
+        *argv,
+        *scope,
+        "-o",
+        "json",
+    ]
     result = subprocess.run(command, capture_output=True, text=True, timeout=30, check=False)
     if result.returncode != 0:
         raise CommandError(f"kubectl get {' '.join(argv)}: {result.stderr.strip()}")
@@ -128,29 +145,76 @@ def run(args: argparse.Namespace) -> int:
     def spent(bucket: str, key: tuple[str, str]) -> str:
         return "-" if spend is None else _usd(getattr(spend, bucket).get(key, Decimal(0)))
 
-    routes = [[*_ref(b), b["spec"].get("model", ""), *_ready(b),
-               ",".join((b.get("status") or {}).get("gateways") or []) or "-", spent("routes", _ref(b))]
-              for b in objects if b["kind"] == "ModelRoute"]
+    routes = [
+        [
+            *_ref(b),
+            b["spec"].get("model", ""),
+            *_ready(b),
+            ",".join((b.get("status") or {}).get("gateways") or []) or "-",
+            spent("routes", _ref(b)),
+        ]
+        for b in objects
+        if b["kind"] == "ModelRoute"
+    ]
     tiers = []
     for b in (b for b in objects if b["kind"] == "ApiKeyTier"):
         status = b.get("status") or {}
         budget = (b["spec"].get("budget") or {}).get("monthlyUSD")
-        tiers.append([*_ref(b), b["spec"].get("isolation", ""), *_ready(b), status.get("gateway") or "-",
-                      f"{status.get('readyReplicas', 0)}/{status.get('replicas', 0)}",
-                      spent("tiers", _ref(b)) + (f" / ${Decimal(budget):,.2f}" if budget else "")])
-    generations = {_ref(c): (c["metadata"].get("annotations") or {}).get("tiergate.dev/config-generation", "-")
-                   for c in children if c["kind"] == "ConfigMap"}
+        tiers.append(
+            [
+                *_ref(b),
+                b["spec"].get("isolation", ""),
+                *_ready(b),
+                status.get("gateway") or "-",
+                f"{status.get('readyReplicas', 0)}/{status.get('replicas', 0)}",
+                spent("tiers", _ref(b)) + (f" / ${Decimal(budget):,.2f}" if budget else ""),
+            ]
+        )
+    generations = {
+        _ref(c): (c["metadata"].get("annotations") or {}).get("tiergate.dev/config-generation", "-")
+        for c in children
+        if c["kind"] == "ConfigMap"
+    }
     gateways = []
     for d in (c for c in children if c["kind"] == "Deployment"):
         status = d.get("status") or {}
         isolation = d["metadata"].get("labels", {}).get("tiergate.dev/isolation", "-")
-        gateways.append([*_ref(d), isolation, f"{status.get('readyReplicas', 0)}/{d['spec'].get('replicas', 0)}",
-                         generations.get(_ref(d), "-"),
-                         "-" if spend is None else _usd(spend.gateways.get(_ref(d))),
-                         spend.urls.get(_ref(d), "-") if spend else "-"])
-    print("ModelRoutes\n" + table(["NAMESPACE", "NAME", "MODEL", "READY", "REASON", "GATEWAYS", "SPEND"], routes))
-    print("ApiKeyTiers\n" + table(["NAMESPACE", "NAME", "ISOLATION", "READY", "REASON", "GATEWAY",
-                                   "REPLICAS", "SPEND (since gateway start) / BUDGET"], tiers))
-    print("Gateways\n" + table(["NAMESPACE", "NAME", "ISOLATION", "READY", "CONFIG", "SPEND",
-                                  "LOCAL URL (dev up)"], gateways), end="")
+        gateways.append(
+            [
+                *_ref(d),
+                isolation,
+                f"{status.get('readyReplicas', 0)}/{d['spec'].get('replicas', 0)}",
+                generations.get(_ref(d), "-"),
+                "-" if spend is None else _usd(spend.gateways.get(_ref(d))),
+                spend.urls.get(_ref(d), "-") if spend else "-",
+            ]
+        )
+    print(
+        "ModelRoutes\n"
+        + table(["NAMESPACE", "NAME", "MODEL", "READY", "REASON", "GATEWAYS", "SPEND"], routes)
+    )
+    print(
+        "ApiKeyTiers\n"
+        + table(
+            [
+                "NAMESPACE",
+                "NAME",
+                "ISOLATION",
+                "READY",
+                "REASON",
+                "GATEWAY",
+                "REPLICAS",
+                "SPEND (since gateway start) / BUDGET",
+            ],
+            tiers,
+        )
+    )
+    print(
+        "Gateways\n"
+        + table(
+            ["NAMESPACE", "NAME", "ISOLATION", "READY", "CONFIG", "SPEND", "LOCAL URL (dev up)"],
+            gateways,
+        ),
+        end="",
+    )
     return 0

@@ -17,12 +17,16 @@ def parse_overrides(items: Iterable[str]) -> dict[str, str]:
     for item in items:
         target, sep, url = item.partition("=")
         if not sep or not target or not url.startswith(("http://", "https://")):
-            raise CommandError(f"--upstream-override {item!r}: expected TARGET=http(s)://HOST:PORT/v1")
+            raise CommandError(
+                f"--upstream-override {item!r}: expected TARGET=http(s)://HOST:PORT/v1"
+            )
         overrides[target] = url
     return overrides
 
 
-def override_upstreams(config: contract.GatewayConfig, overrides: Mapping[str, str]) -> contract.GatewayConfig:
+def override_upstreams(
+    config: contract.GatewayConfig, overrides: Mapping[str, str]
+) -> contract.GatewayConfig:
     if not overrides:
         return config
     used: set[str] = set()
@@ -34,13 +38,25 @@ def override_upstreams(config: contract.GatewayConfig, overrides: Mapping[str, s
                 return overrides[key]
         return target.base_url
 
-    routes = [route.model_copy(update={"targets": tuple(
-        target.model_copy(update={"base_url": url(route, target)}) for target in route.targets)})
-        for route in config.routes]
+    routes = [
+        route.model_copy(
+            update={
+                "targets": tuple(
+                    target.model_copy(update={"base_url": url(route, target)})
+                    for target in route.targets
+                )
+            }
+        )
+        for route in config.routes
+    ]
     unknown = sorted(set(overrides) - used)
     if unknown:
-        raise CommandError(f"--upstream-override: no target {', '.join(unknown)} in gateway {config.gateway}")
-    return contract.seal(gateway=config.gateway, namespace=config.namespace, routes=routes, tiers=config.tiers)
+        raise CommandError(
+            f"--upstream-override: no target {', '.join(unknown)} in gateway {config.gateway}"
+        )
+    return contract.seal(
+        gateway=config.gateway, namespace=config.namespace, routes=routes, tiers=config.tiers
+    )
 
 
 def local_upstream_ports(config: contract.GatewayConfig) -> dict[str, int]:

@@ -34,26 +34,32 @@ __all__ = ["ClusterStartError", "ControlPlane", "kubectl_binary", "start", "stop
 
 FAKE_NODE = "kwok-node-0"
 OPERATOR_USER = "operator"
-_CONTROLLERS = ",".join([
-    "garbage-collector-controller",
-    "deployment-controller",
-    "replicaset-controller",
-    "namespace-controller",
-    "serviceaccount-controller",
-    "serviceaccount-token-controller",
-    "root-ca-certificate-publisher-controller",
-    "clusterrole-aggregation-controller",
-    "node-lifecycle-controller",
-    "disruption-controller",
-])
+_CONTROLLERS = ",".join(
+    [
+        "garbage-collector-controller",
+        "deployment-controller",
+        "replicaset-controller",
+        "namespace-controller",
+        "serviceaccount-controller",
+        "serviceaccount-token-controller",
+        "root-ca-certificate-publisher-controller",
+        "clusterrole-aggregation-controller",
+        "node-lifecycle-controller",
+        "disruption-controller",
+    ]
+)
 _FAKE_NODE_MANIFEST = {
     "apiVersion": "v1",
     "kind": "Node",
     "metadata": {
         "name": FAKE_NODE,
         "annotations": {"kwok.x-k8s.io/node": "fake", "node.alpha.kubernetes.io/ttl": "0"},
-        "labels": {"kubernetes.io/os": "linux", "kubernetes.io/arch": "amd64",
-                   "kubernetes.io/hostname": FAKE_NODE, "type": "kwok"},
+        "labels": {
+            "kubernetes.io/os": "linux",
+            "kubernetes.io/arch": "amd64",
+            "kubernetes.io/hostname": FAKE_NODE,
+            "type": "kwok",
+        },
     },
     "spec": {"providerID": f"kwok://{FAKE_NODE}"},
 }
@@ -77,7 +83,9 @@ def kubectl_binary() -> str:
         return str(beside_python)
     found = shutil.which("kubectl")
     if not found:
-        raise ClusterStartError("kubectl not found: install the dev extras (pip install -e '.[dev]')")
+        raise ClusterStartError(
+            "kubectl not found: install the dev extras (pip install -e '.[dev]')"
+        )
     return found
 
 
@@ -131,25 +139,45 @@ class ControlPlane:
         return write_kubeconfig(path, server=self.server, ca_cert=self.ca_cert, token=token)
 
     def kubectl(
-        self, *args: str, input: str | None = None, check: bool = True,
-        kubeconfig: Path | None = None, timeout: float = 120,
+        self,
+        *args: str,
+        input: str | None = None,
+        check: bool = True,
+        kubeconfig: Path | None = None,
+        timeout: float = 120,
     ) -> subprocess.CompletedProcess[str]:
         result = subprocess.run(
-            [kubectl_binary(), *args], input=input, capture_output=True, text=True,
-            env=self.env(kubeconfig), timeout=timeout, check=False,
+            [kubectl_binary(), *args],
+            input=input,
+            capture_output=True,
+            text=True,
+            env=self.env(kubeconfig),
+            timeout=timeout,
+            check=False,
         )
         if check and result.returncode != 0:
             raise CommandFailed(result.returncode, result.args, result.stdout, result.stderr)
         return result
 
-    def helm(self, *args: str, check: bool = True, timeout: float = 300) -> subprocess.CompletedProcess[str]:
+    def helm(
+        self, *args: str, check: bool = True, timeout: float = 300
+    ) -> subprocess.CompletedProcess[str]:
         helm_home = self.workdir / "helm"
         env = self.env()
-        for var, sub in (("HELM_CACHE_HOME", "cache"), ("HELM_CONFIG_HOME", "config"),
-                         ("HELM_DATA_HOME", "data")):
+        for var, sub in (
+            ("HELM_CACHE_HOME", "cache"),
+            ("HELM_CONFIG_HOME", "config"),
+            ("HELM_DATA_HOME", "data"),
+        ):
             env[var] = str(helm_home / sub)
-        result = subprocess.run([str(self.bin_dir / "helm"), *args], capture_output=True, text=True,
-                                env=env, timeout=timeout, check=False)
+        result = subprocess.run(
+            [str(self.bin_dir / "helm"), *args],
+            capture_output=True,
+            text=True,
+            env=env,
+            timeout=timeout,
+            check=False,
+        )
         if check and result.returncode != 0:
             raise CommandFailed(result.returncode, result.args, result.stdout, result.stderr)
         return result
@@ -163,8 +191,11 @@ class ControlPlane:
     def load(cls, workdir: Path) -> ControlPlane:
         state = json.loads((workdir / "state.json").read_text())
         return cls(
-            workdir=Path(state["workdir"]), bin_dir=Path(state["bin_dir"]), api_port=state["api_port"],
-            admin_token=state["admin_token"], operator_token=state["operator_token"],
+            workdir=Path(state["workdir"]),
+            bin_dir=Path(state["bin_dir"]),
+            api_port=state["api_port"],
+            admin_token=state["admin_token"],
+            operator_token=state["operator_token"],
             pids={k: int(v) for k, v in state["pids"].items()},
         )
 
@@ -192,8 +223,11 @@ class _Launcher:
         log = self.plane.log_path(component)
         with log.open("ab") as sink:
             process = subprocess.Popen(
-                [str(self.plane.bin_dir / binary), *args], stdout=sink, stderr=subprocess.STDOUT,
-                stdin=subprocess.DEVNULL, start_new_session=True,
+                [str(self.plane.bin_dir / binary), *args],
+                stdout=sink,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                start_new_session=True,
             )
         self.processes[component] = process
         self.plane.pids[component] = process.pid
@@ -220,7 +254,11 @@ class _Launcher:
 
 
 def _https_ok(url: str, token: str | None = None, cafile: Path | None = None) -> bool:
-    context = ssl.create_default_context(cafile=str(cafile)) if cafile else ssl._create_unverified_context()
+    context = (
+        ssl.create_default_context(cafile=str(cafile))
+        if cafile
+        else ssl._create_unverified_context()
+    )
     request = urllib.request.Request(url)
     if token:
         request.add_header("Authorization", f"Bearer {token}")
@@ -240,7 +278,9 @@ def _http_ok(url: str) -> bool:
 
 
 def start(
-    workdir: Path, bin_dir: Path, progress: Callable[[str], None] = lambda _: None,
+    workdir: Path,
+    bin_dir: Path,
+    progress: Callable[[str], None] = lambda _: None,
     timeout: float = 120,
 ) -> ControlPlane:
     """Start every component in ``workdir`` (created if needed) and wait until all are ready.
@@ -248,11 +288,15 @@ def start(
     On failure, everything started so far is stopped and ``ClusterStartError`` names the
     component and shows its log.
     """
-    missing = [b for b in ("etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler", "kwok")
-               if not (bin_dir / b).exists()]
+    missing = [
+        b
+        for b in ("etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler", "kwok")
+        if not (bin_dir / b).exists()
+    ]
     if missing:
-        raise ClusterStartError(f"missing binaries in {bin_dir}: {', '.join(missing)}; "
-                                "run scripts/build-tools.sh")
+        raise ClusterStartError(
+            f"missing binaries in {bin_dir}: {', '.join(missing)}; run scripts/build-tools.sh"
+        )
     workdir.mkdir(parents=True, exist_ok=True)
     (workdir / "logs").mkdir(exist_ok=True)
     pki = make_pki(workdir / "pki")
@@ -264,11 +308,17 @@ def start(
         "operator": Identity.new(OPERATOR_USER, "tiergate:operators"),
     }
     write_token_file(workdir / "tokens.csv", list(identities.values()))
-    plane = ControlPlane(workdir=workdir, bin_dir=bin_dir, api_port=_free_port(),
-                         admin_token=identities["admin"].token,
-                         operator_token=identities["operator"].token)
-    kubeconfigs = {name: plane.write_kubeconfig(workdir / f"{name}.kubeconfig", identity.token)
-                   for name, identity in identities.items()}
+    plane = ControlPlane(
+        workdir=workdir,
+        bin_dir=bin_dir,
+        api_port=_free_port(),
+        admin_token=identities["admin"].token,
+        operator_token=identities["operator"].token,
+    )
+    kubeconfigs = {
+        name: plane.write_kubeconfig(workdir / f"{name}.kubeconfig", identity.token)
+        for name, identity in identities.items()
+    }
     launcher = _Launcher(plane, progress)
     try:
         _start_components(plane, launcher, pki.directory, kubeconfigs, timeout)
@@ -279,80 +329,131 @@ def start(
 
 
 def _start_components(
-    plane: ControlPlane, launcher: _Launcher, pki_dir: Path, kubeconfigs: dict[str, Path],
+    plane: ControlPlane,
+    launcher: _Launcher,
+    pki_dir: Path,
+    kubeconfigs: dict[str, Path],
     timeout: float,
 ) -> None:
     workdir = plane.workdir
     etcd_port, etcd_peer = _free_port(), _free_port()
-    launcher.launch("etcd", "etcd", [
-        "--name=default", f"--data-dir={workdir / 'etcd'}",
-        f"--listen-client-urls=http://127.0.0.1:{etcd_port}",
-        f"--advertise-client-urls=http://127.0.0.1:{etcd_port}",
-        f"--listen-peer-urls=http://127.0.0.1:{etcd_peer}",
-        f"--initial-advertise-peer-urls=http://127.0.0.1:{etcd_peer}",
-        f"--initial-cluster=default=http://127.0.0.1:{etcd_peer}",
-        "--listen-metrics-urls=", "--unsafe-no-fsync=true", "--log-level=warn",
-    ])
+    launcher.launch(
+        "etcd",
+        "etcd",
+        [
+            "--name=default",
+            f"--data-dir={workdir / 'etcd'}",
+            f"--listen-client-urls=http://127.0.0.1:{etcd_port}",
+            f"--advertise-client-urls=http://127.0.0.1:{etcd_port}",
+            f"--listen-peer-urls=http://127.0.0.1:{etcd_peer}",
+            f"--initial-advertise-peer-urls=http://127.0.0.1:{etcd_peer}",
+            f"--initial-cluster=default=http://127.0.0.1:{etcd_peer}",
+            "--listen-metrics-urls=",
+            "--unsafe-no-fsync=true",
+            "--log-level=warn",
+        ],
+    )
     launcher.wait_until("etcd", lambda: _http_ok(f"http://127.0.0.1:{etcd_port}/health"), timeout)
 
-    launcher.launch("kube-apiserver", "kube-apiserver", [
-        f"--etcd-servers=http://127.0.0.1:{etcd_port}",
-        "--bind-address=127.0.0.1", "--advertise-address=127.0.0.1",
-        f"--secure-port={plane.api_port}", "--endpoint-reconciler-type=none",
-        f"--cert-dir={pki_dir}", f"--tls-cert-file={pki_dir / 'apiserver.crt'}",
-        f"--tls-private-key-file={pki_dir / 'apiserver.key'}",
-        f"--client-ca-file={pki_dir / 'ca.crt'}", f"--token-auth-file={workdir / 'tokens.csv'}",
-        "--service-account-issuer=https://kubernetes.default.svc.cluster.local",
-        f"--service-account-key-file={pki_dir / 'sa.pub'}",
-        f"--service-account-signing-key-file={pki_dir / 'sa.key'}",
-        "--service-cluster-ip-range=10.0.0.0/24", "--authorization-mode=Node,RBAC",
-        "--allow-privileged=true", "--profiling=false", "--v=1",
-    ])
+    launcher.launch(
+        "kube-apiserver",
+        "kube-apiserver",
+        [
+            f"--etcd-servers=http://127.0.0.1:{etcd_port}",
+            "--bind-address=127.0.0.1",
+            "--advertise-address=127.0.0.1",
+            f"--secure-port={plane.api_port}",
+            "--endpoint-reconciler-type=none",
+            f"--cert-dir={pki_dir}",
+            f"--tls-cert-file={pki_dir / 'apiserver.crt'}",
+            f"--tls-private-key-file={pki_dir / 'apiserver.key'}",
+            f"--client-ca-file={pki_dir / 'ca.crt'}",
+            f"--token-auth-file={workdir / 'tokens.csv'}",
+            "--service-account-issuer=https://kubernetes.default.svc.cluster.local",
+            f"--service-account-key-file={pki_dir / 'sa.pub'}",
+            f"--service-account-signing-key-file={pki_dir / 'sa.key'}",
+            "--service-cluster-ip-range=10.0.0.0/24",
+            "--authorization-mode=Node,RBAC",
+            "--allow-privileged=true",
+            "--profiling=false",
+            "--v=1",
+        ],
+    )
     launcher.wait_until(
         "kube-apiserver",
-        lambda: _https_ok(f"{plane.server}/readyz", plane.admin_token, plane.ca_cert), timeout,
+        lambda: _https_ok(f"{plane.server}/readyz", plane.admin_token, plane.ca_cert),
+        timeout,
     )
 
     kcm_port, scheduler_port = _free_port(), _free_port()
-    launcher.launch("kube-controller-manager", "kube-controller-manager", [
-        f"--kubeconfig={kubeconfigs['kcm']}",
-        f"--authentication-kubeconfig={kubeconfigs['kcm']}",
-        f"--authorization-kubeconfig={kubeconfigs['kcm']}",
-        "--bind-address=127.0.0.1", f"--secure-port={kcm_port}", "--leader-elect=false",
-        f"--controllers={_CONTROLLERS}",
-        f"--service-account-private-key-file={pki_dir / 'sa.key'}",
-        f"--root-ca-file={pki_dir / 'ca.crt'}", "--service-cluster-ip-range=10.0.0.0/24",
-        "--use-service-account-credentials=false",
-    ])
-    launcher.launch("kube-scheduler", "kube-scheduler", [
-        f"--kubeconfig={kubeconfigs['scheduler']}",
-        f"--authentication-kubeconfig={kubeconfigs['scheduler']}",
-        f"--authorization-kubeconfig={kubeconfigs['scheduler']}",
-        "--bind-address=127.0.0.1", f"--secure-port={scheduler_port}", "--leader-elect=false",
-    ])
+    launcher.launch(
+        "kube-controller-manager",
+        "kube-controller-manager",
+        [
+            f"--kubeconfig={kubeconfigs['kcm']}",
+            f"--authentication-kubeconfig={kubeconfigs['kcm']}",
+            f"--authorization-kubeconfig={kubeconfigs['kcm']}",
+            "--bind-address=127.0.0.1",
+            f"--secure-port={kcm_port}",
+            "--leader-elect=false",
+            f"--controllers={_CONTROLLERS}",
+            f"--service-account-private-key-file={pki_dir / 'sa.key'}",
+            f"--root-ca-file={pki_dir / 'ca.crt'}",
+            "--service-cluster-ip-range=10.0.0.0/24",
+            "--use-service-account-credentials=false",
+        ],
+    )
+    launcher.launch(
+        "kube-scheduler",
+        "kube-scheduler",
+        [
+            f"--kubeconfig={kubeconfigs['scheduler']}",
+            f"--authentication-kubeconfig={kubeconfigs['scheduler']}",
+            f"--authorization-kubeconfig={kubeconfigs['scheduler']}",
+            "--bind-address=127.0.0.1",
+            f"--secure-port={scheduler_port}",
+            "--leader-elect=false",
+        ],
+    )
     stages = plane.bin_dir / "kwok-stages"
-    launcher.launch("kwok", "kwok", [
-        f"--kubeconfig={kubeconfigs['kwok']}", "--manage-all-nodes=false",
-        "--manage-nodes-with-annotation-selector=kwok.x-k8s.io/node=fake",
-        "--cidr=10.244.0.0/24", "--node-ip=127.0.0.1", "--node-lease-duration-seconds=40",
-        f"--config={stages / 'node/fast/node-initialize.yaml'}",
-        f"--config={stages / 'node/heartbeat-with-lease/node-heartbeat-with-lease.yaml'}",
-        f"--config={stages / 'pod/fast/pod-ready.yaml'}",
-        f"--config={stages / 'pod/fast/pod-complete.yaml'}",
-        f"--config={stages / 'pod/fast/pod-delete.yaml'}",
-    ])
-    launcher.wait_until("kube-controller-manager",
-                        lambda: _https_ok(f"https://127.0.0.1:{kcm_port}/healthz"), timeout)
-    launcher.wait_until("kube-scheduler",
-                        lambda: _https_ok(f"https://127.0.0.1:{scheduler_port}/healthz"), timeout)
+    launcher.launch(
+        "kwok",
+        "kwok",
+        [
+            f"--kubeconfig={kubeconfigs['kwok']}",
+            "--manage-all-nodes=false",
+            "--manage-nodes-with-annotation-selector=kwok.x-k8s.io/node=fake",
+            "--cidr=10.244.0.0/24",
+            "--node-ip=127.0.0.1",
+            "--node-lease-duration-seconds=40",
+            f"--config={stages / 'node/fast/node-initialize.yaml'}",
+            f"--config={stages / 'node/heartbeat-with-lease/node-heartbeat-with-lease.yaml'}",
+            f"--config={stages / 'pod/fast/pod-ready.yaml'}",
+            f"--config={stages / 'pod/fast/pod-complete.yaml'}",
+            f"--config={stages / 'pod/fast/pod-delete.yaml'}",
+        ],
+    )
+    launcher.wait_until(
+        "kube-controller-manager",
+        lambda: _https_ok(f"https://127.0.0.1:{kcm_port}/healthz"),
+        timeout,
+    )
+    launcher.wait_until(
+        "kube-scheduler", lambda: _https_ok(f"https://127.0.0.1:{scheduler_port}/healthz"), timeout
+    )
     plane.kubectl("apply", "-f", "-", input=json.dumps(_FAKE_NODE_MANIFEST))
     launcher.wait_until("kwok", lambda: _node_ready(plane), timeout)
 
 
 def _node_ready(plane: ControlPlane) -> bool:
     result = plane.kubectl(
-        "get", "node", FAKE_NODE, "-o",
-        'jsonpath={.status.conditions[?(@.type=="Ready")].status}', check=False, timeout=10,
+        "get",
+        "node",
+        FAKE_NODE,
+        "-o",
+        'jsonpath={.status.conditions[?(@.type=="Ready")].status}',
+        check=False,
+        timeout=10,
     )
     return result.stdout.strip() == "True"
 

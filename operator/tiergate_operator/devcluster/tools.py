@@ -17,7 +17,9 @@ def tools_bin_dir(build: bool = False) -> Path:
     if override := os.environ.get("TIERGATE_TOOLS_BIN"):
         return Path(override)
     if not _BUILD_SCRIPT.exists():
-        raise FileNotFoundError("set TIERGATE_TOOLS_BIN: scripts/build-tools.sh is not beside this install")
+        raise FileNotFoundError(
+            "set TIERGATE_TOOLS_BIN: scripts/build-tools.sh is not beside this install"
+        )
     args = ["bash", str(_BUILD_SCRIPT)] + ([] if build else ["--print"])
     output = subprocess.run(args, check=True, stdout=subprocess.PIPE, text=True).stdout
     return Path(output.strip().splitlines()[-1])
