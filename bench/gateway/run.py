@@ -3,6 +3,7 @@
 Not a test: a script that prints a table. Runs on 127.0.0.1 only.
 
     .venv/bin/python bench/gateway/run.py [--rounds 3] [--duration 3] [--litellm PATH]
+        [--gateway-python PATH]
 
 - mock upstream (mock_upstream.py) and wrk on core 1, the server under test on core 0
 - scenarios: plain and streaming chat completions, 1 and 50 connections (wrk -t1)
@@ -312,6 +313,13 @@ def main() -> None:
     parser.add_argument(
         "--litellm", type=Path, default=DEFAULT_LITELLM, help="bin dir of LiteLLM's venv"
     )
+    parser.add_argument(
+        "--gateway-python",
+        type=Path,
+        default=Path(sys.executable),
+        help="interpreter for tiergate (with the gateway's requirements installed), e.g. a "
+        "PGO/LTO build like the image's; default: this one",
+    )
     args = parser.parse_args()
     for tool in ("wrk", "taskset"):
         if shutil.which(tool) is None:
@@ -343,7 +351,7 @@ def main() -> None:
                 "tiergate",
                 taskset(
                     SERVER_CORE,
-                    python,
+                    str(args.gateway_python),
                     "-m",
                     "tiergate_gateway",
                     "--port",
@@ -481,6 +489,7 @@ def main() -> None:
             f"load average before: {load_before:.2f}, after: {os.getloadavg()[0]:.2f}; "
             "the servers not under test are paused (SIGSTOP) during each run"
         )
+        print(f"tiergate ran on {args.gateway_python}")
         for note in notes:
             print(f"note: {note}")
     finally:
