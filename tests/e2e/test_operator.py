@@ -44,6 +44,21 @@ def operator_log(
     assert "Traceback" not in log.read_text(), "the operator logged a traceback"
 
 
+def set_primary_weight(control_plane: ControlPlane, namespace: str, weight: int) -> None:
+    """Edit the deepseek-chat route's first target weight (a change every gateway must pick up)."""
+    patch = [{"op": "replace", "path": "/spec/targets/0/weight", "value": weight}]
+    control_plane.kubectl(
+        "-n",
+        namespace,
+        "patch",
+        "modelroute",
+        "deepseek-chat",
+        "--type=json",
+        "-p",
+        json.dumps(patch),
+    )
+
+
 def apply_examples(plane: ControlPlane, namespace: str) -> None:
     plane.kubectl("-n", namespace, "apply", "-k", str(EXAMPLES))
 
@@ -125,17 +140,7 @@ def test_route_edit_reaches_the_config_without_restarting_pods(
     apply_examples(control_plane, namespace)
     wait_ready(control_plane, namespace, "apikeytier/startup")
     before = get(control_plane, namespace, "deployment", "tiergate-shared")
-    patch = [{"op": "replace", "path": "/spec/targets/0/weight", "value": 10}]
-    control_plane.kubectl(
-        "-n",
-        namespace,
-        "patch",
-        "modelroute",
-        "deepseek-chat",
-        "--type=json",
-        "-p",
-        json.dumps(patch),
-    )
+    set_primary_weight(control_plane, namespace, 10)
 
     def primary_weight() -> bool:
         config = gateway_config(control_plane, namespace, "tiergate-shared")
@@ -292,17 +297,7 @@ def test_a_missing_secret_marks_the_tier_not_ready_and_keeps_the_last_good_confi
     assert "MissingSecret" in events
 
     # The others keep working: a route edit still reaches the dedicated gateway.
-    patch = [{"op": "replace", "path": "/spec/targets/0/weight", "value": 7}]
-    control_plane.kubectl(
-        "-n",
-        namespace,
-        "patch",
-        "modelroute",
-        "deepseek-chat",
-        "--type=json",
-        "-p",
-        json.dumps(patch),
-    )
+    set_primary_weight(control_plane, namespace, 7)
     eventually(
         lambda: (
             7
