@@ -27,6 +27,7 @@ __all__ = [
     "CONFIG_GZIP_KEY",
     "CONFIG_KEY",
     "CONFIG_VERSION",
+    "MAX_KEYS_PER_TIER",
     "Budget",
     "CircuitBreaker",
     "CredentialRef",
@@ -217,9 +218,13 @@ class TierUpstream(_Frozen):
     model_prefix: str = Field(default="", max_length=253)
 
 
+# Client keys one tier may hold: beyond this a config no longer fits a ConfigMap comfortably.
+MAX_KEYS_PER_TIER = 10_000
+
+
 class Tier(_Frozen):
     name: str = Field(min_length=1, max_length=253)
-    key_sha256: tuple[str, ...] = Field(max_length=10_000)
+    key_sha256: tuple[str, ...] = Field(max_length=MAX_KEYS_PER_TIER)
     models: tuple[str, ...]
     default_class: RequestClass = RequestClass.STANDARD
     limits: Limits = Limits()

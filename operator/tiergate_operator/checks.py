@@ -12,6 +12,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
+from tiergate_gateway.contract import MAX_KEYS_PER_TIER
 from tiergate_operator.models import ApiKeyTier, ModelRoute, SecretKeyRef
 from tiergate_operator.plans import Problem
 
@@ -139,15 +140,17 @@ def check_tiers(
         if problem:
             problems[name] = problem
             continue
-        digests[name] = tuple(
-            sorted(
-                {
-                    digest
-                    for key in tier.spec.keys
-                    for digest in secrets[key.secret_ref.name].values()
-                }
+        found = {
+            digest for key in tier.spec.keys for digest in secrets[key.secret_ref.name].values()
+        }
+        if len(found) > MAX_KEYS_PER_TIER:
+            problems[name] = Problem(
+                "TooManyKeys",
+                f"the tier's key Secrets hold {len(found)} client keys; a tier holds at most "
+                f"{MAX_KEYS_PER_TIER}: split the keys over several tiers",
             )
-        )
+            continue
+        digests[name] = tuple(sorted(found))
         for digest in digests[name]:
             owners[digest].append(name)
     _mark_shared(

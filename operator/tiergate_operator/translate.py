@@ -212,7 +212,12 @@ def translate(
         builder = _GatewayBuilder(gateway, route_set, previous.get(gateway))
         for tier in members[gateway]:
             if tier.metadata.name not in tier_problems:
-                builder.add_fresh(tier, key_digests[tier.metadata.name])
+                try:
+                    builder.add_fresh(tier, key_digests[tier.metadata.name])
+                except ValidationError as error:
+                    # A spec the checks passed but the gateway contract refuses: reported for
+                    # this tier (its last good entry keeps serving), never a failed pass.
+                    tier_problems[tier.metadata.name] = invalid_spec(error)
         for name in [t.metadata.name for t in members[gateway]] + unparsed:
             if name in tier_problems:
                 builder.carry_over(name)

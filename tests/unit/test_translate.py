@@ -10,7 +10,12 @@ from typing import Any
 import pytest
 from namespace_inputs import NamespaceInputs, from_documents, load
 
-from tiergate_gateway.contract import GatewayConfig, canonical_json, hash_client_key
+from tiergate_gateway.contract import (
+    MAX_KEYS_PER_TIER,
+    GatewayConfig,
+    canonical_json,
+    hash_client_key,
+)
 from tiergate_operator.translate import Translation, translate
 
 EXAMPLES = Path(__file__).parents[2] / "crds" / "examples"
@@ -266,3 +271,46 @@ def test_configs_hold_key_digests_only() -> None:
     config = canonical_json(translation.plans[0].config).decode()
     assert "key-a" not in config
     assert hash_client_key("key-a") in config
+
+
+def test_a_tier_with_more_keys_than_a_config_holds_is_reported_not_crashed() -> None:
+    limit = MAX_KEYS_PER_TIER
+    many = secret("a-keys", **{f"k{i}": f"key-{i}" for i in range(limit + 1)})
+    good = run(*BASE, tier("a"), tier("b"))
+    broken = run(many, *BASE[:2], BASE[3], tier("a"), tier("b"), previous=good.configs)
+    problem = broken.tier_problems["a"]
+    assert problem.reason == "TooManyKeys"
+    assert f"{limit + 1} client keys" in problem.message
+    assert f"at most {limit}" in problem.message
+    # The last good entry keeps serving; the other tier is untouched.
+    assert served(broken, "tiergate-shared") == {"a": ["chat", "code"], "b": ["chat", "code"]}
+    (kept,) = [t for t in broken.plan("tiergate-shared").config.tiers if t.name == "a"]  # type: ignore[union-attr]
+    assert kept.key_sha256 == (hash_client_key("key-a"),)
+    # At the limit it is served.
+    at_limit = secret("a-keys", **{f"k{i}": f"key-{i}" for i in range(limit)})
+    fine = run(at_limit, *BASE[:2], BASE[3], tier("a"), tier("b"))
+    assert "a" not in fine.tier_problems
+    (served_a,) = [t for t in fine.plan("tiergate-shared").config.tiers if t.name == "a"]  # type: ignore[union-attr]
+    assert len(served_a.key_sha256) == limit
+
+
+def test_a_spec_the_gateway_contract_refuses_is_a_tier_problem(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Safety net: whatever the checks miss and the contract refuses never fails the pass."""
+    import tiergate_operator.translate as module
+    from tiergate_gateway.contract import Limits
+
+    good = run(*BASE, tier("a"), tier("b"))
+    original = module.contract_tier
+
+    def refusing(name: str, *args: Any) -> Any:
+        if name == "a":
+            Limits.model_validate({"requests_per_minute": 0})  # raises ValidationError
+        return original(name, *args)
+
+    monkeypatch.setattr(module, "contract_tier", refusing)
+    broken = run(*BASE, tier("a"), tier("b", models=["code"]), previous=good.configs)
+    assert broken.tier_problems["a"].reason == "InvalidSpec"
+    assert "requests_per_minute" in broken.tier_problems["a"].message
+    assert served(broken, "tiergate-shared") == {"a": ["chat", "code"], "b": ["code"]}
