@@ -15,6 +15,7 @@ from __future__ import annotations
 import base64
 import gzip
 import hashlib
+import re
 from collections.abc import Mapping, Sequence
 from decimal import Decimal
 from enum import StrEnum
@@ -218,6 +219,7 @@ class TierUpstream(_Frozen):
     model_prefix: str = Field(default="", max_length=253)
 
 
+_LOWER_HEX = re.compile(r"[0-9a-f]*")
 # Client keys one tier may hold: beyond this a config no longer fits a ConfigMap comfortably.
 MAX_KEYS_PER_TIER = 10_000
 
@@ -234,9 +236,9 @@ class Tier(_Frozen):
     @field_validator("key_sha256")
     @classmethod
     def _digests(cls, digests: tuple[str, ...]) -> tuple[str, ...]:
-        for digest in digests:
-            if len(digest) != 64 or any(c not in "0123456789abcdef" for c in digest):
-                raise ValueError("key_sha256 holds something that is not a hex SHA-256 digest")
+        # Checked in C (a Python loop per character took most of a large config's parse time).
+        if set(map(len, digests)) - {64} or not _LOWER_HEX.fullmatch("".join(digests)):
+            raise ValueError("key_sha256 holds something that is not a hex SHA-256 digest")
         return digests
 
 
