@@ -11,13 +11,16 @@ PYTEST_ARGS ?=
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-14s %s\n", $$1, $$2}'
 
-$(BIN)/python: pyproject.toml
+# One package per deployable; each declares its own pinned runtime dependencies.
+PACKAGES := contract operator gateway_image cli devkit
+
+$(BIN)/python: pyproject.toml $(addsuffix /pyproject.toml,$(PACKAGES))
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet pip==25.3
-	$(BIN)/pip install --quiet -e '.[dev]'
+	$(BIN)/pip install --quiet $(addprefix -e ./,$(PACKAGES)) --group dev
 	touch $@
 
-setup: $(BIN)/python ## create .venv with the pinned dependencies
+setup: $(BIN)/python ## create .venv: the five packages (editable) and the pinned dev tools
 
 tools: ## build the pinned control-plane binaries into ~/.cache/tiergate-tools (cold: ~25 min)
 	scripts/build-tools.sh
@@ -35,10 +38,10 @@ lint: setup ## ruff (lint and format check), mypy --strict, import-linter
 	$(BIN)/lint-imports
 
 cluster-up: setup tools ## start the local control plane; prints its kubeconfig
-	$(BIN)/python -m tiergate_operator.devcluster start
+	$(BIN)/python -m tiergate_devkit.cluster start
 
 cluster-down: ## stop the local control plane
-	$(BIN)/python -m tiergate_operator.devcluster stop
+	$(BIN)/python -m tiergate_devkit.cluster stop
 
 KEEP ?=
 
@@ -72,7 +75,7 @@ chart-crds: setup ## regenerate charts/tiergate/templates/crds from crds/
 kind-up: ## kind cluster + both images built and loaded + the chart installed (needs Docker, kind, helm)
 	$(KIND) get clusters | grep -qx '$(KIND_CLUSTER)' || $(KIND) create cluster --name $(KIND_CLUSTER) --image $(KIND_NODE_IMAGE)
 	docker build -f operator/Dockerfile -t $(OPERATOR_IMAGE):$(IMAGE_TAG) .
-	docker build -t $(GATEWAY_IMAGE):$(IMAGE_TAG) gateway_image
+	docker build -f gateway_image/Dockerfile -t $(GATEWAY_IMAGE):$(IMAGE_TAG) .
 	$(KIND) load docker-image --name $(KIND_CLUSTER) $(OPERATOR_IMAGE):$(IMAGE_TAG) $(GATEWAY_IMAGE):$(IMAGE_TAG)
 	helm upgrade --install tiergate charts/tiergate --kube-context kind-$(KIND_CLUSTER) \
 	  --namespace tiergate-system --create-namespace \

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from tiergate_operator.devcluster import ClusterStartError, ControlPlane, start, stop, tools_bin_dir
+from tiergate_devkit.cluster import ClusterStartError, ControlPlane, start, stop, tools_bin_dir
 
 
 @pytest.fixture(scope="session")

@@ -7,7 +7,7 @@ only, against the real local control plane.
         [--interval 0.3] [--workdir DIR]
 
 - the control plane: the one recorded in ``--workdir`` if it is running (``python -m
-  tiergate_operator.devcluster start`` uses ``.tiergate/cluster``), else a fresh one in a
+  tiergate_devkit.cluster start`` uses ``.tiergate/cluster``), else a fresh one in a
   temporary directory, stopped at the end
 - one ``tiergate-gateway --configmap ns/gw`` process per size, watching through the API
 - each update: a new config written with ``kubectl apply --server-side`` (as the operator
@@ -40,7 +40,7 @@ HERE = Path(__file__).resolve().parent
 ROOT = HERE.parents[1]
 sys.path[:0] = [str(ROOT / "gateway_image"), str(ROOT / "operator")]
 
-from tiergate_gateway.contract import (  # noqa: E402
+from tiergate_contract import (  # noqa: E402
     GatewayConfig,
     Pricing,
     Route,
@@ -50,7 +50,7 @@ from tiergate_gateway.contract import (  # noqa: E402
     hash_client_key,
     seal,
 )
-from tiergate_operator.devcluster import ControlPlane, start, stop, tools_bin_dir  # noqa: E402
+from tiergate_devkit.cluster import ControlPlane, start, stop, tools_bin_dir  # noqa: E402
 
 DEFAULT_WORKDIR = ROOT / ".tiergate" / "cluster"
 

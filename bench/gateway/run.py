@@ -43,7 +43,7 @@ HERE = Path(__file__).resolve().parent
 ROOT = HERE.parents[1]
 sys.path.insert(0, str(ROOT / "gateway_image"))
 
-from tiergate_gateway.contract import (  # noqa: E402
+from tiergate_contract import (  # noqa: E402
     Budget,
     Limits,
     Pricing,

@@ -27,8 +27,8 @@ from typing import Any
 
 import psutil
 
-from tiergate_gateway.contract import GatewayConfig, config_from_configmap
-from tiergate_operator.devcluster import ControlPlane, start, stop, tools_bin_dir
+from tiergate_contract import GatewayConfig, config_from_configmap
+from tiergate_devkit.cluster import ControlPlane, start, stop, tools_bin_dir
 from tiergate_operator.kube import KubeApi, load_client_configuration
 from tiergate_operator.refs import ObjectRef
 

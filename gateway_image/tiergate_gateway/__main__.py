@@ -23,8 +23,9 @@ import tempfile
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
+from tiergate_contract import GatewayConfig
+
 from .app import create_gateway
-from .contract import GatewayConfig
 from .settings import DEFAULT_CREDENTIALS_DIR, Settings
 
 __all__ = ["main", "parse_args", "run", "serve"]

@@ -18,11 +18,12 @@ from typing import Any
 
 import orjson
 
+from tiergate_contract import GatewayConfig, RequestClass, Tier
+
 from .auth import authenticate
 from .budget import BudgetLedger, LocalLedger, RedisLedger, month_of, nano_cost
 from .client import UpstreamPool
 from .config import CompiledConfig, CompiledRoute, ConfigStore, compile_config
-from .contract import GatewayConfig, RequestClass, Tier
 from .credentials import CredentialStore
 from .errors import GatewayError, status_error_bytes
 from .limits import Limiter, LocalLimiter, RedisLimiter

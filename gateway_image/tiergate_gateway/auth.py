@@ -5,8 +5,9 @@ from __future__ import annotations
 import hashlib
 import hmac
 
+from tiergate_contract import Tier
+
 from .config import CompiledConfig
-from .contract import Tier
 from .errors import GatewayError
 
 __all__ = ["authenticate"]

@@ -14,7 +14,7 @@ from datetime import UTC, datetime
 from decimal import ROUND_CEILING, Decimal
 from typing import Any, Protocol
 
-from .contract import Budget, Pricing
+from tiergate_contract import Budget, Pricing
 
 __all__ = [
     "BudgetDecision",

@@ -18,9 +18,10 @@ from decimal import Decimal
 import orjson
 import pydantic
 
+from tiergate_contract import CONFIG_VERSION, GatewayConfig, RequestClass, Route, Target, Tier
+
 from .budget import price_nano
 from .client import Endpoint
-from .contract import CONFIG_VERSION, GatewayConfig, RequestClass, Route, Target, Tier
 from .routing import priority_groups
 
 __all__ = [

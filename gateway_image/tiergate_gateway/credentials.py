@@ -11,7 +11,7 @@ import os
 import time
 from pathlib import Path
 
-from .contract import CredentialRef
+from tiergate_contract import CredentialRef
 
 __all__ = ["CredentialStore"]
 

@@ -14,7 +14,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from .contract import Limits
+from tiergate_contract import Limits
 
 __all__ = ["Bucket", "LimitDecision", "Limiter", "LocalLimiter", "RedisLimiter", "take"]
 

@@ -8,6 +8,8 @@ from dataclasses import dataclass, field
 
 import orjson
 
+from tiergate_contract import Target, Tier
+
 from .client import (
     UpstreamConnectError,
     UpstreamPool,
@@ -16,7 +18,6 @@ from .client import (
     header_lines,
 )
 from .config import CompiledRoute
-from .contract import Target, Tier
 from .credentials import CredentialStore
 from .errors import GatewayError, envelope
 from .metrics import Metrics

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from enum import IntEnum
 from itertools import groupby
 
-from .contract import CircuitBreaker, Target
+from tiergate_contract import CircuitBreaker, Target
 
 __all__ = ["Breaker", "BreakerBoard", "BreakerState", "plan", "priority_groups"]
 

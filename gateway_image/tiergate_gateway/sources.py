@@ -45,7 +45,7 @@ from typing import TYPE_CHECKING, Any
 
 import orjson
 
-from .contract import CONFIG_GZIP_KEY, CONFIG_KEY, config_from_configmap
+from tiergate_contract import CONFIG_GZIP_KEY, CONFIG_KEY, config_from_configmap
 
 if TYPE_CHECKING:
     import aiohttp

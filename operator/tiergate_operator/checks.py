@@ -12,7 +12,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from tiergate_gateway.contract import MAX_KEYS_PER_TIER
+from tiergate_contract import MAX_KEYS_PER_TIER
 from tiergate_operator.models import ApiKeyTier, ModelRoute, SecretKeyRef
 from tiergate_operator.plans import Problem
 

@@ -6,7 +6,7 @@ from collections.abc import Iterable
 from decimal import Decimal
 from typing import Any
 
-from tiergate_gateway import contract
+import tiergate_contract as contract
 from tiergate_operator.models import ApiKeyTierSpec, ModelRouteSpec, SecretKeyRef
 
 __all__ = ["contract_route", "contract_tier"]

@@ -6,7 +6,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from tiergate_gateway.contract import GatewayConfig
+from tiergate_contract import GatewayConfig
 from tiergate_operator.access import render_gateway_access
 from tiergate_operator.checks import redis_secret_problem
 from tiergate_operator.models import API_VERSION

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
-from tiergate_gateway.contract import GatewayConfig
+from tiergate_contract import GatewayConfig
 from tiergate_operator.models import Autoscaling, Isolation, PodDisruptionBudget, Resources
 
 __all__ = ["GatewayPlan", "OwnerRef", "Problem", "Translation"]

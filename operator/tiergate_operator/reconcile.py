@@ -18,7 +18,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from tiergate_gateway.contract import GatewayConfig, config_from_configmap
+from tiergate_contract import GatewayConfig, config_from_configmap
 from tiergate_operator.desired import desired_state
 from tiergate_operator.drift import holds
 from tiergate_operator.kube import KubeApi, KubeError

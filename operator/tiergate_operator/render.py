@@ -11,7 +11,7 @@ from __future__ import annotations
 import hashlib
 from typing import Any
 
-from tiergate_gateway.contract import configmap_payload
+from tiergate_contract import configmap_payload
 from tiergate_operator.models import Autoscaling, Resources
 from tiergate_operator.names import CREDENTIALS_DIR
 from tiergate_operator.plans import GatewayPlan

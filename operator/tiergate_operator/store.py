@@ -12,7 +12,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from tiergate_gateway.contract import hash_client_key
+from tiergate_contract import hash_client_key
 
 __all__ = ["ChildKey", "NamespaceState", "Store", "secret_digests"]
 

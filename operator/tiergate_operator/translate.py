@@ -17,7 +17,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from tiergate_gateway import contract
+import tiergate_contract as contract
 from tiergate_operator.checks import check_routes, check_tiers, invalid_spec
 from tiergate_operator.convert import contract_route, contract_tier
 from tiergate_operator.models import API_VERSION, ApiKeyTier
@@ -123,18 +123,29 @@ class _GatewayBuilder:
         routes = [r for r in (self._route_by_alias(a) for a in last_good.models) if r is not None]
         return self._admit(last_good, routes)
 
-    def seal(self, namespace: str) -> contract.GatewayConfig:
+    def seal(self, namespace: str) -> tuple[contract.GatewayConfig, ValidationError | None]:
+        """The config, or when the contract refuses it whole, the last good one and why."""
         try:
-            return contract.seal(
+            sealed = contract.seal(
                 gateway=self.name,
                 namespace=namespace,
                 routes=[self.entries[alias] for alias in sorted(self.entries)],
                 tiers=[self.tiers[name] for name in sorted(self.tiers)],
             )
-        except ValidationError:
+            return sealed, None
+        except ValidationError as error:
             if self.previous is not None:
-                return self.previous
-            return contract.seal(gateway=self.name, namespace=namespace, routes=(), tiers=())
+                return self.previous, error
+            empty = contract.seal(gateway=self.name, namespace=namespace, routes=(), tiers=())
+            return empty, error
+
+
+def _config_refused(gateway: str, error: ValidationError) -> Problem:
+    return Problem(
+        "ConfigRefused",
+        f"the gateway contract refuses the config of gateway {gateway} "
+        f"({invalid_spec(error).message}); its last good config keeps serving",
+    )
 
 
 def _owner(tier: ApiKeyTier, controller: bool) -> OwnerRef:
@@ -221,7 +232,14 @@ def translate(
         for name in [t.metadata.name for t in members[gateway]] + unparsed:
             if name in tier_problems:
                 builder.carry_over(name)
-        config = builder.seal(namespace)
+        config, refused = builder.seal(namespace)
+        if refused is not None:
+            # Entries the contract took one by one but not together (the checks should make
+            # this impossible): the last good config keeps serving, and every tier on the
+            # gateway says why instead of looking served.
+            problem = _config_refused(gateway, refused)
+            for name in [t.metadata.name for t in members[gateway]]:
+                tier_problems.setdefault(name, problem)
         tier_gateways.update((tier.name, gateway) for tier in config.tiers)
         plans.append(_plan(gateway, namespace, members[gateway], config))
 

@@ -22,11 +22,10 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from support.kube import apply_crds
 
-from tiergate_operator.devcluster import ControlPlane
-
-from .helpers import CHART, InstalledChart, fullname, install, release_name, uninstall
+from tests.support.chart import CHART, InstalledChart, fullname, install, release_name, uninstall
+from tests.support.kube import apply_crds
+from tiergate_devkit.cluster import ControlPlane
 
 
 @pytest.fixture(scope="session")

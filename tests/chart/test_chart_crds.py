@@ -17,11 +17,10 @@ from pathlib import Path
 
 import pytest
 import yaml
-from support.kube import EXAMPLES, eventually
 
-from tiergate_operator.devcluster import ControlPlane
-
-from .helpers import exists, get_json, install, release_name, uninstall
+from tests.support.chart import exists, get_json, install, release_name, uninstall
+from tests.support.kube import EXAMPLES, eventually
+from tiergate_devkit.cluster import ControlPlane
 
 pytestmark = pytest.mark.cluster
 

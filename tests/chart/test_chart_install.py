@@ -6,11 +6,8 @@ from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
-from support.kube import EXAMPLES, eventually
 
-from tiergate_operator.devcluster import ControlPlane
-
-from .helpers import (
+from tests.support.chart import (
     CHART,
     InstalledChart,
     exists,
@@ -20,6 +17,8 @@ from .helpers import (
     release_name,
     uninstall,
 )
+from tests.support.kube import EXAMPLES, eventually
+from tiergate_devkit.cluster import ControlPlane
 
 pytestmark = pytest.mark.cluster
 

@@ -8,9 +8,8 @@ from typing import Any
 import pytest
 import yaml
 
-from tiergate_operator.devcluster import ControlPlane
-
-from .helpers import CHART, REPO, template
+from tests.support.chart import CHART, REPO, template
+from tiergate_devkit.cluster import ControlPlane
 
 pytestmark = pytest.mark.cluster
 

@@ -3,19 +3,16 @@ value, the operator image pinned, crds/ and crds/examples usable with kustomize.
 
 from __future__ import annotations
 
-import re
 import shutil
 import subprocess
 import sys
-import tomllib
 from pathlib import Path
 from typing import Any
 
 import yaml
 
-from tiergate_operator.devcluster import kubectl_binary
-
-from .helpers import CHART, REPO
+from tests.support.chart import CHART, REPO
+from tiergate_cli.kubectl import kubectl_binary
 
 SYNC = REPO / "scripts" / "sync-chart-crds.py"
 TEMPLATES = CHART / "templates" / "crds"
@@ -119,47 +116,6 @@ def test_every_value_has_a_comment_and_a_closed_schema() -> None:
         return []
 
     assert closed(schema, "") == [], "every object with properties must forbid unknown keys"
-
-
-def _pins(lines: list[str]) -> dict[str, str]:
-    pins = {}
-    for line in lines:
-        name, _, version = line.partition("==")
-        pins[re.sub(r"[-_.]+", "-", name).lower()] = version
-    return pins
-
-
-def test_operator_dockerfile_is_pinned_non_root_and_matches_pyproject() -> None:
-    text = (REPO / "operator" / "Dockerfile").read_text()
-    bases = re.findall(r"^FROM (\S+)", text, flags=re.M)
-    assert len(bases) == 2
-    assert all(re.fullmatch(r"python:3\.11\.\d+-slim-bookworm", base) for base in bases), bases
-    assert re.search(r"^USER 10001:10001", text, flags=re.M)
-    assert 'ENTRYPOINT ["python", "-m", "tiergate_operator"]' in text
-    assert re.search(r"^COPY operator/requirements\.txt ", text, flags=re.M)
-    assert re.search(
-        r"pip install --require-hashes --no-deps --only-binary=:all: -r \S*requirements\.txt", text
-    ), "the image must install exactly the hash-locked wheels in operator/requirements.txt"
-    locked = re.sub(r"\\\n", " ", (REPO / "operator" / "requirements.txt").read_text())
-    lines = [line.split("#", 1)[0].split() for line in locked.splitlines()]
-    lines = [line for line in lines if line]
-    assert all(
-        len(options) >= 1 and all(re.fullmatch(r"--hash=sha256:[0-9a-f]{64}", o) for o in options)
-        for _, *options in lines
-    ), (
-        "every operator/requirements.txt pin needs --hash=sha256:... (scripts/lock-image-requirements.py)"
-    )
-    installed = _pins([pin for pin, *_ in lines])
-    declared = _pins(
-        tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["dependencies"]
-    )
-    drift = {
-        name: (version, installed.get(name))
-        for name, version in declared.items()
-        if installed.get(name) != version
-    }
-    assert not drift, f"operator/requirements.txt pins differ from pyproject.toml: {drift}"
-    assert "--no-deps" in text, "the image must not resolve dependencies at build time"
 
 
 def kustomize(path: Path) -> list[dict[str, Any]]:

@@ -7,11 +7,10 @@ from pathlib import Path
 
 import pytest
 
+from tests.support.chart import InstalledChart
 from tests.support.kube import EXAMPLES, get
 from tests.support.operator_process import running_operator
-from tiergate_operator.devcluster import ControlPlane
-
-from .helpers import InstalledChart
+from tiergate_devkit.cluster import ControlPlane
 
 pytestmark = pytest.mark.cluster
 

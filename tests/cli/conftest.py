@@ -7,7 +7,7 @@ from dataclasses import dataclass
 
 import pytest
 
-from tiergate_operator.cli import main
+from tiergate_cli import main
 
 
 @dataclass(frozen=True)

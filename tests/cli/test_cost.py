@@ -9,7 +9,7 @@ from decimal import Decimal
 import pytest
 
 from tests.support.kube import EXAMPLES
-from tiergate_operator.cli.costing import compact_tokens, money, parse_comparison, parse_tokens
+from tiergate_cli.costing import compact_tokens, money, parse_comparison, parse_tokens
 
 from .conftest import Result
 

@@ -18,7 +18,7 @@ import openai
 import pytest
 
 from tests.support.kube import EXAMPLES
-from tiergate_operator.cli.mock_upstream import RunningUpstreams, start_in_thread
+from tiergate_cli.mock_upstream import RunningUpstreams, start_in_thread
 
 STARTUP_KEY = "tg-startup-fake-key-0001"
 ACME_KEY = "tg-acme-fake-key-search-0001"
@@ -51,7 +51,7 @@ def gateway(
     command = [
         sys.executable,
         "-m",
-        "tiergate_operator.cli",
+        "tiergate_cli",
         "gateway",
         "-f",
         str(manifests),
@@ -123,7 +123,7 @@ def test_an_unknown_gateway_lists_the_known_ones(tmp_path: Path) -> None:
         [
             sys.executable,
             "-m",
-            "tiergate_operator.cli",
+            "tiergate_cli",
             "gateway",
             "-f",
             str(EXAMPLES),

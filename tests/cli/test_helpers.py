@@ -10,9 +10,9 @@ from pathlib import Path
 
 import openai
 
-from tiergate_operator.cli.mock_upstream import start_in_thread
-from tiergate_operator.cli.processes import is_running, spawn, stop_process
-from tiergate_operator.cli.status import spend_from_metrics
+from tiergate_cli.mock_upstream import start_in_thread
+from tiergate_cli.status import spend_from_metrics
+from tiergate_devkit.processes import is_running, spawn, stop_process
 
 METRICS = """\
 # TYPE tiergate_gateway_cost_usd_total counter

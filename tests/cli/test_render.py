@@ -9,9 +9,9 @@ from pathlib import Path
 
 import yaml
 
-from tests.operator.test_decide import NOW, example_store
 from tests.support.kube import EXAMPLES
-from tiergate_gateway.contract import GatewayConfig
+from tests.support.manifests import NOW, store_of
+from tiergate_contract import GatewayConfig
 from tiergate_operator.reconcile import decide
 from tiergate_operator.settings import OperatorSettings
 
@@ -29,7 +29,7 @@ def test_render_prints_what_decide_applies(tiergate: Callable[..., Result]) -> N
     result = tiergate("render", "-f", str(EXAMPLES), "-n", "demo")
     assert result.code == 0, result.err
     rendered = [doc for doc in yaml.safe_load_all(result.out) if doc]
-    decision = decide("demo", example_store().namespace("demo"), OperatorSettings(), NOW)
+    decision = decide("demo", store_of(EXAMPLES).namespace("demo"), OperatorSettings(), NOW)
     assert sorted(map(_strip_uids, rendered)) == sorted(map(_strip_uids, decision.apply))
 
 

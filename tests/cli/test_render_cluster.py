@@ -10,7 +10,7 @@ import pytest
 
 from tests.support.kube import EXAMPLES, apply_crds, get
 from tests.support.operator_process import running_operator
-from tiergate_operator.devcluster import ControlPlane
+from tiergate_devkit.cluster import ControlPlane
 from tiergate_operator.drift import holds
 
 from .conftest import Result

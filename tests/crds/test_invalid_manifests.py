@@ -6,9 +6,9 @@ import uuid
 from pathlib import Path
 
 import pytest
-from invalid_manifests import InvalidManifest, invalid_manifests
 
-from tiergate_operator.devcluster import ControlPlane
+from tests.support.invalid_manifests import InvalidManifest, invalid_manifests
+from tiergate_devkit.cluster import ControlPlane
 
 CRDS = Path(__file__).parents[2] / "crds"
 CRD_NAMES = ("crd/modelroutes.tiergate.dev", "crd/apikeytiers.tiergate.dev")

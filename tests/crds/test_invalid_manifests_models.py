@@ -6,9 +6,9 @@ from pathlib import Path
 
 import pytest
 import yaml
-from invalid_manifests import InvalidManifest, invalid_manifests
 from pydantic import BaseModel, ValidationError
 
+from tests.support.invalid_manifests import InvalidManifest, invalid_manifests
 from tiergate_operator.models import ApiKeyTier, ModelRoute
 
 CRDS = Path(__file__).parents[2] / "crds"

@@ -12,11 +12,10 @@ from typing import Any
 
 import pytest
 
-from tiergate_gateway.contract import GatewayConfig
+from tests.support.gateway import GatewayThread, free_port, write_config
+from tests.support.upstream import MockUpstream
+from tiergate_contract import GatewayConfig
 from tiergate_gateway.settings import Settings
-
-from .helpers import GatewayThread, free_port, write_config
-from .upstream import MockUpstream
 
 
 @pytest.fixture(scope="session")

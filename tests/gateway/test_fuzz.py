@@ -16,10 +16,17 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from tests.support.gateway import (
+    STARTUP_KEY,
+    GatewayThread,
+    config,
+    route,
+    target,
+    tier,
+    write_config,
+)
+from tests.support.upstream import MockUpstream
 from tiergate_gateway.settings import Settings
-
-from .helpers import STARTUP_KEY, GatewayThread, config, route, target, tier, write_config
-from .upstream import MockUpstream
 
 PATHS = [
     "/v1/chat/completions",

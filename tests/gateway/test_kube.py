@@ -21,7 +21,8 @@ import orjson
 import pytest
 from aiohttp import web
 
-from tiergate_gateway.contract import (
+from tests.support.gateway import STARTUP_KEY, GatewayThread, config, route, target, tier
+from tiergate_contract import (
     GatewayConfig,
     canonical_json,
     configmap_payload,
@@ -29,8 +30,6 @@ from tiergate_gateway.contract import (
 )
 from tiergate_gateway.settings import Settings
 from tiergate_gateway.sources import KubeAccess, KubeSource
-
-from .helpers import STARTUP_KEY, GatewayThread, config, route, target, tier
 
 # The requirement: a new config serves within a second of the write. Measured on the
 # 2-core machine: a few ms after `kubectl apply` returns (the event usually lands before

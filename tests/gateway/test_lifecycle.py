@@ -12,9 +12,16 @@ import httpx
 import openai
 import pytest
 
-from tiergate_gateway.contract import canonical_json
-
-from .helpers import STARTUP_KEY, GatewayProcess, config, route, target, tier, write_config
+from tests.support.gateway import (
+    STARTUP_KEY,
+    GatewayProcess,
+    config,
+    route,
+    target,
+    tier,
+    write_config,
+)
+from tiergate_contract import canonical_json
 
 MSG = [{"role": "user", "content": "hi"}]
 AUTH = {"authorization": f"Bearer {STARTUP_KEY}"}
@@ -235,9 +242,8 @@ def test_cli_rejects_bad_settings(tmp_path: Path):
 
 
 def test_in_process_gateway_from_a_config_object(upstreams, credentials_dir):
+    from tests.support.gateway import GatewayThread
     from tiergate_gateway.settings import Settings
-
-    from .helpers import GatewayThread
 
     cfg = config(
         [route("m", target("a", upstreams["a"].base_url))], [tier("t", STARTUP_KEY, ["m"])]

@@ -8,9 +8,8 @@ import httpx
 import openai
 import pytest
 
-from tiergate_gateway.contract import Limits
-
-from .helpers import STARTUP_KEY, config, route, target, tier
+from tests.support.gateway import STARTUP_KEY, config, route, target, tier
+from tiergate_contract import Limits
 
 MSG = [{"role": "user", "content": "hi"}]
 AUTH = {"authorization": f"Bearer {STARTUP_KEY}"}

@@ -11,11 +11,18 @@ import httpx
 import pytest
 from redis.asyncio import Redis
 
+from tests.support.gateway import (
+    STARTUP_KEY,
+    GatewayProcess,
+    config,
+    route,
+    target,
+    tier,
+    write_config,
+)
+from tiergate_contract import Budget, Limits
 from tiergate_gateway.budget import RedisLedger, to_nano
-from tiergate_gateway.contract import Budget, Limits
 from tiergate_gateway.limits import RedisLimiter
-
-from .helpers import STARTUP_KEY, GatewayProcess, config, route, target, tier, write_config
 
 pytestmark = pytest.mark.redis
 MSG = [{"role": "user", "content": "hi"}]
@@ -182,7 +189,7 @@ def test_redis_down_fails_closed_with_a_clear_503(upstreams, start_gateway):
     import subprocess
     import time
 
-    from .helpers import free_port
+    from tests.support.gateway import free_port
 
     port = free_port()
     binary = shutil.which("redis-server")

@@ -6,7 +6,7 @@ import httpx
 import openai
 import pytest
 
-from .helpers import STARTUP_KEY, config, route, target, tier
+from tests.support.gateway import STARTUP_KEY, config, route, target, tier
 
 MSG = [{"role": "user", "content": "hi"}]
 
@@ -102,7 +102,7 @@ def test_all_targets_failing_returns_last_upstream_error_and_bounded_attempts(
 
 
 def test_connect_error_and_timeout_fail_over(upstreams, start_gateway):
-    from .helpers import free_port
+    from tests.support.gateway import free_port
 
     a, b = upstreams["a"], upstreams["b"]
     a.reset("slow", delay=2.0)
@@ -142,7 +142,7 @@ def test_connect_error_and_timeout_fail_over(upstreams, start_gateway):
 
 
 def test_only_dead_target_is_gateway_502(start_gateway):
-    from .helpers import free_port
+    from tests.support.gateway import free_port
 
     gw = start_gateway(
         config(

@@ -6,7 +6,7 @@ import httpx
 import openai
 import pytest
 
-from .helpers import ACME_KEY, STARTUP_KEY, config, envelope_of, route, target, tier
+from tests.support.gateway import ACME_KEY, STARTUP_KEY, config, envelope_of, route, target, tier
 
 
 @pytest.fixture

@@ -13,7 +13,16 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-import tiergate_gateway.contract as contract
+import tiergate_contract as contract
+from tests.support.gateway import ACME_KEY, STARTUP_KEY, config, route, target, tier
+from tiergate_contract import (
+    Budget,
+    CircuitBreaker,
+    Limits,
+    Pricing,
+    RequestClass,
+    canonical_json,
+)
 from tiergate_gateway.budget import (
     LocalLedger,
     call_cost,
@@ -24,21 +33,11 @@ from tiergate_gateway.budget import (
     worst_case,
 )
 from tiergate_gateway.config import ConfigRejected, compile_config, parse_config
-from tiergate_gateway.contract import (
-    Budget,
-    CircuitBreaker,
-    Limits,
-    Pricing,
-    RequestClass,
-    canonical_json,
-)
 from tiergate_gateway.credentials import CredentialStore
 from tiergate_gateway.errors import GatewayError
 from tiergate_gateway.limits import Bucket, LocalLimiter, take
 from tiergate_gateway.proxy import Usage, _UsageScanner
 from tiergate_gateway.routing import Breaker, BreakerBoard, BreakerState, plan, priority_groups
-
-from .helpers import ACME_KEY, STARTUP_KEY, config, route, target, tier
 
 
 def breakers_for(*targets, failures=3, cooldown=10.0):
@@ -253,7 +252,7 @@ def test_parse_config_rejections_name_the_problem(mutate, message):
 def test_parse_config_accepts_gzip_and_the_configmap_payload():
     import gzip
 
-    from tiergate_gateway.contract import config_from_configmap, configmap_payload
+    from tiergate_contract import config_from_configmap, configmap_payload
 
     cfg = _valid()
     assert parse_config(gzip.compress(canonical_json(cfg))) == cfg

@@ -5,44 +5,22 @@ from __future__ import annotations
 import base64
 import copy
 import re
-from datetime import UTC, datetime
 from typing import Any
 
-import yaml
-
 from tests.support.kube import EXAMPLES
-from tiergate_gateway.contract import hash_client_key
+from tests.support.manifests import NOW, store_of
+from tiergate_contract import hash_client_key
 from tiergate_operator import render
 from tiergate_operator.models import SecretKeyRef
 from tiergate_operator.reconcile import Decision, StatusChange, decide
 from tiergate_operator.settings import OperatorSettings
 from tiergate_operator.store import Store
 
-NOW = datetime(2026, 11, 28, 12, 0, tzinfo=UTC)
 NS = "demo"
 
 
 def example_store() -> Store:
-    store = Store()
-    for path in sorted(EXAMPLES.glob("*.yaml")):
-        for doc in yaml.safe_load_all(path.read_text()):
-            if not doc or doc["kind"] == "Kustomization":
-                continue
-            doc["metadata"] |= {
-                "namespace": NS,
-                "uid": f"uid-{doc['metadata']['name']}",
-                "generation": 1,
-            }
-            if doc["kind"] == "Secret":
-                data = {
-                    k: base64.b64encode(v.encode()).decode() for k, v in doc["stringData"].items()
-                }
-                store.put_secret(NS, doc["metadata"]["name"], data)
-            elif doc["kind"] == "ModelRoute":
-                store.put_route(doc)
-            else:
-                store.put_tier(doc)
-    return store
+    return store_of(EXAMPLES, NS)
 
 
 def settle(store: Store, applied: list[dict[str, Any]]) -> None:

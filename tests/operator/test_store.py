@@ -4,7 +4,7 @@ import base64
 import copy
 from typing import Any
 
-from tiergate_gateway.contract import hash_client_key
+from tiergate_contract import hash_client_key
 from tiergate_operator.store import Store
 
 ROUTE: dict[str, Any] = {

@@ -8,22 +8,28 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
 
-from tiergate_operator.devcluster import ControlPlane
+from tiergate_devkit.cluster import ControlPlane
 
 __all__ = [
+    "CHILD_KINDS",
     "CRDS",
     "EXAMPLES",
     "apply_crds",
+    "apply_examples",
+    "condition",
     "eventually",
     "get",
     "get_or_none",
     "resource_versions",
+    "wait_ready",
 ]
 
 REPO = Path(__file__).resolve().parents[2]
 CRDS = REPO / "crds"
 EXAMPLES = CRDS / "examples"
 T = TypeVar("T")
+# What the operator creates per gateway.
+CHILD_KINDS = "configmaps,deployments,services,poddisruptionbudgets,horizontalpodautoscalers"
 
 
 def eventually(
@@ -71,3 +77,23 @@ def apply_crds(plane: ControlPlane) -> None:
     )
     for crd in ("modelroutes.tiergate.dev", "apikeytiers.tiergate.dev"):
         plane.kubectl("wait", "--for=condition=Established", f"crd/{crd}", "--timeout=30s")
+
+
+def apply_examples(plane: ControlPlane, namespace: str) -> None:
+    plane.kubectl("-n", namespace, "apply", "-k", str(EXAMPLES))
+
+
+def wait_ready(plane: ControlPlane, namespace: str, *objects: str, timeout: int = 90) -> None:
+    plane.kubectl(
+        "-n",
+        namespace,
+        "wait",
+        "--for=condition=Ready",
+        *objects,
+        f"--timeout={timeout}s",
+        timeout=timeout + 10,
+    )
+
+
+def condition(body: dict[str, Any], type_: str) -> dict[str, Any]:
+    return next(c for c in body["status"]["conditions"] if c["type"] == type_)

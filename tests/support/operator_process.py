@@ -10,7 +10,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from tiergate_operator.devcluster import ControlPlane
+from tiergate_devkit.cluster import ControlPlane
 
 __all__ = ["running_operator"]
 

@@ -1,0 +1,242 @@
+"""Building configs and running gateways for the tests."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import socket
+import subprocess
+import sys
+import threading
+import time
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+import uvloop
+
+from tiergate_contract import (
+    Budget,
+    CircuitBreaker,
+    CredentialRef,
+    Failover,
+    GatewayConfig,
+    Limits,
+    Pricing,
+    RequestClass,
+    Route,
+    Target,
+    Tier,
+    TierUpstream,
+    Timeouts,
+    canonical_json,
+    hash_client_key,
+    seal,
+)
+from tiergate_gateway.__main__ import serve
+from tiergate_gateway.settings import Settings
+
+STARTUP_KEY = "sk-startup-0123456789"
+ACME_KEY = "sk-acme-abcdefghij"
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def target(
+    name: str,
+    base_url: str,
+    *,
+    weight: int = 100,
+    priority: int = 0,
+    premium: bool = False,
+    credential: tuple[str, str] | None = None,
+    price: tuple[str, str] = ("1", "2"),
+    upstream_model: str | None = None,
+) -> Target:
+    return Target(
+        name=name,
+        base_url=base_url,
+        upstream_model=upstream_model or f"{name}-model",
+        weight=weight,
+        priority=priority,
+        request_class=RequestClass.PREMIUM if premium else RequestClass.STANDARD,
+        pricing=Pricing(input_per_million=Decimal(price[0]), output_per_million=Decimal(price[1])),
+        credential=CredentialRef(secret=credential[0], key=credential[1]) if credential else None,
+    )
+
+
+def route(
+    model: str,
+    *targets: Target,
+    failures: int = 5,
+    cooldown: float = 30.0,
+    first_byte: float = 10.0,
+    total: float = 30.0,
+    max_attempts: int = 3,
+    statuses: tuple[int, ...] = (429, 500, 502, 503, 504),
+) -> Route:
+    return Route(
+        model=model,
+        targets=targets,
+        failover=Failover(
+            statuses=statuses,
+            max_attempts=max_attempts,
+            circuit_breaker=CircuitBreaker(
+                consecutive_failures=failures, cooldown_seconds=cooldown
+            ),
+        ),
+        timeouts=Timeouts(connect_seconds=2, first_byte_seconds=first_byte, total_seconds=total),
+    )
+
+
+def tier(
+    name: str,
+    key: str,
+    models: list[str],
+    *,
+    limits: Limits | None = None,
+    budget: tuple[str, str] | None = None,
+    credential: tuple[str, str] | None = None,
+    prefix: str = "",
+    premium: bool = False,
+) -> Tier:
+    return Tier(
+        name=name,
+        key_sha256=(hash_client_key(key),),
+        models=tuple(models),
+        default_class=RequestClass.PREMIUM if premium else RequestClass.STANDARD,
+        limits=limits or Limits(),
+        budget=Budget(soft_usd=Decimal(budget[0]), hard_usd=Decimal(budget[1])) if budget else None,
+        upstream=TierUpstream(
+            credential=CredentialRef(secret=credential[0], key=credential[1])
+            if credential
+            else None,
+            model_prefix=prefix,
+        ),
+    )
+
+
+def config(routes: list[Route], tiers: list[Tier]) -> GatewayConfig:
+    return seal(gateway="test", namespace="default", routes=routes, tiers=tiers)
+
+
+def write_config(path: Path, cfg: GatewayConfig | bytes) -> None:
+    """Replace the file the way Kubernetes does: write a new file, then rename it over the old."""
+    data = cfg if isinstance(cfg, bytes) else canonical_json(cfg)
+    tmp = path.with_suffix(".tmp")
+    tmp.write_bytes(data)
+    os.replace(tmp, path)
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+class GatewayThread:
+    """A real gateway server on 127.0.0.1, in its own thread and uvloop event loop."""
+
+    def __init__(self, settings: Settings, cfg: GatewayConfig | None = None) -> None:
+        self.settings = settings
+        self.cfg = cfg
+        self.port = 0
+        self._ready = threading.Event()
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._stop: asyncio.Event | None = None
+        self._thread = threading.Thread(target=self._run, name="gateway", daemon=True)
+        self.error: BaseException | None = None
+
+    def _run(self) -> None:
+        loop = uvloop.new_event_loop()
+        self._loop = loop
+        asyncio.set_event_loop(loop)
+
+        async def main() -> None:
+            self._stop = asyncio.Event()
+            await serve(self.settings, self.cfg, self._stop, on_ready=self._on_ready)
+
+        try:
+            loop.run_until_complete(main())
+        except BaseException as exc:  # surfaced by start()/stop()
+            self.error = exc
+            self._ready.set()
+        finally:
+            loop.close()
+
+    def _on_ready(self, port: int) -> None:
+        self.port = port
+        self._ready.set()
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def start(self) -> GatewayThread:
+        self._thread.start()
+        assert self._ready.wait(15), "gateway did not start"
+        if self.error is not None:
+            raise self.error
+        return self
+
+    def stop(self) -> None:
+        if self._loop is not None and self._stop is not None and self._thread.is_alive():
+            self._loop.call_soon_threadsafe(self._stop.set)
+        self._thread.join(30)
+
+
+class GatewayProcess:
+    """The ``tiergate-gateway`` CLI as a subprocess (for signals and multi-process tests)."""
+
+    def __init__(self, *args: str, env: dict[str, str] | None = None) -> None:
+        self.port = free_port()
+        self.args = ["--port", str(self.port), *args]
+        self.env = dict(os.environ, **(env or {}))
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def start(self, timeout: float = 15) -> GatewayProcess:
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "tiergate_gateway", *self.args],
+            env=self.env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+        )
+        deadline = time.monotonic() + timeout
+        import urllib.request
+
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(
+                    f"gateway exited: {self.proc.stdout.read().decode() if self.proc.stdout else ''}"
+                )
+            with (
+                contextlib.suppress(OSError),
+                urllib.request.urlopen(f"{self.url}/readyz", timeout=1) as resp,
+            ):
+                if resp.status == 200:
+                    return self
+            time.sleep(0.05)
+        raise RuntimeError("gateway did not become ready")
+
+    def stop(self) -> str:
+        if self.proc is None:
+            return ""
+        if self.proc.poll() is None:
+            self.proc.terminate()
+        try:
+            out, _ = self.proc.communicate(timeout=30)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            out, _ = self.proc.communicate()
+        return out.decode(errors="replace")
+
+
+def envelope_of(response: Any) -> dict[str, Any]:
+    body = response.json()
+    assert set(body) == {"error"}, body
+    assert set(body["error"]) == {"message", "type", "param", "code"}, body
+    return dict(body["error"])
