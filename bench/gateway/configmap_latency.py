@@ -38,7 +38,7 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parents[1]
-sys.path[:0] = [str(ROOT / "gateway_image"), str(ROOT / "operator")]
+sys.path[:0] = [str(ROOT / "contract"), str(ROOT / "gateway_image"), str(ROOT / "operator")]
 
 from tiergate_contract import (  # noqa: E402
     GatewayConfig,
@@ -161,7 +161,7 @@ def run_size(
         ],
         stdout=log,
         stderr=subprocess.STDOUT,
-        env=dict(os.environ, PYTHONPATH=os.pathsep.join(sys.path[:2])),
+        env=dict(os.environ, PYTHONPATH=os.pathsep.join(sys.path[:3])),
     )
     latencies: list[float] = []
     try:

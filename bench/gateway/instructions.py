@@ -45,6 +45,11 @@ WARM_UP = 200
 CONNECTIONS = 10
 
 
+def gateway_path(tree: Path) -> str:
+    """PYTHONPATH for the gateway of a checkout (older ones kept the contract in the gateway)."""
+    return os.pathsep.join(str(tree / folder) for folder in ("contract", "gateway_image"))
+
+
 def bare_passthrough(upstream_port: int, port: int) -> None:
     """The floor: the gateway's server and client, JSON parsed and re-encoded, nothing else."""
     import uvloop
@@ -168,7 +173,7 @@ def main() -> None:
         tiergate_config(config, upstream_port)
         gateway = [python, "-m", "tiergate_gateway", "--config-file", str(config)]
         gateway += ["--log-level", "WARNING", "--port"]
-        here = {"PYTHONPATH": str(ROOT / "gateway_image")}
+        here = {"PYTHONPATH": gateway_path(ROOT)}
         systems: list[tuple[str, list[str], dict[str, str]]] = [
             (
                 "bare",
@@ -178,7 +183,7 @@ def main() -> None:
             ("tiergate", gateway, here),
         ]
         systems += [
-            (f"tiergate@{tree}", gateway, {"PYTHONPATH": str(tree.resolve() / "gateway_image")})
+            (f"tiergate@{tree}", gateway, {"PYTHONPATH": gateway_path(tree.resolve())})
             for tree in args.tree
         ]
         print("| system | plain (instructions/request) | stream (instructions/request) |")

@@ -41,7 +41,7 @@ import psutil
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parents[1]
-sys.path.insert(0, str(ROOT / "gateway_image"))
+sys.path[:0] = [str(ROOT / "contract"), str(ROOT / "gateway_image")]
 
 from tiergate_contract import (  # noqa: E402
     Budget,
@@ -345,7 +345,7 @@ def main() -> None:
         config = folder / "tiergate.json"
         tiergate_config(config, mock_port)
         port = free_port()
-        env = {"PYTHONPATH": str(ROOT / "gateway_image")}
+        env = {"PYTHONPATH": os.pathsep.join(sys.path[:2])}
         systems.append(
             start(
                 "tiergate",

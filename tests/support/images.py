@@ -9,6 +9,7 @@ imports) and holds nothing else (no CLI, no dev kit, no test or dev dependency).
 from __future__ import annotations
 
 import re
+import shutil
 import subprocess
 import tomllib
 import venv
@@ -107,6 +108,9 @@ def image_venv(image: Image, root: Path) -> Path:
     return locked_venv(root, [image.requirements], image.package_dirs)
 
 
+_NOT_SOURCES = ("build", "*.egg-info", "__pycache__")
+
+
 def locked_venv(root: Path, requirements: Sequence[Path], package_dirs: Sequence[Path]) -> Path:
     """A venv of hash-locked wheels (``--no-deps``) and local packages, ``pip check``-ed."""
     venv.EnvBuilder(with_pip=True).create(root)
@@ -114,7 +118,13 @@ def locked_venv(root: Path, requirements: Sequence[Path], package_dirs: Sequence
     pip = (python, "-m", "pip", "--disable-pip-version-check", "--quiet")
     locked = [arg for path in requirements for arg in ("-r", path)]
     run(*pip, "install", "--require-hashes", "--no-deps", "--only-binary=:all:", *locked)
-    run(*pip, "install", "--no-deps", *package_dirs)
+    # Built from copies: setuptools leaves build/ and *.egg-info beside the sources it builds.
+    sources = root.parent / f"{root.name}-sources"
+    copies = [
+        shutil.copytree(d, sources / d.name, ignore=shutil.ignore_patterns(*_NOT_SOURCES))
+        for d in package_dirs
+    ]
+    run(*pip, "install", "--no-deps", *copies)
     run(*pip, "check")
     return python
 
