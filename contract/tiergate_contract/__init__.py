@@ -44,6 +44,7 @@ __all__ = [
     "TierUpstream",
     "Timeouts",
     "canonical_json",
+    "client_key_problem",
     "config_from_configmap",
     "configmap_payload",
     "hash_client_key",
@@ -68,6 +69,29 @@ Money = Annotated[
 def hash_client_key(key: str) -> str:
     """Digest under which a client key appears in a config (hex SHA-256)."""
     return hashlib.sha256(key.encode()).hexdigest()
+
+
+def client_key_problem(value: str) -> str | None:
+    """Why a Secret value cannot be a client key, or None when it can.
+
+    A client sends its key in an ``Authorization: Bearer`` header, which cannot carry
+    whitespace or anything but visible ASCII (RFC 6750's token); such a value (a trailing
+    newline from ``kubectl create secret --from-file`` included) could never authenticate,
+    so it is refused instead of hashed. The message describes the value without echoing it.
+    """
+    if not value:
+        return "is empty"
+    if not value.strip():
+        return "is only whitespace"
+    if value[-1] in "\r\n":
+        return "ends with a newline"
+    if value != value.strip():
+        return "starts or ends with whitespace"
+    if not all(33 <= ord(char) <= 126 for char in value):
+        return (
+            "holds a character other than visible ASCII (a space, a control or non-ASCII character)"
+        )
+    return None
 
 
 def canonical_json(config: GatewayConfig) -> bytes:
