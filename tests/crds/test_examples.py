@@ -2,27 +2,21 @@
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
 import pytest
 import yaml
 
+from tests.support.kube import EXAMPLES
+from tiergate_cli.manifests import load_manifests
 from tiergate_operator.models import ApiKeyTier, ModelRoute
 
-EXAMPLES = Path(__file__).parents[2] / "crds" / "examples"
 MODELS = {"ModelRoute": ModelRoute, "ApiKeyTier": ApiKeyTier}
 
 
 def example_documents() -> list[dict[str, Any]]:
-    return [
-        document
-        for path in sorted(EXAMPLES.glob("*.yaml"))
-        if path.name != "kustomization.yaml"
-        for document in yaml.safe_load_all(path.read_text())
-        if document
-    ]
+    return [document.body for _, document in load_manifests(EXAMPLES).documents]
 
 
 def test_kustomization_lists_every_example() -> None:
