@@ -17,6 +17,7 @@ from typing import Any
 from pydantic import ValidationError
 
 from tiergate_cli import costing
+from tiergate_cli.commands import Commands
 from tiergate_cli.costing import Comparison, TargetRow, compact_tokens, money, monthly_cost
 from tiergate_cli.manifests import Document, ManifestSet, load_manifests
 from tiergate_cli.output import CommandError, table
@@ -27,7 +28,7 @@ __all__ = ["CostReport", "add_parser", "cost_report", "run"]
 DEFAULT_TOKENS = "5M,50M,500M,5B"
 
 
-def add_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+def add_parser(commands: Commands) -> None:
     parser = commands.add_parser(
         "cost",
         help="monthly cost per route and tier from the manifests' prices and weights",

@@ -17,6 +17,7 @@ from pathlib import Path
 
 import tiergate_contract as contract
 from tiergate_cli import mock_upstream
+from tiergate_cli.commands import Commands
 from tiergate_cli.credentials import credential_refs, read_keys_dir, write_credentials
 from tiergate_cli.manifests import ManifestSet, load_manifests
 from tiergate_cli.output import CommandError, note
@@ -30,7 +31,7 @@ from tiergate_operator.settings import load_operator_settings
 __all__ = ["add_parser", "gateway_config", "run"]
 
 
-def add_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+def add_parser(commands: Commands) -> None:
     parser = commands.add_parser(
         "gateway",
         help="run the real gateway locally from a folder of manifests (no cluster)",

@@ -11,6 +11,7 @@ import argparse
 from pathlib import Path
 from typing import Any
 
+from tiergate_cli.commands import Commands
 from tiergate_cli.manifests import load_manifests
 from tiergate_cli.output import dump, note
 from tiergate_cli.rendering import problems, render_namespace
@@ -19,7 +20,7 @@ from tiergate_operator.settings import load_operator_settings
 __all__ = ["add_parser", "run"]
 
 
-def add_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+def add_parser(commands: Commands) -> None:
     parser = commands.add_parser(
         "render",
         help="print what the operator would apply for a folder of manifests (offline)",
