@@ -77,6 +77,18 @@ class StreamResponse:
 Handler = Callable[[Request], Awaitable[Response | StreamResponse]]
 
 
+@dataclass(frozen=True, slots=True)
+class _Rejection:
+    """A request answered with an error and the connection closed, in its turn in the queue."""
+
+    status: int
+    message: str
+
+
+_BODY_TOO_LARGE = _Rejection(413, "request body too large")
+_BAD_TARGET = _Rejection(400, "malformed request target")
+
+
 def _head(status: int, headers: list[tuple[str, str]], content_type: str, extra: bytes) -> bytes:
     text = "".join([f"{name}: {value}\r\n" for name, value in headers])
     return b"HTTP/1.1 %d %s\r\ncontent-type: %s\r\n%s%s" % (
@@ -104,17 +116,19 @@ class _Connection(asyncio.Protocol):
         self._transport: asyncio.Transport | None = None
         self._url = b""
         self._headers: dict[str, str] = {}
+        self._header_count = 0
         self._header_bytes = 0
         self._body: list[bytes] = []
         self._body_size = 0
         self._too_large = False
-        self._queue: deque[tuple[Request | None, int, bool]] = deque()
+        self._queue: deque[tuple[Request | _Rejection, bool]] = deque()
         self._task: asyncio.Task[None] | None = None
         self._wakeup: asyncio.Future[None] | None = None
         self._writable = asyncio.Event()
         self._writable.set()
         self._closing = False
         self._problem: tuple[int, str] | None = None
+        self._rejected = False
         self.busy = False
         self.last_activity = server.clock()
 
@@ -151,6 +165,8 @@ class _Connection(asyncio.Protocol):
         try:
             self._parser.feed_data(data)
         except httptools.HttpParserUpgrade:
+            # The parser completed the upgrade request before refusing it: it is not served.
+            self._queue.pop()
             self._reject(400, "protocol upgrades are not supported")
         except httptools.HttpParserError as exc:
             status, message = self._problem or (400, f"malformed HTTP request: {exc}")
@@ -160,6 +176,7 @@ class _Connection(asyncio.Protocol):
     def on_message_begin(self) -> None:
         self._url = b""
         self._headers = {}
+        self._header_count = 0
         self._header_bytes = 0
         self._body = []
         self._body_size = 0
@@ -172,8 +189,11 @@ class _Connection(asyncio.Protocol):
             raise httptools.HttpParserError(self._problem[1])
 
     def on_header(self, name: bytes, value: bytes) -> None:
+        # Counted per line, not per name: repeated names are joined below, which would let a
+        # request of many short duplicates cost quadratic time.
+        self._header_count += 1
         self._header_bytes += len(name) + len(value)
-        if len(self._headers) >= _MAX_HEADERS or self._header_bytes > _MAX_HEADER_BYTES:
+        if self._header_count > _MAX_HEADERS or self._header_bytes > _MAX_HEADER_BYTES:
             self._problem = (431, f"too many or too large request headers (at most {_MAX_HEADERS})")
             raise httptools.HttpParserError(self._problem[1])
         key = name.decode("latin-1").lower()
@@ -182,9 +202,12 @@ class _Connection(asyncio.Protocol):
         self._headers[key] = text if previous is None else f"{previous}, {text}"
 
     def on_headers_complete(self) -> None:
+        # Not while an earlier response is still being written: it would land inside it.
         if (
             self._headers.get("expect", "").lower() == "100-continue"
             and self._transport is not None
+            and not self.busy
+            and not self._queue
         ):
             self._transport.write(b"HTTP/1.1 100 Continue\r\n\r\n")
 
@@ -199,16 +222,16 @@ class _Connection(asyncio.Protocol):
     def on_message_complete(self) -> None:
         keep_alive = self._parser.should_keep_alive()
         if self._too_large:
-            self._queue.append((None, 413, False))
+            self._queue.append((_BODY_TOO_LARGE, False))
         else:
             try:
                 path = _path_of(self._url)
             except httptools.HttpParserInvalidURLError:
-                self._queue.append((None, 400, False))
+                self._queue.append((_BAD_TARGET, False))
             else:
                 method = self._parser.get_method().decode("latin-1")
                 request = Request(method, path, self._headers, b"".join(self._body))
-                self._queue.append((request, 0, keep_alive))
+                self._queue.append((request, keep_alive))
         self._body = []
         if len(self._queue) > _MAX_PIPELINED and self._transport is not None:
             self._transport.pause_reading()  # resumed once the queue is served
@@ -221,11 +244,17 @@ class _Connection(asyncio.Protocol):
 
     # -- serving ----------------------------------------------------------
     def _reject(self, status: int, message: str) -> None:
-        if self._transport is None or self._transport.is_closing():
+        transport = self._transport
+        if transport is None or transport.is_closing() or self._rejected:
             return
-        if not self.busy:
-            self._transport.write(self._server.error_bytes(status, message))
-        self._transport.close()
+        self._rejected = True
+        if self.busy or self._queue:
+            # Earlier pipelined requests are answered first; the error follows them.
+            self._queue.append((_Rejection(status, message), False))
+            transport.pause_reading()
+            return
+        transport.write(self._server.error_bytes(status, message))
+        transport.close()
 
     async def _serve(self) -> None:
         transport = self._transport
@@ -237,12 +266,11 @@ class _Connection(asyncio.Protocol):
                 await self._wakeup
                 self._wakeup = None
                 continue
-            request, status, keep_alive = self._queue.popleft()
+            request, keep_alive = self._queue.popleft()
             if not self._queue and not transport.is_reading():
                 transport.resume_reading()
-            if request is None:
-                message = "request body too large" if status == 413 else "malformed request target"
-                transport.write(self._server.error_bytes(status, message))
+            if isinstance(request, _Rejection):
+                transport.write(self._server.error_bytes(request.status, request.message))
                 transport.close()
                 return
             self.busy = True
@@ -349,23 +377,31 @@ class HttpServer:
         self.idle_seconds = idle_seconds
         self._sweeper: asyncio.Task[None] | None = None
 
+    def new_connection(self) -> asyncio.Protocol:
+        """The protocol for one accepted connection (the listening socket's factory)."""
+        return _Connection(self)
+
+    def close_expired(self) -> None:
+        """Close the connections idle (or stuck in an unfinished request) for ``idle_seconds``."""
+        now = self.clock()
+        for connection in list(self.connections):
+            if connection.expired(now, self.idle_seconds):
+                connection.close()
+
     async def _sweep(self) -> None:
         while True:
             await asyncio.sleep(min(5.0, self.idle_seconds / 2))
-            now = self.clock()
-            for connection in list(self.connections):
-                if connection.expired(now, self.idle_seconds):
-                    connection.close()
+            self.close_expired()
 
     async def start(
         self, host: str, port: int, *, reuse_port: bool = False, sock: socket.socket | None = None
     ) -> int:
         loop = asyncio.get_running_loop()
         if sock is not None:
-            server = await loop.create_server(lambda: _Connection(self), sock=sock, backlog=2048)
+            server = await loop.create_server(self.new_connection, sock=sock, backlog=2048)
         else:
             server = await loop.create_server(
-                lambda: _Connection(self),
+                self.new_connection,
                 host,
                 port,
                 backlog=2048,

@@ -1,0 +1,512 @@
+"""The gateway's HTTP/1.1 server, byte for byte: requests are fed to one connection's protocol
+through a fake transport, and the bytes it writes back are compared whole."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+
+import pytest
+
+from tests.support.protocol import FakeTransport, connect, eventually, request_bytes
+from tiergate_gateway.server import HttpServer, Request, Response, StreamResponse
+
+MAX_BODY = 1024
+
+
+def error_bytes(status: int, message: str) -> bytes:
+    return b"ERROR %d %s\n" % (status, message.encode())
+
+
+def ok(body: bytes, extra: bytes = b"") -> bytes:
+    """The exact bytes of a 200 text/plain answer from ``App``."""
+    return b"HTTP/1.1 200 OK\r\ncontent-type: text/plain\r\ncontent-length: %d\r\n%s\r\n%s" % (
+        len(body),
+        extra,
+        body,
+    )
+
+
+CLOSE = b"connection: close\r\n"
+
+
+class App:
+    """Answers ``<method> <path> <body>``; a path in ``held`` waits until released."""
+
+    def __init__(self) -> None:
+        self.seen: list[Request] = []
+        self.held: dict[str, asyncio.Event] = {}
+        self.cancelled: list[str] = []
+        self.stream: StreamResponse | None = None
+
+    def hold(self, path: str) -> asyncio.Event:
+        self.held[path] = asyncio.Event()
+        return self.held[path]
+
+    async def __call__(self, request: Request) -> Response | StreamResponse:
+        self.seen.append(request)
+        try:
+            if request.path in self.held:
+                await self.held[request.path].wait()
+        except asyncio.CancelledError:
+            self.cancelled.append(request.path)
+            raise
+        if request.path == "/boom":
+            raise RuntimeError("handler bug")
+        if request.path == "/stream" and self.stream is not None:
+            return self.stream
+        body = f"{request.method} {request.path} ".encode() + request.body
+        return Response(200, body, content_type="text/plain")
+
+
+def open_connection(
+    app: App, *, max_body: int = MAX_BODY, idle_seconds: float = 75.0
+) -> tuple[HttpServer, FakeTransport]:
+    server = HttpServer(app, error_bytes, max_body, idle_seconds)
+    return server, connect(server.new_connection())
+
+
+async def settle() -> None:
+    """A few loop turns: enough for a handler that does not wait to answer."""
+    for _ in range(10):
+        await asyncio.sleep(0)
+
+
+# --- one request, keep-alive, close ------------------------------------------------------
+
+
+async def test_a_request_is_answered_with_exact_bytes_and_the_connection_stays_open() -> None:
+    app = App()
+    _, transport = open_connection(app)
+    transport.feed(request_bytes("GET", "/healthz", [("X-Thing", "a"), ("x-thing", "b")]))
+    await eventually(lambda: bool(transport.written))
+    assert transport.take() == ok(b"GET /healthz ")
+    assert transport.writes == 1
+    assert not transport.closed
+    assert app.seen == [Request("GET", "/healthz", {"host": "gateway", "x-thing": "a, b"}, b"")]
+
+
+async def test_a_query_string_is_not_part_of_the_path_and_the_body_is_whole() -> None:
+    app = App()
+    _, transport = open_connection(app)
+    transport.feed(request_bytes("POST", "/v1/chat?x=1#f", body=b'{"a": 1}'))
+    await eventually(lambda: bool(transport.written))
+    assert transport.take() == ok(b'POST /v1/chat {"a": 1}')
+
+
+async def test_keep_alive_serves_the_next_request_on_the_same_connection() -> None:
+    app = App()
+    _, transport = open_connection(app)
+    for path in ("/one", "/two", "/three"):
+        transport.feed(request_bytes("GET", path))
+        await eventually(lambda: bool(transport.written))
+        assert transport.take() == ok(f"GET {path} ".encode())
+    assert not transport.closed
+    assert transport.writes == 3
+
+
+async def test_connection_close_is_answered_then_closed_and_later_requests_are_dropped() -> None:
+    app = App()
+    _, transport = open_connection(app)
+    transport.feed(
+        request_bytes("GET", "/last", [("connection", "close")]) + request_bytes("GET", "/never")
+    )
+    await eventually(lambda: transport.lost)
+    assert transport.take() == ok(b"GET /last ", CLOSE)
+    assert [r.path for r in app.seen] == ["/last"]
+
+
+async def test_http_1_0_without_keep_alive_is_closed_after_its_answer() -> None:
+    app = App()
+    _, transport = open_connection(app)
+    transport.feed(b"GET /old HTTP/1.0\r\n\r\n")
+    await eventually(lambda: transport.lost)
+    assert transport.take() == ok(b"GET /old ", CLOSE)
+
+
+async def test_a_draining_server_answers_with_connection_close() -> None:
+    app = App()
+    server, transport = open_connection(app)
+    server.draining = True
+    transport.feed(request_bytes("GET", "/x"))
+    await eventually(lambda: transport.lost)
+    assert transport.take() == ok(b"GET /x ", CLOSE)
+
+
+# --- pipelining and split chunks -----------------------------------------------------------
+
+
+async def test_pipelined_requests_are_answered_in_order_one_at_a_time() -> None:
+    app = App()
+    release_first = app.hold("/slow")
+    _, transport = open_connection(app)
+    transport.feed(
+        request_bytes("GET", "/slow")
+        + request_bytes("POST", "/fast", body=b"b")
+        + request_bytes("GET", "/third")
+    )
+    await settle()
+    assert transport.written == b""  # the second one waits for the first
+    assert [r.path for r in app.seen] == ["/slow"]
+    release_first.set()
+    await eventually(lambda: len(app.seen) == 3 and transport.writes == 3)
+    assert transport.take() == ok(b"GET /slow ") + ok(b"POST /fast b") + ok(b"GET /third ")
+    assert not transport.closed
+
+
+PIPELINE = (
+    request_bytes("POST", "/v1/a?q=1", [("content-type", "application/json")], body=b'{"x":1}')
+    + b"POST /v1/b HTTP/1.1\r\nhost: gateway\r\ntransfer-encoding: chunked\r\n\r\n"
+    + b"3\r\nabc\r\n2\r\nde\r\n0\r\n\r\n"
+    + request_bytes("GET", "/" + "p" * 300, [("x-long", "v" * 500)])
+)
+
+
+@pytest.mark.parametrize("size", [1, 2, 3, 7, 64])
+async def test_requests_split_into_small_pieces_parse_as_when_whole(size: int) -> None:
+    whole_app, split_app = App(), App()
+    _, whole = open_connection(whole_app)
+    _, split = open_connection(split_app)
+    whole.feed(PIPELINE)
+    split.feed_in_pieces(PIPELINE, size)  # pieces end inside names, values, CRLFs and the body
+    await eventually(lambda: whole.writes == 3 and split.writes == 3)
+    assert split.take() == whole.take()
+    assert split_app.seen == whole_app.seen
+    assert split_app.seen[1] == Request(
+        "POST", "/v1/b", {"host": "gateway", "transfer-encoding": "chunked"}, b"abcde"
+    )
+
+
+async def test_more_than_eight_queued_requests_pause_reading_until_served() -> None:
+    app = App()
+    release = app.hold("/first")
+    _, transport = open_connection(app)
+    transport.feed(b"".join(request_bytes("GET", p) for p in ["/first"] + ["/n"] * 9))
+    await settle()
+    assert not transport.reading and transport.paused_times == 1
+    release.set()
+    await eventually(lambda: transport.writes == 10)
+    assert transport.reading
+    assert transport.take() == ok(b"GET /first ") + ok(b"GET /n ") * 9
+
+
+# --- limits ---------------------------------------------------------------------------------
+
+
+async def test_a_body_at_the_limit_is_served() -> None:
+    app = App()
+    _, transport = open_connection(app)
+    transport.feed(request_bytes("POST", "/b", body=b"x" * MAX_BODY))
+    await eventually(lambda: bool(transport.written))
+    assert transport.take() == ok(b"POST /b " + b"x" * MAX_BODY)
+
+
+async def test_a_body_over_the_limit_is_refused_with_413_and_closed() -> None:
+    app = App()
+    _, transport = open_connection(app)
+    transport.feed_in_pieces(request_bytes("POST", "/b", body=b"x" * (MAX_BODY + 1)), 100)
+    await eventually(lambda: transport.lost)
+    assert transport.take() == error_bytes(413, "request body too large")
+    assert app.seen == []
+
+
+async def test_a_chunked_body_over_the_limit_is_refused_with_413() -> None:
+    app = App()
+    _, transport = open_connection(app)
+    transport.feed(
+        b"POST /b HTTP/1.1\r\ntransfer-encoding: chunked\r\n\r\n"
+        + b"%x\r\n%s\r\n" % (MAX_BODY, b"x" * MAX_BODY)
+        + b"1\r\ny\r\n0\r\n\r\n"
+    )
+    await eventually(lambda: transport.lost)
+    assert transport.take() == error_bytes(413, "request body too large")
+
+
+async def test_a_request_target_of_8192_bytes_is_served_one_more_is_414() -> None:
+    app = App()
+    _, transport = open_connection(app)
+    transport.feed(request_bytes("GET", "/" + "a" * 8191))
+    await eventually(lambda: bool(transport.written))
+    assert transport.take().startswith(b"HTTP/1.1 200 OK\r\n")
+
+    _, refused = open_connection(app)
+    refused.feed_in_pieces(request_bytes("GET", "/" + "a" * 8192), 1000)
+    await eventually(lambda: refused.lost)
+    assert refused.take() == error_bytes(414, "request target too long")
+
+
+HEADERS_REFUSED = error_bytes(431, "too many or too large request headers (at most 100)")
+
+
+async def test_one_hundred_header_lines_are_served_one_more_is_431() -> None:
+    app = App()
+    _, transport = open_connection(app)
+    transport.feed(request_bytes("GET", "/h", [(f"x-{i}", "v") for i in range(99)]))  # + host
+    await eventually(lambda: bool(transport.written))
+    assert transport.take() == ok(b"GET /h ")
+    assert len(app.seen[0].headers) == 100
+
+    _, refused = open_connection(app)
+    refused.feed(request_bytes("GET", "/h", [(f"x-{i}", "v") for i in range(100)]))
+    await eventually(lambda: refused.lost)
+    assert refused.take() == HEADERS_REFUSED
+
+
+async def test_repeated_header_names_count_as_separate_lines() -> None:
+    # Counting names let 30,000 "a: b" lines through, each joined to the last: 0.25 s of CPU.
+    app = App()
+    _, transport = open_connection(app)
+    transport.feed(request_bytes("GET", "/h", [("a", "b")] * 30_000))
+    await eventually(lambda: transport.lost)
+    assert transport.take() == HEADERS_REFUSED
+    assert app.seen == []
+
+
+async def test_header_bytes_are_limited_to_64_kib() -> None:
+    app = App()
+    _, transport = open_connection(app)
+    # name + value of all lines: "host" + "gateway" + "x" + value
+    fits = 64 * 1024 - len("hostgateway") - 1
+    transport.feed(request_bytes("GET", "/h", [("x", "v" * fits)]))
+    await eventually(lambda: bool(transport.written))
+    assert transport.take().startswith(b"HTTP/1.1 200 OK\r\n")
+
+    _, refused = open_connection(app)
+    refused.feed_in_pieces(request_bytes("GET", "/h", [("x", "v" * (fits + 1))]), 4096)
+    await eventually(lambda: refused.lost)
+    assert refused.take() == HEADERS_REFUSED
+
+
+async def test_a_malformed_request_is_answered_400_and_closed() -> None:
+    app = App()
+    _, transport = open_connection(app)
+    transport.feed(b"NOT HTTP AT ALL\r\n\r\n")
+    await eventually(lambda: transport.lost)
+    written = transport.take()
+    assert written.startswith(b"ERROR 400 malformed HTTP request: ")
+    assert app.seen == []
+
+
+async def test_a_malformed_request_after_a_valid_one_is_answered_after_it() -> None:
+    # Both arrive in one read: the error used to go out first, the valid one never answered.
+    app = App()
+    _, transport = open_connection(app)
+    transport.feed(request_bytes("GET", "/fine") + b"GARBAGE\r\n\r\n")
+    await eventually(lambda: transport.lost)
+    answer = ok(b"GET /fine ")
+    written = transport.take()
+    assert written[: len(answer)] == answer
+    assert written[len(answer) :].startswith(b"ERROR 400 malformed HTTP request: ")
+
+
+async def test_a_malformed_request_during_a_slow_answer_waits_for_it() -> None:
+    app = App()
+    release = app.hold("/slow")
+    _, transport = open_connection(app)
+    transport.feed(request_bytes("GET", "/slow"))
+    await settle()
+    transport.feed(b"GET / HTTP/1.1\r\nbad header\r\n\r\n")
+    transport.feed(b"more garbage\r\n")
+    await settle()
+    assert not transport.closed and app.cancelled == []
+    release.set()
+    await eventually(lambda: transport.lost)
+    written = transport.take()
+    assert written.startswith(ok(b"GET /slow "))
+    assert written.count(b"ERROR 400") == 1
+
+
+async def test_a_protocol_upgrade_is_refused_400_without_calling_the_handler() -> None:
+    app = App()
+    _, transport = open_connection(app)
+    transport.feed(
+        request_bytes("GET", "/ws", [("connection", "upgrade"), ("upgrade", "websocket")])
+    )
+    await eventually(lambda: transport.lost)
+    assert transport.take() == error_bytes(400, "protocol upgrades are not supported")
+    assert app.seen == []
+
+
+# --- Expect: 100-continue --------------------------------------------------------------------
+
+
+async def test_expect_100_continue_is_answered_before_the_body() -> None:
+    app = App()
+    _, transport = open_connection(app)
+    head = b"POST /e HTTP/1.1\r\nexpect: 100-continue\r\ncontent-length: 2\r\n\r\n"
+    transport.feed(head)
+    assert transport.take() == b"HTTP/1.1 100 Continue\r\n\r\n"
+    transport.feed(b"hi")
+    await eventually(lambda: bool(transport.written))
+    assert transport.take() == ok(b"POST /e hi")
+
+
+async def test_expect_100_continue_is_not_written_into_an_earlier_streamed_answer() -> None:
+    app = App()
+    more = asyncio.Event()
+
+    async def chunks() -> AsyncIterator[bytes]:
+        yield b"one"
+        await more.wait()
+        yield b"two"
+
+    app.stream = StreamResponse(200, chunks())
+    _, transport = open_connection(app)
+    transport.feed(request_bytes("GET", "/stream"))
+    await eventually(lambda: bool(transport.written))
+    transport.feed(b"POST /e HTTP/1.1\r\nexpect: 100-continue\r\ncontent-length: 2\r\n\r\n")
+    more.set()
+    transport.feed(b"hi")
+    await eventually(lambda: len(app.seen) == 2 and transport.writes == 4)
+    assert transport.take() == (
+        b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\n"
+        b"transfer-encoding: chunked\r\ncache-control: no-cache\r\n\r\n"
+        b"3\r\none\r\n3\r\ntwo\r\n0\r\n\r\n" + ok(b"POST /e hi")
+    )
+
+
+# --- streamed answers ------------------------------------------------------------------------
+
+STREAM_HEAD = (
+    b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\nx-a: 1\r\n"
+    b"transfer-encoding: chunked\r\ncache-control: no-cache\r\n\r\n"
+)
+
+
+async def test_a_stream_is_chunk_framed_with_its_head_in_the_first_write() -> None:
+    async def chunks() -> AsyncIterator[bytes]:
+        for chunk in (b"data: 1\n\n", b"", b"data: 2\n\n"):
+            yield chunk
+
+    app = App()
+    app.stream = StreamResponse(200, chunks(), [("x-a", "1")])
+    _, transport = open_connection(app)
+    transport.feed(request_bytes("GET", "/stream"))
+    await eventually(lambda: transport.writes == 3)
+    assert transport.take() == STREAM_HEAD + b"9\r\ndata: 1\n\n\r\n9\r\ndata: 2\n\n\r\n0\r\n\r\n"
+    assert not transport.closed
+
+
+class _Exhausting:
+    """A body that says when its next item would be the end, as the gateway's relay does."""
+
+    def __init__(self, chunks: list[bytes]) -> None:
+        self._chunks = chunks
+        self.closed = False
+
+    @property
+    def exhausted(self) -> bool:
+        return not self._chunks
+
+    def __aiter__(self) -> _Exhausting:
+        return self
+
+    async def __anext__(self) -> bytes:
+        if not self._chunks:
+            raise StopAsyncIteration
+        return self._chunks.pop(0)
+
+    async def aclose(self) -> None:
+        self.closed = True
+
+
+async def test_a_stream_that_knows_its_end_goes_out_in_one_write_and_is_closed() -> None:
+    body = _Exhausting([b"all of it"])
+    app = App()
+    app.stream = StreamResponse(200, body, [("x-a", "1")])
+    _, transport = open_connection(app)
+    transport.feed(request_bytes("GET", "/stream"))
+    await eventually(lambda: body.closed)
+    assert transport.take() == STREAM_HEAD + b"9\r\nall of it\r\n0\r\n\r\n"
+    assert transport.writes == 1
+
+
+async def test_a_stream_breaking_after_its_head_closes_without_the_last_chunk() -> None:
+    async def chunks() -> AsyncIterator[bytes]:
+        yield b"part"
+        raise RuntimeError("upstream went away")
+
+    app = App()
+    app.stream = StreamResponse(200, chunks(), [("x-a", "1")])
+    _, transport = open_connection(app)
+    transport.feed(request_bytes("GET", "/stream"))
+    await eventually(lambda: transport.lost)
+    assert transport.take() == STREAM_HEAD + b"4\r\npart\r\n"  # no terminating chunk
+
+
+async def test_a_stream_waits_while_the_transport_is_paused() -> None:
+    async def chunks() -> AsyncIterator[bytes]:
+        for chunk in (b"a", b"b"):
+            yield chunk
+
+    app = App()
+    app.stream = StreamResponse(200, chunks(), [("x-a", "1")])
+    _, transport = open_connection(app)
+    transport.protocol.pause_writing()
+    transport.feed(request_bytes("GET", "/stream"))
+    await eventually(lambda: transport.writes == 1)
+    await settle()
+    assert transport.take() == STREAM_HEAD + b"1\r\na\r\n"
+    transport.protocol.resume_writing()
+    await eventually(lambda: transport.writes == 3)
+    assert transport.take() == b"1\r\nb\r\n0\r\n\r\n"
+
+
+async def test_a_stream_failing_before_its_first_chunk_is_a_500() -> None:
+    async def chunks() -> AsyncIterator[bytes]:
+        raise RuntimeError("nothing to send")
+        yield b""  # pragma: no cover
+
+    app = App()
+    app.stream = StreamResponse(200, chunks())
+    _, transport = open_connection(app)
+    transport.feed(request_bytes("GET", "/stream"))
+    await eventually(lambda: transport.lost)
+    assert transport.take() == error_bytes(500, "internal gateway error")
+
+
+# --- errors, disconnects, idle connections ---------------------------------------------------
+
+
+async def test_a_handler_error_is_a_500_and_the_connection_closes() -> None:
+    app = App()
+    _, transport = open_connection(app)
+    transport.feed(request_bytes("GET", "/boom") + request_bytes("GET", "/after"))
+    await eventually(lambda: transport.lost)
+    assert transport.take() == error_bytes(500, "internal gateway error")
+    assert [r.path for r in app.seen] == ["/boom"]
+
+
+@pytest.mark.parametrize("goes_away", [FakeTransport.peer_reset, FakeTransport.peer_eof])
+async def test_a_client_that_goes_away_cancels_its_handler(goes_away: object) -> None:
+    app = App()
+    app.hold("/slow")
+    server, transport = open_connection(app)
+    transport.feed(request_bytes("GET", "/slow"))
+    await settle()
+    assert app.seen and app.cancelled == []
+    goes_away(transport)  # type: ignore[operator]
+    await eventually(lambda: app.cancelled == ["/slow"] and transport.lost)
+    assert transport.written == b""
+    assert server.connections == set()
+
+
+async def test_idle_and_unfinished_connections_close_after_idle_seconds_busy_ones_do_not() -> None:
+    app = App()
+    app.hold("/slow")
+    now = [1000.0]
+    server = HttpServer(app, error_bytes, MAX_BODY, idle_seconds=75.0)
+    server.clock = lambda: now[0]
+    idle, unfinished, busy = (connect(server.new_connection()) for _ in range(3))
+    idle.feed(request_bytes("GET", "/done"))
+    unfinished.feed(b"GET /never-finished HTTP/1.1\r\nhost: x\r\n")
+    busy.feed(request_bytes("GET", "/slow"))
+    await eventually(lambda: idle.writes == 1 and len(app.seen) == 2)
+
+    now[0] += 75.0
+    server.close_expired()
+    assert not idle.closed and not unfinished.closed  # not longer than idle_seconds yet
+    now[0] += 0.1
+    server.close_expired()
+    assert idle.closed and unfinished.closed and not busy.closed
+    assert unfinished.written == b""
