@@ -1,15 +1,7 @@
-"""Where configs come from: a file (hot reloaded) or one ConfigMap watched through the Kubernetes API.
+"""One ConfigMap watched through the Kubernetes API.
 
-File: polls ``stat`` (inode, mtime, size) every ``interval``; this sees in-place
-writes, renames and Kubernetes' symlink swap of mounted ConfigMaps (``stat``
-follows the ``..data`` link), at the cost of one syscall per interval.
-
-A gzip-compressed file (a ConfigMap's ``config.json.gz`` binaryData key, mounted)
-is recognised by its magic bytes and unpacked by ``parse_config``.
-
-ConfigMap: list once, then watch ``/api/v1/namespaces/<ns>/configmaps`` with a
-field selector on the name, using the pod's service account (in a cluster) or a
-kubeconfig. Each ADDED/MODIFIED event offers ``config.json`` (inline ``data``, or
+List once, then watch ``/api/v1/namespaces/<ns>/configmaps`` with a field selector
+on the name. Each ADDED/MODIFIED event offers ``config.json`` (inline ``data``, or
 gzip ``binaryData`` for large configs, see ``contract.configmap_payload``) to the
 store the moment its line arrives: on the local control plane a new config serves
 a few milliseconds after the write (``bench/gateway/configmap_latency.py``).
@@ -19,184 +11,39 @@ when the server ends it (``timeoutSeconds``, a read timeout, a dropped
 connection), resumes from there without listing again; only HTTP 410 Gone (the
 version was compacted away) lists again. Failed attempts back off exponentially
 with jitter (0.1 s doubling to 10 s); a watch that delivered anything resets
-the backoff, so one bad spell never slows later updates. Event lines are split
-by hand, with no per-line size limit below ``_MAX_EVENT_BYTES``: a ConfigMap
-near its 1 MiB cap is one line of that size, which aiohttp's ``readline``
-refuses above 512 KiB (that failure, retried with a backoff that never reset,
-was what made large configs serve seconds late). An unchanged ``config.json``
-(a relist) is not parsed again.
+the backoff, so one bad spell never slows later updates. An unchanged
+``config.json`` (a relist) is not parsed again.
 """
 
 from __future__ import annotations
 
 import asyncio
-import base64
 import contextlib
 import logging
-import os
 import random
 import ssl
-import tempfile
 import time
-from collections.abc import AsyncGenerator, Callable
-from dataclasses import dataclass
-from pathlib import Path
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 import orjson
 
 from tiergate_contract import CONFIG_GZIP_KEY, CONFIG_KEY, config_from_configmap
 
+from .event_lines import event_lines
+from .kubeconfig import KubeAccess
+
 if TYPE_CHECKING:
     import aiohttp
 
-__all__ = ["FileSource", "KubeAccess", "KubeSource", "kube_access"]
+__all__ = ["KubeSource", "Offer"]
 
-_log = logging.getLogger("tiergate_gateway.sources")
+_log = logging.getLogger(__name__)
 Offer = Callable[[bytes, str], bool]
-
-_SA_DIR = Path("/var/run/secrets/kubernetes.io/serviceaccount")
-
-
-class FileSource:
-    def __init__(self, path: Path, offer: Offer, interval: float = 0.25) -> None:
-        self._path = path
-        self._offer = offer
-        self._interval = interval
-        self._seen: tuple[int, int, int] | None = None
-        self._task: asyncio.Task[None] | None = None
-
-    def _identity(self) -> tuple[int, int, int] | None:
-        try:
-            st = os.stat(self._path)
-        except OSError:
-            return None
-        return (st.st_ino, st.st_mtime_ns, st.st_size)
-
-    def poll(self) -> None:
-        """Offer the file if it changed since the last look."""
-        identity = self._identity()
-        if identity is None or identity == self._seen:
-            return
-        try:
-            data = self._path.read_bytes()
-        except OSError as exc:
-            _log.warning("cannot read config file %s: %s", self._path, exc)
-            return
-        self._seen = identity
-        self._offer(data, str(self._path))
-
-    async def start(self) -> None:
-        self.poll()
-        self._task = asyncio.get_running_loop().create_task(self._run())
-
-    async def _run(self) -> None:
-        while True:
-            await asyncio.sleep(self._interval)
-            self.poll()
-
-    async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-
-
-@dataclass(frozen=True)
-class KubeAccess:
-    server: str
-    headers: dict[str, str]
-    ssl: ssl.SSLContext | bool
-
-
-def _from_kubeconfig(path: Path) -> KubeAccess:
-    import yaml  # only the ConfigMap source needs it
-
-    doc = yaml.safe_load(path.read_text())
-    current = doc.get("current-context")
-    context = next(c["context"] for c in doc["contexts"] if c["name"] == current)
-    cluster = next(c["cluster"] for c in doc["clusters"] if c["name"] == context["cluster"])
-    user = next(u["user"] for u in doc.get("users", []) if u["name"] == context.get("user"))
-    headers: dict[str, str] = {}
-    ctx: ssl.SSLContext | bool = False
-    server = str(cluster["server"])
-    if server.startswith("https"):
-        tls = ssl.create_default_context()
-        if "certificate-authority-data" in cluster:
-            tls.load_verify_locations(
-                cadata=base64.b64decode(cluster["certificate-authority-data"]).decode()
-            )
-        elif "certificate-authority" in cluster:
-            tls.load_verify_locations(cafile=cluster["certificate-authority"])
-        if cluster.get("insecure-skip-tls-verify"):
-            tls.check_hostname = False
-            tls.verify_mode = ssl.CERT_NONE
-        cert, key = user.get("client-certificate"), user.get("client-key")
-        if "client-certificate-data" in user:
-            folder = Path(tempfile.mkdtemp(prefix="tiergate-kube-"))
-            cert, key = str(folder / "tls.crt"), str(folder / "tls.key")
-            Path(cert).write_bytes(base64.b64decode(user["client-certificate-data"]))
-            Path(key).write_bytes(base64.b64decode(user["client-key-data"]))
-            os.chmod(key, 0o600)
-        if cert and key:
-            tls.load_cert_chain(cert, key)
-        ctx = tls
-    if "token" in user:
-        headers["Authorization"] = f"Bearer {user['token']}"
-    elif "tokenFile" in user:
-        headers["Authorization"] = f"Bearer {Path(user['tokenFile']).read_text().strip()}"
-    return KubeAccess(server.rstrip("/"), headers, ctx)
-
-
-def kube_access(kubeconfig: Path | None) -> KubeAccess:
-    """In a pod: the service account; else the kubeconfig (flag, ``KUBECONFIG``, ``~/.kube/config``)."""
-    if kubeconfig is None and "KUBERNETES_SERVICE_HOST" in os.environ:
-        host, port = (
-            os.environ["KUBERNETES_SERVICE_HOST"],
-            os.environ.get("KUBERNETES_SERVICE_PORT", "443"),
-        )
-        tls = ssl.create_default_context(cafile=str(_SA_DIR / "ca.crt"))
-        token = (_SA_DIR / "token").read_text().strip()
-        return KubeAccess(f"https://{host}:{port}", {"Authorization": f"Bearer {token}"}, tls)
-    path = kubeconfig or Path(os.environ.get("KUBECONFIG", str(Path.home() / ".kube" / "config")))
-    return _from_kubeconfig(path)
 
 
 class _Gone(Exception):
     """The watch's resourceVersion is gone (HTTP 410): list again."""
-
-
-# One watch event is one JSON line holding the whole ConfigMap (at most 1 MiB of data, escaped,
-# plus metadata, plus a kubectl last-applied annotation); anything far larger is not a ConfigMap.
-_MAX_EVENT_BYTES = 16 * 1024 * 1024
-
-
-async def _lines(
-    stream: aiohttp.StreamReader, limit: int = _MAX_EVENT_BYTES
-) -> AsyncGenerator[bytes, None]:
-    """The non-empty newline-separated lines of ``stream``, each as soon as its newline arrives."""
-    buf = bytearray()
-    scanned = 0  # bytes of ``buf`` already known to hold no newline
-    while chunk := await stream.readany():
-        buf += chunk
-        while (end := buf.find(b"\n", scanned)) >= 0:
-            line = bytes(buf[:end])
-            del buf[: end + 1]
-            scanned = 0
-            if line.strip():
-                yield line
-        scanned = len(buf)
-        if scanned > limit:
-            raise ValueError(f"a watch event is larger than {limit} bytes")
-    if buf.strip():
-        yield bytes(buf)
-
-
-def _status_message(body: bytes) -> str:
-    """The ``message`` of a Kubernetes Status body, else the first bytes of the body."""
-    with contextlib.suppress(ValueError, AttributeError):
-        return str(orjson.loads(body).get("message", ""))[:300]
-    return body[:300].decode(errors="replace")
 
 
 class KubeSource:
@@ -345,7 +192,7 @@ class KubeSource:
             self.watches += 1
             opened = time.monotonic()
             try:
-                async with contextlib.aclosing(_lines(resp.content)) as lines:
+                async with contextlib.aclosing(event_lines(resp.content)) as lines:
                     async for line in lines:
                         self._event(orjson.loads(line))
             finally:
@@ -380,3 +227,10 @@ def _describe(exc: BaseException) -> str:
     """A short, credential-free description of a failure (no headers, no bodies)."""
     text = str(exc).splitlines()[0][:300] if str(exc) else ""
     return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+
+
+def _status_message(body: bytes) -> str:
+    """The ``message`` of a Kubernetes Status body, else the first bytes of the body."""
+    with contextlib.suppress(ValueError, AttributeError):
+        return str(orjson.loads(body).get("message", ""))[:300]
+    return body[:300].decode(errors="replace")
