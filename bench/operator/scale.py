@@ -31,6 +31,16 @@ from tiergate_contract import GatewayConfig, config_from_configmap
 from tiergate_devkit.cluster import ControlPlane, start, stop, tools_bin_dir
 from tiergate_operator.kube import KubeApi, load_client_configuration
 from tiergate_operator.refs import ObjectRef
+from tiergate_operator.registry import (
+    API_KEY_TIER,
+    CHILD_KINDS,
+    CONFIG_MAP,
+    CUSTOM_KINDS,
+    MANAGED_BY,
+    MODEL_ROUTE,
+    label_selector,
+    resources,
+)
 
 REPO = Path(__file__).resolve().parents[2]
 NAMESPACE = "scale"
@@ -48,8 +58,7 @@ def manifests(routes: int, shared: int, dedicated: int) -> list[dict[str, Any]]:
     for i in range(routes):
         docs.append(
             {
-                "apiVersion": "tiergate.dev/v1alpha1",
-                "kind": "ModelRoute",
+                **MODEL_ROUTE.type_meta(),
                 "metadata": {"name": f"model-{i:04d}"},
                 "spec": {
                     "model": f"model-{i:04d}",
@@ -92,8 +101,7 @@ def manifests(routes: int, shared: int, dedicated: int) -> list[dict[str, Any]]:
             spec["replicas"] = 2
         docs.append(
             {
-                "apiVersion": "tiergate.dev/v1alpha1",
-                "kind": "ApiKeyTier",
+                **API_KEY_TIER.type_meta(),
                 "metadata": {"name": name},
                 "spec": spec,
             }
@@ -142,7 +150,13 @@ def stop_operator(process: subprocess.Popen[bytes], log: Path) -> dict[str, int]
 def converged(plane: ControlPlane, routes: int, tiers: int, gateways: int) -> bool:
     objs = json.loads(
         plane.kubectl(
-            "-n", NAMESPACE, "get", "configmaps,modelroutes,apikeytiers", "-o", "json", timeout=60
+            "-n",
+            NAMESPACE,
+            "get",
+            resources(CONFIG_MAP, *CUSTOM_KINDS),
+            "-o",
+            "json",
+            timeout=60,
         ).stdout
     )["items"]
     configs = [
@@ -237,8 +251,7 @@ def run(
     plane.kubectl(
         "wait",
         "--for=condition=Established",
-        "crd/modelroutes.tiergate.dev",
-        "crd/apikeytiers.tiergate.dev",
+        *(f"crd/{kind.resource}" for kind in CUSTOM_KINDS),
         "--timeout=30s",
     )
     for ns in (NAMESPACE, "floor"):
@@ -285,16 +298,16 @@ def run(
             "-n",
             NAMESPACE,
             "get",
-            "configmaps,deployments,services,poddisruptionbudgets,serviceaccounts,roles,rolebindings",
+            resources(*CHILD_KINDS),
             "-l",
-            "app.kubernetes.io/managed-by=tiergate-operator",
+            label_selector(MANAGED_BY),
             "-o",
             "json",
         ).stdout
     )["items"]
     children = [strip_for_floor(o, "floor") for o in objs]
     crs = json.loads(
-        plane.kubectl("-n", NAMESPACE, "get", "modelroutes,apikeytiers", "-o", "json").stdout
+        plane.kubectl("-n", NAMESPACE, "get", resources(*CUSTOM_KINDS), "-o", "json").stdout
     )["items"]
     plane.kubectl(
         "-n",

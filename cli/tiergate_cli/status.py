@@ -18,17 +18,32 @@ from typing import Any
 
 from prometheus_client.parser import text_string_to_metric_families
 
+from tiergate_cli.commands import Commands
 from tiergate_cli.devstate import DEFAULT_DEV_DIR, DevState
 from tiergate_cli.kubectl import kubectl_binary
 from tiergate_cli.output import CommandError, table
+from tiergate_operator.registry import (
+    API_KEY_TIER,
+    COMPONENT_LABEL,
+    CONFIG_MAP,
+    DEFAULT_PREFIX,
+    DEPLOYMENT,
+    GATEWAY_COMPONENT,
+    MANAGED_BY,
+    MODEL_ROUTE,
+    PrefixedKeys,
+    label_selector,
+    resources,
+)
+from tiergate_operator.settings import prefix_from_env
 
 __all__ = ["Spend", "add_parser", "run", "spend_from_metrics"]
 
 Body = dict[str, Any]
-_MANAGED = "app.kubernetes.io/managed-by=tiergate-operator,app.kubernetes.io/component=gateway"
+_GATEWAY_CHILDREN = label_selector({**MANAGED_BY, COMPONENT_LABEL: GATEWAY_COMPONENT})
 
 
-def add_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+def add_parser(commands: Commands) -> None:
     parser = commands.add_parser(
         "status", help="routes, tiers and gateways: readiness, replicas, spend", description=__doc__
     )
@@ -45,7 +60,32 @@ def add_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     parser.add_argument(
         "--dir", type=Path, default=DEFAULT_DEV_DIR, help="dev state (for local gateways' spend)"
     )
+    parser.add_argument(
+        "--prefix",
+        type=_prefixed_keys,
+        default=None,
+        dest="keys",
+        help="the prefix of the labels and annotations the operator writes (its TIERGATE_PREFIX); "
+        f"default: $TIERGATE_PREFIX, else {DEFAULT_PREFIX}",
+    )
     parser.set_defaults(run=run)
+
+
+def _prefixed_keys(prefix: str) -> PrefixedKeys:
+    try:
+        return PrefixedKeys(prefix)
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(str(error)) from None
+
+
+def _keys(args: argparse.Namespace) -> PrefixedKeys:
+    if args.keys is not None:
+        keys: PrefixedKeys = args.keys
+        return keys
+    try:
+        return PrefixedKeys(prefix_from_env())
+    except ValueError as error:
+        raise CommandError(f"TIERGATE_PREFIX: {error}") from None
 
 
 class Spend:
@@ -138,8 +178,9 @@ def _ref(body: Body) -> tuple[str, str]:
 
 
 def run(args: argparse.Namespace) -> int:
-    objects = _kubectl_json(args, "modelroutes.tiergate.dev,apikeytiers.tiergate.dev")
-    children = _kubectl_json(args, "deployments,configmaps", "-l", _MANAGED)
+    keys = _keys(args)
+    objects = _kubectl_json(args, resources(MODEL_ROUTE, API_KEY_TIER))
+    children = _kubectl_json(args, resources(DEPLOYMENT, CONFIG_MAP), "-l", _GATEWAY_CHILDREN)
     spend = _local_spend(Path(args.dir))
 
     def spent(bucket: str, key: tuple[str, str]) -> str:
@@ -154,10 +195,10 @@ def run(args: argparse.Namespace) -> int:
             spent("routes", _ref(b)),
         ]
         for b in objects
-        if b["kind"] == "ModelRoute"
+        if b["kind"] == MODEL_ROUTE.kind
     ]
     tiers = []
-    for b in (b for b in objects if b["kind"] == "ApiKeyTier"):
+    for b in (b for b in objects if b["kind"] == API_KEY_TIER.kind):
         status = b.get("status") or {}
         budget = (b["spec"].get("budget") or {}).get("monthlyUSD")
         tiers.append(
@@ -171,14 +212,16 @@ def run(args: argparse.Namespace) -> int:
             ]
         )
     generations = {
-        _ref(c): (c["metadata"].get("annotations") or {}).get("tiergate.dev/config-generation", "-")
+        _ref(c): (c["metadata"].get("annotations") or {}).get(
+            keys.config_generation_annotation, "-"
+        )
         for c in children
-        if c["kind"] == "ConfigMap"
+        if c["kind"] == CONFIG_MAP.kind
     }
     gateways = []
-    for d in (c for c in children if c["kind"] == "Deployment"):
+    for d in (c for c in children if c["kind"] == DEPLOYMENT.kind):
         status = d.get("status") or {}
-        isolation = d["metadata"].get("labels", {}).get("tiergate.dev/isolation", "-")
+        isolation = (d["metadata"].get("labels") or {}).get(keys.isolation_label, "-")
         gateways.append(
             [
                 *_ref(d),

@@ -12,13 +12,14 @@ import argparse
 import os
 from pathlib import Path
 
+from tiergate_cli.commands import Commands
 from tiergate_cli.devstate import DEFAULT_DEV_DIR
 from tiergate_devkit import demo_story
 
 __all__ = ["add_parser", "run"]
 
 
-def add_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+def add_parser(commands: Commands) -> None:
     parser = commands.add_parser(
         "demo",
         help="bring everything up, show it working, tear it down",

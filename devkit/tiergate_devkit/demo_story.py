@@ -25,10 +25,11 @@ from tiergate_cli.manifests import load_manifests
 from tiergate_cli.output import note, table
 from tiergate_devkit.checkout import examples_dir
 from tiergate_devkit.dev import down, instructions, up
+from tiergate_operator.names import SHARED_GATEWAY, dedicated_gateway
 
 __all__ = ["run"]
 
-SHARED, DEDICATED = "tiergate-shared", "tiergate-enterprise-acme"
+SHARED, DEDICATED = SHARED_GATEWAY, dedicated_gateway("enterprise-acme")
 HELLO: list[ChatCompletionMessageParam] = [{"role": "user", "content": "Say hello."}]
 
 
@@ -194,7 +195,11 @@ def run(args: argparse.Namespace) -> int:
         _heading("6. tiergate status")
         status.run(
             argparse.Namespace(
-                namespace="demo", all_namespaces=False, kubeconfig=state.kubeconfig, dir=root
+                namespace="demo",
+                all_namespaces=False,
+                kubeconfig=state.kubeconfig,
+                dir=root,
+                keys=None,  # the prefix the operator got: $TIERGATE_PREFIX, else the default
             )
         )
     finally:

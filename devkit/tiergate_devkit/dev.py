@@ -16,6 +16,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+from tiergate_cli.commands import Commands
 from tiergate_cli.devstate import DEFAULT_DEV_DIR, DevState
 from tiergate_cli.manifests import ManifestSet, load_manifests
 from tiergate_cli.output import CommandError, note
@@ -26,6 +27,8 @@ from tiergate_devkit.cluster import ClusterStartError, stop
 from tiergate_devkit.devup import DevUp
 from tiergate_devkit.processes import is_running, stop_process
 from tiergate_operator.desired import DesiredState
+from tiergate_operator.names import SHARED_GATEWAY, gateway_for_tier
+from tiergate_operator.registry import API_KEY_TIER, CONFIG_MAP, DEPLOYMENT, MODEL_ROUTE
 from tiergate_operator.settings import load_operator_settings
 
 __all__ = ["add_parser", "down", "instructions", "up"]
@@ -33,7 +36,7 @@ __all__ = ["add_parser", "down", "instructions", "up"]
 Progress = Callable[[str], None]
 
 
-def add_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+def add_parser(commands: Commands) -> None:
     parser = commands.add_parser(
         "dev",
         help="run everything locally: control plane, operator, gateways",
@@ -82,7 +85,8 @@ def up(
         previous.cluster_started or any(map(is_running, previous.processes))
     ):
         raise CommandError(f"already up (state in {root}); run `tiergate dev down` first")
-    rendered = render_namespace(manifests, namespace, load_operator_settings())
+    settings = load_operator_settings()
+    rendered = render_namespace(manifests, namespace, settings)
     for line in problems(manifests, rendered):
         progress(f"warning: {line}")
     if not rendered.desired.configs:
@@ -90,7 +94,7 @@ def up(
     _check_ports_free(rendered.desired)
     state = DevState(root=root, namespace=namespace)
     state.save()
-    steps = DevUp(state, manifests, rendered.desired, progress, crds or crds_dir())
+    steps = DevUp(state, manifests, rendered.desired, settings, progress, crds or crds_dir())
     try:
         plane = steps.control_plane()
         steps.install_crds(plane)
@@ -147,12 +151,9 @@ def down(root: Path, progress: Progress) -> bool:
 def _client_key(manifests: ManifestSet, state: DevState, gateway: str) -> tuple[str, str] | None:
     """(tier, one of its keys) for a gateway, from the example Secrets: fake values, fine to show."""
     secrets = manifests.secret_values(state.namespace)
-    for doc in manifests.of_kind("ApiKeyTier", state.namespace):
+    for doc in manifests.of_kind(API_KEY_TIER.kind, state.namespace):
         spec = doc.body.get("spec", {})
-        dedicated = (
-            f"tiergate-{doc.name}" if spec.get("isolation") == "Dedicated" else "tiergate-shared"
-        )
-        if dedicated != gateway:
+        if gateway_for_tier(doc.name, spec.get("isolation", "Shared")) != gateway:
             continue
         for source in spec.get("keys", []):
             values = secrets.get(source.get("secretRef", {}).get("name", ""), {})
@@ -170,14 +171,15 @@ def instructions(manifests: ManifestSet, state: DevState) -> str:
         lines.append(
             f"  {gateway:<26} base_url http://127.0.0.1:{port}/v1   tier {tier}, key {key}"
         )
-        if gateway == "tiergate-shared" or not snippet_url:
+        if gateway == SHARED_GATEWAY or not snippet_url:
             snippet_url, snippet_key = f"http://127.0.0.1:{port}/v1", key
     models = sorted(
         {
             doc.body.get("spec", {}).get("model", doc.name)
-            for doc in manifests.of_kind("ModelRoute", state.namespace)
+            for doc in manifests.of_kind(MODEL_ROUTE.kind, state.namespace)
         }
     )
+    kinds = ",".join(kind.plural for kind in (MODEL_ROUTE, API_KEY_TIER, DEPLOYMENT, CONFIG_MAP))
     lines += [
         "",
         "Call it with the openai SDK:",
@@ -188,7 +190,7 @@ def instructions(manifests: ManifestSet, state: DevState) -> str:
         "",
         "Look around:",
         f"  export KUBECONFIG={state.kubeconfig}",
-        f"  kubectl get modelroutes,apikeytiers,deployments,configmaps -n {state.namespace}",
+        f"  kubectl get {kinds} -n {state.namespace}",
         "  tiergate status",
         f"  mock upstreams: {', '.join(f'{n} :{p}' for n, p in sorted(state.upstreams.items()))}"
         ' (POST /admin/fail {"status": 503, "seconds": 10} to make one fail)',

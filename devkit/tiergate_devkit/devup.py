@@ -27,9 +27,10 @@ from tiergate_devkit.checkout import crds_dir
 from tiergate_devkit.cluster import ControlPlane, start, tools_bin_dir
 from tiergate_devkit.processes import ProcessRecord, spawn, wait_for_http
 from tiergate_operator.desired import DesiredState
+from tiergate_operator.registry import CUSTOM_KINDS, DEPLOYMENT, SECRET
+from tiergate_operator.settings import OperatorSettings
 
 __all__ = ["DevUp"]
-_CRDS = ("modelroutes.tiergate.dev", "apikeytiers.tiergate.dev")
 
 
 def _clean_env() -> dict[str, str]:
@@ -50,6 +51,7 @@ class DevUp:
     state: DevState
     manifests: ManifestSet
     desired: DesiredState
+    settings: OperatorSettings
     progress: Callable[[str], None]
     crds_dir: Path = field(default_factory=crds_dir)
 
@@ -71,17 +73,16 @@ class DevUp:
 
     def install_crds(self, plane: ControlPlane) -> None:
         self.progress("installing the CRDs")
-        plane.kubectl(
-            "apply",
-            "--server-side",
-            "--force-conflicts",
-            "-f",
-            str(self.crds_dir / "modelroutes.yaml"),
-            "-f",
-            str(self.crds_dir / "apikeytiers.yaml"),
-        )
-        for crd in _CRDS:
-            plane.kubectl("wait", "--for=condition=Established", f"crd/{crd}", "--timeout=30s")
+        files = [
+            arg
+            for kind in CUSTOM_KINDS
+            for arg in ("-f", str(self.crds_dir / f"{kind.plural}.yaml"))
+        ]
+        plane.kubectl("apply", "--server-side", "--force-conflicts", *files)
+        for kind in CUSTOM_KINDS:
+            plane.kubectl(
+                "wait", "--for=condition=Established", f"crd/{kind.resource}", "--timeout=30s"
+            )
 
     def mock_upstreams(self) -> None:
         listen = {
@@ -141,7 +142,7 @@ class DevUp:
             "and every route and tier Ready"
         )
         deadline = time.monotonic() + timeout
-        for kind in ("modelroutes", "apikeytiers"):
+        for kind in (k.resource for k in CUSTOM_KINDS):
             # kubectl wait fails at once when there is nothing to wait for yet: retry until then.
             while True:
                 left = max(1, int(deadline - time.monotonic()))
@@ -204,7 +205,7 @@ class DevUp:
 
     def _gateway_kubeconfig(self, plane: ControlPlane) -> Path:
         """A kubeconfig with a token of the gateways' ServiceAccount: the access a pod would have."""
-        account = "tiergate-gateway"
+        account = self.settings.gateway_service_account
         token = plane.kubectl(
             "create", "token", account, "-n", self.state.namespace, "--duration=24h"
         ).stdout.strip()
@@ -212,14 +213,14 @@ class DevUp:
 
     def _copy_mounted_secrets(self, plane: ControlPlane, gateway: str, folder: Path) -> None:
         """Write the Secrets the gateway's Deployment mounts as ``<folder>/<secret>/<key>``."""
-        deployment = _get(plane, self.state.namespace, "deployment", gateway)
+        deployment = _get(plane, self.state.namespace, DEPLOYMENT.resource, gateway)
         volumes = deployment["spec"]["template"]["spec"].get("volumes", [])
         folder.mkdir(mode=0o700, parents=True, exist_ok=True)
         for volume in volumes:
             name = (volume.get("secret") or {}).get("secretName")
             if not name:
                 continue
-            secret = _get(plane, self.state.namespace, "secret", name)
+            secret = _get(plane, self.state.namespace, SECRET.resource, name)
             (folder / name).mkdir(mode=0o700, exist_ok=True)
             for key, value in (secret.get("data") or {}).items():
                 path = folder / name / key

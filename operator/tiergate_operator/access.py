@@ -7,6 +7,19 @@ from collections.abc import Iterable
 from typing import Any
 
 from tiergate_operator.plans import OwnerRef
+from tiergate_operator.registry import (
+    ACCESS_COMPONENT,
+    COMPONENT_LABEL,
+    CONFIG_MAP,
+    GATEWAY_APP,
+    MANAGED_BY,
+    NAME_LABEL,
+    PART_OF,
+    PART_OF_LABEL,
+    ROLE,
+    ROLE_BINDING,
+    SERVICE_ACCOUNT,
+)
 from tiergate_operator.settings import OperatorSettings
 
 __all__ = ["render_gateway_access"]
@@ -30,10 +43,10 @@ def render_gateway_access(
         "name": name,
         "namespace": namespace,
         "labels": {
-            "app.kubernetes.io/name": "tiergate-gateway",
-            "app.kubernetes.io/component": "gateway-access",
-            "app.kubernetes.io/part-of": "tiergate",
-            "app.kubernetes.io/managed-by": "tiergate-operator",
+            NAME_LABEL: GATEWAY_APP,
+            COMPONENT_LABEL: ACCESS_COMPONENT,
+            PART_OF_LABEL: PART_OF,
+            **MANAGED_BY,
         },
         "ownerReferences": [
             {"apiVersion": o.api_version, "kind": o.kind, "name": o.name, "uid": o.uid}
@@ -42,29 +55,26 @@ def render_gateway_access(
     }
     return [
         {
-            "apiVersion": "v1",
-            "kind": "ServiceAccount",
+            **SERVICE_ACCOUNT.type_meta(),
             "metadata": metadata,
             "automountServiceAccountToken": True,
         },
         {
-            "apiVersion": "rbac.authorization.k8s.io/v1",
-            "kind": "Role",
+            **ROLE.type_meta(),
             "metadata": metadata,
             "rules": [
                 {
-                    "apiGroups": [""],
-                    "resources": ["configmaps"],
+                    "apiGroups": [CONFIG_MAP.group],
+                    "resources": [CONFIG_MAP.plural],
                     "resourceNames": gateways,
                     "verbs": ["get", "list", "watch"],
                 }
             ],
         },
         {
-            "apiVersion": "rbac.authorization.k8s.io/v1",
-            "kind": "RoleBinding",
+            **ROLE_BINDING.type_meta(),
             "metadata": metadata,
-            "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": name},
-            "subjects": [{"kind": "ServiceAccount", "name": name, "namespace": namespace}],
+            "roleRef": {"apiGroup": ROLE.group, "kind": ROLE.kind, "name": name},
+            "subjects": [{"kind": SERVICE_ACCOUNT.kind, "name": name, "namespace": namespace}],
         },
     ]

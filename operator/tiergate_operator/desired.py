@@ -9,9 +9,9 @@ from typing import Any
 from tiergate_contract import GatewayConfig
 from tiergate_operator.access import render_gateway_access
 from tiergate_operator.checks import redis_secret_problem
-from tiergate_operator.models import API_VERSION
 from tiergate_operator.names import gateway_for_tier
 from tiergate_operator.plans import OwnerRef, Problem, Translation
+from tiergate_operator.registry import API_KEY_TIER
 from tiergate_operator.render import CONFIGMAP_LIMIT_BYTES, configmap_bytes, render
 from tiergate_operator.settings import OperatorSettings
 from tiergate_operator.store import NamespaceState
@@ -80,8 +80,8 @@ def desired_state(
     }
     tier_owners = [
         OwnerRef(
-            API_VERSION,
-            "ApiKeyTier",
+            API_KEY_TIER.api_version,
+            API_KEY_TIER.kind,
             body["metadata"]["name"],
             body["metadata"]["uid"],
             controller=False,

@@ -17,23 +17,18 @@ import kopf
 
 from tiergate_operator.kube import KubeApi, load_client_configuration
 from tiergate_operator.reconcile import Reconciler
-from tiergate_operator.refs import CRD_GROUP, CRD_VERSION
+from tiergate_operator.registry import (
+    API_KEY_TIER,
+    CHILD_KINDS,
+    MANAGED_BY,
+    MODEL_ROUTE,
+    SECRET,
+    Kind,
+)
 from tiergate_operator.settings import SettingsError, load_operator_settings
 from tiergate_operator.store import Store
 
 __all__: list[str] = []
-
-MANAGED_BY = {"app.kubernetes.io/managed-by": "tiergate-operator"}
-_CHILD_RESOURCES = (
-    ("", "v1", "configmaps", "ConfigMap"),
-    ("", "v1", "services", "Service"),
-    ("apps", "v1", "deployments", "Deployment"),
-    ("policy", "v1", "poddisruptionbudgets", "PodDisruptionBudget"),
-    ("autoscaling", "v2", "horizontalpodautoscalers", "HorizontalPodAutoscaler"),
-    ("", "v1", "serviceaccounts", "ServiceAccount"),
-    ("rbac.authorization.k8s.io", "v1", "roles", "Role"),
-    ("rbac.authorization.k8s.io", "v1", "rolebindings", "RoleBinding"),
-)
 
 
 @kopf.on.startup()
@@ -78,15 +73,7 @@ Put = Callable[[Store, Body], object]
 Remove = Callable[[Store, str, str], object]
 
 
-def _watch(
-    group: str,
-    version: str,
-    plural: str,
-    kind: str,
-    put: Put,
-    remove: Remove,
-    labels: dict[str, str] | None = None,
-) -> None:
+def _watch(kind: Kind, put: Put, remove: Remove, labels: dict[str, str] | None = None) -> None:
     """Keep the store in step with one resource kind.
 
     kopf calls index functions for every object before any handler, and holds every
@@ -96,27 +83,26 @@ def _watch(
     Deletions bypass index functions, so the handler applies them.
     """
 
-    @kopf.index(group, version, plural, labels=labels, id=f"{plural}-store")
-    def stored(body: kopf.Body, memo: Any, **_: Any) -> None:
-        put(memo.store, dict(body) | {"kind": kind})
+    resource = (kind.group, kind.version, kind.plural)
 
-    @kopf.on.event(group, version, plural, labels=labels, id=f"{plural}-events")
+    @kopf.index(*resource, labels=labels, id=f"{kind.plural}-store")
+    def stored(body: kopf.Body, memo: Any, **_: Any) -> None:
+        put(memo.store, dict(body) | {"kind": kind.kind})
+
+    @kopf.on.event(*resource, labels=labels, id=f"{kind.plural}-events")
     def observed(
         event: kopf.RawEvent, namespace: str | None, name: str, memo: Any, **_: Any
     ) -> None:
         if event["type"] == "DELETED":
-            assert namespace, f"{plural} are namespaced"
+            assert namespace, f"{kind.plural} are namespaced"
             remove(memo.store, namespace, name)
         memo.reconciler.wake()
 
 
-_watch(CRD_GROUP, CRD_VERSION, "modelroutes", "ModelRoute", Store.put_route, Store.remove_route)
-_watch(CRD_GROUP, CRD_VERSION, "apikeytiers", "ApiKeyTier", Store.put_tier, Store.remove_tier)
+_watch(MODEL_ROUTE, Store.put_route, Store.remove_route)
+_watch(API_KEY_TIER, Store.put_tier, Store.remove_tier)
 _watch(
-    "",
-    "v1",
-    "secrets",
-    "Secret",
+    SECRET,
     lambda store, body: store.put_secret(
         body["metadata"]["namespace"], body["metadata"]["name"], body.get("data")
     ),
@@ -128,7 +114,5 @@ def _child_remover(kind: str) -> Remove:
     return lambda store, namespace, name: store.remove_child(namespace, kind, name)
 
 
-for _group, _version, _plural, _kind in _CHILD_RESOURCES:
-    _watch(
-        _group, _version, _plural, _kind, Store.put_child, _child_remover(_kind), labels=MANAGED_BY
-    )
+for _kind in CHILD_KINDS:
+    _watch(_kind, Store.put_child, _child_remover(_kind.kind), labels=dict(MANAGED_BY))

@@ -19,7 +19,8 @@ import aiohttp
 from kubernetes import client as k8s_client
 from kubernetes import config as k8s_config
 
-from tiergate_operator.refs import ObjectRef, collection_path
+from tiergate_operator.refs import ObjectRef
+from tiergate_operator.registry import EVENT, OPERATOR
 
 __all__ = [
     "FIELD_MANAGER",
@@ -33,7 +34,7 @@ __all__ = [
     "load_client_configuration",
 ]
 
-FIELD_MANAGER = "tiergate-operator"
+FIELD_MANAGER = OPERATOR
 
 
 class KubeError(Exception):
@@ -174,8 +175,7 @@ class KubeApi:
         metadata = involved["metadata"]
         timestamp = now.strftime("%Y-%m-%dT%H:%M:%SZ")
         event = {
-            "apiVersion": "v1",
-            "kind": "Event",
+            **EVENT.type_meta(),
             "metadata": {
                 "generateName": f"{metadata['name']}.",
                 "namespace": metadata["namespace"],
@@ -196,5 +196,5 @@ class KubeApi:
             "source": {"component": FIELD_MANAGER},
             "reportingComponent": FIELD_MANAGER,
         }
-        collection = collection_path("Event", metadata["namespace"])
+        collection = EVENT.collection_path(metadata["namespace"])
         await self._request("POST", collection, body=json.dumps(event).encode())

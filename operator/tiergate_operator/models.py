@@ -18,9 +18,9 @@ from pydantic import (
     model_validator,
 )
 
+from tiergate_operator.registry import CRD_API_VERSION
+
 __all__ = [
-    "API_GROUP",
-    "API_VERSION",
     "ApiKeyTier",
     "ApiKeyTierSpec",
     "ApiKeyTierStatus",
@@ -48,9 +48,6 @@ __all__ = [
     "Timeouts",
     "Upstream",
 ]
-
-API_GROUP = "tiergate.dev"
-API_VERSION = "tiergate.dev/v1alpha1"
 
 RequestClass = Literal["Standard", "Premium"]
 Isolation = Literal["Dedicated", "Shared"]
@@ -348,7 +345,7 @@ class ObjectMeta(_Status):
 
 
 class _Resource(_Status):
-    api_version: str = Field(default=API_VERSION, alias="apiVersion")
+    api_version: str = Field(default=CRD_API_VERSION, alias="apiVersion")
     metadata: ObjectMeta
 
 

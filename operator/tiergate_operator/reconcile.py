@@ -23,6 +23,7 @@ from tiergate_operator.desired import desired_state
 from tiergate_operator.drift import holds
 from tiergate_operator.kube import KubeApi, KubeError
 from tiergate_operator.refs import ObjectRef
+from tiergate_operator.registry import CONFIG_MAP, ROLE, SERVICE_ACCOUNT, PrefixedKeys
 from tiergate_operator.settings import OperatorSettings
 from tiergate_operator.statuses import StatusChange, desired_statuses
 from tiergate_operator.store import NamespaceState, Store
@@ -31,7 +32,6 @@ __all__ = ["ActFailed", "Decision", "Reconciler", "StatusChange", "act", "decide
 
 logger = logging.getLogger("tiergate.reconcile")
 
-GATEWAY_LABEL = "tiergate.dev/gateway"
 Body = dict[str, Any]
 
 
@@ -46,13 +46,13 @@ class Decision:
         return not (self.apply or self.delete or self.statuses)
 
 
-def _live_configs(state: NamespaceState) -> dict[str, GatewayConfig]:
+def _live_configs(state: NamespaceState, keys: PrefixedKeys) -> dict[str, GatewayConfig]:
     """The configs currently applied, per gateway: the 'last good' of each."""
     configs = {}
     for (kind, name), body in state.children.items():
-        if kind != "ConfigMap":
+        if kind != CONFIG_MAP.kind:
             continue
-        gateway = body["metadata"].get("labels", {}).get(GATEWAY_LABEL)
+        gateway = _gateway_of(body, keys)
         try:
             configs[gateway] = GatewayConfig.model_validate_json(config_from_configmap(body) or b"")
         except ValidationError:
@@ -63,7 +63,7 @@ def _live_configs(state: NamespaceState) -> dict[str, GatewayConfig]:
 def decide(
     namespace: str, state: NamespaceState, settings: OperatorSettings, now: datetime
 ) -> Decision:
-    previous = _live_configs(state)
+    previous = _live_configs(state, settings.keys)
     outcome = desired_state(namespace, state, previous, settings)
     desired = {(m["kind"], m["metadata"]["name"]): m for m in outcome.manifests}
     apply = tuple(m for key, m in sorted(desired.items()) if not holds(state.children.get(key), m))
@@ -71,15 +71,15 @@ def decide(
         ObjectRef(kind, namespace, name)
         for (kind, name), body in sorted(state.children.items())
         if (kind, name) not in desired
-        and _gateway_of(body) not in outcome.kept_gateways - outcome.planned_gateways
+        and _gateway_of(body, settings.keys) not in outcome.kept_gateways - outcome.planned_gateways
     )
-    applying = frozenset(m["metadata"]["name"] for m in apply if m["kind"] == "ConfigMap")
-    statuses = tuple(desired_statuses(namespace, state, outcome, now, applying))
+    applying = frozenset(m["metadata"]["name"] for m in apply if m["kind"] == CONFIG_MAP.kind)
+    statuses = tuple(desired_statuses(namespace, state, outcome, now, settings.keys, applying))
     return Decision(apply=apply, delete=delete, statuses=statuses)
 
 
-def _gateway_of(body: Body) -> str:
-    return str(body["metadata"].get("labels", {}).get(GATEWAY_LABEL, ""))
+def _gateway_of(body: Body, keys: PrefixedKeys) -> str:
+    return str((body["metadata"].get("labels") or {}).get(keys.gateway_label, ""))
 
 
 class ActFailed(Exception):
@@ -121,7 +121,7 @@ async def act(
     # What others refer to goes first: a ConfigMap before the workload that reads it (a new
     # pod never starts on a stale config), a Role before its RoleBinding (without it, the
     # API server's escalation check refuses the binding to an unprivileged operator).
-    referenced = {"ConfigMap", "ServiceAccount", "Role"}
+    referenced = {CONFIG_MAP.kind, SERVICE_ACCOUNT.kind, ROLE.kind}
     await each(kube.apply(m) for m in decision.apply if m["kind"] in referenced)
     await each(kube.apply(m) for m in decision.apply if m["kind"] not in referenced)
     await each(kube.delete(ref) for ref in decision.delete)

@@ -15,6 +15,21 @@ from tiergate_contract import configmap_payload
 from tiergate_operator.models import Autoscaling, Resources
 from tiergate_operator.names import CREDENTIALS_DIR
 from tiergate_operator.plans import GatewayPlan
+from tiergate_operator.registry import (
+    COMPONENT_LABEL,
+    CONFIG_MAP,
+    DEPLOYMENT,
+    GATEWAY_APP,
+    GATEWAY_COMPONENT,
+    HORIZONTAL_POD_AUTOSCALER,
+    INSTANCE_LABEL,
+    MANAGED_BY,
+    NAME_LABEL,
+    PART_OF,
+    PART_OF_LABEL,
+    POD_DISRUPTION_BUDGET,
+    SERVICE,
+)
 from tiergate_operator.settings import OperatorSettings
 
 __all__ = [
@@ -46,17 +61,17 @@ def configmap_bytes(configmap: Manifest) -> int:
 
 
 def selector_labels(plan: GatewayPlan, settings: OperatorSettings) -> dict[str, str]:
-    return {"app.kubernetes.io/name": "tiergate-gateway", f"{settings.prefix}/gateway": plan.name}
+    return {NAME_LABEL: GATEWAY_APP, settings.keys.gateway_label: plan.name}
 
 
 def _labels(plan: GatewayPlan, settings: OperatorSettings) -> dict[str, str]:
     return {
         **selector_labels(plan, settings),
-        "app.kubernetes.io/instance": plan.name,
-        "app.kubernetes.io/component": "gateway",
-        "app.kubernetes.io/part-of": "tiergate",
-        "app.kubernetes.io/managed-by": "tiergate-operator",
-        f"{settings.prefix}/isolation": plan.isolation,
+        INSTANCE_LABEL: plan.name,
+        COMPONENT_LABEL: GATEWAY_COMPONENT,
+        PART_OF_LABEL: PART_OF,
+        **MANAGED_BY,
+        settings.keys.isolation_label: plan.isolation,
     }
 
 
@@ -197,14 +212,13 @@ def _pod_template(plan: GatewayPlan, settings: OperatorSettings) -> Manifest:
 
 def _config_map(plan: GatewayPlan, settings: OperatorSettings) -> Manifest:
     return {
-        "apiVersion": "v1",
-        "kind": "ConfigMap",
+        **CONFIG_MAP.type_meta(),
         "metadata": _metadata(
             plan,
             settings,
             annotations={
-                f"{settings.prefix}/config-generation": plan.config.generation,
-                f"{settings.prefix}/config-version": plan.config.version,
+                settings.keys.config_generation_annotation: plan.config.generation,
+                settings.keys.config_version_annotation: plan.config.version,
             },
         ),
         **configmap_payload(plan.config),
@@ -227,8 +241,7 @@ def _deployment(plan: GatewayPlan, settings: OperatorSettings) -> Manifest:
             **spec,
         }
     return {
-        "apiVersion": "apps/v1",
-        "kind": "Deployment",
+        **DEPLOYMENT.type_meta(),
         "metadata": _metadata(plan, settings),
         "spec": spec,
     }
@@ -236,8 +249,7 @@ def _deployment(plan: GatewayPlan, settings: OperatorSettings) -> Manifest:
 
 def _service(plan: GatewayPlan, settings: OperatorSettings) -> Manifest:
     return {
-        "apiVersion": "v1",
-        "kind": "Service",
+        **SERVICE.type_meta(),
         "metadata": _metadata(plan, settings),
         "spec": {
             "type": "ClusterIP",
@@ -253,8 +265,7 @@ def _disruption_budget(plan: GatewayPlan, settings: OperatorSettings) -> Manifes
         chosen.model_dump(mode="json", exclude_none=True) if chosen else {"maxUnavailable": 1}
     )
     return {
-        "apiVersion": "policy/v1",
-        "kind": "PodDisruptionBudget",
+        **POD_DISRUPTION_BUDGET.type_meta(),
         "metadata": _metadata(plan, settings),
         "spec": {**budget, "selector": {"matchLabels": selector_labels(plan, settings)}},
     }
@@ -262,11 +273,10 @@ def _disruption_budget(plan: GatewayPlan, settings: OperatorSettings) -> Manifes
 
 def _autoscaler(plan: GatewayPlan, settings: OperatorSettings, scaling: Autoscaling) -> Manifest:
     return {
-        "apiVersion": "autoscaling/v2",
-        "kind": "HorizontalPodAutoscaler",
+        **HORIZONTAL_POD_AUTOSCALER.type_meta(),
         "metadata": _metadata(plan, settings),
         "spec": {
-            "scaleTargetRef": {"apiVersion": "apps/v1", "kind": "Deployment", "name": plan.name},
+            "scaleTargetRef": {**DEPLOYMENT.type_meta(), "name": plan.name},
             "minReplicas": scaling.min_replicas,
             "maxReplicas": scaling.max_replicas,
             "metrics": [

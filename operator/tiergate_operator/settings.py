@@ -6,15 +6,18 @@ import os
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from functools import cached_property
 from urllib.parse import parse_qs, urlsplit
 
 from tiergate_operator.models import ResourceList, Resources, SecretKeyRef
+from tiergate_operator.registry import DEFAULT_PREFIX, PrefixedKeys, is_label_prefix
 
 __all__ = [
     "DEFAULT_REDIS_SECRET_KEY",
     "OperatorSettings",
     "SettingsError",
     "load_operator_settings",
+    "prefix_from_env",
 ]
 
 _PULL_POLICIES = ("Always", "IfNotPresent", "Never")
@@ -48,9 +51,13 @@ class OperatorSettings:
     redis_url: str | None = None
     redis_secret: SecretKeyRef | None = None
     gateway_service_account: str = "tiergate-gateway"
-    prefix: str = "tiergate.dev"
+    prefix: str = DEFAULT_PREFIX  # of the labels and annotations the operator writes and reads
 
     def __post_init__(self) -> None:
+        if not is_label_prefix(self.prefix):
+            raise SettingsError(
+                f"TIERGATE_PREFIX={self.prefix!r} is not a DNS subdomain, so no label prefix"
+            )
         if self.image_pull_policy not in _PULL_POLICIES:
             raise SettingsError(
                 f"image pull policy {self.image_pull_policy!r} is not one of {_PULL_POLICIES}"
@@ -77,6 +84,15 @@ class OperatorSettings:
                 raise SettingsError(
                     f"TIERGATE_REDIS_SECRET_KEY={self.redis_secret.key!r} is not a valid Secret key"
                 )
+
+    @cached_property
+    def keys(self) -> PrefixedKeys:
+        return PrefixedKeys(self.prefix)
+
+
+def prefix_from_env(env: Mapping[str, str] | None = None) -> str:
+    """The prefix the operator uses, for tools that read what it wrote (``tiergate status``)."""
+    return (os.environ if env is None else env).get("TIERGATE_PREFIX") or DEFAULT_PREFIX
 
 
 def _carries_password(url: str) -> bool:
@@ -142,7 +158,7 @@ def load_operator_settings(env: Mapping[str, str] | None = None) -> OperatorSett
             gateway_service_account=(
                 env.get("TIERGATE_GATEWAY_SERVICE_ACCOUNT") or defaults.gateway_service_account
             ),
-            prefix=env.get("TIERGATE_PREFIX") or defaults.prefix,
+            prefix=prefix_from_env(env),
         )
     except ValueError as error:
         raise SettingsError(str(error)) from error

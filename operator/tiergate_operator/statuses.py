@@ -24,6 +24,7 @@ from tiergate_operator.conditions import (
 from tiergate_operator.models import Condition
 from tiergate_operator.plans import Problem
 from tiergate_operator.refs import ObjectRef
+from tiergate_operator.registry import CONFIG_MAP, DEPLOYMENT, PrefixedKeys
 from tiergate_operator.store import NamespaceState
 
 if TYPE_CHECKING:
@@ -38,7 +39,6 @@ __all__ = [
 ]
 
 Body = dict[str, Any]
-GENERATION_ANNOTATION = "tiergate.dev/config-generation"
 
 
 @dataclass(frozen=True)
@@ -61,17 +61,17 @@ def gateway_health(
     state: NamespaceState,
     desired: DesiredState,
     gateway: str,
+    keys: PrefixedKeys,
     applying: frozenset[str] = frozenset(),
 ) -> GatewayHealth:
     """Replicas and config of ``gateway``; a config in ``applying`` counts as applied, since
     statuses are written only after every apply of the same decision succeeded."""
-    configmap = state.children.get(("ConfigMap", gateway))
+    configmap = state.children.get((CONFIG_MAP.kind, gateway)) or {}
     plan = desired.translation.plan(gateway)
-    applied = (
-        (configmap or {}).get("metadata", {}).get("annotations", {}).get(GENERATION_ANNOTATION)
-    )
+    annotations = configmap.get("metadata", {}).get("annotations") or {}
+    applied = annotations.get(keys.config_generation_annotation)
     current = plan is not None and (applied == plan.config.generation or gateway in applying)
-    deployment = state.children.get(("Deployment", gateway))
+    deployment = state.children.get((DEPLOYMENT.kind, gateway))
     if deployment is None:
         return GatewayHealth(0, 0, current)
     status = deployment.get("status", {})
@@ -142,12 +142,14 @@ def desired_statuses(
     state: NamespaceState,
     desired: DesiredState,
     now: datetime,
+    keys: PrefixedKeys,
     applying: frozenset[str] = frozenset(),
 ) -> Iterator[StatusChange]:
     """Status changes; ``applying`` names the gateways whose ConfigMap is applied first."""
     translation = desired.translation
     health = {
-        plan.name: gateway_health(state, desired, plan.name, applying) for plan in translation.plans
+        plan.name: gateway_health(state, desired, plan.name, keys, applying)
+        for plan in translation.plans
     }
     for name, body in sorted(state.routes.items()):
         if body["metadata"].get("deletionTimestamp"):

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from tiergate_contract import hash_client_key
+from tiergate_operator.registry import API_KEY_TIER, MODEL_ROUTE
 
 __all__ = ["ChildKey", "NamespaceState", "Store", "secret_digests"]
 
@@ -130,7 +131,7 @@ class Store:
         have delivered yet, so the next pass does not redo the write. Wakes nothing."""
         metadata = body["metadata"]
         state = self.namespace(metadata["namespace"])
-        buckets = {"ModelRoute": state.routes, "ApiKeyTier": state.tiers}
+        buckets = {MODEL_ROUTE.kind: state.routes, API_KEY_TIER.kind: state.tiers}
         if body["kind"] in buckets:
             bucket = buckets[body["kind"]]
             if not _older(body, bucket.get(metadata["name"])):

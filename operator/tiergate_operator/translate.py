@@ -20,9 +20,10 @@ from pydantic import ValidationError
 import tiergate_contract as contract
 from tiergate_operator.checks import check_routes, check_tiers, invalid_spec
 from tiergate_operator.convert import contract_route, contract_tier
-from tiergate_operator.models import API_VERSION, ApiKeyTier
+from tiergate_operator.models import ApiKeyTier
 from tiergate_operator.names import SHARED_GATEWAY, gateway_for_tier
 from tiergate_operator.plans import GatewayPlan, OwnerRef, Problem, Translation
+from tiergate_operator.registry import API_KEY_TIER
 
 __all__ = ["GatewayPlan", "OwnerRef", "Problem", "SecretDigests", "Translation", "translate"]
 
@@ -150,8 +151,8 @@ def _config_refused(gateway: str, error: ValidationError) -> Problem:
 
 def _owner(tier: ApiKeyTier, controller: bool) -> OwnerRef:
     return OwnerRef(
-        api_version=API_VERSION,
-        kind="ApiKeyTier",
+        api_version=API_KEY_TIER.api_version,
+        kind=API_KEY_TIER.kind,
         name=tier.metadata.name,
         uid=tier.metadata.uid,
         controller=controller,

@@ -7,12 +7,15 @@ import copy
 import re
 from typing import Any
 
+import pytest
+
 from tests.support.kube import EXAMPLES
 from tests.support.manifests import NOW, store_of
 from tiergate_contract import hash_client_key
 from tiergate_operator import render
 from tiergate_operator.models import SecretKeyRef
 from tiergate_operator.reconcile import Decision, StatusChange, decide
+from tiergate_operator.registry import API_KEY_TIER
 from tiergate_operator.settings import OperatorSettings
 from tiergate_operator.store import Store
 
@@ -68,9 +71,11 @@ def test_examples_render_every_gateway_object() -> None:
     }
 
 
-def test_once_applied_the_same_inputs_decide_nothing() -> None:
+@pytest.mark.parametrize("settings", [OperatorSettings(), OperatorSettings(prefix="acme.example")])
+def test_once_applied_the_same_inputs_decide_nothing(settings: OperatorSettings) -> None:
+    """Also under another label prefix: the operator reads back the keys it wrote."""
     store = example_store()
-    first = decide(NS, store.namespace(NS), OperatorSettings(), NOW)
+    first = decide(NS, store.namespace(NS), settings, NOW)
     settle(store, list(first.apply))
     for change in first.statuses:
         bucket = (
@@ -79,7 +84,7 @@ def test_once_applied_the_same_inputs_decide_nothing() -> None:
             else store.namespace(NS).tiers
         )
         bucket[change.ref.name]["status"] = change.status
-    second = decide(NS, store.namespace(NS), OperatorSettings(), NOW)
+    second = decide(NS, store.namespace(NS), settings, NOW)
     assert second.apply == () and second.delete == ()
     # The tiers are Ready once their replicas are; the route's status needs no rewrite.
     readiness = {
@@ -94,7 +99,7 @@ def test_once_applied_the_same_inputs_decide_nothing() -> None:
             else store.namespace(NS).tiers
         )
         bucket[change.ref.name]["status"] = change.status
-    assert decide(NS, store.namespace(NS), OperatorSettings(), NOW).is_noop
+    assert decide(NS, store.namespace(NS), settings, NOW).is_noop
 
 
 def test_removing_the_dedicated_tier_deletes_only_its_gateway() -> None:
@@ -110,11 +115,12 @@ def test_removing_the_dedicated_tier_deletes_only_its_gateway() -> None:
     ]
 
 
-def test_a_tier_with_a_missing_secret_keeps_its_gateway() -> None:
+@pytest.mark.parametrize("settings", [OperatorSettings(), OperatorSettings(prefix="acme.example")])
+def test_a_tier_with_a_missing_secret_keeps_its_gateway(settings: OperatorSettings) -> None:
     store = example_store()
-    settle(store, list(decide(NS, store.namespace(NS), OperatorSettings(), NOW).apply))
+    settle(store, list(decide(NS, store.namespace(NS), settings, NOW).apply))
     store.remove_secret(NS, "enterprise-acme-keys")
-    decision = decide(NS, store.namespace(NS), OperatorSettings(), NOW)
+    decision = decide(NS, store.namespace(NS), settings, NOW)
     assert decision.delete == ()
     assert decision.apply == ()  # the last good config already holds the tier
     acme = next(c for c in decision.statuses if c.ref.name == "enterprise-acme")
@@ -161,8 +167,7 @@ def _add_big_shared_tiers(store: Store, count: int, keys: int = 9000) -> None:
         name = f"big-{t}"
         state.secrets[name] = {f"k{i:05d}": hash_client_key(f"{name}-{i}") for i in range(keys)}
         state.tiers[name] = {
-            "apiVersion": "tiergate.dev/v1alpha1",
-            "kind": "ApiKeyTier",
+            **API_KEY_TIER.type_meta(),
             "metadata": {"name": name, "namespace": NS, "uid": f"uid-{name}", "generation": 1},
             "spec": {"isolation": "Shared", "keys": [{"secretRef": {"name": name}}]},
         }

@@ -14,6 +14,7 @@ from pydantic import ValidationError
 
 from tests.support.kube import (
     CHILD_KINDS,
+    CUSTOM_RESOURCES,
     apply_crds,
     apply_examples,
     condition,
@@ -31,6 +32,7 @@ from tiergate_contract import (
     hash_client_key,
 )
 from tiergate_devkit.cluster import ControlPlane
+from tiergate_operator.registry import API_KEY_TIER
 
 pytestmark = pytest.mark.cluster
 
@@ -112,7 +114,7 @@ def test_examples_become_ready_gateways(
 
     # No key or credential in plain text anywhere the operator writes.
     written = control_plane.kubectl(
-        "-n", namespace, "get", f"{CHILD_KINDS},modelroutes,apikeytiers,events", "-o", "json"
+        "-n", namespace, "get", f"{CHILD_KINDS},{CUSTOM_RESOURCES},events", "-o", "json"
     ).stdout
     for secret in EXAMPLE_KEYS:
         assert secret not in written
@@ -353,8 +355,7 @@ def test_semantic_errors_in_a_new_tier_leave_the_others_serving(
     wait_ready(control_plane, namespace, "apikeytier/startup")
     good_shared = gateway_config(control_plane, namespace, "tiergate-shared")
     broken = {
-        "apiVersion": "tiergate.dev/v1alpha1",
-        "kind": "ApiKeyTier",
+        **API_KEY_TIER.type_meta(),
         "metadata": {"name": "broken", "namespace": namespace},
         "spec": {
             "isolation": "Shared",
@@ -409,8 +410,7 @@ def test_a_config_too_large_for_a_configmap_is_reported_once_and_recovers(
         )
         items.append(
             {
-                "apiVersion": "tiergate.dev/v1alpha1",
-                "kind": "ApiKeyTier",
+                **API_KEY_TIER.type_meta(),
                 "metadata": {"name": name, "namespace": namespace},
                 "spec": {"isolation": "Shared", "keys": [{"secretRef": {"name": name}}]},
             }

@@ -9,9 +9,10 @@ from pathlib import Path
 
 import pytest
 
-from tests.support.kube import CHILD_KINDS, apply_crds, apply_examples, condition, get, wait_ready
+from tests.support.kube import apply_crds, apply_examples, condition, get, wait_ready
 from tests.support.operator_process import running_operator
 from tiergate_devkit.cluster import ControlPlane
+from tiergate_operator.registry import CHILD_KINDS, CUSTOM_KINDS, EVENT, resources
 
 pytestmark = pytest.mark.cluster
 
@@ -90,7 +91,7 @@ def test_gateways_read_the_redis_url_from_a_secret_and_say_when_it_is_missing(
             "-n",
             namespace,
             "get",
-            f"{CHILD_KINDS},serviceaccounts,roles,rolebindings,modelroutes,apikeytiers,events",
+            resources(*CHILD_KINDS, *CUSTOM_KINDS, EVENT),
             "-o",
             "json",
         ).stdout

@@ -11,6 +11,7 @@ import pytest
 
 from tests.support.kube import (
     CHILD_KINDS,
+    CUSTOM_RESOURCES,
     apply_crds,
     apply_examples,
     eventually,
@@ -42,7 +43,7 @@ def test_restart_and_reapply_cause_no_writes(
             "apikeytier/enterprise-acme",
         )
         time.sleep(2)  # let the last status and Deployment updates settle
-    kinds = f"{CHILD_KINDS},modelroutes,apikeytiers"
+    kinds = f"{CHILD_KINDS},{CUSTOM_RESOURCES}"
     settled = resource_versions(control_plane, namespace, kinds)
 
     apply_examples(control_plane, namespace)

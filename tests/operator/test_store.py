@@ -5,11 +5,11 @@ import copy
 from typing import Any
 
 from tiergate_contract import hash_client_key
+from tiergate_operator.registry import MODEL_ROUTE
 from tiergate_operator.store import Store
 
 ROUTE: dict[str, Any] = {
-    "apiVersion": "tiergate.dev/v1alpha1",
-    "kind": "ModelRoute",
+    **MODEL_ROUTE.type_meta(),
     "metadata": {"name": "r", "namespace": "ns", "uid": "u1", "generation": 1},
     "spec": {"model": "m"},
 }

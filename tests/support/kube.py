@@ -9,10 +9,12 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from tiergate_devkit.cluster import ControlPlane
+from tiergate_operator.registry import CUSTOM_KINDS, GATEWAY_KINDS, resources
 
 __all__ = [
     "CHILD_KINDS",
     "CRDS",
+    "CUSTOM_RESOURCES",
     "EXAMPLES",
     "apply_crds",
     "apply_examples",
@@ -28,8 +30,9 @@ REPO = Path(__file__).resolve().parents[2]
 CRDS = REPO / "crds"
 EXAMPLES = CRDS / "examples"
 T = TypeVar("T")
-# What the operator creates per gateway.
-CHILD_KINDS = "configmaps,deployments,services,poddisruptionbudgets,horizontalpodautoscalers"
+# What the operator creates per gateway, for ``kubectl get``.
+CHILD_KINDS = resources(*GATEWAY_KINDS)
+CUSTOM_RESOURCES = resources(*CUSTOM_KINDS)
 
 
 def eventually(
@@ -66,17 +69,12 @@ def resource_versions(plane: ControlPlane, namespace: str, kinds: str) -> dict[s
 
 
 def apply_crds(plane: ControlPlane) -> None:
-    plane.kubectl(
-        "apply",
-        "--server-side",
-        "--force-conflicts",
-        "-f",
-        str(CRDS / "modelroutes.yaml"),
-        "-f",
-        str(CRDS / "apikeytiers.yaml"),
-    )
-    for crd in ("modelroutes.tiergate.dev", "apikeytiers.tiergate.dev"):
-        plane.kubectl("wait", "--for=condition=Established", f"crd/{crd}", "--timeout=30s")
+    files = [arg for kind in CUSTOM_KINDS for arg in ("-f", str(CRDS / f"{kind.plural}.yaml"))]
+    plane.kubectl("apply", "--server-side", "--force-conflicts", *files)
+    for kind in CUSTOM_KINDS:
+        plane.kubectl(
+            "wait", "--for=condition=Established", f"crd/{kind.resource}", "--timeout=30s"
+        )
 
 
 def apply_examples(plane: ControlPlane, namespace: str) -> None:
