@@ -217,7 +217,7 @@ def main() -> int:
 
     workdir = args.workdir.resolve()
     own: Path | None = None
-    if (workdir / "state.json").exists() and ControlPlane.load(workdir).pids:
+    if (workdir / "state.json").exists() and ControlPlane.load(workdir).processes:
         plane = ControlPlane.load(workdir)
         print(f"using the control plane in {workdir}")
     else:

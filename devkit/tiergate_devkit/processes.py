@@ -1,7 +1,8 @@
-"""Background processes ``dev up`` starts and ``dev down`` stops: by PID, never by name.
+"""Processes the dev kit starts in the background, and their stopping: by PID, never by name.
 
 Each is recorded with its exact command line; a PID is only signalled while
 ``/proc/<pid>/cmdline`` still shows that command (a reused PID is left alone).
+``dev up`` / ``dev down`` and the local control plane both go through here.
 """
 
 from __future__ import annotations
@@ -14,20 +15,40 @@ import time
 import urllib.error
 import urllib.request
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from tiergate_cli.devstate import ProcessRecord
 
-__all__ = ["ProcessRecord", "is_running", "spawn", "stop_process", "wait_for_http"]
+__all__ = [
+    "ProcessRecord",
+    "Started",
+    "is_running",
+    "record_from_json",
+    "spawn",
+    "start_process",
+    "stop_process",
+    "wait_for_http",
+]
 
 
-def spawn(name: str, argv: Sequence[str], env: Mapping[str, str], log: Path) -> ProcessRecord:
-    """Start ``argv`` in its own session (a Ctrl-C in the terminal does not reach it), logging to ``log``."""
+@dataclass(frozen=True)
+class Started:
+    record: ProcessRecord
+    process: subprocess.Popen[bytes]  # the child, for its exit code while it starts
+
+
+def start_process(
+    name: str, argv: Sequence[str], log: Path, env: Mapping[str, str] | None = None
+) -> Started:
+    """Start ``argv`` in its own session (a Ctrl-C in the terminal does not reach it), logging
+    to ``log``; ``env`` defaults to this process's environment."""
     log.parent.mkdir(parents=True, exist_ok=True)
     with log.open("ab") as out:
         process = subprocess.Popen(
             list(argv),
-            env=dict(env),
+            env=None if env is None else dict(env),
             stdout=out,
             stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL,
@@ -38,7 +59,16 @@ def spawn(name: str, argv: Sequence[str], env: Mapping[str, str], log: Path) -> 
     deadline = time.monotonic() + 5
     while not is_running(record) and process.poll() is None and time.monotonic() < deadline:
         time.sleep(0.005)
-    return record
+    return Started(record, process)
+
+
+def spawn(name: str, argv: Sequence[str], env: Mapping[str, str], log: Path) -> ProcessRecord:
+    """``start_process``, for callers that only keep the record."""
+    return start_process(name, argv, log, env).record
+
+
+def record_from_json(raw: Mapping[str, Any]) -> ProcessRecord:
+    return ProcessRecord(raw["name"], int(raw["pid"]), tuple(raw["argv"]), raw["log"])
 
 
 def is_running(record: ProcessRecord) -> bool:
@@ -50,6 +80,7 @@ def is_running(record: ProcessRecord) -> bool:
 
 
 def _reap(pid: int) -> None:
+    """Collect our own child once it exited, so it stops showing in /proc as a zombie."""
     with contextlib.suppress(ChildProcessError):
         os.waitpid(pid, os.WNOHANG)
 
@@ -58,7 +89,8 @@ def stop_process(record: ProcessRecord, grace: float = 10.0) -> bool:
     """SIGTERM, then SIGKILL after ``grace`` seconds; False when it was not running."""
     if not is_running(record):
         return False
-    os.kill(record.pid, signal.SIGTERM)
+    with contextlib.suppress(ProcessLookupError):  # it may exit between the check and the kill
+        os.kill(record.pid, signal.SIGTERM)
     deadline = time.monotonic() + grace
     while time.monotonic() < deadline:
         _reap(record.pid)
@@ -66,7 +98,8 @@ def stop_process(record: ProcessRecord, grace: float = 10.0) -> bool:
             return True
         time.sleep(0.05)
     if is_running(record):
-        os.kill(record.pid, signal.SIGKILL)
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(record.pid, signal.SIGKILL)
         time.sleep(0.1)
         _reap(record.pid)
     return True

@@ -34,7 +34,7 @@ def main(argv: list[str] | None = None) -> int:
         plane = ControlPlane.load(workdir)
         print(plane.kubectl("get", "nodes,namespaces", check=False).stdout)
         return 0
-    if (workdir / "state.json").exists() and ControlPlane.load(workdir).pids:
+    if (workdir / "state.json").exists() and ControlPlane.load(workdir).processes:
         progress(f"a cluster is already recorded in {workdir}; run stop first")
         return 1
     began = time.monotonic()

@@ -2,15 +2,13 @@
 scheduler and kwok (one fake node), each a process on 127.0.0.1.
 
 ``start()`` brings it up and waits until the node is Ready; ``stop()`` ends only
-the processes it started, by the PIDs it recorded in ``state.json``.
+the processes it started, by the PIDs and command lines it recorded in ``state.json``.
 """
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
-import signal
 import socket
 import ssl
 import subprocess
@@ -27,6 +25,13 @@ from tiergate_devkit.cluster.pki import (
     make_pki,
     write_kubeconfig,
     write_token_file,
+)
+from tiergate_devkit.processes import (
+    ProcessRecord,
+    Started,
+    record_from_json,
+    start_process,
+    stop_process,
 )
 
 __all__ = ["ClusterStartError", "ControlPlane", "start", "stop"]
@@ -82,7 +87,7 @@ class ControlPlane:
     api_port: int
     admin_token: str
     operator_token: str
-    pids: dict[str, int] = field(default_factory=dict)
+    processes: list[ProcessRecord] = field(default_factory=list)  # in start order
 
     @property
     def server(self) -> str:
@@ -182,7 +187,7 @@ class ControlPlane:
             api_port=state["api_port"],
             admin_token=state["admin_token"],
             operator_token=state["operator_token"],
-            pids={k: int(v) for k, v in state["pids"].items()},
+            processes=[record_from_json(p) for p in state.get("processes", [])],
         )
 
 
@@ -203,27 +208,21 @@ class _Launcher:
     def __init__(self, plane: ControlPlane, progress: Callable[[str], None]) -> None:
         self.plane = plane
         self.progress = progress
-        self.processes: dict[str, subprocess.Popen[bytes]] = {}
+        self.children: dict[str, Started] = {}
 
     def launch(self, component: str, binary: str, args: Sequence[str]) -> None:
-        log = self.plane.log_path(component)
-        with log.open("ab") as sink:
-            process = subprocess.Popen(
-                [str(self.plane.bin_dir / binary), *args],
-                stdout=sink,
-                stderr=subprocess.STDOUT,
-                stdin=subprocess.DEVNULL,
-                start_new_session=True,
-            )
-        self.processes[component] = process
-        self.plane.pids[component] = process.pid
+        argv = [str(self.plane.bin_dir / binary), *args]
+        child = start_process(component, argv, self.plane.log_path(component))
+        self.children[component] = child
+        self.plane.processes.append(child.record)
         self.plane.save()
 
     def wait_until(self, component: str, ready: Callable[[], bool], timeout: float) -> None:
         started = time.monotonic()
         deadline = started + timeout
         while time.monotonic() < deadline:
-            process = self.processes.get(component)
+            child = self.children.get(component)
+            process = child.process if child else None
             if process is not None and process.poll() is not None:
                 raise ClusterStartError(
                     f"{component} exited with code {process.returncode} while starting; "
@@ -444,38 +443,12 @@ def _node_ready(plane: ControlPlane) -> bool:
     return result.stdout.strip() == "True"
 
 
-def _is_ours(pid: int, bin_dir: Path) -> bool:
-    """Guard against PID reuse: the process must run a binary from our bin dir."""
-    try:
-        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")[0].decode()
-    except (FileNotFoundError, ProcessLookupError, PermissionError):
-        return False
-    return cmdline.startswith(str(bin_dir))
-
-
 def stop(workdir: Path, grace: float = 10) -> list[str]:
     """Stop the recorded processes in reverse start order; returns the components stopped."""
     if not (workdir / "state.json").exists():
         return []
     plane = ControlPlane.load(workdir)
-    stopped = []
-    for component, pid in reversed(list(plane.pids.items())):
-        if not _is_ours(pid, plane.bin_dir):
-            continue
-        os.kill(pid, signal.SIGTERM)
-        deadline = time.monotonic() + grace
-        while _is_ours(pid, plane.bin_dir) and time.monotonic() < deadline:
-            _reap(pid)
-            time.sleep(0.1)
-        if _is_ours(pid, plane.bin_dir):
-            os.kill(pid, signal.SIGKILL)
-            _reap(pid)
-        stopped.append(component)
-    plane.pids.clear()
+    stopped = [r.name for r in reversed(plane.processes) if stop_process(r, grace)]
+    plane.processes.clear()
     plane.save()
     return stopped
-
-
-def _reap(pid: int) -> None:
-    with contextlib.suppress(ChildProcessError):
-        os.waitpid(pid, os.WNOHANG)
