@@ -329,6 +329,11 @@ class UpstreamPool:
 
         ``deadline`` (event-loop time) bounds the whole exchange, body included: reads
         after it raise ``TimeoutError``, as does a head later than ``first_byte_timeout``.
+
+        A pooled connection the upstream closed while idle is skipped; one it closes as the
+        request goes out, before a byte of answer, is replaced by a fresh connection and the
+        request sent again (three connections at most, then ``UpstreamProtocolError``). A
+        break after the first byte of the answer is never retried.
         """
         loop = self.loop
         key = (endpoint.scheme, endpoint.host, endpoint.port)
