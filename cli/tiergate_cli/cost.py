@@ -22,6 +22,7 @@ from tiergate_cli.costing import Comparison, TargetRow, compact_tokens, money, m
 from tiergate_cli.manifests import Document, ManifestSet, load_manifests
 from tiergate_cli.output import CommandError, table
 from tiergate_operator.models import ApiKeyTier, ModelRoute
+from tiergate_operator.registry import API_KEY_TIER, MODEL_ROUTE
 
 __all__ = ["CostReport", "add_parser", "cost_report", "run"]
 
@@ -117,7 +118,7 @@ def cost_report(
     tiers: list[TierCost] = []
     for namespace in manifests.namespaces:
         prices: dict[str, Decimal] = {}
-        for doc in manifests.of_kind("ModelRoute", namespace):
+        for doc in manifests.of_kind(MODEL_ROUTE.kind, namespace):
             route: ModelRoute = _validated(doc, ModelRoute)
             routes.append(
                 RouteCost(
@@ -128,7 +129,7 @@ def cost_report(
                 )
             )
             prices[doc.name] = routes[-1].blend
-        for doc in manifests.of_kind("ApiKeyTier", namespace):
+        for doc in manifests.of_kind(API_KEY_TIER.kind, namespace):
             tiers.append(_tier_cost(namespace, _validated(doc, ApiKeyTier), prices))
     return CostReport(volumes, output_share, comparisons, routes, tiers)
 

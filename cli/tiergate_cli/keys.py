@@ -31,6 +31,8 @@ from tiergate_cli.manifests import ManifestSet, load_manifests
 from tiergate_cli.output import CommandError, dump, note, table
 from tiergate_contract import client_key_problem
 from tiergate_operator.models import ApiKeyTier
+from tiergate_operator.registry import API_KEY_TIER, SECRET, PrefixedKeys
+from tiergate_operator.settings import prefix_from_env
 
 __all__ = ["KEY_PREFIX", "SecretCheck", "add_parser", "check_keys", "fingerprint", "new_key"]
 
@@ -84,13 +86,13 @@ def fingerprint(value: str) -> str:
 def secret_manifest(
     name: str, tier: str, team: str | None, namespace: str | None, value: str
 ) -> dict[str, Any]:
-    labels = {"tiergate.dev/tier": tier} | ({"tiergate.dev/team": team} if team else {})
+    keys = PrefixedKeys(prefix_from_env())
+    labels = {keys.tier_label: tier} | ({keys.team_label: team} if team else {})
     metadata: dict[str, Any] = {"name": name, "labels": labels}
     if namespace:
         metadata["namespace"] = namespace
     return {
-        "apiVersion": "v1",
-        "kind": "Secret",
+        **SECRET.type_meta(),
         "metadata": metadata,
         "type": "Opaque",
         "stringData": {"key": value},
@@ -165,8 +167,8 @@ def check_keys(manifests: ManifestSet, now: datetime) -> list[SecretCheck]:
     digests: dict[int, list[tuple[str, str]]] = {}  # id(check) -> [(data key, sha256)]
     for namespace in manifests.namespaces:
         values = manifests.secret_values(namespace)
-        bodies = {doc.name: doc.body for doc in manifests.of_kind("Secret", namespace)}
-        for doc in manifests.of_kind("ApiKeyTier", namespace):
+        bodies = {doc.name: doc.body for doc in manifests.of_kind(SECRET.kind, namespace)}
+        for doc in manifests.of_kind(API_KEY_TIER.kind, namespace):
             try:
                 tier = ApiKeyTier.model_validate(doc.body)
             except ValidationError as error:

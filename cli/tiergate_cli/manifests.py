@@ -15,12 +15,13 @@ from typing import Any
 
 import yaml
 
+from tiergate_operator.registry import API_KEY_TIER, MODEL_ROUTE, SECRET
 from tiergate_operator.store import Store
 
 __all__ = ["Document", "ManifestError", "ManifestSet", "load_manifests"]
 
 Body = dict[str, Any]
-_KINDS = ("ModelRoute", "ApiKeyTier", "Secret")
+_KINDS = (MODEL_ROUTE.kind, API_KEY_TIER.kind, SECRET.kind)
 _SKIPPED_FILES = ("kustomization.yaml", "kustomization.yml")
 
 
@@ -75,7 +76,7 @@ class ManifestSet:
     def secret_values(self, namespace: str) -> dict[str, dict[str, str]]:
         """``{secret: {key: value}}``, ``stringData`` over ``data`` as the API server merges them."""
         secrets: dict[str, dict[str, str]] = {}
-        for doc in self.of_kind("Secret", namespace):
+        for doc in self.of_kind(SECRET.kind, namespace):
             values = {
                 key: base64.b64decode(str(value)).decode("utf-8", errors="replace")
                 for key, value in (doc.body.get("data") or {}).items()
@@ -96,9 +97,9 @@ class ManifestSet:
                 key: base64.b64encode(value.encode()).decode() for key, value in values.items()
             }
             store.put_secret(namespace, name, encoded)
-        for doc in self.of_kind("ModelRoute", namespace):
+        for doc in self.of_kind(MODEL_ROUTE.kind, namespace):
             store.put_route(_as_stored(doc.body, namespace))
-        for doc in self.of_kind("ApiKeyTier", namespace):
+        for doc in self.of_kind(API_KEY_TIER.kind, namespace):
             store.put_tier(_as_stored(doc.body, namespace))
         return store
 
@@ -147,7 +148,7 @@ def _checked(path: Path, line: int, body: Any) -> Document:
     if not isinstance(metadata, dict) or not isinstance(metadata.get("name"), str):
         raise ManifestError(f"{where}: {body['kind']} has no metadata.name")
     for data_field in ("data", "stringData"):
-        if body["kind"] == "Secret" and not isinstance(body.get(data_field) or {}, dict):
+        if body["kind"] == SECRET.kind and not isinstance(body.get(data_field) or {}, dict):
             raise ManifestError(
                 f"{where}: Secret {metadata['name']}: {data_field} must be a mapping"
             )

@@ -155,6 +155,16 @@ class PrefixedKeys:
     def config_version_annotation(self) -> str:
         return f"{self.prefix}/config-version"
 
+    @property
+    def tier_label(self) -> str:
+        """On a key Secret ``tiergate keys new`` makes: the tier it is for (informational)."""
+        return f"{self.prefix}/tier"
+
+    @property
+    def team_label(self) -> str:
+        """On a key Secret ``tiergate keys new`` makes: who holds the key (informational)."""
+        return f"{self.prefix}/team"
+
 
 def label_selector(labels: Mapping[str, str]) -> str:
     """``key=value,...``, as kubectl's ``-l`` takes it."""
