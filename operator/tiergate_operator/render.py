@@ -1,7 +1,8 @@
 """Pure rendering: a ``GatewayPlan`` + ``OperatorSettings`` -> the gateway's manifests.
 
-ConfigMap (the config), Deployment, Service, and for Dedicated gateways a
-PodDisruptionBudget and, when autoscaling is set, an HPA. The pod template depends
+ConfigMap (the config), Deployment, Service, a PodDisruptionBudget and pods spread over
+nodes and zones for Dedicated gateways and a shared pool of more than one replica, and
+an HPA when a Dedicated tier sets autoscaling. The pod template depends
 on the settings and the Secrets mounted, never on the config itself, so a config
 change reaches running pods through the ConfigMap without a restart.
 """
@@ -62,6 +63,11 @@ def configmap_bytes(configmap: Manifest) -> int:
 
 def selector_labels(plan: GatewayPlan, settings: OperatorSettings) -> dict[str, str]:
     return {NAME_LABEL: GATEWAY_APP, settings.keys.gateway_label: plan.name}
+
+
+def _label_selector(plan: GatewayPlan, settings: OperatorSettings) -> Manifest:
+    """A new dict on each call: no two places of a manifest share an object."""
+    return {"matchLabels": selector_labels(plan, settings)}
 
 
 def _labels(plan: GatewayPlan, settings: OperatorSettings) -> dict[str, str]:
@@ -174,6 +180,41 @@ def _container(plan: GatewayPlan, settings: OperatorSettings) -> Manifest:
     }
 
 
+def _replicated(plan: GatewayPlan, settings: OperatorSettings) -> bool:
+    """Whether the gateway gets a PodDisruptionBudget and spread pods: a Dedicated gateway
+    always (replicas or an HPA scale it), the shared pool when it has more than one replica."""
+    return plan.isolation == "Dedicated" or settings.shared_replicas > 1
+
+
+def _spread(plan: GatewayPlan, settings: OperatorSettings) -> Manifest:
+    """Replicas on different nodes and zones where the cluster has them; preferences only, so
+    a one-node or one-zone cluster still runs every replica."""
+    return {
+        "affinity": {
+            "podAntiAffinity": {
+                "preferredDuringSchedulingIgnoredDuringExecution": [
+                    {
+                        "weight": 100,
+                        "podAffinityTerm": {
+                            "topologyKey": "kubernetes.io/hostname",
+                            "labelSelector": _label_selector(plan, settings),
+                        },
+                    }
+                ]
+            }
+        },
+        "topologySpreadConstraints": [
+            {
+                "maxSkew": 1,
+                "topologyKey": topology_key,
+                "whenUnsatisfiable": "ScheduleAnyway",
+                "labelSelector": _label_selector(plan, settings),
+            }
+            for topology_key in ("kubernetes.io/hostname", "topology.kubernetes.io/zone")
+        ],
+    }
+
+
 def _pod_template(plan: GatewayPlan, settings: OperatorSettings) -> Manifest:
     volumes = [{"name": "tmp", "emptyDir": {"sizeLimit": "64Mi"}}] + [
         {"name": _credential_volume(secret), "secret": {"secretName": secret, "defaultMode": 0o440}}
@@ -193,20 +234,8 @@ def _pod_template(plan: GatewayPlan, settings: OperatorSettings) -> Manifest:
         "containers": [_container(plan, settings)],
         "volumes": volumes,
     }
-    if plan.isolation == "Dedicated":
-        spec["affinity"] = {
-            "podAntiAffinity": {
-                "preferredDuringSchedulingIgnoredDuringExecution": [
-                    {
-                        "weight": 100,
-                        "podAffinityTerm": {
-                            "topologyKey": "kubernetes.io/hostname",
-                            "labelSelector": {"matchLabels": selector_labels(plan, settings)},
-                        },
-                    }
-                ]
-            }
-        }
+    if _replicated(plan, settings):
+        spec |= _spread(plan, settings)
     return {"metadata": {"labels": _labels(plan, settings)}, "spec": spec}
 
 
@@ -227,7 +256,7 @@ def _config_map(plan: GatewayPlan, settings: OperatorSettings) -> Manifest:
 
 def _deployment(plan: GatewayPlan, settings: OperatorSettings) -> Manifest:
     spec: Manifest = {
-        "selector": {"matchLabels": selector_labels(plan, settings)},
+        "selector": _label_selector(plan, settings),
         "revisionHistoryLimit": 3,
         "strategy": {
             "type": "RollingUpdate",
@@ -267,7 +296,7 @@ def _disruption_budget(plan: GatewayPlan, settings: OperatorSettings) -> Manifes
     return {
         **POD_DISRUPTION_BUDGET.type_meta(),
         "metadata": _metadata(plan, settings),
-        "spec": {**budget, "selector": {"matchLabels": selector_labels(plan, settings)}},
+        "spec": {**budget, "selector": _label_selector(plan, settings)},
     }
 
 
@@ -298,8 +327,8 @@ def _autoscaler(plan: GatewayPlan, settings: OperatorSettings, scaling: Autoscal
 def render(plan: GatewayPlan, settings: OperatorSettings) -> list[Manifest]:
     """The manifests of one gateway, config first; all named after the gateway."""
     manifests = [_config_map(plan, settings), _deployment(plan, settings), _service(plan, settings)]
-    if plan.isolation == "Dedicated":
+    if _replicated(plan, settings):
         manifests.append(_disruption_budget(plan, settings))
-        if plan.autoscaling is not None:
-            manifests.append(_autoscaler(plan, settings, plan.autoscaling))
+    if plan.autoscaling is not None:
+        manifests.append(_autoscaler(plan, settings, plan.autoscaling))
     return manifests

@@ -51,6 +51,7 @@ def test_examples_render_every_gateway_object() -> None:
         "Deployment/tiergate-enterprise-acme",
         "Deployment/tiergate-shared",
         "PodDisruptionBudget/tiergate-enterprise-acme",
+        "PodDisruptionBudget/tiergate-shared",
         "Role/tiergate-gateway",
         "RoleBinding/tiergate-gateway",
         "Service/tiergate-enterprise-acme",

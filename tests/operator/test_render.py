@@ -42,15 +42,50 @@ def test_no_secret_value_is_rendered() -> None:
     assert "fake" not in text
 
 
-def test_the_shared_pool_uses_the_settings_and_no_disruption_budget() -> None:
+def test_a_shared_pool_of_several_replicas_is_spread_and_has_a_disruption_budget() -> None:
     settings = OperatorSettings(shared_replicas=4, redis_url="redis://127.0.0.1:6379/0")
+    plans = example_plans()
+    manifests = by_kind(render(plans["tiergate-shared"], settings))
+    assert sorted(manifests) == ["ConfigMap", "Deployment", "PodDisruptionBudget", "Service"]
+    assert manifests["Deployment"]["spec"]["replicas"] == 4
+    selector = manifests["Deployment"]["spec"]["selector"]
+    assert manifests["PodDisruptionBudget"]["spec"] == {"maxUnavailable": 1, "selector": selector}
+    pod = manifests["Deployment"]["spec"]["template"]["spec"]
+    (anti_affinity,) = pod["affinity"]["podAntiAffinity"][
+        "preferredDuringSchedulingIgnoredDuringExecution"
+    ]
+    assert anti_affinity["podAffinityTerm"]["labelSelector"] == selector
+    nodes, zones = pod["topologySpreadConstraints"]
+    for constraint, key in (
+        (nodes, "kubernetes.io/hostname"),
+        (zones, "topology.kubernetes.io/zone"),
+    ):
+        assert constraint == {
+            "maxSkew": 1,
+            "topologyKey": key,
+            "whenUnsatisfiable": "ScheduleAnyway",  # one node or zone still runs every replica
+            "labelSelector": selector,
+        }
+    # Spread as a Dedicated gateway is.
+    dedicated = by_kind(render(plans["tiergate-enterprise-acme"], settings))["Deployment"]
+    dedicated_pod = dedicated["spec"]["template"]["spec"]
+    assert [c["topologyKey"] for c in dedicated_pod["topologySpreadConstraints"]] == [
+        nodes["topologyKey"],
+        zones["topologyKey"],
+    ]
+    assert "podAntiAffinity" in dedicated_pod["affinity"]
+    for manifest in manifests.values():
+        assert {"controller", "blockOwnerDeletion"}.isdisjoint(
+            manifest["metadata"]["ownerReferences"][0]
+        )
+
+
+def test_a_shared_pool_of_one_replica_has_no_disruption_budget_nor_spreading() -> None:
+    settings = OperatorSettings(shared_replicas=1)
     manifests = by_kind(render(example_plans()["tiergate-shared"], settings))
     assert sorted(manifests) == ["ConfigMap", "Deployment", "Service"]
-    assert manifests["Deployment"]["spec"]["replicas"] == 4
-    assert "affinity" not in manifests["Deployment"]["spec"]["template"]["spec"]
-    assert {"controller", "blockOwnerDeletion"}.isdisjoint(
-        manifests["Service"]["metadata"]["ownerReferences"][0]
-    )
+    pod = manifests["Deployment"]["spec"]["template"]["spec"]
+    assert {"affinity", "topologySpreadConstraints"}.isdisjoint(pod)
 
 
 def test_gateway_container_args_point_at_the_configmap_and_redis() -> None:
