@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from collections import defaultdict
 from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from pydantic import ValidationError
@@ -15,11 +16,16 @@ from pydantic import ValidationError
 from tiergate_contract import MAX_KEYS_PER_TIER
 from tiergate_operator.models import ApiKeyTier, ModelRoute, SecretKeyRef
 from tiergate_operator.plans import Problem
+from tiergate_operator.store import not_a_key_because
 
 __all__ = ["check_routes", "check_tiers", "invalid_spec", "redis_secret_problem"]
 
 Body = Mapping[str, Any]
+# Secret name -> {data key -> digest of a client key, or why the value is none} (the store's
+# ``secret_digests``).
 SecretDigests = Mapping[str, Mapping[str, str]]
+# How many values an InvalidKey message names; the rest are counted.
+_LISTED_NOT_KEYS = 5
 
 
 def invalid_spec(error: ValidationError) -> Problem:
@@ -95,9 +101,51 @@ def check_routes(
     return parsed
 
 
+@dataclass(frozen=True)
+class _TierKeys:
+    """A tier's client keys as the store has them: digests, and the values that are no key."""
+
+    digests: frozenset[str]
+    not_keys: tuple[str, ...]  # "Secret <name> data key <key> <why>", never a value
+
+
+def _tier_keys(tier: ApiKeyTier, secrets: SecretDigests) -> _TierKeys:
+    digests: set[str] = set()
+    not_keys: list[str] = []
+    for source in tier.spec.keys:
+        secret = source.secret_ref.name
+        for data_key, entry in sorted(secrets[secret].items()):
+            why = not_a_key_because(entry)
+            if why is None:
+                digests.add(entry)
+            else:
+                not_keys.append(f"Secret {secret} data key {data_key} {why}")
+    return _TierKeys(frozenset(digests), tuple(not_keys))
+
+
+def _invalid_keys(keys: _TierKeys) -> Problem:
+    """``InvalidKey``: which values are no client key and why, never the values themselves."""
+    listed = "; ".join(keys.not_keys[:_LISTED_NOT_KEYS])
+    if len(keys.not_keys) > _LISTED_NOT_KEYS:
+        listed += f"; and {len(keys.not_keys) - _LISTED_NOT_KEYS} more"
+    hint = (
+        " (kubectl create secret --from-file keeps the file's last newline: use "
+        "--from-literal, or a file without one)"
+        if any(text.endswith("ends with a newline") for text in keys.not_keys)
+        else ""
+    )
+    usable = len(keys.digests)
+    outcome = {
+        0: "the tier has no usable client key",
+        1: "left out of the config; the tier's other key keeps working",
+    }.get(usable, f"left out of the config; the tier's {usable} other keys keep working")
+    return Problem("InvalidKey", f"not a client key: {listed}{hint}; {outcome}")
+
+
 def _tier_problem(
     tier: ApiKeyTier, route_names: Sequence[str], secrets: SecretDigests
 ) -> Problem | None:
+    """A problem that keeps the tier's current spec from being served at all."""
     spec = tier.spec
     if spec.models is not None and not spec.models:
         return Problem(
@@ -119,16 +167,42 @@ def _tier_problem(
     return _secret_key_problem(upstream, secrets, "upstream credentials") if upstream else None
 
 
+def _usable_keys(
+    tier: ApiKeyTier, route_names: Sequence[str], secrets: SecretDigests
+) -> _TierKeys | Problem:
+    """The tier's keys when it can be served as specified, else why not."""
+    problem = _tier_problem(tier, route_names, secrets)
+    if problem is not None:
+        return problem
+    keys = _tier_keys(tier, secrets)
+    if not keys.digests:
+        return _invalid_keys(keys)
+    if len(keys.digests) > MAX_KEYS_PER_TIER:
+        return Problem(
+            "TooManyKeys",
+            f"the tier's key Secrets hold {len(keys.digests)} client keys; a tier holds at most "
+            f"{MAX_KEYS_PER_TIER}: split the keys over several tiers",
+        )
+    return keys
+
+
 def check_tiers(
     bodies: Sequence[Body],
     route_names: Sequence[str],
     secrets: SecretDigests,
     problems: dict[str, Problem],
 ) -> tuple[dict[str, ApiKeyTier], dict[str, tuple[str, ...]]]:
-    """The tiers that parsed, and the digests of each tier's client keys."""
+    """The tiers that parsed, and the digests of the client keys of each tier to serve as
+    specified.
+
+    A tier with a problem is not served as specified (its last good entry carries over),
+    except for ``InvalidKey`` with usable keys left: some values of its key Secrets are no
+    key (each is left out) and it is served with the others, while it reports the problem.
+    """
     parsed: dict[str, ApiKeyTier] = {}
     digests: dict[str, tuple[str, ...]] = {}
     owners: dict[str, list[str]] = defaultdict(list)
+    invalid_keys: dict[str, Problem] = {}
     for body in bodies:
         name = str(body["metadata"]["name"])
         try:
@@ -136,27 +210,22 @@ def check_tiers(
         except ValidationError as error:
             problems[name] = invalid_spec(error)
             continue
-        problem = _tier_problem(tier, route_names, secrets)
-        if problem:
-            problems[name] = problem
+        keys = _usable_keys(tier, route_names, secrets)
+        if isinstance(keys, Problem):
+            problems[name] = keys
             continue
-        found = {
-            digest for key in tier.spec.keys for digest in secrets[key.secret_ref.name].values()
-        }
-        if len(found) > MAX_KEYS_PER_TIER:
-            problems[name] = Problem(
-                "TooManyKeys",
-                f"the tier's key Secrets hold {len(found)} client keys; a tier holds at most "
-                f"{MAX_KEYS_PER_TIER}: split the keys over several tiers",
-            )
-            continue
-        digests[name] = tuple(sorted(found))
+        digests[name] = tuple(sorted(keys.digests))
         for digest in digests[name]:
             owners[digest].append(name)
+        if keys.not_keys:
+            invalid_keys[name] = _invalid_keys(keys)
     _mark_shared(
         owners,
         problems,
         "DuplicateKey",
         "a client key of this tier is also a key of ApiKeyTier {others}",
     )
-    return parsed, digests
+    served = {name: found for name, found in digests.items() if name not in problems}
+    for name, problem in invalid_keys.items():
+        problems.setdefault(name, problem)
+    return parsed, served

@@ -1,8 +1,9 @@
 """What the operator knows of the cluster: the watched objects, per namespace.
 
 Filled by the watch handlers, read by the reconciler. Pure bookkeeping, no I/O.
-Secrets are never kept: only the SHA-256 digest of each value, so the operator's
-memory holds no client key or credential in plain text.
+Secrets are never kept: only the SHA-256 digest of each value that can be a client key,
+and for a value that cannot (blank, whitespace, a trailing newline...) why not, so the
+operator's memory holds no client key or credential in plain text.
 """
 
 from __future__ import annotations
@@ -12,10 +13,17 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from tiergate_contract import hash_client_key
+from tiergate_contract import client_key_problem, hash_client_key
 from tiergate_operator.registry import API_KEY_TIER, MODEL_ROUTE
 
-__all__ = ["ChildKey", "NamespaceState", "Store", "secret_digests"]
+__all__ = [
+    "NOT_A_KEY",
+    "ChildKey",
+    "NamespaceState",
+    "Store",
+    "not_a_key_because",
+    "secret_digests",
+]
 
 Body = dict[str, Any]
 ChildKey = tuple[str, str]  # (kind, name)
@@ -25,12 +33,34 @@ ChildKey = tuple[str, str]  # (kind, name)
 _RELEVANT_METADATA = ("name", "namespace", "uid", "generation", "deletionTimestamp")
 
 
+# Stored in place of a digest for a value no client could send as its key: this prefix and
+# why (``client_key_problem``). A hex digest never starts with it.
+NOT_A_KEY = "not a key: "
+
+
+def _entry(value: str) -> str:
+    problem = client_key_problem(value)
+    return NOT_A_KEY + problem if problem else hash_client_key(value)
+
+
 def secret_digests(data: Mapping[str, str] | None) -> dict[str, str]:
-    """``{key: sha256(value)}`` of a Secret's base64 ``data``, decoded first."""
+    """``{data key: entry}`` of a Secret's base64 ``data``, decoded first.
+
+    The entry is the SHA-256 digest of a value that can be a client key; for one that
+    cannot (``client_key_problem``: empty, whitespace, a trailing newline...) it is
+    ``NOT_A_KEY`` and why, so neither the value nor a digest of it is kept. Every data key
+    has an entry: upstream credentials and the Redis URL only need the key to exist.
+    """
     return {
-        key: hash_client_key(base64.b64decode(value).decode("utf-8", errors="replace"))
+        key: _entry(base64.b64decode(value).decode("utf-8", errors="replace"))
         for key, value in sorted((data or {}).items())
     }
+
+
+def not_a_key_because(entry: str) -> str | None:
+    """Why a stored Secret entry is not a client key (e.g. "ends with a newline"), or None
+    when it is the digest of one."""
+    return entry.removeprefix(NOT_A_KEY) if entry.startswith(NOT_A_KEY) else None
 
 
 def _older(body: Body, stored: Body | None) -> bool:

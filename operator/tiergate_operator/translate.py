@@ -1,11 +1,13 @@
 """Pure translation: the routes, tiers and Secret digests of one namespace -> gateway plans.
 
 No I/O: the gather step hands over the custom resources as stored bodies, each Secret
-as ``{data key: sha256 of value}`` (``contract.hash_client_key``), and the configs
+as ``{data key: sha256 of value}`` (``contract.hash_client_key``; a value that can be no
+client key is stored as why not instead, see ``store.secret_digests``), and the configs
 last applied per gateway. An object with a problem never breaks the others: its
 entry from the previous config of its gateway (its last good state) is carried
-over, or it is left out when it has none. Everything is sorted, so the same inputs
-give byte-identical configs.
+over, or it is left out when it has none. One problem does not stop a tier from being
+served as specified: ``InvalidKey`` with usable keys left (the bad values are left out).
+Everything is sorted, so the same inputs give byte-identical configs.
 """
 
 from __future__ import annotations
@@ -28,7 +30,7 @@ from tiergate_operator.registry import API_KEY_TIER
 __all__ = ["GatewayPlan", "OwnerRef", "Problem", "SecretDigests", "Translation", "translate"]
 
 Body = Mapping[str, Any]
-# Secret name -> {data key -> hex SHA-256 of the value}.
+# Secret name -> {data key -> hex SHA-256 of the value, or why it is no client key}.
 SecretDigests = Mapping[str, Mapping[str, str]]
 
 
@@ -110,10 +112,10 @@ class _GatewayBuilder:
         self.entries.update((route.model, route) for route in routes)
         return True
 
-    def add_fresh(self, tier: ApiKeyTier, key_digests: Iterable[str]) -> None:
+    def add_fresh(self, tier: ApiKeyTier, key_digests: Iterable[str]) -> bool:
         allowed = self.routes.names if tier.spec.models is None else tier.spec.models
         routes = [r for r in (self._route_by_name(n) for n in sorted(allowed)) if r is not None]
-        self._admit(contract_tier(tier.metadata.name, tier.spec, key_digests, ()), routes)
+        return self._admit(contract_tier(tier.metadata.name, tier.spec, key_digests, ()), routes)
 
     def carry_over(self, tier_name: str) -> bool:
         last_good = next(
@@ -193,6 +195,33 @@ def _plan(
     )
 
 
+def _add_tiers(
+    builder: _GatewayBuilder,
+    members: list[ApiKeyTier],
+    unparsed: list[str],
+    key_digests: Mapping[str, tuple[str, ...]],
+    tier_problems: dict[str, Problem],
+) -> set[str]:
+    """Add each tier of the gateway as specified when it can be (``key_digests`` has it: a tier
+    with InvalidKey is, with its usable keys), else its last good entry; the names added fresh."""
+    fresh: set[str] = set()
+    for tier in members:
+        name = tier.metadata.name
+        if name not in key_digests:
+            continue
+        try:
+            if builder.add_fresh(tier, key_digests[name]):
+                fresh.add(name)
+        except ValidationError as error:
+            # A spec the checks passed but the gateway contract refuses: reported for
+            # this tier (its last good entry keeps serving), never a failed pass.
+            tier_problems[name] = invalid_spec(error)
+    for name in [t.metadata.name for t in members] + unparsed:
+        if name in tier_problems and name not in fresh:
+            builder.carry_over(name)
+    return fresh
+
+
 def translate(
     namespace: str,
     routes: Iterable[Body],
@@ -222,17 +251,7 @@ def translate(
     tier_gateways: dict[str, str] = {}
     for gateway in sorted(members):
         builder = _GatewayBuilder(gateway, route_set, previous.get(gateway))
-        for tier in members[gateway]:
-            if tier.metadata.name not in tier_problems:
-                try:
-                    builder.add_fresh(tier, key_digests[tier.metadata.name])
-                except ValidationError as error:
-                    # A spec the checks passed but the gateway contract refuses: reported for
-                    # this tier (its last good entry keeps serving), never a failed pass.
-                    tier_problems[tier.metadata.name] = invalid_spec(error)
-        for name in [t.metadata.name for t in members[gateway]] + unparsed:
-            if name in tier_problems:
-                builder.carry_over(name)
+        fresh = _add_tiers(builder, members[gateway], unparsed, key_digests, tier_problems)
         config, refused = builder.seal(namespace)
         if refused is not None:
             # Entries the contract took one by one but not together (the checks should make
@@ -240,7 +259,8 @@ def translate(
             # gateway says why instead of looking served.
             problem = _config_refused(gateway, refused)
             for name in [t.metadata.name for t in members[gateway]]:
-                tier_problems.setdefault(name, problem)
+                if name in fresh or name not in tier_problems:
+                    tier_problems[name] = problem
         tier_gateways.update((tier.name, gateway) for tier in config.tiers)
         plans.append(_plan(gateway, namespace, members[gateway], config))
 

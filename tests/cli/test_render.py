@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import json
 import shutil
 from collections.abc import Callable
@@ -11,7 +12,7 @@ import yaml
 
 from tests.support.kube import EXAMPLES
 from tests.support.manifests import NOW, store_of
-from tiergate_contract import GatewayConfig
+from tiergate_contract import GatewayConfig, hash_client_key
 from tiergate_operator.reconcile import decide
 from tiergate_operator.settings import OperatorSettings
 
@@ -93,3 +94,35 @@ def test_a_manifest_without_a_name_or_in_another_namespace(
         "in namespace 'x', not 'demo'" in tiergate("render", "-f", str(tmp_path), "-n", "demo").err
     )
     assert "no such file" in tiergate("render", "-f", str(tmp_path / "nope")).err
+
+
+def test_a_key_value_that_can_be_no_key_is_reported_like_the_operator_does(
+    tiergate: Callable[..., Result], tmp_path: Path
+) -> None:
+    """As `kubectl create secret --from-file` gives it (a trailing newline), next to a blank
+    value and a good key: the problem names the Secret and data key, never the values."""
+    shutil.copytree(EXAMPLES, tmp_path, dirs_exist_ok=True)
+    from_file = base64.b64encode(b"tg-startup-from-file-0002\n").decode()
+    (tmp_path / "startup-keys.yaml").write_text(
+        "apiVersion: v1\nkind: Secret\nmetadata:\n  name: startup-keys\n"
+        f"data:\n  key-2: {from_file}\n  key-3: ''\n"
+        "stringData:\n  key-1: tg-startup-fake-key-0001\n"
+    )
+    result = tiergate("render", "-f", str(tmp_path), "-n", "demo")
+    assert result.code == 1
+    line, _summary = result.err.splitlines()
+    assert line.startswith(f"[render] {tmp_path / 'startup.yaml'}:1: ApiKeyTier demo/startup:")
+    assert (
+        "InvalidKey: not a client key: Secret startup-keys data key key-2 ends with a newline"
+        in line
+    )
+    assert "Secret startup-keys data key key-3 is empty" in line
+    assert "the tier's other key keeps working" in line
+    configs = tiergate("render", "-f", str(tmp_path), "-n", "demo", "--configs-only", "-o", "json")
+    shared = next(c for c in json.loads(configs.out)["items"] if c["gateway"] == "tiergate-shared")
+    assert [t["key_sha256"] for t in shared["tiers"]] == [
+        [hash_client_key("tg-startup-fake-key-0001")]
+    ]
+    for output in (result.out, result.err, configs.out, configs.err):
+        assert "tg-startup-from-file-0002" not in output
+        assert from_file not in output

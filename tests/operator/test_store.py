@@ -4,9 +4,11 @@ import base64
 import copy
 from typing import Any
 
+import pytest
+
 from tiergate_contract import hash_client_key
 from tiergate_operator.registry import MODEL_ROUTE
-from tiergate_operator.store import Store
+from tiergate_operator.store import Store, not_a_key_because, secret_digests
 
 ROUTE: dict[str, Any] = {
     **MODEL_ROUTE.type_meta(),
@@ -40,6 +42,52 @@ def test_secrets_are_kept_as_digests_only() -> None:
     assert store.dirty == set()
     assert store.remove_secret("ns", "keys")
     assert not store.remove_secret("ns", "keys")
+
+
+def _encoded(**values: bytes) -> dict[str, str]:
+    return {key: base64.b64encode(value).decode() for key, value in values.items()}
+
+
+@pytest.mark.parametrize(
+    ("value", "why"),
+    [
+        (b"", "is empty"),
+        (b"   ", "is only whitespace"),
+        (b"\n", "is only whitespace"),
+        (b"tg-key-from-file\n", "ends with a newline"),
+        (b"tg-key-from-windows\r\n", "ends with a newline"),
+        (b" tg-key-leading-space", "starts or ends with whitespace"),
+        (b"tg-key-trailing-tab\t", "starts or ends with whitespace"),
+        (b"tg-key with-space", "holds a character other than visible ASCII"),
+        (b"tg-\xff-not-utf8", "holds a character other than visible ASCII"),
+    ],
+)
+def test_a_value_that_can_be_no_client_key_is_kept_as_why_not_never_as_a_digest(
+    value: bytes, why: str
+) -> None:
+    (entry,) = secret_digests(_encoded(k=value)).values()
+    found = not_a_key_because(entry)
+    assert found is not None and found.startswith(why)
+    assert entry != hash_client_key(value.decode("utf-8", errors="replace"))
+    if value.strip():
+        assert value.strip().decode(errors="replace") not in entry
+
+
+def test_good_and_bad_values_of_one_secret_each_get_their_entry() -> None:
+    entries = secret_digests(_encoded(good=b"tg-good-key", newline=b"tg-file-key\n", blank=b""))
+    assert entries["good"] == hash_client_key("tg-good-key")
+    assert not_a_key_because(entries["good"]) is None
+    assert not_a_key_because(entries["newline"]) == "ends with a newline"
+    assert not_a_key_because(entries["blank"]) == "is empty"
+    assert "tg-file-key" not in repr(entries)
+
+
+def test_a_secret_whose_bad_value_changes_into_a_good_one_wakes_the_reconciler() -> None:
+    store = Store()
+    store.put_route(copy.deepcopy(ROUTE))
+    assert store.put_secret("ns", "keys", _encoded(k=b"tg-key\n"))
+    assert store.put_secret("ns", "keys", _encoded(k=b"tg-key"))
+    assert store.namespace("ns").secrets["keys"] == {"k": hash_client_key("tg-key")}
 
 
 def test_secrets_of_namespaces_without_tiergate_objects_wake_nothing() -> None:

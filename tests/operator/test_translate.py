@@ -144,6 +144,8 @@ def test_route_alias_may_differ_from_its_name() -> None:
         ((tier("a", models=["nope"]),), "tier", "a", "UnknownRoute"),
         ((tier("a", keys="absent"),), "tier", "a", "MissingSecret"),
         ((tier("a", keys="empty"), secret("empty")), "tier", "a", "NoKeys"),
+        ((tier("a", keys="blank"), secret("blank", k="")), "tier", "a", "InvalidKey"),
+        ((tier("a", keys="nl"), secret("nl", k="key\n", g="tg-1")), "tier", "a", "InvalidKey"),
         (
             (tier("a", upstream={"credentialsSecretRef": {"name": "absent", "key": "k"}}),),
             "tier",
@@ -305,3 +307,103 @@ def test_a_spec_the_gateway_contract_refuses_is_a_tier_problem(
     assert broken.tier_problems["a"].reason == "InvalidSpec"
     assert "requests_per_minute" in broken.tier_problems["a"].message
     assert served(broken, "tiergate-shared") == {"a": ["chat", "code"], "b": ["code"]}
+
+
+# Key hygiene: a Secret value no client could send as its key (blank, whitespace, a trailing
+# newline as `kubectl create secret --from-file` leaves it) is never a key.
+NOT_KEYS = {
+    "blank": ("", "is empty"),
+    "spaces": ("   ", "is only whitespace"),
+    "from-file": ("tg-from-file-0001\n", "ends with a newline"),
+    "crlf": ("tg-from-windows-0001\r\n", "ends with a newline"),
+    "padded": (" tg-padded-0001", "starts or ends with whitespace"),
+}
+
+
+def tier_keys(translation: Translation, name: str) -> tuple[str, ...] | None:
+    plan = translation.plan("tiergate-shared")
+    assert plan is not None
+    return next((t.key_sha256 for t in plan.config.tiers if t.name == name), None)
+
+
+@pytest.mark.parametrize("data_key", sorted(NOT_KEYS))
+def test_a_tier_whose_only_key_is_no_key_is_not_served(data_key: str) -> None:
+    value, why = NOT_KEYS[data_key]
+    translation = run(*BASE, tier("a", keys="bad"), secret("bad", **{data_key: value}), tier("b"))
+    problem = translation.tier_problems["a"]
+    assert problem.reason == "InvalidKey"
+    assert f"Secret bad data key {data_key} {why}" in problem.message
+    assert problem.message.endswith("the tier has no usable client key")
+    assert tier_keys(translation, "a") is None
+    assert "a" not in translation.tier_gateways
+    assert tier_keys(translation, "b") == (hash_client_key("key-b"),)
+    assert "b" not in translation.tier_problems
+
+
+def test_bad_values_are_left_out_and_the_good_keys_keep_working() -> None:
+    bad = {key: value for key, (value, _) in NOT_KEYS.items()}
+    translation = run(
+        *BASE,
+        tier("a", keys="mixed", models=["code"]),
+        secret("mixed", good="tg-good-0001", **bad),
+        tier("b"),
+    )
+    problem = translation.tier_problems["a"]
+    assert problem.reason == "InvalidKey"
+    for data_key, (_, why) in NOT_KEYS.items():
+        assert f"Secret mixed data key {data_key} {why}" in problem.message
+    assert "--from-literal" in problem.message  # the hint for the trailing newline
+    assert problem.message.endswith("left out of the config; the tier's other key keeps working")
+    # Served as specified, with its good key only; the other tier is untouched.
+    assert served(translation, "tiergate-shared") == {"a": ["code"], "b": ["chat", "code"]}
+    assert tier_keys(translation, "a") == (hash_client_key("tg-good-0001"),)
+    assert translation.tier_gateways["a"] == "tiergate-shared"
+    assert "b" not in translation.tier_problems
+    # No value (nor a digest of a bad one) anywhere.
+    text = repr(translation) + canonical_json(translation.configs["tiergate-shared"]).decode()
+    for value, _ in NOT_KEYS.values():
+        if value.strip():
+            assert value.strip() not in text
+            assert hash_client_key(value) not in text
+    assert "tg-good-0001" not in text
+
+
+def test_several_good_keys_are_counted_and_a_long_list_of_bad_ones_is_cut() -> None:
+    values = {f"bad{i}": "" for i in range(8)} | {"k1": "tg-1", "k2": "tg-2"}
+    translation = run(*BASE, tier("a", keys="many"), secret("many", **values))
+    message = translation.tier_problems["a"].message
+    assert message.count("is empty") == 5
+    assert "and 3 more" in message
+    assert message.endswith("the tier's 2 other keys keep working")
+    assert "--from-literal" not in message
+    assert len(tier_keys(translation, "a") or ()) == 2
+
+
+def test_a_tier_whose_keys_all_turn_bad_keeps_its_last_good_entry() -> None:
+    good = run(*BASE, tier("a"), tier("b"))
+    broken = run(
+        *BASE[:2], secret("a-keys", k="key-a\n"), BASE[3], tier("a"), tier("b"),
+        previous=good.configs,
+    )  # fmt: skip
+    assert broken.tier_problems["a"].reason == "InvalidKey"
+    assert tier_keys(broken, "a") == (hash_client_key("key-a"),)  # like any other problem
+
+
+def test_a_key_shared_with_another_tier_outweighs_a_bad_value() -> None:
+    translation = run(
+        *BASE, tier("a", keys="mixed"), secret("mixed", k="key-b", blank=""), tier("b")
+    )
+    assert translation.tier_problems["a"].reason == "DuplicateKey"
+    assert translation.tier_problems["b"].reason == "DuplicateKey"
+    assert tier_keys(translation, "a") is None
+
+
+def test_upstream_credentials_are_no_client_keys_and_get_no_key_check() -> None:
+    credential = secret("upstream", token="sk-upstream-from-file\n")
+    translation = run(
+        *BASE,
+        credential,
+        tier("a", upstream={"credentialsSecretRef": {"name": "upstream", "key": "token"}}),
+        route("x", secret="upstream", key="token"),
+    )
+    assert (translation.tier_problems, translation.route_problems) == ({}, {})
