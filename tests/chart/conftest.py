@@ -17,15 +17,39 @@ TIERGATE_STANDALONE=1 (the ClusterRole grants kopf.dev peering only when replica
 
 from __future__ import annotations
 
+import json
 import shutil
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
+from tests.chart.tools import Tools
 from tests.support.chart import CHART, InstalledChart, fullname, install, release_name, uninstall
 from tests.support.kube import apply_crds
-from tiergate_devkit.cluster import ControlPlane
+from tiergate_devkit.cluster import ControlPlane, tools_bin_dir
+from tiergate_devkit.cluster.control_plane import FAKE_NODE
+
+
+@pytest.fixture(scope="session")
+def node_reports_ephemeral_storage(control_plane: ControlPlane) -> None:
+    """Give kwok's fake node the ephemeral-storage a real kubelet reports.
+
+    kwok's node-initialize stage sets only cpu, memory and pods, so a pod that requests
+    ephemeral storage (the operator's does, as kube-score asks) would never be scheduled.
+    The stage keeps a capacity already set, and nothing else rewrites it.
+    """
+    storage = {"ephemeral-storage": "1Ti"}
+    patch = {"status": {"capacity": storage, "allocatable": storage}}
+    control_plane.kubectl(
+        "patch", "node", FAKE_NODE, "--subresource=status", "--type=merge", "-p", json.dumps(patch)
+    )
+
+
+@pytest.fixture(autouse=True)
+def _fake_node_reports_ephemeral_storage(request: pytest.FixtureRequest) -> None:
+    if "control_plane" in request.fixturenames:
+        request.getfixturevalue("node_reports_ephemeral_storage")
 
 
 @pytest.fixture(scope="session")
@@ -59,3 +83,13 @@ def chart_copy(tmp_path: Path) -> Path:
     copy = tmp_path / "tiergate"
     shutil.copytree(CHART, copy)
     return copy
+
+
+@pytest.fixture(scope="session")
+def tools() -> Tools:
+    """helm and kube-score from scripts/build-tools.sh (never built here, like the cluster's)."""
+    found = Tools(tools_bin_dir())
+    missing = [p.name for p in (found.helm, found.kube_score) if not p.exists()]
+    if missing:
+        pytest.fail(f"{', '.join(missing)} missing in {found.bin_dir}: run `make tools` first")
+    return found

@@ -88,9 +88,12 @@ def test_one_replica_runs_standalone_hardened_with_probes(control_plane: Control
     assert "TIERGATE_REDIS_URL" not in env
     assert container["image"] == "ghcr.io/tiergate/tiergate-operator:0.1.0"
     assert container["command"] == ["python", "-m", "tiergate_operator"]
-    for probe in ("livenessProbe", "readinessProbe"):
-        assert container[probe]["httpGet"] == {"path": "/healthz", "port": "health"}
+    # Liveness is kopf's endpoint; readiness the operator's own, on a port of its own.
+    assert container["livenessProbe"]["httpGet"] == {"path": "/healthz", "port": "health"}
+    assert container["readinessProbe"]["httpGet"] == {"path": "/readyz", "port": "ready"}
+    assert env["TIERGATE_READINESS"] == "http://0.0.0.0:8081/readyz"
     assert {"name": "health", "containerPort": 8080, "protocol": "TCP"} in container["ports"]
+    assert {"name": "ready", "containerPort": 8081, "protocol": "TCP"} in container["ports"]
     security = container["securityContext"]
     assert security["readOnlyRootFilesystem"] is True
     assert security["runAsNonRoot"] is True
@@ -98,12 +101,20 @@ def test_one_replica_runs_standalone_hardened_with_probes(control_plane: Control
     assert security["capabilities"] == {"drop": ["ALL"]}
     assert security["seccompProfile"] == {"type": "RuntimeDefault"}
     assert pod["securityContext"]["runAsNonRoot"] is True
-    assert container["resources"]["requests"] == {"cpu": "100m", "memory": "128Mi"}
+    assert container["resources"]["requests"] == {
+        "cpu": "100m",
+        "memory": "128Mi",
+        "ephemeral-storage": "64Mi",
+    }
+    assert container["resources"]["limits"]["ephemeral-storage"] == "256Mi"
     assert {"name": "tmp", "mountPath": "/tmp"} in container["volumeMounts"]
     assert not [o for o in objects if o["kind"] == "ClusterKopfPeering"]
+    # One replica: no budget (it would block every drain) and no anti-affinity to ask for.
+    assert not [o for o in objects if o["kind"] == "PodDisruptionBudget"]
+    assert "affinity" not in pod
     for obj in objects:
         labels = obj["metadata"]["labels"]
-        assert labels["helm.sh/chart"] == "tiergate-0.1.0", obj["kind"]
+        assert labels["helm.sh/chart"] == "tiergate-0.2.0", obj["kind"]
         assert labels["app.kubernetes.io/instance"] == "t", obj["kind"]
         assert labels["app.kubernetes.io/managed-by"] == "Helm", obj["kind"]
         assert labels["app.kubernetes.io/version"] == "0.1.0", obj["kind"]
@@ -153,6 +164,58 @@ def test_values_reach_the_operator_environment(control_plane: ControlPlane) -> N
         "resourceNames": ["mine"],
         "verbs": ["get", "patch"],
     } in rules
+
+
+def test_peers_get_a_disruption_budget_and_prefer_distinct_nodes(
+    control_plane: ControlPlane,
+) -> None:
+    objects = rendered(control_plane, "--set", "replicaCount=3")
+    selector = one(objects, "Deployment")["spec"]["selector"]["matchLabels"]
+    budget = one(objects, "PodDisruptionBudget", "t-tiergate")
+    assert budget["apiVersion"] == "policy/v1"
+    assert budget["metadata"]["namespace"] == "default"
+    assert budget["spec"] == {"maxUnavailable": 1, "selector": {"matchLabels": selector}}
+    affinity = one(objects, "Deployment")["spec"]["template"]["spec"]["affinity"]
+    (term,) = affinity["podAntiAffinity"]["preferredDuringSchedulingIgnoredDuringExecution"]
+    assert term["podAffinityTerm"] == {
+        "topologyKey": "kubernetes.io/hostname",
+        "labelSelector": {"matchLabels": selector},
+    }
+
+    objects = rendered(
+        control_plane,
+        "--set",
+        "replicaCount=2,podDisruptionBudget.minAvailable=50%,podDisruptionBudget.maxUnavailable=null",
+        "--set-json",
+        'affinity={"nodeAffinity":{}}',
+    )
+    assert one(objects, "PodDisruptionBudget")["spec"]["minAvailable"] == "50%"
+    assert "maxUnavailable" not in one(objects, "PodDisruptionBudget")["spec"]
+    # A user's affinity replaces the default one.
+    assert one(objects, "Deployment")["spec"]["template"]["spec"]["affinity"] == {
+        "nodeAffinity": {}
+    }
+    objects = rendered(control_plane, "--set", "replicaCount=2,podDisruptionBudget.enabled=false")
+    assert not [o for o in objects if o["kind"] == "PodDisruptionBudget"]
+
+
+@pytest.mark.parametrize(
+    ("values", "message"),
+    [
+        (
+            "replicaCount=2,podDisruptionBudget.minAvailable=1",
+            "set exactly one of maxUnavailable and minAvailable",
+        ),
+        ("podDisruptionBudget.maxUnavailable=lots", "/podDisruptionBudget/maxUnavailable"),
+        ("health.readinessPort=8080", "health.readinessPort must differ from health.port"),
+    ],
+)
+def test_bad_budget_or_probe_values_fail(
+    control_plane: ControlPlane, values: str, message: str
+) -> None:
+    result = template(control_plane, "--set", values, check=False)
+    assert result.returncode != 0, values
+    assert message in result.stderr, result.stderr
 
 
 def test_the_removed_existing_secret_value_fails_with_directions(
