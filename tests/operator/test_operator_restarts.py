@@ -79,6 +79,7 @@ def test_killed_mid_reconcile_converges_without_duplicates(
             "Service/tiergate-shared",
             "Service/tiergate-enterprise-acme",
             "PodDisruptionBudget/tiergate-enterprise-acme",
+            "PodDisruptionBudget/tiergate-shared",
         }
     )
     replicasets = json.loads(
