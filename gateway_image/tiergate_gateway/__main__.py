@@ -37,6 +37,32 @@ def _env(name: str, default: str | None = None) -> str | None:
     return os.environ.get(_ENV + name, default)
 
 
+# (Settings field, type, help): each is a flag --<field with dashes> and a variable
+# TIERGATE_GATEWAY_<FIELD>, defaulting to Settings' default.
+_LIMIT_FLAGS: tuple[tuple[str, type[int] | type[float], str], ...] = (
+    ("max_line_bytes", int, "longest request line or header line"),
+    ("max_header_bytes", int, "all header lines of a request together"),
+    ("max_headers", int, "header lines per request"),
+    ("max_body_bytes", int, "request body; a larger one is refused with 413"),
+    ("header_timeout_seconds", float, "a request's head must arrive within this"),
+    ("body_timeout_seconds", float, "its body within this after the head"),
+    ("idle_seconds", float, "idle keep-alive connections are closed after this"),
+    ("max_connections", int, "open client connections per worker; more are refused"),
+)
+
+
+def _add_limit_flags(parser: argparse.ArgumentParser) -> None:
+    defaults = Settings()
+    for name, kind, meaning in _LIMIT_FLAGS:
+        variable = name.upper()
+        parser.add_argument(
+            "--" + name.replace("_", "-"),
+            type=kind,
+            default=kind(_env(variable) or getattr(defaults, name)),
+            help=f"{meaning} [{variable}]",
+        )
+
+
 def parse_args(argv: Sequence[str] | None = None) -> tuple[Settings, bool]:
     """Settings from flags, defaulting to ``TIERGATE_GATEWAY_<FLAG>`` variables. Returns (settings, is_worker)."""
     parser = argparse.ArgumentParser(
@@ -88,6 +114,7 @@ def parse_args(argv: Sequence[str] | None = None) -> tuple[Settings, bool]:
         default=float(_env("GRACE_SECONDS", "25") or 25),
         help="drain time on SIGTERM [GRACE_SECONDS]",
     )
+    _add_limit_flags(parser)
     parser.add_argument("--log-level", default=_env("LOG_LEVEL", "INFO"), help="[LOG_LEVEL]")
     parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
@@ -103,6 +130,7 @@ def parse_args(argv: Sequence[str] | None = None) -> tuple[Settings, bool]:
             workers=args.workers,
             grace_seconds=args.grace_seconds,
             log_level=str(args.log_level).upper(),
+            **{name: getattr(args, name) for name, _, _ in _LIMIT_FLAGS},
         )
     except ValueError as exc:
         parser.error(str(exc))
@@ -124,6 +152,8 @@ async def serve(
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, stop.set)
     gateway = create_gateway(settings, config=config)
+    # Until the app passes them itself: the app only hands over max_body_bytes and idle_seconds.
+    gateway.server.limits = settings.server_limits()
     await gateway.start()
     if on_ready is not None:
         on_ready(gateway.port)

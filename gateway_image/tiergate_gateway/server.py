@@ -18,12 +18,12 @@ import socket
 import time
 from collections import deque
 from collections.abc import AsyncIterator, Awaitable, Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import cast
 
 import httptools
 
-__all__ = ["HttpServer", "Request", "Response", "StreamResponse"]
+__all__ = ["HttpServer", "Request", "Response", "ServerLimits", "StreamResponse"]
 
 _log = logging.getLogger("tiergate_gateway.server")
 
@@ -45,9 +45,57 @@ _REASONS = {
     503: b"Service Unavailable",
     504: b"Gateway Timeout",
 }
-_MAX_HEADERS = 100
 _MAX_PIPELINED = 8
-_MAX_HEADER_BYTES = 64 * 1024
+# After refusing a request, what the client still sends is read and dropped for a short
+# while before the socket closes: closing with unread bytes sends a reset, which can destroy
+# the error answer before the client reads it.
+_LINGER_SECONDS = 2.0
+_HEAD_ONLY = 1
+_LONGEST_METHOD = 16  # llhttp's longest, "MKCALENDAR", has 10 letters
+_HTTP_1_0 = 2
+
+
+@dataclass(frozen=True, slots=True)
+class ServerLimits:
+    """What one client may cost while its request is read (defaults: gateway_image/README.md).
+
+    ``max_line_bytes`` bounds the request line and each header line, counted as the bytes
+    arrive, before the parser buffers them. The three timeouts are each at most
+    ``idle_seconds``: a request that stalls longer than an idle connection may wait is not
+    waited for either.
+    """
+
+    max_line_bytes: int = 8 * 1024
+    max_header_bytes: int = 64 * 1024
+    max_headers: int = 100
+    max_body_bytes: int = 8 * 1024 * 1024
+    header_timeout_seconds: float = 10.0
+    body_timeout_seconds: float = 30.0
+    idle_seconds: float = 75.0
+    max_connections: int = 2048
+
+    def __post_init__(self) -> None:
+        for name in ("max_line_bytes", "max_header_bytes", "max_headers", "max_connections"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be at least 1")
+        if self.max_body_bytes < 0:
+            raise ValueError("max_body_bytes must not be negative")
+        for name in ("header_timeout_seconds", "body_timeout_seconds", "idle_seconds"):
+            if not getattr(self, name) > 0:
+                raise ValueError(f"{name} must be positive")
+
+    @property
+    def header_timeout(self) -> float:
+        return min(self.header_timeout_seconds, self.idle_seconds)
+
+    @property
+    def body_timeout(self) -> float:
+        return min(self.body_timeout_seconds, self.idle_seconds)
+
+    @property
+    def sweep_seconds(self) -> float:
+        """How often deadlines are checked: a deadline is kept to within a quarter of itself."""
+        return min(1.0, self.header_timeout / 4, self.body_timeout / 4)
 
 
 @dataclass(slots=True)
@@ -85,7 +133,6 @@ class _Rejection:
     message: str
 
 
-_BODY_TOO_LARGE = _Rejection(413, "request body too large")
 _BAD_TARGET = _Rejection(400, "malformed request target")
 
 
@@ -108,10 +155,16 @@ def _path_of(target: bytes) -> str:
 
 
 class _Connection(asyncio.Protocol):
-    """One client connection; requests on it are served one after the other."""
+    """One client connection; requests on it are served one after the other.
+
+    Its ``deadline`` (on the server's clock) is when it is dropped without an answer: the
+    idle timeout while it waits for a request, the header timeout from a request's first
+    byte, the body timeout from the end of its head; none while a request is served.
+    """
 
     def __init__(self, server: HttpServer) -> None:
         self._server = server
+        self._limits = server.limits
         self._parser = httptools.HttpRequestParser(self)
         self._transport: asyncio.Transport | None = None
         self._url = b""
@@ -120,8 +173,12 @@ class _Connection(asyncio.Protocol):
         self._header_bytes = 0
         self._body: list[bytes] = []
         self._body_size = 0
-        self._too_large = False
-        self._queue: deque[tuple[Request | _Rejection, bool]] = deque()
+        # Between two requests and inside a head: bytes are counted per line before parsing.
+        self._in_head = True
+        self._line_bytes = 0  # of the unfinished line at the end of what arrived so far
+        self._request_line_done = False
+        self._reading = False  # a request has begun and is not complete yet
+        self._queue: deque[tuple[Request | _Rejection, bool, int]] = deque()
         self._task: asyncio.Task[None] | None = None
         self._wakeup: asyncio.Future[None] | None = None
         self._writable = asyncio.Event()
@@ -129,17 +186,30 @@ class _Connection(asyncio.Protocol):
         self._closing = False
         self._problem: tuple[int, str] | None = None
         self._rejected = False
+        self._discarding = False  # refused: what still arrives is dropped until the close
+        self._discard_left = 0
         self.busy = False
-        self.last_activity = server.clock()
+        self.deadline = server.clock() + self._limits.header_timeout
 
     # -- asyncio.Protocol -------------------------------------------------
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self._transport = cast(asyncio.Transport, transport)
+        if len(self._server.connections) >= self._limits.max_connections:
+            self._refuse_connection()
+            return
         sock = transport.get_extra_info("socket")
         if sock is not None:
             with contextlib.suppress(OSError):
                 sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         self._server.connections.add(self)
+
+    def _refuse_connection(self) -> None:
+        """Over the cap: a short 503 and a close, without reading, so the others are not slowed."""
+        assert self._transport is not None
+        self._server.refused_connections += 1
+        self._discarding = True
+        self._transport.write(self._server.error_bytes(503, "too many connections; retry shortly"))
+        self._transport.close()
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._closing = True
@@ -161,16 +231,61 @@ class _Connection(asyncio.Protocol):
         self._writable.set()
 
     def data_received(self, data: bytes) -> None:
-        self.last_activity = self._server.clock()
+        if self._discarding:
+            self._discard(data)
+            return
+        if self._in_head and not self._lines_fit(data):
+            return
         try:
             self._parser.feed_data(data)
         except httptools.HttpParserUpgrade:
             # The parser completed the upgrade request before refusing it: it is not served.
             self._queue.pop()
             self._reject(400, "protocol upgrades are not supported")
+            return
         except httptools.HttpParserError as exc:
             status, message = self._problem or (400, f"malformed HTTP request: {exc}")
             self._reject(status, message)
+            return
+        if self._in_head and self._line_bytes > self._limits.max_line_bytes:
+            self._reject_long_line()  # an unfinished line longer than the limit, in one read
+
+    def _lines_fit(self, data: bytes) -> bool:
+        """Count the head's bytes per line before the parser sees them (it buffers an unfinished
+        line whole, at a cost that grows with its length); refuse a line over the limit."""
+        newline = data.rfind(b"\n")
+        if newline < 0:
+            self._line_bytes += len(data)
+            if self._line_bytes <= self._limits.max_line_bytes:
+                return True
+        elif not self._line_bytes or (
+            self._line_bytes + data.find(b"\n") <= self._limits.max_line_bytes
+        ):
+            # Lines whole in ``data`` are checked as parsed; the parser's callbacks reset the
+            # count if the head ends inside ``data``.
+            self._line_bytes = len(data) - newline - 1
+            self._request_line_done = True
+            return True
+        self._reject_long_line()
+        return False
+
+    def _reject_long_line(self) -> None:
+        if self._request_line_done:
+            self._reject(431, self._headers_refused())
+        else:
+            self._reject(414, "request line too long")
+
+    def _headers_refused(self) -> str:
+        limits = self._limits
+        return (
+            f"too many or too large request headers (at most {limits.max_headers} lines of "
+            f"{limits.max_line_bytes} bytes, {limits.max_header_bytes} bytes in all)"
+        )
+
+    def _discard(self, data: bytes) -> None:
+        self._discard_left -= len(data)
+        if self._discard_left < 0 and self._transport is not None:
+            self._transport.close()
 
     # -- httptools callbacks ---------------------------------------------
     def on_message_begin(self) -> None:
@@ -180,21 +295,31 @@ class _Connection(asyncio.Protocol):
         self._header_bytes = 0
         self._body = []
         self._body_size = 0
-        self._too_large = False
+        self._reading = True
+        self.deadline = self._server.clock() + self._limits.header_timeout
 
     def on_url(self, url: bytes) -> None:
         self._url += url
-        if len(self._url) > 8192:
-            self._problem = (414, "request target too long")
+        # As the line would be counted had it come in pieces: "<method> <target> HTTP/1.1\r"
+        # (the method looked up only near the limit: it costs as much as the rest here).
+        room = self._limits.max_line_bytes - len("  HTTP/1.1\r") - len(self._url)
+        if room < _LONGEST_METHOD and room < len(self._parser.get_method()):
+            self._problem = (414, "request line too long")
             raise httptools.HttpParserError(self._problem[1])
 
     def on_header(self, name: bytes, value: bytes) -> None:
         # Counted per line, not per name: repeated names are joined below, which would let a
         # request of many short duplicates cost quadratic time.
         self._header_count += 1
-        self._header_bytes += len(name) + len(value)
-        if self._header_count > _MAX_HEADERS or self._header_bytes > _MAX_HEADER_BYTES:
-            self._problem = (431, f"too many or too large request headers (at most {_MAX_HEADERS})")
+        size = len(name) + len(value)
+        self._header_bytes += size
+        limits = self._limits
+        if (
+            self._header_count > limits.max_headers
+            or self._header_bytes > limits.max_header_bytes
+            or size + len(": \r") > limits.max_line_bytes  # as counted when split
+        ):
+            self._problem = (431, self._headers_refused())
             raise httptools.HttpParserError(self._problem[1])
         key = name.decode("latin-1").lower()
         text = value.decode("latin-1")
@@ -202,6 +327,13 @@ class _Connection(asyncio.Protocol):
         self._headers[key] = text if previous is None else f"{previous}, {text}"
 
     def on_headers_complete(self) -> None:
+        self._in_head = False
+        self._line_bytes = 0
+        self.deadline = self._server.clock() + self._limits.body_timeout
+        length = self._headers.get("content-length")
+        if length is not None and _over(length, self._limits.max_body_bytes):
+            self._problem = (413, "request body too large")
+            raise httptools.HttpParserError(self._problem[1])
         # Not while an earlier response is still being written: it would land inside it.
         if (
             self._headers.get("expect", "").lower() == "100-continue"
@@ -213,25 +345,37 @@ class _Connection(asyncio.Protocol):
 
     def on_body(self, body: bytes) -> None:
         self._body_size += len(body)
-        if self._body_size > self._server.max_body_bytes:
-            self._too_large = True
-            self._body = []
-        elif not self._too_large:
-            self._body.append(body)
+        if self._body_size > self._limits.max_body_bytes:  # chunked: no length announced
+            self._problem = (413, "request body too large")
+            raise httptools.HttpParserError(self._problem[1])
+        self._body.append(body)
 
     def on_message_complete(self) -> None:
-        keep_alive = self._parser.should_keep_alive()
-        if self._too_large:
-            self._queue.append((_BODY_TOO_LARGE, False))
+        self._in_head = True
+        self._line_bytes = 0
+        self._request_line_done = False
+        self._reading = False
+        self.deadline = _NEVER
+        parser = self._parser
+        keep_alive = parser.should_keep_alive()
+        headers = self._headers
+        # Only an HTTP/1.0 request can lack keep-alive or name a connection option it needs;
+        # asking the parser for the version costs more than the rest of this callback.
+        http_1_0 = (not keep_alive or "connection" in headers) and (
+            parser.get_http_version() == "1.0"
+        )
+        try:
+            path = _path_of(self._url)
+        except httptools.HttpParserInvalidURLError:
+            self._queue.append((_BAD_TARGET, False, 0))
         else:
-            try:
-                path = _path_of(self._url)
-            except httptools.HttpParserInvalidURLError:
-                self._queue.append((_BAD_TARGET, False))
-            else:
-                method = self._parser.get_method().decode("latin-1")
-                request = Request(method, path, self._headers, b"".join(self._body))
-                self._queue.append((request, keep_alive))
+            method = parser.get_method().decode("latin-1")
+            flags = _HTTP_1_0 if http_1_0 else 0
+            if method == "HEAD":
+                method = "GET"  # answered as GET, without the body
+                flags |= _HEAD_ONLY
+            request = Request(method, path, headers, b"".join(self._body))
+            self._queue.append((request, keep_alive, flags))
         self._body = []
         if len(self._queue) > _MAX_PIPELINED and self._transport is not None:
             self._transport.pause_reading()  # resumed once the queue is served
@@ -248,13 +392,43 @@ class _Connection(asyncio.Protocol):
         if transport is None or transport.is_closing() or self._rejected:
             return
         self._rejected = True
+        self.deadline = _NEVER
         if self.busy or self._queue:
             # Earlier pipelined requests are answered first; the error follows them.
-            self._queue.append((_Rejection(status, message), False))
+            self._queue.append((_Rejection(status, message), False, 0))
             transport.pause_reading()
             return
-        transport.write(self._server.error_bytes(status, message))
-        transport.close()
+        self._refuse(transport, _Rejection(status, message))
+
+    def _refuse(self, transport: asyncio.Transport, rejection: _Rejection) -> None:
+        """Answer ``rejection`` and close after a short linger; a drop closes at once."""
+        if not rejection.status:
+            transport.close()
+            return
+        transport.write(self._server.error_bytes(rejection.status, rejection.message))
+        if not transport.can_write_eof():
+            transport.close()
+            return
+        transport.write_eof()
+        self._discarding = True
+        self._discard_left = max(self._limits.max_body_bytes, 1 << 20)
+        self.deadline = self._server.clock() + _LINGER_SECONDS
+        if not transport.is_reading():
+            transport.resume_reading()
+
+    def time_out(self) -> None:
+        """Past the deadline: drop the connection, after the answers it is still owed."""
+        self.deadline = _NEVER
+        transport = self._transport
+        if transport is None:
+            return
+        if self._discarding or not (self.busy or self._queue):
+            transport.close()
+            return
+        if not self._rejected:
+            self._rejected = True
+            self._queue.append((_DROP, False, 0))
+            transport.pause_reading()
 
     async def _serve(self) -> None:
         transport = self._transport
@@ -266,18 +440,17 @@ class _Connection(asyncio.Protocol):
                 await self._wakeup
                 self._wakeup = None
                 continue
-            request, keep_alive = self._queue.popleft()
+            request, keep_alive, flags = self._queue.popleft()
             if not self._queue and not transport.is_reading():
                 transport.resume_reading()
             if isinstance(request, _Rejection):
-                transport.write(self._server.error_bytes(request.status, request.message))
-                transport.close()
+                self._refuse(transport, request)
                 return
             self.busy = True
             try:
                 response = await self._server.handler(request)
                 keep_alive = keep_alive and not self._server.draining
-                await self._write(transport, response, keep_alive)
+                keep_alive = await self._write(transport, request, response, keep_alive, flags)
             except asyncio.CancelledError:
                 transport.close()
                 raise
@@ -291,23 +464,66 @@ class _Connection(asyncio.Protocol):
             if not keep_alive:
                 transport.close()
                 return
+            if not self._reading and not self._queue:
+                self.deadline = self._server.clock() + self._limits.idle_seconds
 
     async def _write(
-        self, transport: asyncio.Transport, response: Response | StreamResponse, keep_alive: bool
-    ) -> None:
-        connection = b"" if keep_alive else b"connection: close\r\n"
+        self,
+        transport: asyncio.Transport,
+        request: Request,
+        response: Response | StreamResponse,
+        keep_alive: bool,
+        flags: int,
+    ) -> bool:
+        """Write ``response``; whether the connection may serve another request after it."""
+        if flags & _HTTP_1_0:
+            connection = b"connection: keep-alive\r\n" if keep_alive else b"connection: close\r\n"
+        else:
+            connection = b"" if keep_alive else b"connection: close\r\n"
+        headers = response.headers
+        if response.status == 405:
+            headers = self._server.with_allow(request.path, headers)
         if isinstance(response, Response):
-            extra = b"content-length: %d\r\n%s\r\n" % (len(response.body), connection)
-            transport.write(
-                _head(response.status, response.headers, response.content_type, extra)
-                + response.body
-            )
-            return
+            body = response.body
+            extra = b"content-length: %d\r\n%s\r\n" % (len(body), connection)
+            head = _head(response.status, headers, response.content_type, extra)
+            transport.write(head if flags & _HEAD_ONLY else head + body)
+            return keep_alive
+        if flags & _HEAD_ONLY:
+            await self._write_stream_head(transport, response, headers, connection, flags)
+            return keep_alive
+        if flags & _HTTP_1_0:
+            await self._write_until_close(transport, response, headers)
+            return False
+        await self._write_chunked(transport, response, headers, connection)
+        return keep_alive
+
+    async def _write_stream_head(
+        self,
+        transport: asyncio.Transport,
+        response: StreamResponse,
+        headers: list[tuple[str, str]],
+        connection: bytes,
+        flags: int,
+    ) -> None:
+        """A HEAD request's answer: the head GET would get, the body closed unread."""
+        framing = b"" if flags & _HTTP_1_0 else b"transfer-encoding: chunked\r\n"
+        extra = b"%scache-control: no-cache\r\n%s\r\n" % (framing, connection)
+        transport.write(_head(response.status, headers, response.content_type, extra))
+        await _close_body(response.chunks)
+
+    async def _write_chunked(
+        self,
+        transport: asyncio.Transport,
+        response: StreamResponse,
+        headers: list[tuple[str, str]],
+        connection: bytes,
+    ) -> None:
         # The head goes out with the first chunk, and the terminating chunk with the last one
         # when the body says it is exhausted: one write per stream in the common case.
         pending = _head(
             response.status,
-            response.headers,
+            headers,
             response.content_type,
             b"transfer-encoding: chunked\r\ncache-control: no-cache\r\n%s\r\n" % connection,
         )
@@ -336,14 +552,37 @@ class _Connection(asyncio.Protocol):
             transport.close()
             return
         finally:
-            aclose = getattr(chunks, "aclose", None)
-            if aclose is not None:
-                await aclose()
+            await _close_body(chunks)
         if not finished:
             transport.write(pending + b"0\r\n\r\n")
 
-    def expired(self, now: float, idle_seconds: float) -> bool:
-        return not self.busy and not self._queue and now - self.last_activity > idle_seconds
+    async def _write_until_close(
+        self, transport: asyncio.Transport, response: StreamResponse, headers: list[tuple[str, str]]
+    ) -> None:
+        """HTTP/1.0 has no chunked framing: the body is written as is and ends with the close."""
+        pending = _head(
+            response.status,
+            headers,
+            response.content_type,
+            b"cache-control: no-cache\r\nconnection: close\r\n\r\n",
+        )
+        chunks = response.chunks
+        try:
+            async for chunk in chunks:
+                if self._closing:
+                    raise asyncio.CancelledError
+                transport.write(pending + chunk if pending else chunk)
+                pending = b""
+                if not self._writable.is_set():
+                    await self._writable.wait()
+        except Exception:
+            if pending:
+                raise
+            _log.exception("stream broke off after its head was sent")
+        finally:
+            await _close_body(chunks)
+        if pending:
+            transport.write(pending)
 
     def close_if_idle(self) -> None:
         if not self.busy and not self._queue:
@@ -354,43 +593,81 @@ class _Connection(asyncio.Protocol):
             self._transport.close()
 
 
+_NEVER = float("inf")
+_DROP = _Rejection(0, "")  # a request that timed out while earlier ones were served
+
+
+def _over(content_length: str, limit: int) -> bool:
+    """Whether a Content-Length (digits, checked by the parser) exceeds ``limit``."""
+    try:
+        return int(content_length) > limit
+    except ValueError:
+        return False
+
+
+async def _close_body(chunks: AsyncIterator[bytes]) -> None:
+    aclose = getattr(chunks, "aclose", None)
+    if aclose is not None:
+        await aclose()
+
+
 class HttpServer:
-    """Serves ``handler`` on a listening socket; ``shutdown`` drains in-flight requests."""
+    """Serves ``handler`` on a listening socket; ``shutdown`` drains in-flight requests.
+
+    ``max_body_bytes`` and ``idle_seconds``, when given, override those of ``limits``.
+    ``allowed_methods`` (path -> methods) is how the app says what a path accepts: its 405
+    answers then carry an ``Allow`` header (HEAD is allowed wherever GET is).
+    """
 
     def __init__(
         self,
         handler: Handler,
         error_bytes: Callable[[int, str], bytes],
-        max_body_bytes: int,
-        idle_seconds: float = 75.0,
+        max_body_bytes: int | None = None,
+        idle_seconds: float | None = None,
+        *,
+        limits: ServerLimits | None = None,
     ) -> None:
+        limits = limits or ServerLimits()
+        if max_body_bytes is not None:
+            limits = replace(limits, max_body_bytes=max_body_bytes)
+        if idle_seconds is not None:
+            limits = replace(limits, idle_seconds=idle_seconds)
+        self.limits = limits
         self.handler = handler
         self.error_bytes = error_bytes
-        self.max_body_bytes = max_body_bytes
+        self.allowed_methods: dict[str, tuple[str, ...]] = {}
         self.connections: set[_Connection] = set()
+        self.refused_connections = 0
         self.draining = False
         self._server: asyncio.base_events.Server | None = None
         self._idle = asyncio.Event()
         self.clock = time.monotonic
-        # Idle keep-alive connections and clients that never finish a request are closed
-        # after this long (checked by one sweeper, not a timer per connection).
-        self.idle_seconds = idle_seconds
+        # Deadlines are checked by one sweeper, not a timer per connection.
         self._sweeper: asyncio.Task[None] | None = None
 
     def new_connection(self) -> asyncio.Protocol:
         """The protocol for one accepted connection (the listening socket's factory)."""
         return _Connection(self)
 
+    def with_allow(self, path: str, headers: list[tuple[str, str]]) -> list[tuple[str, str]]:
+        """``headers`` of a 405 for ``path``, with the ``Allow`` header the app's table gives."""
+        methods = self.allowed_methods.get(path)
+        if not methods or any(name.lower() == "allow" for name, _ in headers):
+            return headers
+        if "GET" in methods and "HEAD" not in methods:
+            methods = (*methods, "HEAD")
+        return [*headers, ("allow", ", ".join(methods))]
+
     def close_expired(self) -> None:
-        """Close the connections idle (or stuck in an unfinished request) for ``idle_seconds``."""
+        """Drop the connections past their deadline (idle, or a request that stalled)."""
         now = self.clock()
-        for connection in list(self.connections):
-            if connection.expired(now, self.idle_seconds):
-                connection.close()
+        for connection in [c for c in self.connections if c.deadline < now]:
+            connection.time_out()
 
     async def _sweep(self) -> None:
         while True:
-            await asyncio.sleep(min(5.0, self.idle_seconds / 2))
+            await asyncio.sleep(self.limits.sweep_seconds)
             self.close_expired()
 
     async def start(

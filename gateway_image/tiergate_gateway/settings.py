@@ -5,6 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+from .server import ServerLimits
+
 __all__ = ["DEFAULT_CREDENTIALS_DIR", "Settings"]
 
 DEFAULT_CREDENTIALS_DIR = Path("/var/run/tiergate/credentials")
@@ -30,9 +32,15 @@ class Settings:
     redis_url: str | None = None
     workers: int = 1
     grace_seconds: float = 25.0
+    # What one client may cost while its request is read: see ServerLimits.
     max_body_bytes: int = 8 * 1024 * 1024
-    # Idle keep-alive connections (and requests that never complete) are closed after this.
+    max_line_bytes: int = 8 * 1024
+    max_header_bytes: int = 64 * 1024
+    max_headers: int = 100
+    header_timeout_seconds: float = 10.0
+    body_timeout_seconds: float = 30.0
     idle_seconds: float = 75.0
+    max_connections: int = 2048
     reload_interval_seconds: float = 0.25
     log_level: str = "INFO"
 
@@ -49,3 +57,17 @@ class Settings:
             raise ValueError(
                 "several workers need a redis_url so limits and budgets hold across them"
             )
+        self.server_limits()  # raises ValueError for a limit out of range
+
+    def server_limits(self) -> ServerLimits:
+        """The HTTP server's limits (per worker process)."""
+        return ServerLimits(
+            max_line_bytes=self.max_line_bytes,
+            max_header_bytes=self.max_header_bytes,
+            max_headers=self.max_headers,
+            max_body_bytes=self.max_body_bytes,
+            header_timeout_seconds=self.header_timeout_seconds,
+            body_timeout_seconds=self.body_timeout_seconds,
+            idle_seconds=self.idle_seconds,
+            max_connections=self.max_connections,
+        )

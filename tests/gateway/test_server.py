@@ -5,11 +5,12 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator
+from typing import Any
 
 import pytest
 
 from tests.support.protocol import FakeTransport, connect, eventually, request_bytes
-from tiergate_gateway.server import HttpServer, Request, Response, StreamResponse
+from tiergate_gateway.server import HttpServer, Request, Response, ServerLimits, StreamResponse
 
 MAX_BODY = 1024
 
@@ -116,14 +117,6 @@ async def test_connection_close_is_answered_then_closed_and_later_requests_are_d
     assert [r.path for r in app.seen] == ["/last"]
 
 
-async def test_http_1_0_without_keep_alive_is_closed_after_its_answer() -> None:
-    app = App()
-    _, transport = open_connection(app)
-    transport.feed(b"GET /old HTTP/1.0\r\n\r\n")
-    await eventually(lambda: transport.lost)
-    assert transport.take() == ok(b"GET /old ", CLOSE)
-
-
 async def test_a_draining_server_answers_with_connection_close() -> None:
     app = App()
     server, transport = open_connection(app)
@@ -193,6 +186,30 @@ async def test_more_than_eight_queued_requests_pause_reading_until_served() -> N
 # --- limits ---------------------------------------------------------------------------------
 
 
+class CountingParser:
+    """Wraps a connection's parser to count the bytes it is fed."""
+
+    def __init__(self, parser: Any) -> None:
+        self._parser = parser
+        self.fed = 0
+
+    def feed_data(self, data: bytes) -> None:
+        self.fed += len(data)
+        self._parser.feed_data(data)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._parser, name)
+
+
+def open_limited(app: App, **limits: Any) -> tuple[HttpServer, FakeTransport, CountingParser]:
+    """A connection with small ``limits``, its parser wrapped to count what it is fed."""
+    server = HttpServer(app, error_bytes, limits=ServerLimits(**limits))
+    protocol = server.new_connection()
+    parser = CountingParser(protocol._parser)  # type: ignore[attr-defined]
+    protocol._parser = parser  # type: ignore[attr-defined]
+    return server, connect(protocol), parser
+
+
 async def test_a_body_at_the_limit_is_served() -> None:
     app = App()
     _, transport = open_connection(app)
@@ -201,41 +218,75 @@ async def test_a_body_at_the_limit_is_served() -> None:
     assert transport.take() == ok(b"POST /b " + b"x" * MAX_BODY)
 
 
-async def test_a_body_over_the_limit_is_refused_with_413_and_closed() -> None:
+async def test_a_content_length_over_the_limit_is_refused_at_the_head_with_413() -> None:
     app = App()
     _, transport = open_connection(app)
-    transport.feed_in_pieces(request_bytes("POST", "/b", body=b"x" * (MAX_BODY + 1)), 100)
+    transport.feed(b"POST /b HTTP/1.1\r\ncontent-length: %d\r\n\r\n" % (MAX_BODY + 1))
+    assert transport.take() == error_bytes(413, "request body too large")  # before any body
+    assert transport.eof_written and not transport.closed  # lingers to read what is in flight
+    transport.feed(b"x" * (MAX_BODY + 1))  # dropped unparsed
+    transport.peer_eof()
     await eventually(lambda: transport.lost)
+    assert transport.written == b"" and app.seen == []
+
+
+async def test_a_content_length_over_the_limit_is_refused_instead_of_100_continue() -> None:
+    app = App()
+    _, transport = open_connection(app)
+    transport.feed(
+        b"POST /b HTTP/1.1\r\nexpect: 100-continue\r\ncontent-length: %d\r\n\r\n" % (MAX_BODY + 1)
+    )
     assert transport.take() == error_bytes(413, "request body too large")
-    assert app.seen == []
 
 
-async def test_a_chunked_body_over_the_limit_is_refused_with_413() -> None:
+async def test_a_chunked_body_is_refused_with_413_as_soon_as_it_passes_the_limit() -> None:
     app = App()
     _, transport = open_connection(app)
     transport.feed(
         b"POST /b HTTP/1.1\r\ntransfer-encoding: chunked\r\n\r\n"
         + b"%x\r\n%s\r\n" % (MAX_BODY, b"x" * MAX_BODY)
-        + b"1\r\ny\r\n0\r\n\r\n"
+        + b"1\r\ny\r\n"
     )
-    await eventually(lambda: transport.lost)
     assert transport.take() == error_bytes(413, "request body too large")
+    assert transport.eof_written and app.seen == []
 
 
-async def test_a_request_target_of_8192_bytes_is_served_one_more_is_414() -> None:
+async def test_a_refused_client_is_closed_after_the_linger_or_what_it_may_send() -> None:
+    now = [1000.0]
+    server = HttpServer(App(), error_bytes, limits=ServerLimits(max_body_bytes=1 << 20))
+    server.clock = lambda: now[0]
+    by_time, by_bytes = (connect(server.new_connection()) for _ in range(2))
+    for transport in (by_time, by_bytes):
+        transport.feed(b"POST /b HTTP/1.1\r\ncontent-length: %d\r\n\r\n" % (2 << 20))
+        assert transport.eof_written and not transport.closed
+    by_bytes.feed(b"x" * (1 << 20))
+    assert not by_bytes.closed
+    by_bytes.feed(b"x")
+    assert by_bytes.closed  # the client may send no more than the body limit meanwhile
+    now[0] += 2.1
+    server.close_expired()
+    assert by_time.closed
+
+
+async def test_a_request_line_of_the_limit_is_served_one_more_byte_is_414() -> None:
     app = App()
+    line = "/" + "a" * (8192 - len("GET  HTTP/1.1\r") - 1)  # the CR counts, the LF does not
     _, transport = open_connection(app)
-    transport.feed(request_bytes("GET", "/" + "a" * 8191))
+    transport.feed(request_bytes("GET", line))
     await eventually(lambda: bool(transport.written))
     assert transport.take().startswith(b"HTTP/1.1 200 OK\r\n")
 
-    _, refused = open_connection(app)
-    refused.feed_in_pieces(request_bytes("GET", "/" + "a" * 8192), 1000)
-    await eventually(lambda: refused.lost)
-    assert refused.take() == error_bytes(414, "request target too long")
+    for pieces in (1000, 100_000):
+        _, refused = open_connection(app)
+        refused.feed_in_pieces(request_bytes("GET", line + "a"), pieces)
+        assert refused.take() == error_bytes(414, "request line too long")
+        assert refused.eof_written
 
 
-HEADERS_REFUSED = error_bytes(431, "too many or too large request headers (at most 100)")
+HEADERS_REFUSED = error_bytes(
+    431,
+    "too many or too large request headers (at most 100 lines of 8192 bytes, 65536 bytes in all)",
+)
 
 
 async def test_one_hundred_header_lines_are_served_one_more_is_431() -> None:
@@ -248,7 +299,6 @@ async def test_one_hundred_header_lines_are_served_one_more_is_431() -> None:
 
     _, refused = open_connection(app)
     refused.feed(request_bytes("GET", "/h", [(f"x-{i}", "v") for i in range(100)]))
-    await eventually(lambda: refused.lost)
     assert refused.take() == HEADERS_REFUSED
 
 
@@ -257,34 +307,71 @@ async def test_repeated_header_names_count_as_separate_lines() -> None:
     app = App()
     _, transport = open_connection(app)
     transport.feed(request_bytes("GET", "/h", [("a", "b")] * 30_000))
-    await eventually(lambda: transport.lost)
     assert transport.take() == HEADERS_REFUSED
     assert app.seen == []
 
 
-async def test_header_bytes_are_limited_to_64_kib() -> None:
+async def test_header_bytes_are_limited_to_64_kib_in_all() -> None:
     app = App()
     _, transport = open_connection(app)
-    # name + value of all lines: "host" + "gateway" + "x" + value
-    fits = 64 * 1024 - len("hostgateway") - 1
-    transport.feed(request_bytes("GET", "/h", [("x", "v" * fits)]))
+    # name + value of all lines: "host" + "gateway" + 9 x ("x-i" + value)
+    value = 8 * 1024 - len("x-i: \r")  # each line at the 8 KiB line limit
+    fits = [(f"x-{i}", "v" * value) for i in range(8)]
+    last = 64 * 1024 - len("hostgateway") - sum(3 + value for _ in fits) - 3
+    transport.feed(request_bytes("GET", "/h", [*fits, ("x-8", "v" * last)]))
     await eventually(lambda: bool(transport.written))
     assert transport.take().startswith(b"HTTP/1.1 200 OK\r\n")
 
     _, refused = open_connection(app)
-    refused.feed_in_pieces(request_bytes("GET", "/h", [("x", "v" * (fits + 1))]), 4096)
-    await eventually(lambda: refused.lost)
+    refused.feed_in_pieces(request_bytes("GET", "/h", [*fits, ("x-8", "v" * (last + 1))]), 4096)
     assert refused.take() == HEADERS_REFUSED
+
+
+@pytest.mark.parametrize("pieces", [1, 100, 8191, 1 << 16])
+async def test_a_header_line_over_the_limit_is_refused_before_the_parser_buffers_it(
+    pieces: int,
+) -> None:
+    # A 64 MiB line used to be buffered whole by the parser: +123 MB and 5.6 s of CPU.
+    app = App()
+    _, transport, parser = open_limited(app, max_line_bytes=1024, max_header_bytes=4096)
+    huge = b"GET / HTTP/1.1\r\nx-huge: " + b"v" * (1 << 20)
+    transport.feed_in_pieces(huge[: 1 << 17], pieces)
+    assert transport.take() == error_bytes(
+        431,
+        "too many or too large request headers (at most 100 lines of 1024 bytes, 4096 bytes in all)",
+    )
+    # What reached the parser: the request line, then the header line up to the limit
+    # (or, with a long line arriving in one piece, that one piece).
+    assert parser.fed <= len("GET / HTTP/1.1\r\n") + max(1024, pieces)
+
+
+async def test_a_line_split_over_pieces_is_counted_across_them() -> None:
+    app = App()
+    _, transport, parser = open_limited(app, max_line_bytes=64)
+    transport.feed(b"GET / HTTP/1.1\r\nx-a: " + b"v" * 40)
+    transport.feed(b"v" * 20 + b"\r\n")  # 66 bytes with the CR: one too many
+    assert transport.take().startswith(b"ERROR 431 ")
+    assert parser.fed == len(b"GET / HTTP/1.1\r\nx-a: ") + 40
+
+
+async def test_a_line_limit_counts_each_line_of_a_pipelined_request_afresh() -> None:
+    app = App()
+    _, transport, _ = open_limited(app, max_line_bytes=64)
+    one = request_bytes("GET", "/" + "a" * 40, [("x-a", "v" * 50)])
+    transport.feed_in_pieces(one * 3, 7)
+    await eventually(lambda: transport.writes == 3)
+    assert not transport.finished
 
 
 async def test_a_malformed_request_is_answered_400_and_closed() -> None:
     app = App()
     _, transport = open_connection(app)
     transport.feed(b"NOT HTTP AT ALL\r\n\r\n")
-    await eventually(lambda: transport.lost)
     written = transport.take()
     assert written.startswith(b"ERROR 400 malformed HTTP request: ")
-    assert app.seen == []
+    assert transport.eof_written and app.seen == []
+    transport.peer_eof()
+    await eventually(lambda: transport.lost)
 
 
 async def test_a_malformed_request_after_a_valid_one_is_answered_after_it() -> None:
@@ -292,7 +379,7 @@ async def test_a_malformed_request_after_a_valid_one_is_answered_after_it() -> N
     app = App()
     _, transport = open_connection(app)
     transport.feed(request_bytes("GET", "/fine") + b"GARBAGE\r\n\r\n")
-    await eventually(lambda: transport.lost)
+    await eventually(lambda: transport.finished)
     answer = ok(b"GET /fine ")
     written = transport.take()
     assert written[: len(answer)] == answer
@@ -308,9 +395,9 @@ async def test_a_malformed_request_during_a_slow_answer_waits_for_it() -> None:
     transport.feed(b"GET / HTTP/1.1\r\nbad header\r\n\r\n")
     transport.feed(b"more garbage\r\n")
     await settle()
-    assert not transport.closed and app.cancelled == []
+    assert not transport.finished and app.cancelled == []
     release.set()
-    await eventually(lambda: transport.lost)
+    await eventually(lambda: transport.finished)
     written = transport.take()
     assert written.startswith(ok(b"GET /slow "))
     assert written.count(b"ERROR 400") == 1
@@ -322,9 +409,116 @@ async def test_a_protocol_upgrade_is_refused_400_without_calling_the_handler() -
     transport.feed(
         request_bytes("GET", "/ws", [("connection", "upgrade"), ("upgrade", "websocket")])
     )
-    await eventually(lambda: transport.lost)
+    await eventually(lambda: transport.finished)
     assert transport.take() == error_bytes(400, "protocol upgrades are not supported")
     assert app.seen == []
+
+
+# --- connections and timeouts ----------------------------------------------------------------
+
+
+async def test_a_connection_over_the_cap_is_refused_at_once_with_503() -> None:
+    app = App()
+    server = HttpServer(app, error_bytes, limits=ServerLimits(max_connections=2))
+    first, second = (connect(server.new_connection()) for _ in range(2))
+    refused = connect(server.new_connection())
+    assert refused.take() == error_bytes(503, "too many connections; retry shortly")
+    assert refused.closed and server.refused_connections == 1
+    refused.protocol.data_received(request_bytes("GET", "/late"))  # already in flight: dropped
+    await settle()
+    assert app.seen == [] and len(server.connections) == 2
+    first.peer_reset()
+    again = connect(server.new_connection())
+    again.feed(request_bytes("GET", "/now"))
+    await eventually(lambda: bool(again.written))
+    assert again.take() == ok(b"GET /now ")
+    assert not second.closed
+
+
+def clocked(limits: ServerLimits) -> tuple[HttpServer, list[float], App]:
+    app = App()
+    server = HttpServer(app, error_bytes, limits=limits)
+    now = [1000.0]
+    server.clock = lambda: now[0]
+    return server, now, app
+
+
+async def test_a_head_not_complete_within_the_header_timeout_is_dropped() -> None:
+    server, now, _ = clocked(ServerLimits(header_timeout_seconds=10))
+    silent, slow = (connect(server.new_connection()) for _ in range(2))
+    now[0] += 5
+    slow.feed(b"GET / HTTP/1.1\r\n")
+    for _ in range(9):  # a byte a second keeps no connection alive
+        now[0] += 1
+        slow.feed(b"x")
+        server.close_expired()
+    assert not slow.closed and silent.closed  # a connection that sends nothing: 10 s too
+    now[0] += 1.1
+    server.close_expired()
+    assert slow.closed and slow.written == b""
+
+
+async def test_a_body_not_complete_within_the_body_timeout_is_dropped() -> None:
+    server, now, app = clocked(ServerLimits(header_timeout_seconds=1, body_timeout_seconds=5))
+    transport = connect(server.new_connection())
+    transport.feed(b"POST /b HTTP/1.1\r\ncontent-length: 10\r\n\r\n")
+    now[0] += 4.9
+    transport.feed(b"123456789")
+    server.close_expired()
+    assert not transport.closed
+    now[0] += 0.2
+    server.close_expired()
+    assert transport.closed and transport.written == b"" and app.seen == []
+
+
+async def test_the_timeouts_are_at_most_idle_seconds() -> None:
+    limits = ServerLimits(header_timeout_seconds=10, body_timeout_seconds=30, idle_seconds=0.3)
+    assert (limits.header_timeout, limits.body_timeout, limits.sweep_seconds) == (0.3, 0.3, 0.075)
+    assert ServerLimits().sweep_seconds == 1.0
+
+
+async def test_a_stalled_pipelined_request_is_dropped_after_the_answer_in_progress() -> None:
+    server, now, app = clocked(ServerLimits(header_timeout_seconds=1))
+    release = app.hold("/slow")
+    transport = connect(server.new_connection())
+    transport.feed(request_bytes("GET", "/slow") + b"GET /next HTTP/1.1\r\n")
+    await settle()
+    now[0] += 2
+    server.close_expired()
+    assert not transport.closed and app.cancelled == []
+    release.set()
+    await eventually(lambda: transport.finished)
+    assert transport.take() == ok(b"GET /slow ")
+
+
+async def test_idle_connections_close_after_idle_seconds_busy_ones_do_not() -> None:
+    server, now, app = clocked(ServerLimits(idle_seconds=75.0))
+    app.hold("/slow")
+    idle, busy = (connect(server.new_connection()) for _ in range(2))
+    idle.feed(request_bytes("GET", "/done"))
+    busy.feed(request_bytes("GET", "/slow"))
+    await eventually(lambda: idle.writes == 1 and len(app.seen) == 2)
+
+    now[0] += 75.0
+    server.close_expired()
+    assert not idle.closed  # not longer than idle_seconds yet
+    now[0] += 0.1
+    server.close_expired()
+    assert idle.closed and not busy.closed
+
+
+async def test_the_idle_time_starts_when_an_answer_is_written_not_when_its_request_came() -> None:
+    server, now, app = clocked(ServerLimits(idle_seconds=75.0))
+    release = app.hold("/slow")
+    transport = connect(server.new_connection())
+    transport.feed(request_bytes("GET", "/slow"))
+    await settle()
+    now[0] += 100
+    release.set()
+    await eventually(lambda: transport.writes == 1)
+    now[0] += 74
+    server.close_expired()
+    assert not transport.closed
 
 
 # --- Expect: 100-continue --------------------------------------------------------------------
@@ -465,6 +659,138 @@ async def test_a_stream_failing_before_its_first_chunk_is_a_500() -> None:
     assert transport.take() == error_bytes(500, "internal gateway error")
 
 
+# --- HTTP semantics: HEAD, 405, HTTP/1.0, Connection: close ----------------------------------
+
+
+async def test_head_is_answered_as_get_with_its_content_length_and_no_body() -> None:
+    app = App()
+    _, transport = open_connection(app)
+    transport.feed(request_bytes("HEAD", "/healthz") + request_bytes("GET", "/after"))
+    await eventually(lambda: transport.writes == 2)
+    assert transport.take() == ok(b"GET /healthz ")[: -len(b"GET /healthz ")] + ok(b"GET /after ")
+    assert [r.method for r in app.seen] == ["GET", "GET"]
+    assert not transport.closed
+
+
+async def test_head_of_a_stream_is_its_head_alone_and_the_body_is_closed_unread() -> None:
+    body = _Exhausting([b"never sent"])
+    app = App()
+    app.stream = StreamResponse(200, body, [("x-a", "1")])
+    _, transport = open_connection(app)
+    transport.feed(request_bytes("HEAD", "/stream"))
+    await eventually(lambda: body.closed)
+    assert transport.take() == STREAM_HEAD
+    assert body._chunks == [b"never sent"]
+    assert not transport.closed
+
+
+class Refusing(App):
+    """Answers 405 for every path, as the app does for a method a path does not take."""
+
+    async def __call__(self, request: Request) -> Response | StreamResponse:
+        self.seen.append(request)
+        return Response(405, b"no", content_type="text/plain")
+
+
+async def test_a_405_carries_allow_from_the_apps_table_with_head_wherever_get_is() -> None:
+    app = Refusing()
+    server, transport = open_connection(app)
+    server.allowed_methods = {"/v1/chat/completions": ("POST",), "/healthz": ("GET",)}
+    transport.feed(
+        request_bytes("GET", "/v1/chat/completions")
+        + request_bytes("POST", "/healthz")
+        + request_bytes("PUT", "/unknown")
+    )
+    await eventually(lambda: transport.writes == 3)
+    head = b"HTTP/1.1 405 Method Not Allowed\r\ncontent-type: text/plain\r\n"
+    assert transport.take() == (
+        head
+        + b"allow: POST\r\ncontent-length: 2\r\n\r\nno"
+        + head
+        + b"allow: GET, HEAD\r\ncontent-length: 2\r\n\r\nno"
+        + head
+        + b"content-length: 2\r\n\r\nno"  # a path the table does not know
+    )
+
+
+async def test_an_allow_header_the_app_set_is_kept() -> None:
+    class Allowing(App):
+        async def __call__(self, request: Request) -> Response | StreamResponse:
+            return Response(405, b"", [("Allow", "GET")], content_type="text/plain")
+
+    server, transport = open_connection(Allowing())
+    server.allowed_methods = {"/x": ("POST",)}
+    transport.feed(request_bytes("PUT", "/x"))
+    await eventually(lambda: bool(transport.written))
+    assert transport.take().count(b"llow: ") == 1
+
+
+async def test_http_1_0_without_keep_alive_is_closed_after_its_answer() -> None:
+    app = App()
+    _, transport = open_connection(app)
+    transport.feed(b"GET /old HTTP/1.0\r\n\r\n")
+    await eventually(lambda: transport.lost)
+    assert transport.take() == ok(b"GET /old ", CLOSE)
+
+
+async def test_http_1_0_with_keep_alive_is_told_so_and_kept() -> None:
+    app = App()
+    _, transport = open_connection(app)
+    transport.feed(b"GET /old HTTP/1.0\r\nconnection: keep-alive\r\n\r\n")
+    await eventually(lambda: bool(transport.written))
+    assert transport.take() == ok(b"GET /old ", b"connection: keep-alive\r\n")
+    assert not transport.closed
+
+
+RAW_STREAM_HEAD = (
+    b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\nx-a: 1\r\n"
+    b"cache-control: no-cache\r\nconnection: close\r\n\r\n"
+)
+
+
+@pytest.mark.parametrize("keep_alive", [b"", b"connection: keep-alive\r\n"])
+async def test_a_stream_to_http_1_0_is_written_raw_and_ended_by_the_close(
+    keep_alive: bytes,
+) -> None:
+    async def chunks() -> AsyncIterator[bytes]:
+        for chunk in (b"data: 1\n\n", b"", b"data: 2\n\n"):
+            yield chunk
+
+    app = App()
+    app.stream = StreamResponse(200, chunks(), [("x-a", "1")])
+    _, transport = open_connection(app)
+    transport.feed(b"GET /stream HTTP/1.0\r\n%s\r\n" % keep_alive)
+    await eventually(lambda: transport.lost)
+    assert transport.take() == RAW_STREAM_HEAD + b"data: 1\n\ndata: 2\n\n"
+
+
+async def test_a_stream_to_http_1_0_breaking_after_its_head_is_cut_by_the_close() -> None:
+    async def chunks() -> AsyncIterator[bytes]:
+        yield b"part"
+        raise RuntimeError("upstream went away")
+
+    app = App()
+    app.stream = StreamResponse(200, chunks(), [("x-a", "1")])
+    _, transport = open_connection(app)
+    transport.feed(b"GET /stream HTTP/1.0\r\n\r\n")
+    await eventually(lambda: transport.lost)
+    assert transport.take() == RAW_STREAM_HEAD + b"part"
+
+
+async def test_a_stream_to_connection_close_is_chunked_then_closed() -> None:
+    async def chunks() -> AsyncIterator[bytes]:
+        yield b"one"
+
+    app = App()
+    app.stream = StreamResponse(200, chunks(), [("x-a", "1")])
+    _, transport = open_connection(app)
+    transport.feed(request_bytes("GET", "/stream", [("connection", "close")]))
+    await eventually(lambda: transport.lost)
+    assert transport.take() == (
+        STREAM_HEAD.replace(b"\r\n\r\n", b"\r\n" + CLOSE + b"\r\n") + b"3\r\none\r\n0\r\n\r\n"
+    )
+
+
 # --- errors, disconnects, idle connections ---------------------------------------------------
 
 
@@ -489,24 +815,3 @@ async def test_a_client_that_goes_away_cancels_its_handler(goes_away: object) ->
     await eventually(lambda: app.cancelled == ["/slow"] and transport.lost)
     assert transport.written == b""
     assert server.connections == set()
-
-
-async def test_idle_and_unfinished_connections_close_after_idle_seconds_busy_ones_do_not() -> None:
-    app = App()
-    app.hold("/slow")
-    now = [1000.0]
-    server = HttpServer(app, error_bytes, MAX_BODY, idle_seconds=75.0)
-    server.clock = lambda: now[0]
-    idle, unfinished, busy = (connect(server.new_connection()) for _ in range(3))
-    idle.feed(request_bytes("GET", "/done"))
-    unfinished.feed(b"GET /never-finished HTTP/1.1\r\nhost: x\r\n")
-    busy.feed(request_bytes("GET", "/slow"))
-    await eventually(lambda: idle.writes == 1 and len(app.seen) == 2)
-
-    now[0] += 75.0
-    server.close_expired()
-    assert not idle.closed and not unfinished.closed  # not longer than idle_seconds yet
-    now[0] += 0.1
-    server.close_expired()
-    assert idle.closed and unfinished.closed and not busy.closed
-    assert unfinished.written == b""

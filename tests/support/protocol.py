@@ -28,6 +28,7 @@ class FakeTransport(asyncio.Transport):
         self.lost = False  # connection_lost was delivered
         self.reading = True
         self.paused_times = 0
+        self.eof_written = False  # write_eof: the protocol will send nothing more
 
     # -- what the protocol calls -----------------------------------------
     def get_extra_info(self, name: str, default: Any = None) -> Any:
@@ -48,6 +49,17 @@ class FakeTransport(asyncio.Transport):
 
     def abort(self) -> None:
         self.close()
+
+    def can_write_eof(self) -> bool:
+        return True
+
+    def write_eof(self) -> None:
+        self.eof_written = True
+
+    @property
+    def finished(self) -> bool:
+        """The protocol is done with this connection: closed, or its write side shut."""
+        return self.closed or self.eof_written
 
     def is_closing(self) -> bool:
         return self.closed
