@@ -13,23 +13,27 @@ import random
 import socket
 import time
 from collections.abc import Callable
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 
 import orjson
 
-from tiergate_contract import GatewayConfig, RequestClass, Tier
+from tiergate_contract import GatewayConfig
 
+from .admission import Admissions
 from .auth import authenticate
-from .budget import BudgetLedger, LocalLedger, RedisLedger, month_of, nano_cost
+from .budget import BudgetMonth, LocalLedger, RedisLedger
+from .calls import read_call
 from .client import UpstreamPool
-from .config import CompiledConfig, CompiledRoute, ConfigStore, compile_config
+from .config import CompiledConfig, ConfigStore, compile_config
 from .credentials import CredentialStore
 from .errors import GatewayError, status_error_bytes
-from .limits import Limiter, LocalLimiter, RedisLimiter
+from .handover import Handover
+from .limits import LocalLimiter, RedisLimiter
 from .metrics import Metrics, status_label
-from .proxy import Call, Outcome, forward
-from .routing import BreakerBoard, plan
+from .proxy import Forwarder, UpstreamStream
+from .relay import relay
+from .routing import BreakerBoard, BreakerState
 from .server import HttpServer, Request, Response, StreamResponse
 from .settings import Settings
 from .sources import FileSource, KubeSource, kube_access
@@ -43,42 +47,10 @@ _PROXIED = {
     "/v1/completions": "completions",
     "/v1/embeddings": "embeddings",
 }
-_DEFAULT_MAX_TOKENS = 4096
-_CLASSES = {"premium": RequestClass.PREMIUM, "standard": RequestClass.STANDARD}
-
-
-def _backend_down(what: str, exc: BaseException) -> GatewayError:
-    """Limits and budgets fail closed: no call goes upstream unaccounted."""
-    _log.error("the %s backend is unavailable: %s", what, type(exc).__name__)
-    return GatewayError(
-        503,
-        f"the gateway's {what} store (Redis) is unavailable; try again shortly",
-        type_="server_error",
-        code="limits_unavailable",
-        headers=[("retry-after", "1")],
-    )
 
 
 def _error_response(error: GatewayError) -> Response:
     return Response(error.status, error.body(), error.headers)
-
-
-def _estimate_prompt_tokens(payload: dict[str, Any], body: bytes) -> int:
-    """A cheap, deliberately generous estimate: ~4 bytes of JSON per token."""
-    return max(1, len(body) // 4)
-
-
-def _max_tokens(payload: dict[str, Any]) -> int:
-    for name in ("max_completion_tokens", "max_tokens"):
-        value = payload.get(name)
-        if value is None:
-            continue
-        if not isinstance(value, int) or isinstance(value, bool) or value < 0:
-            raise GatewayError(
-                400, f"{name} must be a non-negative integer", param=name, code="invalid_value"
-            )
-        return value
-    return _DEFAULT_MAX_TOKENS
 
 
 class Gateway:
@@ -97,18 +69,16 @@ class Gateway:
         self.store = ConfigStore(on_rejected=self._rejected, on_loaded=self._loaded)
         self.credentials = CredentialStore(settings.credentials_dir)
         self.breakers = BreakerBoard()
-        self._wall_clock = wall_clock
-        self._month_cache = ("", 0.0)  # (month, epoch second it is valid until)
         self._rng = rng or random.Random()
         self._initial = config
         self.pool: UpstreamPool | None = None
-        self.limiter: Limiter = LocalLimiter()
-        self.ledger: BudgetLedger = LocalLedger()
+        self.admissions = Admissions(
+            LocalLimiter(), LocalLedger(), self.metrics, BudgetMonth(wall_clock), (OSError,)
+        )
+        self._forwarder: Forwarder | None = None
         self._redis: Any = None
         self._source: FileSource | KubeSource | None = None
         self._flusher: asyncio.Task[None] | None = None
-        # What a limits/budget store raises when it is unreachable (Redis adds its own).
-        self._backend_errors: tuple[type[BaseException], ...] = (OSError,)
         self.server = HttpServer(
             self.handle, status_error_bytes, settings.max_body_bytes, settings.idle_seconds
         )
@@ -129,16 +99,18 @@ class Gateway:
         ):
             raise ValueError("no config: pass a GatewayConfig, or set config_file or configmap")
         self.pool = UpstreamPool()
+        self._forwarder = Forwarder(
+            self.pool, self.credentials, self.breakers, self.metrics, self._rng
+        )
         if self.settings.redis_url is not None:
             # Imported only when used: redis costs ~0.1 s of start-up.
             from redis.asyncio import Redis
             from redis.exceptions import RedisError
 
-            self._backend_errors = (RedisError, OSError)
-
             self._redis = Redis.from_url(self.settings.redis_url, decode_responses=False)
-            self.limiter = RedisLimiter(self._redis)
-            self.ledger = RedisLedger(self._redis)
+            self.admissions.limiter = RedisLimiter(self._redis)
+            self.admissions.ledger = RedisLedger(self._redis)
+            self.admissions.backend_errors = (RedisError, OSError)
         if self._initial is not None:
             self.store.install(compile_config(self._initial), "in-process")
         elif self.settings.config_file is not None:
@@ -223,21 +195,6 @@ class Gateway:
         metrics.observe_latency(time.perf_counter() - started, endpoint, tier_name)
         return response
 
-    def _month(self) -> str:
-        """The budget month (UTC); without an injected clock, recomputed only at month ends."""
-        if self._wall_clock is not None:
-            return month_of(self._wall_clock())
-        month, until = self._month_cache
-        now = time.time()
-        if now >= until:
-            current = datetime.fromtimestamp(now, UTC)
-            month = month_of(current)
-            nxt = datetime(
-                current.year + current.month // 12, current.month % 12 + 1, 1, tzinfo=UTC
-            )
-            self._month_cache = (month, min(nxt.timestamp(), now + 60))
-        return month
-
     def _config(self) -> CompiledConfig:
         compiled = self.store.current
         if compiled is None:
@@ -269,9 +226,9 @@ class Gateway:
         now = time.monotonic()
         for (route, target), breaker in self.breakers.items():
             state = breaker.state
-            if state == 1 and breaker.available(now):
-                state = type(state)(2)
-            self.metrics.child(self.metrics.circuit, route, target).set(int(state))
+            if state is BreakerState.OPEN and breaker.available(now):
+                state = BreakerState.HALF_OPEN  # cooled down: the next call is a probe
+            self.metrics.child(self.metrics.circuit, route, target).set(state.value)
 
     async def _models(self, request: Request) -> Response:
         compiled = self._config()
@@ -279,176 +236,17 @@ class Gateway:
         return Response(200, compiled.models_body[tier.name])
 
     async def _proxy(self, request: Request) -> tuple[Response | StreamResponse, str, str]:
-        compiled = self._config()
-        tier = authenticate(request.headers.get("authorization"), compiled)
-        payload = self._parse(request)
-        model = payload["model"]
-        route = compiled.routes.get(model)
-        if route is None:
-            raise GatewayError(
-                404,
-                f"The model {model[:200]!r} does not exist",
-                param="model",
-                code="model_not_found",
-            )
-        if model not in compiled.allowed[tier.name]:
-            raise GatewayError(
-                403,
-                f"your tier may not use model {model!r}",
-                type_="permission_error",
-                param="model",
-                code="model_not_allowed",
-            )
-        request_class = self._request_class(request, tier)
-        stream = payload.get("stream", False)
-        if not isinstance(stream, bool):
-            raise GatewayError(400, "stream must be a boolean", param="stream", code="invalid_type")
-        if stream and request.path != "/v1/embeddings" and "stream_options" not in payload:
-            # Ask for usage in the last chunk so streamed calls settle limits and budgets exactly.
-            payload["stream_options"] = {"include_usage": True}
-        prompt_tokens = _estimate_prompt_tokens(payload, request.body)
-        max_tokens = 0 if request.path == "/v1/embeddings" else _max_tokens(payload)
-
-        limits = tier.limits
-        try:
-            decision = await self.limiter.acquire(tier.name, limits, prompt_tokens)
-        except self._backend_errors as exc:
-            raise _backend_down("limits", exc) from None
-        if not decision.allowed:
-            self.metrics.add(self.metrics.rate_limited, tier.name, decision.limit)
-            retry = max(1, int(decision.retry_after + 0.999))
-            raise GatewayError(
-                429,
-                f"rate limit reached for tier {tier.name!r}: {decision.limit} per "
-                f"{'minute' if decision.limit != 'concurrency' else 'moment'}; retry after {retry}s",
-                type_="requests" if decision.limit != "tokens" else "tokens",
-                code="rate_limit_exceeded",
-                headers=[("retry-after", str(retry)), *decision.headers],
-            )
-        headers = list(decision.headers)
-        reserved = 0
-        month = ""
-        try:
-            if tier.budget is not None:
-                month = self._month()
-                reserved = nano_cost(
-                    *route.max_nano_prices[request_class], prompt_tokens, max_tokens
-                )
-                try:
-                    verdict = await self.ledger.reserve(tier.name, tier.budget, month, reserved)
-                except self._backend_errors as exc:
-                    raise _backend_down("budgets", exc) from None
-                if not verdict.allowed:
-                    self.metrics.add(self.metrics.budget_rejected, tier.name)
-                    raise GatewayError(
-                        429,
-                        f"monthly budget of tier {tier.name!r} is exhausted (hard limit "
-                        f"{tier.budget.hard_usd} USD)",
-                        type_="insufficient_quota",
-                        code="budget_exceeded",
-                        headers=[("x-should-retry", "false")],
-                    )
-                if verdict.warn:
-                    self.metrics.add(self.metrics.budget_warnings, tier.name)
-                    headers.append(
-                        (
-                            "x-tiergate-budget-warning",
-                            f"spend is above the soft budget of {tier.budget.soft_usd} USD",
-                        )
-                    )
-        except BaseException:
-            with contextlib.suppress(*self._backend_errors):
-                await self.limiter.release(tier.name, limits)
-            raise
-
-        board = self.breakers.for_route(
-            model, route.route.targets, route.route.failover.circuit_breaker
-        )
-        order = plan(route.groups[request_class], board, time.monotonic(), self._rng)
-
-        async def finish(outcome: Outcome) -> None:
-            await self._settle(tier, route, outcome, prompt_tokens, reserved, month)
-
-        call = Call(request.path, payload, stream, tier, route, order, board, headers)
-        assert self.pool is not None
-        response = await forward(
-            call, pool=self.pool, credentials=self.credentials, metrics=self.metrics, finish=finish
-        )
-        return response, tier.name, model
-
-    async def _settle(
-        self,
-        tier: Tier,
-        route: CompiledRoute,
-        outcome: Outcome,
-        estimated: int,
-        reserved: int,
-        month: str,
-    ) -> None:
-        usage, target = outcome.usage, outcome.target
-        model = route.route.model
-        actual_prompt = (
-            usage.prompt_tokens
-            if usage is not None and usage.reported
-            else (estimated if target is not None else 0)
-        )
-        completion = usage.completion_tokens if usage is not None else 0
-        cost = (
-            nano_cost(*route.nano_prices[target.name], actual_prompt, completion)
-            if target is not None
-            else 0
-        )
-        try:
-            await self.limiter.finish(tier.name, tier.limits, estimated, actual_prompt + completion)
-            if tier.budget is not None:
-                await self.ledger.settle(tier.name, month, reserved, cost)
-        except self._backend_errors as exc:
-            # The answer is already on its way; the Redis keys expire, so a lost settle heals.
-            _log.warning("settling a call of tier %s failed: %s", tier.name, type(exc).__name__)
-        if target is not None and (actual_prompt or completion):
-            self.metrics.add_usage(
-                tier.name, model, target.name, actual_prompt, completion, cost / 1e9
-            )
-
-    def _parse(self, request: Request) -> dict[str, Any]:
-        content_type = request.headers.get("content-type", "application/json")
-        if "json" not in content_type.lower():
-            raise GatewayError(
-                415,
-                f"content-type must be application/json, not {content_type[:100]!r}",
-                code="unsupported_media_type",
-            )
-        try:
-            payload = orjson.loads(request.body)
-        except orjson.JSONDecodeError as exc:
-            raise GatewayError(
-                400, f"request body is not valid JSON: {exc}", code="invalid_json"
-            ) from None
-        if not isinstance(payload, dict):
-            raise GatewayError(400, "request body must be a JSON object", code="invalid_json")
-        model = payload.get("model")
-        if not isinstance(model, str) or not model:
-            raise GatewayError(
-                400,
-                "'model' is required and must be a non-empty string",
-                param="model",
-                code="invalid_value" if "model" in payload else "missing_required_parameter",
-            )
-        return payload
-
-    def _request_class(self, request: Request, tier: Tier) -> RequestClass:
-        header = request.headers.get("x-tiergate-class")
-        if header is None:
-            return tier.default_class
-        found = _CLASSES.get(header.strip().lower())
-        if found is None:
-            raise GatewayError(
-                400,
-                "x-tiergate-class must be 'premium' or 'standard'",
-                param="x-tiergate-class",
-                code="invalid_value",
-            )
-        return found
+        """Read the call, admit it, forward it. The admission is left when the answer is
+        complete: at the end of this block for a plain answer, by the relay for a stream."""
+        call = read_call(request, self._config())
+        tier, model = call.tier.name, call.route.route.model
+        assert self._forwarder is not None
+        admitted = Handover(self.admissions.admit(call))
+        async with admitted as admission:
+            answer = await self._forwarder.forward(call, admission)
+            if isinstance(answer, UpstreamStream):
+                return relay(answer, admission, admitted.pop()), tier, model
+        return answer, tier, model
 
 
 def create_gateway(

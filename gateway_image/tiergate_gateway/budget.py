@@ -9,27 +9,26 @@ with a warning.
 
 from __future__ import annotations
 
+import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from decimal import ROUND_CEILING, Decimal
 from typing import Any, Protocol
 
-from tiergate_contract import Budget, Pricing
+from tiergate_contract import Budget
 
 __all__ = [
     "BudgetDecision",
     "BudgetLedger",
+    "BudgetMonth",
     "LocalLedger",
     "RedisLedger",
-    "call_cost",
     "month_of",
     "nano_cost",
-    "price_nano",
     "to_nano",
-    "worst_case",
 ]
 
-_MILLION = Decimal(1_000_000)
 _NANO = Decimal(1_000_000_000)
 
 
@@ -42,30 +41,35 @@ def month_of(now: datetime) -> str:
     return f"{now.year:04d}-{now.month:02d}"
 
 
-def call_cost(pricing: Pricing, prompt_tokens: int, completion_tokens: int) -> Decimal:
-    """USD for one call at a target's prices (per million tokens)."""
-    return (
-        pricing.input_per_million * prompt_tokens + pricing.output_per_million * completion_tokens
-    ) / _MILLION
+class BudgetMonth:
+    """The current budget month; from the system clock it is recomputed only at month ends."""
 
+    def __init__(self, wall_clock: Callable[[], datetime] | None = None) -> None:
+        self._wall_clock = wall_clock
+        self._month = ""
+        self._until = 0.0  # epoch second the cached month is valid until
 
-def worst_case(
-    input_price: Decimal, output_price: Decimal, prompt_tokens: int, max_tokens: int
-) -> Decimal:
-    return (input_price * prompt_tokens + output_price * max_tokens) / _MILLION
-
-
-def price_nano(usd_per_million: Decimal) -> int:
-    """A price as integer nano-USD per million tokens (exact: prices have at most 9 decimals)."""
-    return int((usd_per_million * _NANO).to_integral_value(rounding=ROUND_CEILING))
+    def __call__(self) -> str:
+        if self._wall_clock is not None:
+            return month_of(self._wall_clock())
+        now = time.time()
+        if now >= self._until:
+            current = datetime.fromtimestamp(now, UTC)
+            self._month = month_of(current)
+            following = datetime(
+                current.year + current.month // 12, current.month % 12 + 1, 1, tzinfo=UTC
+            )
+            self._until = min(following.timestamp(), now + 60)
+        return self._month
 
 
 def nano_cost(input_nano: int, output_nano: int, prompt_tokens: int, completion_tokens: int) -> int:
-    """Cost in nano-USD, rounded up, from ``price_nano`` prices: integer math on the hot path."""
+    """Cost in nano-USD, rounded up, from ``to_nano`` prices per million tokens: integer math."""
     return -(-(input_nano * prompt_tokens + output_nano * completion_tokens) // 1_000_000)
 
 
 def to_nano(usd: Decimal) -> int:
+    """USD (or USD per million tokens) as integer nano-USD, rounded up: never under-reserve."""
     return int((usd * _NANO).to_integral_value(rounding=ROUND_CEILING))
 
 

@@ -13,14 +13,13 @@ import logging
 import zlib
 from collections.abc import Callable
 from dataclasses import dataclass
-from decimal import Decimal
 
 import orjson
 import pydantic
 
 from tiergate_contract import CONFIG_VERSION, GatewayConfig, RequestClass, Route, Target, Tier
 
-from .budget import price_nano
+from .budget import to_nano
 from .client import Endpoint
 from .routing import priority_groups
 
@@ -48,10 +47,8 @@ class CompiledRoute:
     # The same by priority (lowest first, drained targets left out): what ``plan`` orders.
     groups: dict[RequestClass, tuple[tuple[Target, ...], ...]]
     endpoints: dict[str, Endpoint]
-    # Worst-case prices among a class's candidates, for budget reservations.
-    max_input_price: dict[RequestClass, Decimal]
-    max_output_price: dict[RequestClass, Decimal]
-    # Prices as integer nano-USD per million tokens: per target (input, output), and per-class worst case.
+    # Prices as integer nano-USD per million tokens: per target (input, output), and the worst
+    # case among a class's candidates (for budget reservations).
     nano_prices: dict[str, tuple[int, int]]
     max_nano_prices: dict[RequestClass, tuple[int, int]]
 
@@ -120,7 +117,7 @@ def _compile_route(route: Route) -> CompiledRoute:
     premium = tuple(t for t in route.targets if t.request_class is RequestClass.PREMIUM) or standard
     candidates = {RequestClass.STANDARD: standard, RequestClass.PREMIUM: premium}
     nano = {
-        t.name: (price_nano(t.pricing.input_per_million), price_nano(t.pricing.output_per_million))
+        t.name: (to_nano(t.pricing.input_per_million), to_nano(t.pricing.output_per_million))
         for t in route.targets
     }
     return CompiledRoute(
@@ -128,12 +125,6 @@ def _compile_route(route: Route) -> CompiledRoute:
         candidates=candidates,
         groups={c: priority_groups(ts) for c, ts in candidates.items()},
         endpoints=endpoints,
-        max_input_price={
-            c: max(t.pricing.input_per_million for t in ts) for c, ts in candidates.items()
-        },
-        max_output_price={
-            c: max(t.pricing.output_per_million for t in ts) for c, ts in candidates.items()
-        },
         nano_prices=nano,
         max_nano_prices={
             c: (max(nano[t.name][0] for t in ts), max(nano[t.name][1] for t in ts))

@@ -9,11 +9,12 @@ that directory and ``/metrics`` on any worker aggregates all of them.
 from __future__ import annotations
 
 import os
-from bisect import bisect_left
 from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.multiprocess import MultiProcessCollector
+
+from .histogram import LocalHistogram
 
 __all__ = ["Metrics"]
 
@@ -54,13 +55,17 @@ class Metrics:
         self.requests = Counter(
             p + "requests", "Requests answered", ["endpoint", "tier", "route", "status"], registry=r
         )
-        self.latency = Histogram(
+        latency = (
             p + "request_duration_seconds",
             "Time to the response head (streams: to the first byte)",
             ["endpoint", "tier"],
-            buckets=_LATENCY_BUCKETS,
-            registry=r,
         )
+        self.latency: Histogram | LocalHistogram
+        if self.multiprocess_dir is None:
+            self.latency = LocalHistogram(*latency, _LATENCY_BUCKETS)
+            r.register(self.latency)
+        else:  # only prometheus_client's own values are shared between workers
+            self.latency = Histogram(*latency, buckets=_LATENCY_BUCKETS, registry=r)
         self.attempts = Counter(
             p + "upstream_attempts",
             "Upstream attempts by outcome",
@@ -113,10 +118,8 @@ class Metrics:
         # ``flush`` (every second, and before each scrape): a labelled ``inc`` with its lock
         # cost more than a tenth of a proxied request.
         self._counts: dict[tuple[Counter, tuple[str, ...]], float] = {}
-        self._latency: dict[tuple[str, ...], list[float]] = {}
         # (tier, route, target) -> [prompt tokens, completion tokens, USD]
         self._usage: dict[tuple[str, str, str], list[float]] = {}
-        self._bounds = list(_LATENCY_BUCKETS)
 
     def child(self, metric: Any, *labels: str) -> Any:
         """A labelled child, cached: ``labels()`` is the expensive part of a sample."""
@@ -142,12 +145,8 @@ class Metrics:
         totals[2] += usd
 
     def observe_latency(self, seconds: float, *labels: str) -> None:
-        """Record into ``request_duration_seconds``: per-bucket counts, then the sum last."""
-        counts = self._latency.get(labels)
-        if counts is None:
-            counts = self._latency[labels] = [0.0] * (len(self._bounds) + 2)
-        counts[bisect_left(self._bounds, seconds)] += 1
-        counts[-1] += seconds
+        """Record into ``request_duration_seconds`` (at once: nothing to gain by deferring)."""
+        self.child(self.latency, *labels).observe(seconds)
 
     def flush(self) -> None:
         counts, self._counts = self._counts, {}
@@ -161,14 +160,6 @@ class Metrics:
                 self.child(self.tokens, tier, route, target, "completion").inc(completion)
             if usd:
                 self.child(self.cost, tier, route, target).inc(usd)
-        latency, self._latency = self._latency, {}
-        for labels, buckets in latency.items():
-            child = self.child(self.latency, *labels)
-            # prometheus_client's Histogram keeps per-bucket values (cumulated at export).
-            for index, count in enumerate(buckets[:-1]):
-                if count:
-                    child._buckets[index].inc(count)
-            child._sum.inc(buckets[-1])
 
     def set_generation(self, generation: str) -> None:
         if self._generation is not None and self.multiprocess_dir is None:

@@ -1,15 +1,17 @@
-"""Upstream calls with failover: tries targets in plan order, streams SSE through unbuffered."""
+"""Upstream calls with failover: ``attempt`` tries one target, ``forward`` tries them in plan order."""
 
 from __future__ import annotations
 
+import random
 import time
-from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import orjson
 
-from tiergate_contract import Target, Tier
+from tiergate_contract import Target
 
+from .admission import Admission
+from .calls import Call
 from .client import (
     UpstreamConnectError,
     UpstreamPool,
@@ -17,93 +19,44 @@ from .client import (
     UpstreamResponse,
     header_lines,
 )
-from .config import CompiledRoute
 from .credentials import CredentialStore
-from .errors import GatewayError, envelope
+from .errors import GatewayError
 from .metrics import Metrics
-from .routing import Breaker
-from .server import Response, StreamResponse
+from .routing import Breaker, BreakerBoard, plan
+from .server import Response
+from .usage import Usage, usage_of
 
-__all__ = ["Outcome", "Usage", "forward"]
-
-
-@dataclass(slots=True)
-class Usage:
-    prompt_tokens: int
-    completion_tokens: int
-    reported: bool
+__all__ = ["Attempt", "Failed", "Forwarder", "Served", "UpstreamStream"]
 
 
 @dataclass(slots=True)
-class Outcome:
-    """What a finished call did, for settling limits, budgets and metrics."""
+class Served:
+    """The upstream answered: relay its answer."""
 
-    target: Target | None = None
-    usage: Usage | None = None
-
-
-Finish = Callable[[Outcome], Awaitable[None]]
-
-
-def usage_of(data: object) -> Usage | None:
-    if not isinstance(data, dict):
-        return None
-    usage = data.get("usage")
-    if not isinstance(usage, dict):
-        return None
-    prompt = usage.get("prompt_tokens")
-    completion = usage.get("completion_tokens", 0)
-    if not isinstance(prompt, int) or not isinstance(completion, int):
-        return None
-    return Usage(max(0, prompt), max(0, completion), True)
-
-
-class _UsageScanner:
-    """Finds the last ``usage`` object in an SSE stream without buffering the stream.
-
-    Only the last complete line naming ``"usage"`` in each piece is parsed: OpenAI sends
-    ``"usage":null`` in every chunk and the totals in the last one, and a ``"usage"`` inside
-    generated text is escaped (``\\"usage\\"``), so it never matches.
-    """
-
-    __slots__ = ("carry", "usage")
-
-    def __init__(self) -> None:
-        self.carry = b""
-        self.usage: Usage | None = None
-
-    def feed(self, chunk: bytes) -> None:
-        data = self.carry + chunk if self.carry else chunk
-        cut = data.rfind(b"\n")
-        self.carry = data[cut + 1 :] if cut >= 0 else data
-        if len(self.carry) > 65536:
-            self.carry = b""
-        at = data.rfind(b'"usage"', 0, cut)
-        if at < 0:
-            return
-        line = data[data.rfind(b"\n", 0, at) + 1 : data.find(b"\n", at)]
-        if not line.startswith(b"data:"):
-            return
-        try:
-            found = usage_of(orjson.loads(line[5:]))
-        except orjson.JSONDecodeError:
-            return
-        if found is not None:
-            self.usage = found
+    response: UpstreamResponse  # head read
+    body: bytes  # the whole body; for a stream, its first chunk
 
 
 @dataclass(slots=True)
-class Call:
-    """One client request, ready to send: what, where to, and its headers back to the client."""
+class Failed:
+    """No answer to relay: try the next target (``retry``) or stop here."""
 
-    path: str
-    payload: dict[str, object]
-    stream: bool
-    tier: Tier
-    route: CompiledRoute
-    candidates: list[Target]
-    breakers: dict[str, Breaker]  # by target name
-    headers: list[tuple[str, str]] = field(default_factory=list)
+    retry: bool  # False: a timeout without ``failover.on_timeout``
+    error: GatewayError | None = None  # the gateway's answer when no upstream answered
+    upstream: UpstreamResponse | None = None  # else the upstream's answer (a failover status)
+    body: bytes = b""  # that answer's body
+    sent: bool = True  # False: nothing went out (the target's credential is missing)
+
+
+Attempt = Served | Failed
+
+
+@dataclass(slots=True)
+class UpstreamStream:
+    """A served stream: its head and first chunk are in, the rest is for the relay to read."""
+
+    response: UpstreamResponse
+    first: bytes
 
 
 _BASE_HEADERS = {
@@ -123,216 +76,161 @@ def _header_block(credential: str | None, stream: bool) -> bytes:
     )
 
 
-class _Relay:
-    """The body of a streamed answer; closing it (always) closes the upstream and settles the call."""
+class Forwarder:
+    """Sends admitted calls upstream: plans the targets, tries them, keeps their breakers."""
 
     def __init__(
         self,
-        first: bytes,
-        response: UpstreamResponse,
-        deadline: float,
-        outcome: Outcome,
-        finish: Finish,
+        pool: UpstreamPool,
+        credentials: CredentialStore,
+        breakers: BreakerBoard,
+        metrics: Metrics,
+        rng: random.Random,
     ) -> None:
-        self._pending: bytes | None = first
-        self._response = response
-        self._deadline = deadline
-        self._outcome = outcome
-        self._finish = finish
-        self._scanner = _UsageScanner()
-        self._done = False
-        self._chunks = 0
+        self._pool = pool
+        self._credentials = credentials
+        self._breakers = breakers
+        self._metrics = metrics
+        self._rng = rng
 
-    @property
-    def exhausted(self) -> bool:
-        """Would the next ``__anext__`` end the stream? (Lets the server send the end with the last chunk.)"""
-        return self._done or (self._pending is None and self._response.finished)
-
-    def __aiter__(self) -> _Relay:
-        return self
-
-    async def __anext__(self) -> bytes:
-        if self._done:
-            raise StopAsyncIteration
-        if self._pending is not None:
-            chunk, self._pending = self._pending, None
-        else:
-            try:
-                chunk = await self._response.read()
-            except (TimeoutError, UpstreamProtocolError) as exc:
-                self._done = True
-                reason = "timed out" if isinstance(exc, TimeoutError) else "broke off"
-                return (
-                    b"data: "
-                    + envelope(
-                        f"the upstream stream {reason}",
-                        "upstream_error",
-                        "upstream_stream_interrupted",
-                    )
-                    + b"\n\n"
-                )
-            if not chunk:
-                self._done = True
-                raise StopAsyncIteration
-        self._chunks += 1
-        self._scanner.feed(chunk)
-        return chunk
-
-    async def aclose(self) -> None:
-        if self._outcome.usage is not None:
-            return
-        self._response.close()
-        self._outcome.usage = self._scanner.usage or Usage(0, self._chunks, False)
-        await self._finish(self._outcome)
-
-
-async def forward(
-    call: Call,
-    *,
-    pool: UpstreamPool,
-    credentials: CredentialStore,
-    metrics: Metrics,
-    finish: Finish,
-) -> Response | StreamResponse:
-    """Try the planned targets in order; ``finish`` is awaited exactly once with the outcome."""
-    route = call.route.route
-    failover, timeouts = route.failover, route.timeouts
-    loop = pool.loop
-    deadline = loop.time() + timeouts.total_seconds
-    outcome = Outcome()
-    attempts = 0
-    last_error: GatewayError | None = None
-    last_upstream: Response | None = None
-    handed_over = False
-    previous = ""
-    try:
-        for target in call.candidates:
-            if attempts >= failover.max_attempts:
+    async def forward(self, call: Call, admission: Admission) -> Response | UpstreamStream:
+        """The first answer of the planned targets; records on ``admission`` who served."""
+        compiled, metrics = call.route, self._metrics
+        route = compiled.route
+        board = self._breakers.for_route(route.model, route.targets, route.failover.circuit_breaker)
+        targets = plan(compiled.groups[call.request_class], board, time.monotonic(), self._rng)
+        deadline = self._pool.loop.time() + route.timeouts.total_seconds
+        failure: Failed | None = None
+        tried = 0
+        previous = ""
+        for target in targets:
+            if tried == route.failover.max_attempts:
                 break
-            breaker = call.breakers[target.name]
+            breaker = board[target.name]
             if not breaker.acquire(time.monotonic()):
                 continue
-            if attempts:
+            if tried:
                 metrics.add(metrics.failovers, route.model, previous)
-            attempts += 1
+            tried += 1
             previous = target.name
-            ref = call.tier.upstream.credential or target.credential
-            credential = credentials.get(ref) if ref is not None else None
-            if ref is not None and credential is None:
-                breaker.failure(time.monotonic())
-                _attempt(metrics, route.model, target, "credential_missing", breaker)
-                last_error = GatewayError(
-                    502,
-                    f"upstream credential for target {target.name!r} is not available",
-                    type_="upstream_error",
-                    code="upstream_credential_missing",
-                )
-                continue
-            upstream_model = call.tier.upstream.model_prefix + target.upstream_model
-            # Encoded per attempt: a failover may change the model; most calls make one attempt.
-            call.payload["model"] = upstream_model
-            payload = orjson.dumps(call.payload)
-            endpoint = call.route.endpoints[target.name]
-            try:
-                remaining = deadline - loop.time()
-                if remaining <= 0:
-                    raise TimeoutError
-                response = await pool.request(
-                    endpoint,
-                    call.path[3:],  # base_url includes the API version, as in the openai SDK
-                    _header_block(credential, call.stream),
-                    payload,
-                    connect_timeout=min(timeouts.connect_seconds, remaining),
-                    first_byte_timeout=timeouts.first_byte_seconds,
-                    deadline=deadline,
-                )
-                if response.status in failover.statuses:
-                    error_body = await response.read_all()
-                    breaker.failure(time.monotonic())
-                    _attempt(
-                        metrics,
-                        route.model,
-                        target,
-                        f"status_{response.status // 100}xx",
-                        breaker,
-                    )
-                    last_upstream = _passthrough(response, error_body, call.headers)
-                    last_error = None
-                    continue
-                if not call.stream or response.status != 200:
-                    data = await response.read_all()
-                    first = b""
-                else:
-                    first = await response.read()
-                    if not first:
-                        raise UpstreamProtocolError("upstream stream ended before its first byte")
-            except (UpstreamConnectError, UpstreamProtocolError) as exc:
-                breaker.failure(time.monotonic())
-                kind = (
-                    "connect_error" if isinstance(exc, UpstreamConnectError) else "protocol_error"
-                )
-                _attempt(metrics, route.model, target, kind, breaker)
-                last_error = GatewayError(
-                    502,
-                    f"upstream {target.name!r} failed: {exc}",
-                    type_="upstream_error",
-                    code="upstream_unavailable",
-                )
-                last_upstream = None
-                continue
-            except TimeoutError:
-                breaker.failure(time.monotonic())
-                _attempt(metrics, route.model, target, "timeout", breaker)
-                last_error = GatewayError(
-                    504,
-                    f"upstream {target.name!r} timed out",
-                    type_="upstream_error",
-                    code="upstream_timeout",
-                )
-                last_upstream = None
-                if not failover.on_timeout:
-                    break
-                continue
-            except BaseException:
-                breaker.abandon()
-                raise
-            recovered = breaker.state != 0
-            breaker.success()
-            _attempt(metrics, route.model, target, "ok", breaker, changed=recovered)
-            outcome.target = target
+            attempt = await self.attempt(call, target, breaker, deadline)
+            if isinstance(attempt, Served):
+                return _served(call, attempt, target, admission)
+            # The client hears of the last failure, but a missing credential (nothing was
+            # sent) does not hide an upstream's own answer.
+            if attempt.sent or failure is None or failure.upstream is None:
+                failure = attempt
+            if not attempt.retry:
+                break
+        if failure is None:
+            raise GatewayError(
+                503,
+                f"no healthy upstream for model {route.model!r} (circuit breakers open)",
+                type_="upstream_error",
+                code="no_healthy_upstream",
+                headers=[("retry-after", "1")],
+            )
+        if failure.upstream is not None:
+            return _passthrough(failure.upstream, failure.body, admission.headers)
+        assert failure.error is not None
+        raise failure.error
+
+    async def attempt(
+        self, call: Call, target: Target, breaker: Breaker, deadline: float
+    ) -> Attempt:
+        """Send the call to one target; its breaker and metrics learn how it went."""
+        route = call.route.route
+        failover, timeouts = route.failover, route.timeouts
+        ref = call.tier.upstream.credential or target.credential
+        credential = self._credentials.get(ref) if ref is not None else None
+        if ref is not None and credential is None:
+            self._failed(route.model, target, breaker, "credential_missing")
+            error = GatewayError(
+                502,
+                f"upstream credential for target {target.name!r} is not available",
+                type_="upstream_error",
+                code="upstream_credential_missing",
+            )
+            return Failed(True, error, sent=False)
+        # Encoded per attempt: a failover may change the model; most calls make one attempt.
+        call.payload["model"] = call.tier.upstream.model_prefix + target.upstream_model
+        payload = orjson.dumps(call.payload)
+        try:
+            remaining = deadline - self._pool.loop.time()
+            if remaining <= 0:
+                raise TimeoutError
+            response = await self._pool.request(
+                call.route.endpoints[target.name],
+                call.path[3:],  # base_url includes the API version, as in the openai SDK
+                _header_block(credential, call.stream),
+                payload,
+                connect_timeout=min(timeouts.connect_seconds, remaining),
+                first_byte_timeout=timeouts.first_byte_seconds,
+                deadline=deadline,
+            )
+            if response.status in failover.statuses:
+                body = await response.read_all()
+                self._failed(route.model, target, breaker, f"status_{response.status // 100}xx")
+                return Failed(True, upstream=response, body=body)
             if call.stream and response.status == 200:
-                relay = _Relay(first, response, deadline, outcome, finish)
-                handed_over = True
-                return StreamResponse(
-                    200,
-                    relay,
-                    call.headers,
-                    response.headers.get("content-type", "text/event-stream"),
-                )
-            if 200 <= response.status < 300:
-                try:
-                    outcome.usage = usage_of(orjson.loads(data))
-                except orjson.JSONDecodeError:
-                    outcome.usage = None  # settled with the estimate
+                body = await response.read()
+                if not body:
+                    raise UpstreamProtocolError("upstream stream ended before its first byte")
             else:
-                outcome.usage = Usage(
-                    0, 0, True
-                )  # a refused call (e.g. upstream 400) costs nothing
-            return _passthrough(response, data, call.headers)
-        if last_upstream is not None:
-            return last_upstream
-        if last_error is not None:
-            raise last_error
-        raise GatewayError(
-            503,
-            f"no healthy upstream for model {route.model!r} (circuit breakers open)",
-            type_="upstream_error",
-            code="no_healthy_upstream",
-            headers=[("retry-after", "1")],
-        )
-    finally:
-        if not handed_over:
-            await finish(outcome)
+                body = await response.read_all()
+        except (UpstreamConnectError, UpstreamProtocolError) as exc:
+            connect = isinstance(exc, UpstreamConnectError)
+            self._failed(
+                route.model, target, breaker, "connect_error" if connect else "protocol_error"
+            )
+            error = GatewayError(
+                502,
+                f"upstream {target.name!r} failed: {exc}",
+                type_="upstream_error",
+                code="upstream_unavailable",
+            )
+            return Failed(True, error)
+        except TimeoutError:
+            self._failed(route.model, target, breaker, "timeout")
+            error = GatewayError(
+                504,
+                f"upstream {target.name!r} timed out",
+                type_="upstream_error",
+                code="upstream_timeout",
+            )
+            return Failed(failover.on_timeout, error)
+        except BaseException:
+            breaker.abandon()  # e.g. the client left: no verdict on the target
+            raise
+        recovered = breaker.success()
+        metrics = self._metrics
+        metrics.add(metrics.attempts, route.model, target.name, "ok")
+        if recovered:  # the gauge is written when the state changed, not on every success
+            metrics.child(metrics.circuit, route.model, target.name).set(breaker.state.value)
+        return Served(response, body)
+
+    def _failed(self, route: str, target: Target, breaker: Breaker, outcome: str) -> None:
+        breaker.failure(time.monotonic())
+        metrics = self._metrics
+        metrics.add(metrics.attempts, route, target.name, outcome)
+        metrics.child(metrics.circuit, route, target.name).set(breaker.state.value)
+
+
+def _served(
+    call: Call, served: Served, target: Target, admission: Admission
+) -> Response | UpstreamStream:
+    response = served.response
+    admission.target = target
+    if call.stream and response.status == 200:
+        return UpstreamStream(response, served.body)  # its usage is the relay's to record
+    if 200 <= response.status < 300:
+        try:
+            admission.usage = usage_of(orjson.loads(served.body))
+        except orjson.JSONDecodeError:
+            admission.usage = None  # settled with the estimate
+    else:
+        admission.usage = Usage(0, 0, True)  # a refused call (e.g. upstream 400) costs nothing
+    return _passthrough(response, served.body, admission.headers)
 
 
 def _passthrough(
@@ -345,16 +243,3 @@ def _passthrough(
     return Response(
         response.status, data, extra, response.headers.get("content-type", "application/json")
     )
-
-
-def _attempt(
-    metrics: Metrics,
-    route: str,
-    target: Target,
-    outcome: str,
-    breaker: Breaker,
-    changed: bool = True,
-) -> None:
-    metrics.add(metrics.attempts, route, target.name, outcome)
-    if changed:  # the gauge is written when the state may have changed, not on every success
-        metrics.child(metrics.circuit, route, target.name).set(int(breaker.state))

@@ -19,47 +19,52 @@ class BreakerState(IntEnum):
     HALF_OPEN = 2
 
 
+# Read once: on Python 3.11 each attribute read on an Enum class costs about 900 instructions
+# (its metaclass's __getattr__ turns off the fast lookup), and every call reads them.
+_CLOSED, _OPEN, _HALF_OPEN = BreakerState.CLOSED, BreakerState.OPEN, BreakerState.HALF_OPEN
+
+
 @dataclass(slots=True)
 class Breaker:
     """Opens after ``consecutive_failures``; after ``cooldown_seconds`` lets one probe through."""
 
     policy: CircuitBreaker
-    state: BreakerState = BreakerState.CLOSED
+    state: BreakerState = _CLOSED
     failures: int = 0
     opened_at: float = 0.0
     probing: bool = False
 
     def available(self, now: float) -> bool:
         """Could a request go to this target now? (No side effects.)"""
-        if self.state is BreakerState.CLOSED:
+        if self.state is _CLOSED:
             return True
-        if self.state is BreakerState.OPEN:
+        if self.state is _OPEN:
             return now - self.opened_at >= self.policy.cooldown_seconds
         return not self.probing
 
     def acquire(self, now: float) -> bool:
         """Claim the right to send a request; in half-open only one probe at a time."""
-        if self.state is BreakerState.CLOSED:
+        if self.state is _CLOSED:
             return True
         if not self.available(now):
             return False
-        self.state = BreakerState.HALF_OPEN
+        self.state = _HALF_OPEN
         self.probing = True
         return True
 
-    def success(self) -> None:
-        self.state = BreakerState.CLOSED
+    def success(self) -> bool:
+        """Close the breaker; ``True`` if it was not closed (the state changed)."""
+        recovered = self.state is not _CLOSED
+        self.state = _CLOSED
         self.failures = 0
         self.probing = False
+        return recovered
 
     def failure(self, now: float) -> None:
         self.failures += 1
         self.probing = False
-        if (
-            self.state is BreakerState.HALF_OPEN
-            or self.failures >= self.policy.consecutive_failures
-        ):
-            self.state = BreakerState.OPEN
+        if self.state is _HALF_OPEN or self.failures >= self.policy.consecutive_failures:
+            self.state = _OPEN
             self.opened_at = now
 
     def abandon(self) -> None:

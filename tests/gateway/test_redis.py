@@ -56,8 +56,7 @@ async def test_redis_limiter_tokens_and_concurrency(redis_url):
     assert (await limiter.acquire("t", limits, 30)).allowed
     third = await limiter.acquire("t", limits, 1)
     assert (third.allowed, third.limit) == (False, "concurrency")
-    await limiter.release("t", limits)
-    await limiter.settle("t", limits, 60, 20)  # used 40 fewer than estimated: given back
+    await limiter.finish("t", limits, 60, 20)  # used 40 fewer than estimated: given back
     fourth = await limiter.acquire("t", limits, 45)
     assert fourth.allowed, fourth
     too_big = await limiter.acquire("x", limits, 101)

@@ -7,7 +7,6 @@ import random
 from collections import Counter
 from datetime import UTC, datetime, timedelta, timezone
 from decimal import Decimal
-from itertools import pairwise
 
 import pytest
 from hypothesis import given, settings
@@ -23,20 +22,11 @@ from tiergate_contract import (
     RequestClass,
     canonical_json,
 )
-from tiergate_gateway.budget import (
-    LocalLedger,
-    call_cost,
-    month_of,
-    nano_cost,
-    price_nano,
-    to_nano,
-    worst_case,
-)
+from tiergate_gateway.budget import BudgetMonth, LocalLedger, month_of, nano_cost, to_nano
 from tiergate_gateway.config import ConfigRejected, compile_config, parse_config
 from tiergate_gateway.credentials import CredentialStore
 from tiergate_gateway.errors import GatewayError
-from tiergate_gateway.limits import Bucket, LocalLimiter, take
-from tiergate_gateway.proxy import Usage, _UsageScanner
+from tiergate_gateway.limits import LocalLimiter
 from tiergate_gateway.routing import Breaker, BreakerBoard, BreakerState, plan, priority_groups
 
 
@@ -129,13 +119,19 @@ def test_breaker_half_open_allows_one_probe():
 
 
 def test_token_bucket_math():
-    bucket = Bucket(level=60.0, updated=0.0)
-    assert take(bucket, 60, 60, 0.0) == (True, 0.0)
-    ok, wait = take(bucket, 60, 10, 2.0)  # refilled 2 tokens at 1/s
-    assert not ok
-    assert wait == pytest.approx(8.0)
-    assert take(bucket, 60, 10, 10.0)[0]
-    assert take(bucket, 60, 61, 1000.0) == (False, 60.0)  # never fits
+    now = [0.0]
+    limiter = LocalLimiter(clock=lambda: now[0])
+    limits = Limits(tokens_per_minute=60)
+    assert limiter.acquire_now("t", limits, 60).allowed
+    now[0] = 2.0
+    refused = limiter.acquire_now("t", limits, 10)  # refilled 2 tokens at 1/s
+    assert (refused.allowed, refused.limit) == (False, "tokens")
+    assert refused.retry_after == pytest.approx(8.0)
+    now[0] = 10.0
+    assert limiter.acquire_now("t", limits, 10).allowed
+    now[0] = 1000.0
+    never = limiter.acquire_now("t", limits, 61)  # more than the bucket holds: never fits
+    assert (never.allowed, never.retry_after) == (False, 60.0)
 
 
 def test_local_limiter_requests_tokens_concurrency():
@@ -167,30 +163,37 @@ async def test_local_limiter_concurrency_and_settle():
     limits = Limits(concurrent_requests=1, tokens_per_minute=100)
     assert limiter.acquire_now("t", limits, 90).allowed
     assert limiter.acquire_now("t", limits, 1).limit == "concurrency"
-    await limiter.release("t", limits)
-    await limiter.settle("t", limits, 90, 10)  # 80 tokens given back
+    await limiter.finish("t", limits, 90, 10)  # the slot and 80 tokens given back
     assert limiter.acquire_now("t", limits, 85).allowed
+    await limiter.release("t", limits)  # a call refused later (e.g. by its budget)
+    assert limiter.acquire_now("t", limits, 5).allowed
 
 
 def test_budget_math():
     pricing = Pricing(input_per_million=Decimal("0.27"), output_per_million=Decimal("1.10"))
-    assert call_cost(pricing, 1_000_000, 500_000) == Decimal("0.82")
-    assert worst_case(Decimal("2"), Decimal("8"), 1000, 4000) == Decimal("0.034")
+    prices = to_nano(pricing.input_per_million), to_nano(pricing.output_per_million)
+    assert nano_cost(*prices, 1_000_000, 500_000) == to_nano(Decimal("0.82"))
     assert to_nano(Decimal("0.0000000011")) == 2  # rounds up: never under-reserve
     # The integer hot path agrees with the Decimal definition (rounded up to a nano-USD).
     for prompt, completion in ((1_000_000, 500_000), (7, 3), (0, 0), (123_457, 1)):
-        fast = nano_cost(
-            price_nano(pricing.input_per_million),
-            price_nano(pricing.output_per_million),
-            prompt,
-            completion,
-        )
-        assert fast == to_nano(call_cost(pricing, prompt, completion))
+        exact = (
+            pricing.input_per_million * prompt + pricing.output_per_million * completion
+        ) / Decimal(1_000_000)
+        assert nano_cost(*prices, prompt, completion) == to_nano(exact)
     assert (
         month_of(datetime(2025, 1, 31, 23, 30, tzinfo=timezone(timedelta(hours=-2)))) == "2025-02"
     )
     with pytest.raises(ValueError, match="aware"):
         month_of(datetime(2025, 1, 1))
+
+
+def test_budget_month_follows_the_injected_clock_or_the_utc_calendar():
+    clock = [datetime(2025, 1, 31, 23, 59, tzinfo=UTC)]
+    month = BudgetMonth(lambda: clock[0])
+    assert month() == "2025-01"
+    clock[0] += timedelta(minutes=2)
+    assert month() == "2025-02"
+    assert BudgetMonth()() == datetime.now(UTC).strftime("%Y-%m")
 
 
 async def test_local_ledger_reserve_settle_and_months():
@@ -365,34 +368,6 @@ def test_config_parser_only_ever_rejects(value, field):
     except ConfigRejected as exc:
         message = str(exc)
     assert message
-
-
-def _sse(*events: object) -> bytes:
-    return (
-        b"".join(b"data: " + json.dumps(e).encode() + b"\n\n" for e in events) + b"data: [DONE]\n\n"
-    )
-
-
-_STREAM_WITH_USAGE = _sse(
-    {"choices": [{"delta": {"content": 'say "usage": {"prompt_tokens": 999}'}}], "usage": None},
-    {"choices": [{"delta": {"content": "more"}}], "usage": None},
-    {"choices": [], "usage": {"prompt_tokens": 12, "completion_tokens": 4, "total_tokens": 16}},
-)
-
-
-@given(cuts=st.lists(st.integers(min_value=0, max_value=len(_STREAM_WITH_USAGE)), max_size=12))
-def test_usage_scanner_finds_the_final_usage_however_the_stream_is_split(cuts: list[int]) -> None:
-    scanner = _UsageScanner()
-    bounds = [0, *sorted(cuts), len(_STREAM_WITH_USAGE)]
-    for start, end in pairwise(bounds):
-        scanner.feed(_STREAM_WITH_USAGE[start:end])
-    assert scanner.usage == Usage(12, 4, True)
-
-
-def test_usage_scanner_ignores_streams_without_usage() -> None:
-    scanner = _UsageScanner()
-    scanner.feed(_sse({"choices": [{"delta": {"content": "hi"}}], "usage": None}))
-    assert scanner.usage is None
 
 
 @pytest.mark.parametrize("bad", ["A" * 64, "a" * 63, "a" * 65, "g" * 64, ""])

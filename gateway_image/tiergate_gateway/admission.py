@@ -1,0 +1,183 @@
+"""Admission of a call: rate limits, concurrency and a budget reservation, settled when it ends.
+
+``async with admissions.admit(call) as admission`` either raises the ``GatewayError``
+that refuses the call (429, or 503 when the limits store is down) or holds its
+request, tokens, concurrency slot and budget reservation until the block is left.
+Leaving it, however (an answer, an exception, a cancelled task), settles them
+with what the call used: ``admission.target`` and ``admission.usage``, set by
+whoever saw the answer. A streamed answer takes the admission with it (see
+``relay``) and leaves it when the stream ends.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Awaitable, Callable
+from types import TracebackType
+
+from tiergate_contract import Budget, Target
+
+from .budget import BudgetLedger, nano_cost
+from .calls import Call
+from .errors import GatewayError
+from .limits import LimitDecision, Limiter
+from .metrics import Metrics
+from .usage import Usage
+
+__all__ = ["Admission", "Admissions"]
+
+_log = logging.getLogger("tiergate_gateway")
+
+
+class Admissions:
+    """The limit and budget stores calls are admitted against."""
+
+    def __init__(
+        self,
+        limiter: Limiter,
+        ledger: BudgetLedger,
+        metrics: Metrics,
+        month: Callable[[], str],
+        backend_errors: tuple[type[BaseException], ...] = (),
+    ) -> None:
+        self.limiter = limiter
+        self.ledger = ledger
+        self.metrics = metrics
+        self.month = month
+        # What the stores raise when they are unreachable (Redis adds its own).
+        self.backend_errors = backend_errors
+
+    def admit(self, call: Call) -> Admission:
+        return Admission(self, call)
+
+    def backend_down(self, what: str, exc: BaseException) -> GatewayError:
+        """Limits and budgets fail closed: no call goes upstream unaccounted."""
+        _log.error("the %s backend is unavailable: %s", what, type(exc).__name__)
+        return GatewayError(
+            503,
+            f"the gateway's {what} store (Redis) is unavailable; try again shortly",
+            type_="server_error",
+            code="limits_unavailable",
+            headers=[("retry-after", "1")],
+        )
+
+
+class Admission:
+    """One admitted call (an async context manager); see the module docstring."""
+
+    __slots__ = ("_admissions", "_call", "_month", "_reserved", "headers", "target", "usage")
+
+    def __init__(self, admissions: Admissions, call: Call) -> None:
+        self._admissions = admissions
+        self._call = call
+        self._reserved = 0  # nano-USD
+        self._month = ""
+        # Rate-limit headers and the budget warning, sent with any answer to the call.
+        self.headers: list[tuple[str, str]] = []
+        self.target: Target | None = None  # the target that served, if one did
+        self.usage: Usage | None = None  # None: the estimate stands
+
+    async def __aenter__(self) -> Admission:
+        admissions, call = self._admissions, self._call
+        tier, budget = call.tier, call.tier.budget
+        try:
+            decision = await admissions.limiter.acquire(tier.name, tier.limits, call.prompt_tokens)
+        except admissions.backend_errors as exc:
+            raise admissions.backend_down("limits", exc) from None
+        if not decision.allowed:
+            admissions.metrics.add(admissions.metrics.rate_limited, tier.name, decision.limit)
+            raise _rate_limited(tier.name, decision)
+        self.headers = decision.headers
+        if budget is None:
+            return self
+        try:
+            self._month = admissions.month()
+            self._reserved = nano_cost(
+                *call.route.max_nano_prices[call.request_class],
+                call.prompt_tokens,
+                call.max_tokens,
+            )
+            try:
+                verdict = await admissions.ledger.reserve(
+                    tier.name, budget, self._month, self._reserved
+                )
+            except admissions.backend_errors as exc:
+                raise admissions.backend_down("budgets", exc) from None
+            if not verdict.allowed:
+                admissions.metrics.add(admissions.metrics.budget_rejected, tier.name)
+                raise _over_budget(tier.name, budget)
+        except BaseException:
+            # Not admitted after all: give the concurrency slot back (``__aexit__`` won't run).
+            with contextlib.suppress(*admissions.backend_errors):
+                await admissions.limiter.release(tier.name, tier.limits)
+            raise
+        if verdict.warn:
+            admissions.metrics.add(admissions.metrics.budget_warnings, tier.name)
+            warning = f"spend is above the soft budget of {budget.soft_usd} USD"
+            self.headers.append(("x-tiergate-budget-warning", warning))
+        return self
+
+    def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> Awaitable[None]:
+        # The settle coroutine itself, not a coroutine awaiting it: one frame less per call.
+        settle = self._settle()
+        if exc_type is asyncio.CancelledError:
+            # The task is being torn down and may be cancelled again (a client's EOF, then its
+            # close), which would stop the settle halfway; in a task of its own it finishes.
+            return asyncio.shield(settle)
+        return settle
+
+    async def _settle(self) -> None:
+        """Replace the estimate and the reservation with what was used; free the slot."""
+        admissions, call = self._admissions, self._call
+        tier, usage, target = call.tier, self.usage, self.target
+        estimated = call.prompt_tokens
+        if usage is not None and usage.reported:
+            prompt = usage.prompt_tokens
+        else:
+            prompt = estimated if target is not None else 0
+        completion = usage.completion_tokens if usage is not None else 0
+        cost = (
+            nano_cost(*call.route.nano_prices[target.name], prompt, completion)
+            if target is not None
+            else 0
+        )
+        try:
+            await admissions.limiter.finish(tier.name, tier.limits, estimated, prompt + completion)
+            if tier.budget is not None:
+                await admissions.ledger.settle(tier.name, self._month, self._reserved, cost)
+        except admissions.backend_errors as exc:
+            # The answer is already on its way; the Redis keys expire, so a lost settle heals.
+            _log.warning("settling a call of tier %s failed: %s", tier.name, type(exc).__name__)
+        if target is not None and (prompt or completion):
+            admissions.metrics.add_usage(
+                tier.name, call.route.route.model, target.name, prompt, completion, cost / 1e9
+            )
+
+
+def _rate_limited(tier: str, decision: LimitDecision) -> GatewayError:
+    retry = max(1, int(decision.retry_after + 0.999))
+    per = "moment" if decision.limit == "concurrency" else "minute"
+    return GatewayError(
+        429,
+        f"rate limit reached for tier {tier!r}: {decision.limit} per {per}; retry after {retry}s",
+        type_="tokens" if decision.limit == "tokens" else "requests",
+        code="rate_limit_exceeded",
+        headers=[("retry-after", str(retry)), *decision.headers],
+    )
+
+
+def _over_budget(tier: str, budget: Budget) -> GatewayError:
+    return GatewayError(
+        429,
+        f"monthly budget of tier {tier!r} is exhausted (hard limit {budget.hard_usd} USD)",
+        type_="insufficient_quota",
+        code="budget_exceeded",
+        headers=[("x-should-retry", "false")],
+    )

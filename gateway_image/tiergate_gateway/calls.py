@@ -1,0 +1,126 @@
+"""A proxied request read into a ``Call``: authenticated, parsed and routed, or a 4xx ``GatewayError``."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+
+from tiergate_contract import RequestClass, Tier
+
+from .auth import authenticate
+from .config import CompiledConfig, CompiledRoute
+from .errors import GatewayError
+from .server import Request
+
+__all__ = ["Call", "read_call"]
+
+_DEFAULT_MAX_TOKENS = 4096
+_CLASSES = {"premium": RequestClass.PREMIUM, "standard": RequestClass.STANDARD}
+
+
+@dataclass(slots=True)
+class Call:
+    """One client request, ready to admit and send."""
+
+    path: str
+    payload: dict[str, Any]
+    stream: bool
+    tier: Tier
+    route: CompiledRoute
+    request_class: RequestClass
+    prompt_tokens: int  # estimated before the call; settled to the reported usage after
+    max_tokens: int  # what the answer may cost at most, for the budget reservation
+
+
+def read_call(request: Request, compiled: CompiledConfig) -> Call:
+    """Who asks (401), for what (400, 415), and whether they may (403, 404)."""
+    tier = authenticate(request.headers.get("authorization"), compiled)
+    payload = _parse(request)
+    model = payload["model"]
+    route = compiled.routes.get(model)
+    if route is None:
+        raise GatewayError(
+            404,
+            f"The model {model[:200]!r} does not exist",
+            param="model",
+            code="model_not_found",
+        )
+    if model not in compiled.allowed[tier.name]:
+        raise GatewayError(
+            403,
+            f"your tier may not use model {model!r}",
+            type_="permission_error",
+            param="model",
+            code="model_not_allowed",
+        )
+    request_class = _request_class(request, tier)
+    stream = payload.get("stream", False)
+    if not isinstance(stream, bool):
+        raise GatewayError(400, "stream must be a boolean", param="stream", code="invalid_type")
+    embeddings = request.path == "/v1/embeddings"
+    if stream and not embeddings and "stream_options" not in payload:
+        # Ask for usage in the last chunk so streamed calls settle limits and budgets exactly.
+        payload["stream_options"] = {"include_usage": True}
+    # A cheap, deliberately generous estimate: ~4 bytes of JSON per token.
+    prompt_tokens = max(1, len(request.body) // 4)
+    max_tokens = 0 if embeddings else _max_tokens(payload)
+    return Call(
+        request.path, payload, stream, tier, route, request_class, prompt_tokens, max_tokens
+    )
+
+
+def _parse(request: Request) -> dict[str, Any]:
+    content_type = request.headers.get("content-type", "application/json")
+    if "json" not in content_type.lower():
+        raise GatewayError(
+            415,
+            f"content-type must be application/json, not {content_type[:100]!r}",
+            code="unsupported_media_type",
+        )
+    try:
+        payload = orjson.loads(request.body)
+    except orjson.JSONDecodeError as exc:
+        raise GatewayError(
+            400, f"request body is not valid JSON: {exc}", code="invalid_json"
+        ) from None
+    if not isinstance(payload, dict):
+        raise GatewayError(400, "request body must be a JSON object", code="invalid_json")
+    model = payload.get("model")
+    if not isinstance(model, str) or not model:
+        raise GatewayError(
+            400,
+            "'model' is required and must be a non-empty string",
+            param="model",
+            code="invalid_value" if "model" in payload else "missing_required_parameter",
+        )
+    return payload
+
+
+def _request_class(request: Request, tier: Tier) -> RequestClass:
+    header = request.headers.get("x-tiergate-class")
+    if header is None:
+        return tier.default_class
+    found = _CLASSES.get(header.strip().lower())
+    if found is None:
+        raise GatewayError(
+            400,
+            "x-tiergate-class must be 'premium' or 'standard'",
+            param="x-tiergate-class",
+            code="invalid_value",
+        )
+    return found
+
+
+def _max_tokens(payload: dict[str, Any]) -> int:
+    for name in ("max_completion_tokens", "max_tokens"):
+        value = payload.get(name)
+        if value is None:
+            continue
+        if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+            raise GatewayError(
+                400, f"{name} must be a non-negative integer", param=name, code="invalid_value"
+            )
+        return value
+    return _DEFAULT_MAX_TOKENS

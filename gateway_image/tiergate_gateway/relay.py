@@ -1,0 +1,91 @@
+"""The body of a streamed answer: upstream SSE chunks relayed as they arrive, unbuffered.
+
+The relay owns the rest of the call: closing it (the server always does, at the
+end of the stream or when the client goes away) closes the upstream response,
+records the usage the stream reported and leaves the call's admission.
+"""
+
+from __future__ import annotations
+
+import asyncio
+
+from .admission import Admission
+from .client import UpstreamProtocolError
+from .errors import envelope
+from .handover import Handover
+from .proxy import UpstreamStream
+from .server import StreamResponse
+from .usage import SseUsageScanner, Usage
+
+__all__ = ["Relay", "relay"]
+
+
+def relay(
+    stream: UpstreamStream, admission: Admission, exit: Handover[Admission]
+) -> StreamResponse:
+    """The client's answer to a served stream; it leaves the admission (``exit``) when it closes."""
+    content_type = stream.response.headers.get("content-type", "text/event-stream")
+    return StreamResponse(200, Relay(stream, admission, exit), admission.headers, content_type)
+
+
+class Relay:
+    """An async iterator of chunks; ``aclose`` ends the call (idempotent)."""
+
+    __slots__ = ("_admission", "_chunks", "_done", "_exit", "_pending", "_response", "_scanner")
+
+    def __init__(
+        self, stream: UpstreamStream, admission: Admission, exit: Handover[Admission]
+    ) -> None:
+        self._pending: bytes | None = stream.first
+        self._response = stream.response
+        self._admission = admission
+        self._exit = exit
+        self._scanner = SseUsageScanner()
+        self._done = False
+        self._chunks = 0
+
+    @property
+    def exhausted(self) -> bool:
+        """Would the next ``__anext__`` end the stream? (Lets the server send the end with the last chunk.)"""
+        return self._done or (self._pending is None and self._response.finished)
+
+    def __aiter__(self) -> Relay:
+        return self
+
+    async def __anext__(self) -> bytes:
+        if self._done:
+            raise StopAsyncIteration
+        if self._pending is not None:
+            chunk, self._pending = self._pending, None
+        else:
+            try:
+                chunk = await self._response.read()
+            except (TimeoutError, UpstreamProtocolError) as exc:
+                self._done = True
+                reason = "timed out" if isinstance(exc, TimeoutError) else "broke off"
+                return (
+                    b"data: "
+                    + envelope(
+                        f"the upstream stream {reason}",
+                        "upstream_error",
+                        "upstream_stream_interrupted",
+                    )
+                    + b"\n\n"
+                )
+            if not chunk:
+                self._done = True
+                raise StopAsyncIteration
+        self._chunks += 1
+        self._scanner.feed(chunk)
+        return chunk
+
+    async def aclose(self) -> None:
+        # Closed before its end, the stream was abandoned: the client left and the server's
+        # task is being cancelled.
+        abandoned = None if self.exhausted else asyncio.CancelledError
+        self._done = True
+        self._response.close()
+        if self._admission.usage is None:
+            # Without a usage chunk, each relayed chunk counts as one completion token.
+            self._admission.usage = self._scanner.usage or Usage(0, self._chunks, False)
+        await self._exit.aclose(abandoned)
