@@ -72,7 +72,7 @@ def run(args: argparse.Namespace) -> int:
     if reported:
         note(
             f"{len(reported)} object(s) would not be served as written "
-            "(left out here; a running operator keeps their last good config)",
+            "(left out here, or served in part; a running operator keeps their last good state)",
             "render",
         )
         return 1

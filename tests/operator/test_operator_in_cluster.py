@@ -75,6 +75,14 @@ def gateway_config(plane: ControlPlane, namespace: str, gateway: str) -> Gateway
     return GatewayConfig.model_validate_json(config_from_configmap(configmap) or b"")
 
 
+def restored_config(plane: ControlPlane, namespace: str, gateway: str) -> GatewayConfig | None:
+    """The gateway's config once the operator has put a valid one back (None before that)."""
+    try:
+        return gateway_config(plane, namespace, gateway)
+    except ValidationError:
+        return None
+
+
 def test_examples_become_ready_gateways(
     control_plane: ControlPlane, namespace: str, operator_log: Path
 ) -> None:
@@ -210,7 +218,10 @@ def test_deleted_and_edited_children_are_restored(
         what="the replica count is restored",
     )
     eventually(
-        lambda: gateway_config(control_plane, namespace, "tiergate-enterprise-acme").tiers,
+        lambda: (
+            (config := restored_config(control_plane, namespace, "tiergate-enterprise-acme"))
+            and config.tiers
+        ),
         what="the config is restored",
     )
 
