@@ -113,9 +113,10 @@ def test_breaker_half_open_allows_one_probe():
     assert breaker.state is BreakerState.OPEN
     assert not breaker.acquire(10.0)
     assert breaker.acquire(11.0)
-    breaker.success()
+    assert breaker.success()  # recovered: the state changed
     assert breaker.state is BreakerState.CLOSED
     assert breaker.failures == 0
+    assert not breaker.success()  # already closed
 
 
 def test_token_bucket_math():
