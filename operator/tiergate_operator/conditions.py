@@ -10,7 +10,7 @@ from collections.abc import Sequence
 from datetime import UTC, datetime
 
 from tiergate_operator.models import Condition, ConditionStatus
-from tiergate_operator.plans import Problem
+from tiergate_operator.plans import Failure, Problem
 
 __all__ = [
     "ACCEPTED",
@@ -82,6 +82,14 @@ def _not_accepted_message(problem: Problem, served: bool) -> str:
     return f"{problem.message}; {keeping}"
 
 
+def _failed(
+    conditions: Sequence[Condition], failure: Failure, generation: int, now: datetime
+) -> list[Condition]:
+    return set_condition(
+        conditions, READY, "False", failure.reason, failure.message, generation, now
+    )
+
+
 def route_conditions(
     conditions: Sequence[Condition],
     *,
@@ -90,12 +98,14 @@ def route_conditions(
     configs_applied: bool,
     generation: int,
     now: datetime,
+    failure: Failure | None = None,
 ) -> list[Condition]:
     """Accepted and Ready of a ModelRoute.
 
     ``gateways`` serve it (from the translation); ``configs_applied`` says whether
-    their ConfigMaps hold the configs just translated. A route no tier allows is
-    Ready with reason NotServed: nothing is left to do for it.
+    their ConfigMaps hold the configs just translated; ``failure`` says why one of them
+    could not be written. A route no tier allows is Ready with reason NotServed: nothing
+    is left to do for it.
     """
     updated = _accepted(conditions, problem, generation, now)
     if problem is not None:
@@ -108,6 +118,8 @@ def route_conditions(
             generation,
             now,
         )
+    if failure is not None:
+        return _failed(updated, failure, generation, now)
     if not gateways:
         return set_condition(
             updated, READY, "True", "NotServed", "no ApiKeyTier allows this route", generation, now
@@ -136,11 +148,12 @@ def tier_conditions(
     ready_replicas: int,
     generation: int,
     now: datetime,
+    failure: Failure | None = None,
 ) -> list[Condition]:
     """Accepted and Ready of an ApiKeyTier.
 
     Ready needs the tier's current spec in its gateway's applied config and at least
-    one ready gateway replica.
+    one ready gateway replica; ``failure`` says why its gateway could not be written.
     """
     updated = _accepted(conditions, problem, generation, now)
     if problem is not None:
@@ -153,6 +166,8 @@ def tier_conditions(
             generation,
             now,
         )
+    if failure is not None:
+        return _failed(updated, failure, generation, now)
     if gateway is None or not configs_applied:
         return set_condition(
             updated,

@@ -34,6 +34,9 @@ class DesiredState:
     gateway_problems: Mapping[str, Problem] = field(default_factory=dict)
     route_problems: Mapping[str, Problem] = field(default_factory=dict)
     tier_problems: Mapping[str, Problem] = field(default_factory=dict)
+    # The owners of the namespace's access objects (every live tier), to render them again
+    # without the gateways whose names someone else holds.
+    access_owners: tuple[OwnerRef, ...] = ()
 
     @property
     def configs(self) -> dict[str, GatewayConfig]:
@@ -123,4 +126,5 @@ def desired_state(
             {t: (g,) for t, g in translation.tier_gateways.items()},
             gateway_problems,
         ),
+        access_owners=tuple(tier_owners),
     )

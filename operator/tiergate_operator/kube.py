@@ -1,8 +1,14 @@
-"""Every Kubernetes API call the operator makes (writes only: reads come from watches).
+"""Every Kubernetes API call the operator makes: writes, and the one read watches cannot
+give (who holds a name the operator's label-filtered watches do not see).
 
 Credentials come from the kubeconfig or the in-cluster service account, loaded by
 the ``kubernetes`` client; requests go through one pooled ``aiohttp.ClientSession``.
-HTTP failures become ``KubeError`` subclasses, so callers never see transport types.
+HTTP and transport failures (timeouts, refused connections) become ``KubeError``
+subclasses, so callers never see transport types.
+
+Writes never take over someone else's object: ``create`` is a plain POST (409 when the
+name is taken), ``apply`` (server-side apply) carries the uid of the object of ours it
+updates, which the API server checks, and ``delete`` has the same uid as a precondition.
 """
 
 from __future__ import annotations
@@ -19,8 +25,9 @@ import aiohttp
 from kubernetes import client as k8s_client
 from kubernetes import config as k8s_config
 
+from tiergate_operator.ownership import fields_handed_to_apply
 from tiergate_operator.refs import ObjectRef
-from tiergate_operator.registry import EVENT, OPERATOR
+from tiergate_operator.registry import EVENT, KINDS, OPERATOR
 
 __all__ = [
     "FIELD_MANAGER",
@@ -31,6 +38,7 @@ __all__ = [
     "KubeError",
     "NotFound",
     "ObjectRef",
+    "Unreachable",
     "load_client_configuration",
 ]
 
@@ -57,6 +65,10 @@ class Forbidden(KubeError):
 
 class Invalid(KubeError):
     pass
+
+
+class Unreachable(KubeError):
+    """No answer: a timeout or a failed connection (status 0)."""
 
 
 _ERRORS: dict[int, type[KubeError]] = {403: Forbidden, 404: NotFound, 409: Conflict, 422: Invalid}
@@ -98,6 +110,7 @@ class KubeApi:
         self._session: aiohttp.ClientSession | None = None
         # Requests by verb, for the scale benchmark and for tests that assert "no writes".
         self.writes: Counter[str] = Counter()
+        self.reads: Counter[str] = Counter()
 
     def _client(self) -> aiohttp.ClientSession:
         # aiohttp rather than httpx: at a thousand concurrent-ish writes, httpx's connection
@@ -120,18 +133,24 @@ class KubeApi:
         path: str,
         *,
         params: dict[str, str] | None = None,
-        body: bytes,
+        body: bytes | None = None,
         content_type: str = "application/json",
+        accept: str = "application/json",
     ) -> dict[str, Any]:
-        self.writes[method] += 1
-        async with self._client().request(
-            method,
-            f"{self._host}/{path}",
-            params=params,
-            data=body,
-            headers={"Content-Type": content_type},
-        ) as response:
-            raw = await response.read()
+        (self.reads if method == "GET" else self.writes)[method] += 1
+        try:
+            async with self._client().request(
+                method,
+                f"{self._host}/{path}",
+                params=params,
+                data=body,
+                headers={"Content-Type": content_type, "Accept": accept},
+            ) as response:
+                raw = await response.read()
+        except TimeoutError as error:
+            raise Unreachable(0, "Timeout", f"no answer from the API server ({error})") from error
+        except aiohttp.ClientError as error:
+            raise Unreachable(0, "ConnectionError", str(error) or type(error).__name__) from error
         if response.status >= 400:
             try:
                 error_body = json.loads(raw)
@@ -141,12 +160,19 @@ class KubeApi:
                 )
             except ValueError:
                 reason, message = "", raw.decode(errors="replace")
-            error = _ERRORS.get(response.status, KubeError)
-            raise error(response.status, reason, message)
+            error_type = _ERRORS.get(response.status, KubeError)
+            raise error_type(response.status, reason, message)
         return json.loads(raw) if raw else {}
 
-    async def apply(self, manifest: dict[str, Any]) -> dict[str, Any]:
-        """Server-side apply as ``tiergate-operator``, taking ownership of conflicting fields."""
+    async def apply(self, manifest: dict[str, Any], uid: str | None = None) -> dict[str, Any]:
+        """Server-side apply as ``tiergate-operator``, taking ownership of conflicting fields.
+
+        With ``uid`` (the operator's callers always pass it), the API server applies only to
+        the object with that uid (409 otherwise, also when there is none): an object that
+        replaced ours under the same name is never taken over.
+        """
+        if uid is not None:
+            manifest = {**manifest, "metadata": {**manifest["metadata"], "uid": uid}}
         return await self._request(
             "PATCH",
             ObjectRef.of(manifest).path(),
@@ -155,11 +181,63 @@ class KubeApi:
             content_type="application/apply-patch+yaml",
         )
 
-    async def delete(self, ref: ObjectRef) -> None:
-        with contextlib.suppress(NotFound):
-            await self._request(
-                "DELETE", ref.path(), body=json.dumps({"propagationPolicy": "Background"}).encode()
+    async def create(self, manifest: dict[str, Any]) -> dict[str, Any]:
+        """A plain create (POST): ``Conflict`` (409 AlreadyExists) when the name is taken."""
+        ref = ObjectRef.of(manifest)
+        return await self._request(
+            "POST",
+            KINDS[ref.kind].collection_path(ref.namespace),
+            params={"fieldManager": FIELD_MANAGER},
+            body=json.dumps(manifest).encode(),
+        )
+
+    async def hand_fields_to_apply(self, body: dict[str, Any]) -> dict[str, Any]:
+        """Turn the fields our create recorded (an ``Update``) into our server-side apply's,
+        as ``kubectl`` does when it moves to server-side apply; otherwise a later apply
+        could never remove a field the create set. Fails (409/422) if ``body`` is stale."""
+        metadata = body["metadata"]
+        fields = fields_handed_to_apply(metadata.get("managedFields") or [])
+        patch = [
+            {
+                "op": "test",
+                "path": "/metadata/resourceVersion",
+                "value": metadata["resourceVersion"],
+            },
+            {"op": "replace", "path": "/metadata/managedFields", "value": fields},
+        ]
+        return await self._request(
+            "PATCH",
+            ObjectRef.of(body).path(),
+            params={"fieldManager": FIELD_MANAGER},
+            body=json.dumps(patch).encode(),
+            content_type="application/json-patch+json",
+        )
+
+    async def get_metadata(self, ref: ObjectRef) -> dict[str, Any] | None:
+        """The metadata of whatever holds ``ref``'s name (labels, owners, field managers),
+        or None: what a name the watches do not show is held by, without its content."""
+        try:
+            found = await self._request(
+                "GET",
+                ref.path(),
+                accept="application/json;as=PartialObjectMetadata;g=meta.k8s.io;v=v1",
             )
+        except NotFound:
+            return None
+        return {**found, "kind": ref.kind}
+
+    async def delete(self, ref: ObjectRef, uid: str | None = None) -> None:
+        """Delete ``ref``; with ``uid``, only the object with that uid (someone else's object
+        that took the name meanwhile is left alone). Gone already: done."""
+        options: dict[str, Any] = {"propagationPolicy": "Background"}
+        if uid is not None:
+            options["preconditions"] = {"uid": uid}
+        with contextlib.suppress(NotFound):
+            try:
+                await self._request("DELETE", ref.path(), body=json.dumps(options).encode())
+            except Conflict:
+                if uid is None:
+                    raise
 
     async def patch_status(self, ref: ObjectRef, status: dict[str, Any]) -> dict[str, Any]:
         return await self._request(

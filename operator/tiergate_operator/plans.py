@@ -1,4 +1,5 @@
-"""What translation decides for a namespace: one plan per gateway, and each object's problem."""
+"""What translation decides for a namespace: one plan per gateway, and each object's problem;
+and what a gateway whose objects could not be written reports instead (``Failure``)."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ from dataclasses import dataclass, field
 from tiergate_contract import GatewayConfig
 from tiergate_operator.models import Autoscaling, Isolation, PodDisruptionBudget, Resources
 
-__all__ = ["GatewayPlan", "OwnerRef", "Problem", "Translation"]
+__all__ = ["Failure", "GatewayPlan", "OwnerRef", "Problem", "Translation"]
 
 
 @dataclass(frozen=True)
@@ -17,6 +18,16 @@ class Problem:
 
     reason: str
     message: str
+
+
+@dataclass(frozen=True)
+class Failure(Problem):
+    """Why a gateway's objects were not written (its name is held by someone else, the API
+    server refused a write): its routes and tiers are not Ready, their spec stays Accepted.
+    ``transient`` failures (timeouts, 5xx, throttling) read as Reconciling, the others as
+    Stalled: they need someone to act."""
+
+    transient: bool = False
 
 
 @dataclass(frozen=True)

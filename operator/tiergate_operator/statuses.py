@@ -1,13 +1,14 @@
 """The status each ModelRoute and ApiKeyTier should show, and which ones changed (pure).
 
 ``Accepted`` says whether the spec can be served (a reason names the problem);
-``Ready`` (the kstatus summary) says whether it is served: accepted, and every
-gateway that serves it has its current config and all replicas ready.
+``Ready`` (the kstatus summary) says whether it is served: accepted, every gateway
+that serves it written (a ``Failure`` says why one was not) with its current config
+and all replicas ready.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
@@ -22,7 +23,7 @@ from tiergate_operator.conditions import (
     tier_conditions,
 )
 from tiergate_operator.models import Condition
-from tiergate_operator.plans import Problem
+from tiergate_operator.plans import Failure, Problem
 from tiergate_operator.refs import ObjectRef
 from tiergate_operator.registry import CONFIG_MAP, DEPLOYMENT, PrefixedKeys
 from tiergate_operator.store import NamespaceState
@@ -89,15 +90,20 @@ def _current_conditions(body: Body) -> list[Condition]:
         return []  # someone wrote conditions we cannot read: start afresh
 
 
-def with_kstatus(conditions: list[Condition], generation: int, now: datetime) -> list[Condition]:
+def with_kstatus(
+    conditions: list[Condition], generation: int, now: datetime, failure: Failure | None = None
+) -> list[Condition]:
     """Add kstatus' abnormal-true conditions, which kubectl wait, Flux and Argo CD read.
 
-    Not Ready because of a problem in the spec: ``Stalled``; not Ready yet while
-    work is under way: ``Reconciling``; Ready: both False.
+    Not Ready because of a problem in the spec, or because a gateway could not be written
+    for a reason that needs someone to act (``failure``, not transient): ``Stalled``; not
+    Ready yet while work is under way or retried: ``Reconciling``; Ready: both False.
     """
     ready = next(c for c in conditions if c.type == READY)
     accepted = next(c for c in conditions if c.type == ACCEPTED)
-    stalled = accepted.status == "False"
+    refused = accepted.status == "False"
+    stalled = refused or (ready.status != "True" and failure is not None and not failure.transient)
+    cause = accepted if refused else ready
     reconciling = ready.status != "True" and not stalled
     conditions = set_condition(
         conditions,
@@ -112,8 +118,8 @@ def with_kstatus(conditions: list[Condition], generation: int, now: datetime) ->
         conditions,
         "Stalled",
         "True" if stalled else "False",
-        accepted.reason if stalled else "Accepted",
-        accepted.message if stalled else "the spec can be served",
+        cause.reason if stalled else "Accepted",
+        cause.message if stalled else "the spec can be served",
         generation,
         now,
     )
@@ -144,8 +150,11 @@ def desired_statuses(
     now: datetime,
     keys: PrefixedKeys,
     applying: frozenset[str] = frozenset(),
+    failures: Mapping[str, Failure] | None = None,
 ) -> Iterator[StatusChange]:
-    """Status changes; ``applying`` names the gateways whose ConfigMap is applied first."""
+    """Status changes; ``applying`` names the gateways whose ConfigMap was written in the
+    same pass, ``failures`` the gateways that could not be written, and why."""
+    failures = failures or {}
     translation = desired.translation
     health = {
         plan.name: gateway_health(state, desired, plan.name, keys, applying)
@@ -156,6 +165,7 @@ def desired_statuses(
             continue
         problem = desired.route_problems.get(name)
         gateways = list(translation.route_gateways.get(name, ()))
+        failure = next((failures[g] for g in gateways if g in failures), None)
         generation = int(body["metadata"].get("generation", 0))
         conditions = route_conditions(
             _current_conditions(body),
@@ -164,14 +174,15 @@ def desired_statuses(
             configs_applied=all(g in health and health[g].current_config for g in gateways),
             generation=generation,
             now=now,
+            failure=failure,
         )
-        conditions = with_kstatus(conditions, generation, now)
+        conditions = with_kstatus(conditions, generation, now, None if problem else failure)
         status = {
             "observedGeneration": generation,
             "conditions": _dump(conditions),
             "gateways": gateways,
         }
-        if change := _change(namespace, body, status, problem):
+        if change := _change(namespace, body, status, problem or failure):
             yield change
     for name, body in sorted(state.tiers.items()):
         if body["metadata"].get("deletionTimestamp"):
@@ -179,6 +190,7 @@ def desired_statuses(
         problem = desired.tier_problems.get(name)
         gateway = translation.tier_gateways.get(name)
         tier_health = health.get(gateway) if gateway else None
+        failure = failures.get(gateway) if gateway else None
         generation = int(body["metadata"].get("generation", 0))
         conditions = tier_conditions(
             _current_conditions(body),
@@ -188,8 +200,9 @@ def desired_statuses(
             ready_replicas=tier_health.ready if tier_health else 0,
             generation=generation,
             now=now,
+            failure=failure,
         )
-        conditions = with_kstatus(conditions, generation, now)
+        conditions = with_kstatus(conditions, generation, now, None if problem else failure)
         status = {
             "observedGeneration": generation,
             "conditions": _dump(conditions),
@@ -197,5 +210,5 @@ def desired_statuses(
             "replicas": tier_health.replicas if tier_health else 0,
             "readyReplicas": tier_health.ready if tier_health else 0,
         }
-        if change := _change(namespace, body, status, problem):
+        if change := _change(namespace, body, status, problem or failure):
             yield change

@@ -108,7 +108,7 @@ def test_removing_the_dedicated_tier_deletes_only_its_gateway() -> None:
     settle(store, list(decide(NS, store.namespace(NS), OperatorSettings(), NOW).apply))
     store.remove_tier(NS, "enterprise-acme")
     decision = decide(NS, store.namespace(NS), OperatorSettings(), NOW)
-    assert sorted(f"{r.kind}/{r.name}" for r in decision.delete) == [
+    assert sorted(f"{d.ref.kind}/{d.ref.name}" for d in decision.delete) == [
         "ConfigMap/tiergate-enterprise-acme",
         "Deployment/tiergate-enterprise-acme",
         "PodDisruptionBudget/tiergate-enterprise-acme",

@@ -19,9 +19,12 @@ __all__ = [
     "apply_crds",
     "apply_examples",
     "condition",
+    "create",
+    "events",
     "eventually",
     "get",
     "get_or_none",
+    "kstatus",
     "resource_versions",
     "wait_ready",
 ]
@@ -95,3 +98,41 @@ def wait_ready(plane: ControlPlane, namespace: str, *objects: str, timeout: int 
 
 def condition(body: dict[str, Any], type_: str) -> dict[str, Any]:
     return next(c for c in body["status"]["conditions"] if c["type"] == type_)
+
+
+def create(plane: ControlPlane, *manifests: dict[str, Any]) -> None:
+    """``kubectl create`` (never apply: no last-applied annotation, no field manager of ours)."""
+    items = {"apiVersion": "v1", "kind": "List", "items": list(manifests)}
+    plane.kubectl("create", "-f", "-", input=json.dumps(items))
+
+
+def kstatus(body: dict[str, Any]) -> str:
+    """What kstatus (Flux, Argo CD, ``kubectl wait``'s conventions) reads from a custom resource:
+    ``InProgress`` while the status lags the spec or ``Reconciling`` is True, ``Failed`` when
+    ``Stalled`` is True, else ``Current``; an object without status reads ``Current``."""
+    status = body.get("status") or {}
+    generation = body["metadata"].get("generation")
+    observed = status.get("observedGeneration")
+    if generation is not None and observed is not None and observed < generation:
+        return "InProgress"
+    conditions = {c["type"]: c["status"] for c in status.get("conditions") or []}
+    if conditions.get("Reconciling") == "True":
+        return "InProgress"
+    if conditions.get("Stalled") == "True":
+        return "Failed"
+    return "Current"
+
+
+def events(plane: ControlPlane, namespace: str, name: str, reason: str) -> list[dict[str, Any]]:
+    """Events about the object ``name`` with ``reason``."""
+    listed = plane.kubectl(
+        "-n",
+        namespace,
+        "get",
+        "events",
+        "--field-selector",
+        f"involvedObject.name={name},reason={reason}",
+        "-o",
+        "json",
+    ).stdout
+    return json.loads(listed)["items"]  # type: ignore[no-any-return]
