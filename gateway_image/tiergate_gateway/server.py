@@ -73,6 +73,17 @@ class ServerLimits:
     body_timeout_seconds: float = 30.0
     idle_seconds: float = 75.0
     max_connections: int = 2048
+    # Derived once, read per request as plain attributes (a property would cost a call).
+    header_timeout: float = field(init=False, repr=False, compare=False)
+    body_timeout: float = field(init=False, repr=False, compare=False)
+    # How often the sweeper looks: a timeout holds to within two of these.
+    sweep_seconds: float = field(init=False, repr=False, compare=False)
+    max_target_bytes: int = field(init=False, repr=False, compare=False)  # with the method
+    max_short_target_bytes: int = field(init=False, repr=False, compare=False)  # any method
+    max_field_bytes: int = field(init=False, repr=False, compare=False)  # header name + value
+    max_body_digits: int = field(init=False, repr=False, compare=False)
+    # The line room of a head not counted yet: one more than a counted one can have.
+    new_head_room: int = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         for name in ("max_line_bytes", "max_header_bytes", "max_headers", "max_connections"):
@@ -83,19 +94,22 @@ class ServerLimits:
         for name in ("header_timeout_seconds", "body_timeout_seconds", "idle_seconds"):
             if not getattr(self, name) > 0:
                 raise ValueError(f"{name} must be positive")
-
-    @property
-    def header_timeout(self) -> float:
-        return min(self.header_timeout_seconds, self.idle_seconds)
-
-    @property
-    def body_timeout(self) -> float:
-        return min(self.body_timeout_seconds, self.idle_seconds)
-
-    @property
-    def sweep_seconds(self) -> float:
-        """How often deadlines are checked: a deadline is kept to within a quarter of itself."""
-        return min(1.0, self.header_timeout / 4, self.body_timeout / 4)
+        header_timeout = min(self.header_timeout_seconds, self.idle_seconds)
+        body_timeout = min(self.body_timeout_seconds, self.idle_seconds)
+        derived = {
+            "header_timeout": header_timeout,
+            "body_timeout": body_timeout,
+            "sweep_seconds": min(1.0, header_timeout / 4, body_timeout / 4),
+            # The parsed parts of a line, limited as the whole line would be had it come in
+            # pieces: "<method> <target> HTTP/1.1\r" and "<name>: <value>\r".
+            "max_target_bytes": self.max_line_bytes - len("  HTTP/1.1\r"),
+            "max_short_target_bytes": self.max_line_bytes - len("  HTTP/1.1\r") - _LONGEST_METHOD,
+            "max_field_bytes": self.max_line_bytes - len(": \r"),
+            "max_body_digits": len(str(self.max_body_bytes)),
+            "new_head_room": self.max_line_bytes + 1,
+        }
+        for name, value in derived.items():
+            object.__setattr__(self, name, value)
 
 
 @dataclass(slots=True)
@@ -157,9 +171,9 @@ def _path_of(target: bytes) -> str:
 class _Connection(asyncio.Protocol):
     """One client connection; requests on it are served one after the other.
 
-    Its ``deadline`` (on the server's clock) is when it is dropped without an answer: the
-    idle timeout while it waits for a request, the header timeout from a request's first
-    byte, the body timeout from the end of its head; none while a request is served.
+    Timeouts cost the requests nothing: the server's sweeper looks at each connection every
+    ``sweep_seconds`` and drops one that stayed in the same phase too long (see
+    ``check_phase``); a phase is timed from the first sweep that sees it.
     """
 
     def __init__(self, server: HttpServer) -> None:
@@ -173,10 +187,11 @@ class _Connection(asyncio.Protocol):
         self._header_bytes = 0
         self._body: list[bytes] = []
         self._body_size = 0
-        # Between two requests and inside a head: bytes are counted per line before parsing.
-        self._in_head = True
-        self._line_bytes = 0  # of the unfinished line at the end of what arrived so far
-        self._request_line_done = False
+        # Between two requests and inside a head, bytes are counted per line before parsing:
+        # what the unfinished line at the end of what arrived so far may still take
+        # (_IN_BODY while a body is read).
+        self._line_room = self._limits.new_head_room
+        self._request_line_ended = -1  # the request (by number) whose first line ended
         self._reading = False  # a request has begun and is not complete yet
         self._queue: deque[tuple[Request | _Rejection, bool, int]] = deque()
         self._task: asyncio.Task[None] | None = None
@@ -189,7 +204,9 @@ class _Connection(asyncio.Protocol):
         self._discarding = False  # refused: what still arrives is dropped until the close
         self._discard_left = 0
         self.busy = False
-        self.deadline = server.clock() + self._limits.header_timeout
+        self._begun = 0  # requests begun: tells the sweeper a new request from a stalled one
+        self._phase = (_WAITING, 0)  # as the sweeper last saw it, and since when
+        self._phase_since = server.clock()
 
     # -- asyncio.Protocol -------------------------------------------------
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -207,7 +224,7 @@ class _Connection(asyncio.Protocol):
         """Over the cap: a short 503 and a close, without reading, so the others are not slowed."""
         assert self._transport is not None
         self._server.refused_connections += 1
-        self._discarding = True
+        self._start_discarding()
         self._transport.write(self._server.error_bytes(503, "too many connections; retry shortly"))
         self._transport.close()
 
@@ -231,11 +248,14 @@ class _Connection(asyncio.Protocol):
         self._writable.set()
 
     def data_received(self, data: bytes) -> None:
-        if self._discarding:
-            self._discard(data)
+        # The head's lines are counted before the parser sees them: it buffers an unfinished
+        # line whole, at a cost that grows with its length. (While discarding, every read
+        # takes this branch.)
+        if len(data) > self._line_room and not self._may_parse(data):
             return
-        if self._in_head and not self._lines_fit(data):
-            return
+        # The number a request beginning with this read's first byte gets (none can while
+        # one is under way): tells, after parsing, whether this read holds other requests' bytes.
+        first = self._begun + (not self._reading)
         try:
             self._parser.feed_data(data)
         except httptools.HttpParserUpgrade:
@@ -247,30 +267,46 @@ class _Connection(asyncio.Protocol):
             status, message = self._problem or (400, f"malformed HTTP request: {exc}")
             self._reject(status, message)
             return
-        if self._in_head and self._line_bytes > self._limits.max_line_bytes:
-            self._reject_long_line()  # an unfinished line longer than the limit, in one read
+        if self._reading and self._line_room != _IN_BODY:
+            self._count_unfinished_line(data, self._begun == first)
 
-    def _lines_fit(self, data: bytes) -> bool:
-        """Count the head's bytes per line before the parser sees them (it buffers an unfinished
-        line whole, at a cost that grows with its length); refuse a line over the limit."""
-        newline = data.rfind(b"\n")
-        if newline < 0:
-            self._line_bytes += len(data)
-            if self._line_bytes <= self._limits.max_line_bytes:
-                return True
-        elif not self._line_bytes or (
-            self._line_bytes + data.find(b"\n") <= self._limits.max_line_bytes
-        ):
-            # Lines whole in ``data`` are checked as parsed; the parser's callbacks reset the
-            # count if the head ends inside ``data``.
-            self._line_bytes = len(data) - newline - 1
-            self._request_line_done = True
+    def _may_parse(self, data: bytes) -> bool:
+        """Whether ``data`` goes to the parser: not after a refusal, nor when the line it
+        continues gets too long (the others are checked when parsed, or by
+        ``_count_unfinished_line``)."""
+        if self._discarding:
+            self._discard(data)
+            return False
+        newline = data.find(b"\n")
+        if (len(data) if newline < 0 else newline) <= self._line_room:
             return True
         self._reject_long_line()
         return False
 
+    def _count_unfinished_line(self, data: bytes, head_first: bool) -> None:
+        """A head goes on in the next read: count what its last line took so far
+        (``head_first``: whether the read began with this head)."""
+        limits = self._limits
+        room = self._line_room
+        if room == limits.new_head_room:  # the head began in this read
+            if not head_first:
+                # After the end of another request, whose body is no line: the bytes of
+                # this head are not known, it is counted from the next read on.
+                self._line_room = limits.max_line_bytes
+                return
+            room = limits.max_line_bytes
+        newline = data.rfind(b"\n")
+        if newline < 0:
+            room -= len(data)
+        else:
+            room = limits.max_line_bytes - (len(data) - newline - 1)
+            self._request_line_ended = self._begun
+        self._line_room = room
+        if room < 0:
+            self._reject_long_line()  # a line longer than the limit, in one read
+
     def _reject_long_line(self) -> None:
-        if self._request_line_done:
+        if self._reading and self._request_line_ended == self._begun:
             self._reject(431, self._headers_refused())
         else:
             self._reject(414, "request line too long")
@@ -281,6 +317,10 @@ class _Connection(asyncio.Protocol):
             f"too many or too large request headers (at most {limits.max_headers} lines of "
             f"{limits.max_line_bytes} bytes, {limits.max_header_bytes} bytes in all)"
         )
+
+    def _start_discarding(self) -> None:
+        self._discarding = True
+        self._line_room = -1  # every read goes to _may_parse, which drops it
 
     def _discard(self, data: bytes) -> None:
         self._discard_left -= len(data)
@@ -296,14 +336,16 @@ class _Connection(asyncio.Protocol):
         self._body = []
         self._body_size = 0
         self._reading = True
-        self.deadline = self._server.clock() + self._limits.header_timeout
+        self._begun += 1
 
     def on_url(self, url: bytes) -> None:
         self._url += url
-        # As the line would be counted had it come in pieces: "<method> <target> HTTP/1.1\r"
-        # (the method looked up only near the limit: it costs as much as the rest here).
-        room = self._limits.max_line_bytes - len("  HTTP/1.1\r") - len(self._url)
-        if room < _LONGEST_METHOD and room < len(self._parser.get_method()):
+        if len(self._url) > self._limits.max_short_target_bytes:
+            self._check_request_line()
+
+    def _check_request_line(self) -> None:
+        # Near the limit only: asking the parser for the method costs as much as on_url.
+        if len(self._url) + len(self._parser.get_method()) > self._limits.max_target_bytes:
             self._problem = (414, "request line too long")
             raise httptools.HttpParserError(self._problem[1])
 
@@ -311,27 +353,35 @@ class _Connection(asyncio.Protocol):
         # Counted per line, not per name: repeated names are joined below, which would let a
         # request of many short duplicates cost quadratic time.
         self._header_count += 1
-        size = len(name) + len(value)
-        self._header_bytes += size
+        self._header_bytes += len(name) + len(value)
         limits = self._limits
-        if (
-            self._header_count > limits.max_headers
-            or self._header_bytes > limits.max_header_bytes
-            or size + len(": \r") > limits.max_line_bytes  # as counted when split
-        ):
-            self._problem = (431, self._headers_refused())
-            raise httptools.HttpParserError(self._problem[1])
+        # No line can be over its limit while all of them together are not.
+        if self._header_count > limits.max_headers or self._header_bytes > limits.max_field_bytes:
+            self._check_header(len(name) + len(value))
         key = name.decode("latin-1").lower()
         text = value.decode("latin-1")
         previous = self._headers.get(key)
         self._headers[key] = text if previous is None else f"{previous}, {text}"
 
+    def _check_header(self, size: int) -> None:
+        limits = self._limits
+        if (
+            self._header_count > limits.max_headers
+            or self._header_bytes > limits.max_header_bytes
+            or size > limits.max_field_bytes
+        ):
+            self._problem = (431, self._headers_refused())
+            raise httptools.HttpParserError(self._problem[1])
+
     def on_headers_complete(self) -> None:
-        self._in_head = False
-        self._line_bytes = 0
-        self.deadline = self._server.clock() + self._limits.body_timeout
-        length = self._headers.get("content-length")
-        if length is not None and _over(length, self._limits.max_body_bytes):
+        self._line_room = _IN_BODY
+        length = self._headers.get("content-length")  # digits: the parser checked them
+        limits = self._limits
+        if (
+            length is not None
+            and len(length) >= limits.max_body_digits
+            and int(length) > limits.max_body_bytes
+        ):
             self._problem = (413, "request body too large")
             raise httptools.HttpParserError(self._problem[1])
         # Not while an earlier response is still being written: it would land inside it.
@@ -351,26 +401,23 @@ class _Connection(asyncio.Protocol):
         self._body.append(body)
 
     def on_message_complete(self) -> None:
-        self._in_head = True
-        self._line_bytes = 0
-        self._request_line_done = False
+        self._line_room = self._limits.new_head_room
         self._reading = False
-        self.deadline = _NEVER
         parser = self._parser
         keep_alive = parser.should_keep_alive()
         headers = self._headers
         # Only an HTTP/1.0 request can lack keep-alive or name a connection option it needs;
         # asking the parser for the version costs more than the rest of this callback.
-        http_1_0 = (not keep_alive or "connection" in headers) and (
-            parser.get_http_version() == "1.0"
-        )
+        if keep_alive and "connection" not in headers:
+            flags = 0
+        else:
+            flags = _HTTP_1_0 if parser.get_http_version() == "1.0" else 0
         try:
             path = _path_of(self._url)
         except httptools.HttpParserInvalidURLError:
             self._queue.append((_BAD_TARGET, False, 0))
         else:
             method = parser.get_method().decode("latin-1")
-            flags = _HTTP_1_0 if http_1_0 else 0
             if method == "HEAD":
                 method = "GET"  # answered as GET, without the body
                 flags |= _HEAD_ONLY
@@ -392,7 +439,6 @@ class _Connection(asyncio.Protocol):
         if transport is None or transport.is_closing() or self._rejected:
             return
         self._rejected = True
-        self.deadline = _NEVER
         if self.busy or self._queue:
             # Earlier pipelined requests are answered first; the error follows them.
             self._queue.append((_Rejection(status, message), False, 0))
@@ -410,15 +456,37 @@ class _Connection(asyncio.Protocol):
             transport.close()
             return
         transport.write_eof()
-        self._discarding = True
+        self._start_discarding()
         self._discard_left = max(self._limits.max_body_bytes, 1 << 20)
-        self.deadline = self._server.clock() + _LINGER_SECONDS
         if not transport.is_reading():
             transport.resume_reading()
 
+    def check_phase(self, now: float) -> None:
+        """The sweeper's look: time out a phase (waiting for a request, reading its head or its
+        body, lingering after a refusal) that lasted too long; serving one has no limit."""
+        limits = self._limits
+        if self._discarding:
+            phase, limit = _LINGERING, _LINGER_SECONDS
+        elif self._reading:
+            if self._line_room != _IN_BODY:
+                phase, limit = _HEAD, limits.header_timeout
+            else:
+                phase, limit = _BODY, limits.body_timeout
+        elif self.busy or self._queue:
+            phase, limit = _SERVING, _NEVER
+        elif self._begun:
+            phase, limit = _WAITING, limits.idle_seconds
+        else:
+            phase, limit = _WAITING, limits.header_timeout  # the first request: sent at once
+        seen = (phase, self._begun)
+        if seen != self._phase:
+            self._phase, self._phase_since = seen, now
+        elif now - self._phase_since >= limit:
+            self._phase_since = now
+            self.time_out()
+
     def time_out(self) -> None:
-        """Past the deadline: drop the connection, after the answers it is still owed."""
-        self.deadline = _NEVER
+        """Drop the connection, after the answers it is still owed."""
         transport = self._transport
         if transport is None:
             return
@@ -460,12 +528,11 @@ class _Connection(asyncio.Protocol):
                 keep_alive = False
             finally:
                 self.busy = False
-                self._server.request_done()
+                if self._server.draining:
+                    self._server.request_done()
             if not keep_alive:
                 transport.close()
                 return
-            if not self._reading and not self._queue:
-                self.deadline = self._server.clock() + self._limits.idle_seconds
 
     async def _write(
         self,
@@ -476,49 +543,21 @@ class _Connection(asyncio.Protocol):
         flags: int,
     ) -> bool:
         """Write ``response``; whether the connection may serve another request after it."""
-        if flags & _HTTP_1_0:
-            connection = b"connection: keep-alive\r\n" if keep_alive else b"connection: close\r\n"
-        else:
-            connection = b"" if keep_alive else b"connection: close\r\n"
+        if flags:
+            return await self._write_head_only_or_1_0(
+                transport, request, response, keep_alive, flags
+            )
+        connection = b"" if keep_alive else _CLOSE
         headers = response.headers
         if response.status == 405:
             headers = self._server.with_allow(request.path, headers)
         if isinstance(response, Response):
-            body = response.body
-            extra = b"content-length: %d\r\n%s\r\n" % (len(body), connection)
-            head = _head(response.status, headers, response.content_type, extra)
-            transport.write(head if flags & _HEAD_ONLY else head + body)
+            extra = b"content-length: %d\r\n%s\r\n" % (len(response.body), connection)
+            transport.write(
+                _head(response.status, headers, response.content_type, extra) + response.body
+            )
             return keep_alive
-        if flags & _HEAD_ONLY:
-            await self._write_stream_head(transport, response, headers, connection, flags)
-            return keep_alive
-        if flags & _HTTP_1_0:
-            await self._write_until_close(transport, response, headers)
-            return False
-        await self._write_chunked(transport, response, headers, connection)
-        return keep_alive
-
-    async def _write_stream_head(
-        self,
-        transport: asyncio.Transport,
-        response: StreamResponse,
-        headers: list[tuple[str, str]],
-        connection: bytes,
-        flags: int,
-    ) -> None:
-        """A HEAD request's answer: the head GET would get, the body closed unread."""
-        framing = b"" if flags & _HTTP_1_0 else b"transfer-encoding: chunked\r\n"
-        extra = b"%scache-control: no-cache\r\n%s\r\n" % (framing, connection)
-        transport.write(_head(response.status, headers, response.content_type, extra))
-        await _close_body(response.chunks)
-
-    async def _write_chunked(
-        self,
-        transport: asyncio.Transport,
-        response: StreamResponse,
-        headers: list[tuple[str, str]],
-        connection: bytes,
-    ) -> None:
+        # Chunked, inline rather than in a coroutine of its own: one less per stream.
         # The head goes out with the first chunk, and the terminating chunk with the last one
         # when the body says it is exhausted: one write per stream in the common case.
         pending = _head(
@@ -550,11 +589,55 @@ class _Connection(asyncio.Protocol):
                 raise  # nothing sent yet: the caller answers with an error
             _log.exception("stream broke off after its head was sent")
             transport.close()
-            return
+            return False
         finally:
-            await _close_body(chunks)
+            aclose = getattr(chunks, "aclose", None)
+            if aclose is not None:
+                await aclose()
         if not finished:
             transport.write(pending + b"0\r\n\r\n")
+        return keep_alive
+
+    async def _write_head_only_or_1_0(
+        self,
+        transport: asyncio.Transport,
+        request: Request,
+        response: Response | StreamResponse,
+        keep_alive: bool,
+        flags: int,
+    ) -> bool:
+        """A HEAD request's answer (no body) or an HTTP/1.0 client's (no chunked framing)."""
+        if flags & _HTTP_1_0:
+            connection = b"connection: keep-alive\r\n" if keep_alive else _CLOSE
+        else:
+            connection = b"" if keep_alive else _CLOSE
+        headers = response.headers
+        if response.status == 405:
+            headers = self._server.with_allow(request.path, headers)
+        if isinstance(response, Response):
+            extra = b"content-length: %d\r\n%s\r\n" % (len(response.body), connection)
+            head = _head(response.status, headers, response.content_type, extra)
+            transport.write(head if flags & _HEAD_ONLY else head + response.body)
+            return keep_alive
+        if flags & _HEAD_ONLY:
+            await self._write_stream_head(transport, response, headers, connection, flags)
+            return keep_alive
+        await self._write_until_close(transport, response, headers)
+        return False
+
+    async def _write_stream_head(
+        self,
+        transport: asyncio.Transport,
+        response: StreamResponse,
+        headers: list[tuple[str, str]],
+        connection: bytes,
+        flags: int,
+    ) -> None:
+        """A HEAD request's answer: the head GET would get, the body closed unread."""
+        framing = b"" if flags & _HTTP_1_0 else b"transfer-encoding: chunked\r\n"
+        extra = b"%scache-control: no-cache\r\n%s\r\n" % (framing, connection)
+        transport.write(_head(response.status, headers, response.content_type, extra))
+        await _close_body(response.chunks)
 
     async def _write_until_close(
         self, transport: asyncio.Transport, response: StreamResponse, headers: list[tuple[str, str]]
@@ -594,15 +677,10 @@ class _Connection(asyncio.Protocol):
 
 
 _NEVER = float("inf")
+_IN_BODY = 1 << 62  # a line room no read reaches
+_CLOSE = b"connection: close\r\n"
+_WAITING, _HEAD, _BODY, _SERVING, _LINGERING = range(5)
 _DROP = _Rejection(0, "")  # a request that timed out while earlier ones were served
-
-
-def _over(content_length: str, limit: int) -> bool:
-    """Whether a Content-Length (digits, checked by the parser) exceeds ``limit``."""
-    try:
-        return int(content_length) > limit
-    except ValueError:
-        return False
 
 
 async def _close_body(chunks: AsyncIterator[bytes]) -> None:
@@ -660,10 +738,10 @@ class HttpServer:
         return [*headers, ("allow", ", ".join(methods))]
 
     def close_expired(self) -> None:
-        """Drop the connections past their deadline (idle, or a request that stalled)."""
+        """Drop the connections idle, or stalled in a request, for too long."""
         now = self.clock()
-        for connection in [c for c in self.connections if c.deadline < now]:
-            connection.time_out()
+        for connection in list(self.connections):
+            connection.check_phase(now)
 
     async def _sweep(self) -> None:
         while True:

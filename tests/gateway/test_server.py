@@ -252,9 +252,7 @@ async def test_a_chunked_body_is_refused_with_413_as_soon_as_it_passes_the_limit
 
 
 async def test_a_refused_client_is_closed_after_the_linger_or_what_it_may_send() -> None:
-    now = [1000.0]
-    server = HttpServer(App(), error_bytes, limits=ServerLimits(max_body_bytes=1 << 20))
-    server.clock = lambda: now[0]
+    server, clock, _ = clocked(ServerLimits(max_body_bytes=1 << 20))
     by_time, by_bytes = (connect(server.new_connection()) for _ in range(2))
     for transport in (by_time, by_bytes):
         transport.feed(b"POST /b HTTP/1.1\r\ncontent-length: %d\r\n\r\n" % (2 << 20))
@@ -263,8 +261,9 @@ async def test_a_refused_client_is_closed_after_the_linger_or_what_it_may_send()
     assert not by_bytes.closed
     by_bytes.feed(b"x")
     assert by_bytes.closed  # the client may send no more than the body limit meanwhile
-    now[0] += 2.1
-    server.close_expired()
+    clock.run(2.0)
+    assert not by_time.closed
+    clock.run(1.0)
     assert by_time.closed
 
 
@@ -363,6 +362,17 @@ async def test_a_line_limit_counts_each_line_of_a_pipelined_request_afresh() -> 
     assert not transport.finished
 
 
+async def test_a_long_body_line_before_a_split_pipelined_head_is_no_head_line() -> None:
+    app = App()
+    _, transport, _ = open_limited(app, max_line_bytes=64, max_body_bytes=4096)
+    body = b"x" * 1000  # no newline: it would be one long line if counted as head
+    second = request_bytes("GET", "/second")
+    transport.feed(request_bytes("POST", "/first", body=body) + second[:10])
+    transport.feed(second[10:])
+    await eventually(lambda: transport.writes == 2)
+    assert transport.take() == ok(b"POST /first " + body) + ok(b"GET /second ")
+
+
 async def test_a_malformed_request_is_answered_400_and_closed() -> None:
     app = App()
     _, transport = open_connection(app)
@@ -435,39 +445,57 @@ async def test_a_connection_over_the_cap_is_refused_at_once_with_503() -> None:
     assert not second.closed
 
 
-def clocked(limits: ServerLimits) -> tuple[HttpServer, list[float], App]:
+class Clock:
+    """The server's clock, moved by the test; ``run`` also plays the sweeper's ticks."""
+
+    def __init__(self, server: HttpServer) -> None:
+        self.now = 1000.0
+        self._server = server
+        self._next_sweep = self.now + server.limits.sweep_seconds
+        server.clock = lambda: self.now
+
+    def run(self, seconds: float) -> None:
+        end = self.now + seconds
+        while self._next_sweep <= end + 1e-9:
+            self.now = self._next_sweep
+            self._server.close_expired()
+            self._next_sweep += self._server.limits.sweep_seconds
+        self.now = end
+
+
+def clocked(limits: ServerLimits) -> tuple[HttpServer, Clock, App]:
     app = App()
     server = HttpServer(app, error_bytes, limits=limits)
-    now = [1000.0]
-    server.clock = lambda: now[0]
-    return server, now, app
+    return server, Clock(server), app
+
+
+# A phase is timed from the first sweep that sees it, and timed out at the first sweep after
+# its limit: up to two sweeps (2 x 1 s by default, 2 x 0.25 s here) past the limit.
 
 
 async def test_a_head_not_complete_within_the_header_timeout_is_dropped() -> None:
-    server, now, _ = clocked(ServerLimits(header_timeout_seconds=10))
+    limits = ServerLimits(header_timeout_seconds=1, body_timeout_seconds=1)
+    server, clock, _ = clocked(limits)
     silent, slow = (connect(server.new_connection()) for _ in range(2))
-    now[0] += 5
+    clock.run(0.5)
     slow.feed(b"GET / HTTP/1.1\r\n")
-    for _ in range(9):  # a byte a second keeps no connection alive
-        now[0] += 1
+    for _ in range(9):  # a byte every 0.1 s keeps no connection alive
+        clock.run(0.1)
         slow.feed(b"x")
-        server.close_expired()
-    assert not slow.closed and silent.closed  # a connection that sends nothing: 10 s too
-    now[0] += 1.1
-    server.close_expired()
+    assert not slow.closed and silent.closed  # a connection that sends nothing: 1 s too
+    clock.run(0.6)
     assert slow.closed and slow.written == b""
 
 
 async def test_a_body_not_complete_within_the_body_timeout_is_dropped() -> None:
-    server, now, app = clocked(ServerLimits(header_timeout_seconds=1, body_timeout_seconds=5))
+    server, clock, app = clocked(ServerLimits(header_timeout_seconds=1, body_timeout_seconds=2))
     transport = connect(server.new_connection())
     transport.feed(b"POST /b HTTP/1.1\r\ncontent-length: 10\r\n\r\n")
-    now[0] += 4.9
-    transport.feed(b"123456789")
-    server.close_expired()
+    for _ in range(9):
+        clock.run(0.2)
+        transport.feed(b"1")
     assert not transport.closed
-    now[0] += 0.2
-    server.close_expired()
+    clock.run(0.5)
     assert transport.closed and transport.written == b"" and app.seen == []
 
 
@@ -478,13 +506,12 @@ async def test_the_timeouts_are_at_most_idle_seconds() -> None:
 
 
 async def test_a_stalled_pipelined_request_is_dropped_after_the_answer_in_progress() -> None:
-    server, now, app = clocked(ServerLimits(header_timeout_seconds=1))
+    server, clock, app = clocked(ServerLimits(header_timeout_seconds=1))
     release = app.hold("/slow")
     transport = connect(server.new_connection())
     transport.feed(request_bytes("GET", "/slow") + b"GET /next HTTP/1.1\r\n")
     await settle()
-    now[0] += 2
-    server.close_expired()
+    clock.run(2)
     assert not transport.closed and app.cancelled == []
     release.set()
     await eventually(lambda: transport.finished)
@@ -492,32 +519,40 @@ async def test_a_stalled_pipelined_request_is_dropped_after_the_answer_in_progre
 
 
 async def test_idle_connections_close_after_idle_seconds_busy_ones_do_not() -> None:
-    server, now, app = clocked(ServerLimits(idle_seconds=75.0))
+    server, clock, app = clocked(ServerLimits(idle_seconds=75.0))
     app.hold("/slow")
     idle, busy = (connect(server.new_connection()) for _ in range(2))
     idle.feed(request_bytes("GET", "/done"))
     busy.feed(request_bytes("GET", "/slow"))
     await eventually(lambda: idle.writes == 1 and len(app.seen) == 2)
 
-    now[0] += 75.0
-    server.close_expired()
+    clock.run(75.0)
     assert not idle.closed  # not longer than idle_seconds yet
-    now[0] += 0.1
-    server.close_expired()
+    clock.run(2.0)
     assert idle.closed and not busy.closed
 
 
 async def test_the_idle_time_starts_when_an_answer_is_written_not_when_its_request_came() -> None:
-    server, now, app = clocked(ServerLimits(idle_seconds=75.0))
+    server, clock, app = clocked(ServerLimits(idle_seconds=75.0))
     release = app.hold("/slow")
     transport = connect(server.new_connection())
     transport.feed(request_bytes("GET", "/slow"))
     await settle()
-    now[0] += 100
+    clock.run(100)
     release.set()
     await eventually(lambda: transport.writes == 1)
-    now[0] += 74
-    server.close_expired()
+    clock.run(74)
+    assert not transport.closed
+
+
+async def test_a_client_sending_requests_one_after_the_other_is_never_timed_out() -> None:
+    server, clock, app = clocked(ServerLimits(header_timeout_seconds=1, idle_seconds=2))
+    transport = connect(server.new_connection())
+    for _ in range(20):  # each sweep sees a head, but never the same one twice
+        transport.feed(request_bytes("GET", "/x")[:-2])
+        clock.run(0.5)
+        transport.feed(b"\r\n")
+        await eventually(lambda: transport.writes == len(app.seen))
     assert not transport.closed
 
 
@@ -815,3 +850,23 @@ async def test_a_client_that_goes_away_cancels_its_handler(goes_away: object) ->
     await eventually(lambda: app.cancelled == ["/slow"] and transport.lost)
     assert transport.written == b""
     assert server.connections == set()
+
+
+# --- where the limits come from --------------------------------------------------------------
+
+
+def test_the_limits_come_from_flags_then_environment_then_defaults(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from tiergate_gateway.__main__ import parse_args
+
+    monkeypatch.setenv("TIERGATE_GATEWAY_MAX_CONNECTIONS", "64")
+    monkeypatch.setenv("TIERGATE_GATEWAY_HEADER_TIMEOUT_SECONDS", "2.5")
+    settings, _ = parse_args(
+        ["--config-file", "c.json", "--max-line-bytes", "1024", "--header-timeout-seconds", "3"]
+    )
+    assert settings.server_limits() == ServerLimits(
+        max_line_bytes=1024, header_timeout_seconds=3.0, max_connections=64
+    )
+    with pytest.raises(SystemExit):
+        parse_args(["--config-file", "c.json", "--idle-seconds", "0"])
