@@ -138,7 +138,15 @@ def _resources(plan: GatewayPlan, settings: OperatorSettings) -> Manifest:
     chosen: Resources = plan.resources or (
         settings.shared_resources if plan.isolation == "Shared" else settings.dedicated_resources
     )
-    return chosen.model_dump(mode="json", exclude_none=True)
+    resources: Manifest = chosen.model_dump(mode="json", exclude_none=True)
+    # Every gateway container, whatever resources a tier asks for (its spec has no field for
+    # it): the /tmp emptyDir (64Mi at most) and the logs, so kube-score and evictions agree.
+    for kind, quantity in (
+        ("requests", settings.ephemeral_storage_request),
+        ("limits", settings.ephemeral_storage_limit),
+    ):
+        resources[kind] = resources.get(kind, {}) | {"ephemeral-storage": quantity}
+    return resources
 
 
 def _probe(path: str, period: int, failures: int) -> Manifest:

@@ -9,7 +9,9 @@ from dataclasses import dataclass, field
 from functools import cached_property
 from urllib.parse import parse_qs, urlsplit
 
-from tiergate_operator.models import ResourceList, Resources, SecretKeyRef
+from pydantic import TypeAdapter, ValidationError
+
+from tiergate_operator.models import Quantity, ResourceList, Resources, SecretKeyRef
 from tiergate_operator.registry import DEFAULT_PREFIX, PrefixedKeys, is_label_prefix
 
 __all__ = [
@@ -25,6 +27,7 @@ _PULL_POLICIES = ("Always", "IfNotPresent", "Never")
 _SECRET_NAME = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
 _SECRET_KEY = re.compile(r"^[-._a-zA-Z0-9]+$")
 DEFAULT_REDIS_SECRET_KEY = "redis-url"
+_QUANTITY = TypeAdapter(Quantity)
 
 
 class SettingsError(ValueError):
@@ -52,6 +55,9 @@ class OperatorSettings:
     redis_secret: SecretKeyRef | None = None
     gateway_service_account: str = "tiergate-gateway"
     prefix: str = DEFAULT_PREFIX  # of the labels and annotations the operator writes and reads
+    # Every gateway container's ephemeral storage (its /tmp emptyDir of at most 64Mi, its logs).
+    ephemeral_storage_request: str = "64Mi"
+    ephemeral_storage_limit: str = "256Mi"
 
     def __post_init__(self) -> None:
         if not is_label_prefix(self.prefix):
@@ -75,6 +81,16 @@ class OperatorSettings:
                 "set TIERGATE_REDIS_SECRET_NAME (and TIERGATE_REDIS_SECRET_KEY, default "
                 f"{DEFAULT_REDIS_SECRET_KEY!r}) instead (chart: gateway.redis.secretRef)"
             )
+        for variable, quantity in (
+            ("TIERGATE_GATEWAY_EPHEMERAL_STORAGE_REQUEST", self.ephemeral_storage_request),
+            ("TIERGATE_GATEWAY_EPHEMERAL_STORAGE_LIMIT", self.ephemeral_storage_limit),
+        ):
+            try:
+                _QUANTITY.validate_python(quantity)
+            except ValidationError:
+                raise SettingsError(
+                    f"{variable}={quantity!r} is not a Kubernetes quantity (e.g. 64Mi)"
+                ) from None
         if self.redis_secret is not None:
             if len(self.redis_secret.name) > 253 or not _SECRET_NAME.match(self.redis_secret.name):
                 raise SettingsError(
@@ -129,7 +145,8 @@ def load_operator_settings(env: Mapping[str, str] | None = None) -> OperatorSett
     TIERGATE_GATEWAY_IMAGE, TIERGATE_GATEWAY_PULL_POLICY, TIERGATE_SHARED_REPLICAS,
     TIERGATE_{SHARED,DEDICATED}_{CPU,MEMORY}_{REQUEST,LIMIT}, TIERGATE_REDIS_URL (no password)
     or TIERGATE_REDIS_SECRET_NAME + TIERGATE_REDIS_SECRET_KEY (a Secret in each gateway
-    namespace), TIERGATE_GATEWAY_SERVICE_ACCOUNT, TIERGATE_PREFIX.
+    namespace), TIERGATE_GATEWAY_SERVICE_ACCOUNT, TIERGATE_PREFIX,
+    TIERGATE_GATEWAY_EPHEMERAL_STORAGE_{REQUEST,LIMIT}.
     """
     env = os.environ if env is None else env
     defaults = OperatorSettings()
@@ -159,6 +176,14 @@ def load_operator_settings(env: Mapping[str, str] | None = None) -> OperatorSett
                 env.get("TIERGATE_GATEWAY_SERVICE_ACCOUNT") or defaults.gateway_service_account
             ),
             prefix=prefix_from_env(env),
+            ephemeral_storage_request=(
+                env.get("TIERGATE_GATEWAY_EPHEMERAL_STORAGE_REQUEST")
+                or defaults.ephemeral_storage_request
+            ),
+            ephemeral_storage_limit=(
+                env.get("TIERGATE_GATEWAY_EPHEMERAL_STORAGE_LIMIT")
+                or defaults.ephemeral_storage_limit
+            ),
         )
     except ValueError as error:
         raise SettingsError(str(error)) from error

@@ -17,7 +17,6 @@ TIERGATE_STANDALONE=1 (the ClusterRole grants kopf.dev peering only when replica
 
 from __future__ import annotations
 
-import json
 import shutil
 from collections.abc import Iterator
 from pathlib import Path
@@ -28,28 +27,6 @@ from tests.chart.tools import Tools
 from tests.support.chart import CHART, InstalledChart, fullname, install, release_name, uninstall
 from tests.support.kube import apply_crds
 from tiergate_devkit.cluster import ControlPlane, tools_bin_dir
-from tiergate_devkit.cluster.control_plane import FAKE_NODE
-
-
-@pytest.fixture(scope="session")
-def node_reports_ephemeral_storage(control_plane: ControlPlane) -> None:
-    """Give kwok's fake node the ephemeral-storage a real kubelet reports.
-
-    kwok's node-initialize stage sets only cpu, memory and pods, so a pod that requests
-    ephemeral storage (the operator's does, as kube-score asks) would never be scheduled.
-    The stage keeps a capacity already set, and nothing else rewrites it.
-    """
-    storage = {"ephemeral-storage": "1Ti"}
-    patch = {"status": {"capacity": storage, "allocatable": storage}}
-    control_plane.kubectl(
-        "patch", "node", FAKE_NODE, "--subresource=status", "--type=merge", "-p", json.dumps(patch)
-    )
-
-
-@pytest.fixture(autouse=True)
-def _fake_node_reports_ephemeral_storage(request: pytest.FixtureRequest) -> None:
-    if "control_plane" in request.fixturenames:
-        request.getfixturevalue("node_reports_ephemeral_storage")
 
 
 @pytest.fixture(scope="session")

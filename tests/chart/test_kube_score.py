@@ -4,10 +4,6 @@ Scenarios: the chart's `helm template` output with several sets of values, and t
 objects the operator renders for crds/examples (`tiergate render`), scored together with the
 chart's gateway NetworkPolicy for their namespace. Every finding must be covered by an entry
 of tests/data/kube-score/ignore.yaml, which says why; an entry no finding needs fails too.
-
-Findings that need a change of the operator's render.py are listed in PENDING: the gateway
-test tolerates them, and one strict xfail test per change asserts it is gone, so each flips
-to XPASS (a failure) the moment the change lands: then delete its PENDING entry.
 """
 
 from __future__ import annotations
@@ -66,7 +62,7 @@ class Finding:
 
 @dataclass(frozen=True)
 class Rule:
-    """A finding pattern: an entry of the ignore list, or a PENDING render.py change."""
+    """A finding pattern: an entry of the ignore list."""
 
     check: str
     why: str
@@ -81,18 +77,6 @@ class Rule:
             and (self.scenarios is None or finding.scenario in self.scenarios)
             and (self.comment is None or finding.comment == self.comment)
         )
-
-
-# Findings on the rendered gateways that need operator/tiergate_operator/render.py changes
-# (owned elsewhere). Delete an entry when its xfail test below starts to pass.
-PENDING: dict[str, Rule] = {
-    "gateway-ephemeral-storage": Rule(
-        check="container-ephemeral-storage-request-and-limit",
-        objects=("Deployment/*",),
-        why="render.py: set an ephemeral-storage request (64Mi) and limit (256Mi) on every "
-        "gateway container (its /tmp emptyDir holds at most 64Mi, plus its logs)",
-    ),
-}
 
 
 def load_ignore_list() -> list[Rule]:
@@ -211,7 +195,7 @@ def test_the_chart_passes_kube_score(findings: dict[str, list[Finding]], scenari
     assert unexplained(findings[scenario], load_ignore_list()) == []
 
 
-def test_the_rendered_gateways_pass_kube_score_but_for_pending_render_changes(
+def test_the_rendered_gateways_pass_kube_score(
     findings: dict[str, list[Finding]], gateway_objects: list[dict[str, Any]]
 ) -> None:
     deployments = {d["metadata"]["name"]: d for d in gateway_objects if d["kind"] == "Deployment"}
@@ -219,20 +203,7 @@ def test_the_rendered_gateways_pass_kube_score_but_for_pending_render_changes(
     # and a Dedicated gateway (which has its budget and anti-affinity already).
     assert deployments["tiergate-shared"]["spec"]["replicas"] > 1
     assert "tiergate-enterprise-acme" in deployments
-    rules = [*load_ignore_list(), *PENDING.values()]
-    assert unexplained(findings[GATEWAYS], rules) == []
-
-
-@pytest.mark.parametrize(
-    "pending",
-    [
-        pytest.param(name, marks=pytest.mark.xfail(strict=True, reason=f"pending: {rule.why}"))
-        for name, rule in PENDING.items()
-    ],
-)
-def test_pending_render_change_has_landed(findings: dict[str, list[Finding]], pending: str) -> None:
-    rule = PENDING[pending]
-    assert [str(f) for f in findings[GATEWAYS] if rule.matches(f)] == []
+    assert unexplained(findings[GATEWAYS], load_ignore_list()) == []
 
 
 def test_every_gateway_of_several_replicas_has_a_budget_and_spreads(

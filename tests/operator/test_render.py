@@ -207,8 +207,35 @@ def test_settings_from_the_environment() -> None:
         {"TIERGATE_SHARED_REPLICAS": "two"},
         {"TIERGATE_GATEWAY_PULL_POLICY": "Sometimes"},
         {"TIERGATE_SHARED_REPLICAS": "0"},
+        {"TIERGATE_GATEWAY_EPHEMERAL_STORAGE_LIMIT": "lots"},
     ],
 )
 def test_bad_settings_are_refused(env: dict[str, str]) -> None:
     with pytest.raises(SettingsError):
         load_operator_settings(env)
+
+
+def test_every_gateway_container_requests_and_limits_ephemeral_storage() -> None:
+    """kube-score's container-ephemeral-storage-request-and-limit, for tier resources too."""
+    plans = example_plans()
+    for settings, expected in [
+        (OperatorSettings(), ("64Mi", "256Mi")),
+        (
+            load_operator_settings(
+                {
+                    "TIERGATE_GATEWAY_EPHEMERAL_STORAGE_REQUEST": "100Mi",
+                    "TIERGATE_GATEWAY_EPHEMERAL_STORAGE_LIMIT": "1Gi",
+                }
+            ),
+            ("100Mi", "1Gi"),
+        ),
+    ]:
+        for plan in plans.values():
+            pod = by_kind(render(plan, settings))["Deployment"]["spec"]["template"]["spec"]
+            for container in pod["containers"]:
+                resources = container["resources"]
+                assert (
+                    resources["requests"]["ephemeral-storage"],
+                    resources["limits"]["ephemeral-storage"],
+                ) == expected
+                assert resources["limits"]["memory"]  # cpu and memory are still there

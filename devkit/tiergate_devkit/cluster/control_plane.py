@@ -428,6 +428,21 @@ def _start_components(
     )
     plane.kubectl("apply", "-f", "-", input=json.dumps(_FAKE_NODE_MANIFEST))
     launcher.wait_until("kwok", lambda: _node_ready(plane), timeout)
+    _report_ephemeral_storage(plane)
+
+
+def _report_ephemeral_storage(plane: ControlPlane) -> None:
+    """Give the fake node the ephemeral-storage a real kubelet reports.
+
+    kwok's node-initialize stage sets only cpu, memory and pods, so a pod that requests
+    ephemeral storage (the operator's and every gateway's do, as kube-score asks) would never
+    be scheduled. The stage keeps a capacity already set, and nothing else rewrites it.
+    """
+    storage = {"ephemeral-storage": "1Ti"}
+    patch = {"status": {"capacity": storage, "allocatable": storage}}
+    plane.kubectl(
+        "patch", "node", FAKE_NODE, "--subresource=status", "--type=merge", "-p", json.dumps(patch)
+    )
 
 
 def _node_ready(plane: ControlPlane) -> bool:
