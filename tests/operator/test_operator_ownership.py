@@ -244,6 +244,8 @@ def test_a_name_held_by_the_user_is_never_adopted_nor_collected(
         assert warnings and all(e["type"] == "Warning" for e in warnings)
     route_ready = _wait_reason(control_plane, namespace, "modelroute", ROUTE, "GatewayNameConflict")
     assert route_ready["status"] == "False"
+    assert kstatus(get(control_plane, namespace, "modelroute", ROUTE)) != "Current"
+    _assert_every_status_written(control_plane, namespace)
 
     if not access_conflict:
         # Every other gateway of the namespace is reconciled as usual.
@@ -270,6 +272,16 @@ def test_a_name_held_by_the_user_is_never_adopted_nor_collected(
         what="the shared pool is collected",
     )
     assert get(control_plane, namespace, kind, name) == before
+
+
+def _assert_every_status_written(plane: ControlPlane, namespace: str) -> None:
+    """Every route and tier of the namespace has conditions for its current generation
+    (kstatus reads an object without status as Current)."""
+    listed = json.loads(plane.kubectl("-n", namespace, "get", "mr,akt", "-o", "json").stdout)
+    for item in listed["items"]:
+        status = item.get("status") or {}
+        assert status.get("conditions"), item["metadata"]["name"]
+        assert status.get("observedGeneration") == item["metadata"]["generation"]
 
 
 def _settled(plane: ControlPlane, namespace: str, kind: str, name: str) -> Body:
@@ -502,11 +514,7 @@ def test_a_refused_write_marks_only_its_gateway_and_every_status_is_written(
             body = get(control_plane, namespace, kind, name)
             assert body["status"]["observedGeneration"] == body["metadata"]["generation"]
             assert kstatus(body) == "Current"
-        # Every route and tier of the namespace has conditions (kstatus reads none as Current).
-        listed = json.loads(
-            control_plane.kubectl("-n", namespace, "get", "mr,akt", "-o", "json").stdout
-        )["items"]
-        assert all((item.get("status") or {}).get("conditions") for item in listed)
+        _assert_every_status_written(control_plane, namespace)
     finally:
         remove_policy()
 
