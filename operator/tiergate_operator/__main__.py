@@ -5,6 +5,8 @@ otherwise replicas coordinate through the ``ClusterKopfPeering`` named by
 TIERGATE_PEERING (default ``tiergate``) and only the highest-priority one acts.
 TIERGATE_PEERING_PRIORITY sets a replica's priority (default: random, since kopf
 freezes replicas of equal priority). TIERGATE_LIVENESS (e.g. ``http://0.0.0.0:8080/healthz``) serves kopf's probe.
+TIERGATE_READINESS (e.g. ``http://0.0.0.0:8081/readyz``, on another port) serves the operator's
+readiness probe (``tiergate_operator.readiness``); unset, there is none.
 Gateway settings: see ``tiergate_operator.settings``.
 """
 
@@ -17,12 +19,13 @@ import secrets
 import kopf
 
 import tiergate_operator.handlers  # noqa: F401  (registers the handlers)
-from tiergate_operator.settings import SettingsError, load_operator_settings
+from tiergate_operator.settings import SettingsError, load_operator_settings, readiness_endpoint
 
 
 def main() -> None:
     try:
         load_operator_settings()  # refuse bad settings before connecting to anything
+        readiness_endpoint()
     except SettingsError as error:
         raise SystemExit(f"tiergate-operator: refusing to start: {error}") from None
     level = os.environ.get("TIERGATE_LOG_LEVEL", "INFO").upper()

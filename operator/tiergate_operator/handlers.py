@@ -16,6 +16,7 @@ from typing import Any
 import kopf
 
 from tiergate_operator.kube import KubeApi, load_client_configuration
+from tiergate_operator.readiness import TIERGATE_CRDS, Readiness, is_established, serve_readiness
 from tiergate_operator.reconcile import Reconciler
 from tiergate_operator.registry import (
     API_KEY_TIER,
@@ -25,7 +26,7 @@ from tiergate_operator.registry import (
     SECRET,
     Kind,
 )
-from tiergate_operator.settings import SettingsError, load_operator_settings
+from tiergate_operator.settings import SettingsError, load_operator_settings, readiness_endpoint
 from tiergate_operator.store import Store
 
 __all__: list[str] = []
@@ -41,14 +42,22 @@ async def start_reconciler(
     settings.posting.level = logging.WARNING
     settings.watching.server_timeout = 300
     settings.watching.client_timeout = 330
+    configuration = load_client_configuration()
+    memo.readiness = Readiness()
+    peering = None if settings.peering.standalone else settings.peering.name
     try:
         operator_settings = load_operator_settings()
+        memo.readiness_server = await serve_readiness(
+            memo.readiness, readiness_endpoint(), configuration, peering, settings.peering.priority
+        )
     except SettingsError as error:  # a retry would not help: stop the operator
         raise kopf.PermanentError(f"refusing to start: {error}") from None
-    kube = KubeApi(load_client_configuration())
+    kube = KubeApi(configuration)
     memo.store = Store()
     memo.reconciler = Reconciler(memo.store, kube, operator_settings)
-    memo.task = asyncio.create_task(memo.reconciler.run(), name="tiergate-reconciler")
+    memo.task = memo.readiness.loop = asyncio.create_task(
+        memo.reconciler.run(), name="tiergate-reconciler"
+    )
     logger.info("tiergate reconciler started (gateway image %s)", operator_settings.gateway_image)
 
 
@@ -56,6 +65,8 @@ async def start_reconciler(
 async def stop_reconciler(
     memo: Any, logger: logging.Logger | logging.LoggerAdapter[Any], **_: Any
 ) -> None:
+    if (readiness_server := getattr(memo, "readiness_server", None)) is not None:
+        await readiness_server.stop()  # first: the port is free when the operator ends
     memo.task.cancel()
     await asyncio.gather(memo.task, return_exceptions=True)
     reconciler: Reconciler = memo.reconciler
@@ -66,6 +77,20 @@ async def stop_reconciler(
         json.dumps(writes),
     )
     await reconciler.close()
+
+
+@kopf.on.event(
+    "apiextensions.k8s.io",
+    "v1",
+    "customresourcedefinitions",
+    when=lambda name, **_: name in TIERGATE_CRDS,
+    id="readiness",
+)
+def tiergate_crd_observed(
+    event: kopf.RawEvent, name: str, body: kopf.Body, memo: Any, **_: Any
+) -> None:
+    """kopf calls no handler before every indexed kind is listed: the readiness signal."""
+    memo.readiness.crd_observed(name, event["type"] != "DELETED" and is_established(body))
 
 
 Body = dict[str, Any]

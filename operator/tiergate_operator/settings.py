@@ -17,9 +17,11 @@ from tiergate_operator.registry import DEFAULT_PREFIX, PrefixedKeys, is_label_pr
 __all__ = [
     "DEFAULT_REDIS_SECRET_KEY",
     "OperatorSettings",
+    "ReadinessEndpoint",
     "SettingsError",
     "load_operator_settings",
     "prefix_from_env",
+    "readiness_endpoint",
 ]
 
 _PULL_POLICIES = ("Always", "IfNotPresent", "Never")
@@ -187,3 +189,32 @@ def load_operator_settings(env: Mapping[str, str] | None = None) -> OperatorSett
         )
     except ValueError as error:
         raise SettingsError(str(error)) from error
+
+
+@dataclass(frozen=True)
+class ReadinessEndpoint:
+    """Where the operator serves its readiness probe: ``http://<host>:<port><path>``."""
+
+    host: str
+    port: int
+    path: str
+
+
+def readiness_endpoint(env: Mapping[str, str] | None = None) -> ReadinessEndpoint | None:
+    """TIERGATE_READINESS (e.g. ``http://0.0.0.0:8081/readyz``), or None when unset."""
+    value = (os.environ if env is None else env).get("TIERGATE_READINESS") or ""
+    if not value:
+        return None
+    problem = f"TIERGATE_READINESS={value!r} is not http://<host>:<port>/<path>"
+    try:
+        parts = urlsplit(value)
+        port = parts.port
+    except ValueError:
+        raise SettingsError(f"{problem}: bad port") from None
+    if parts.scheme != "http":
+        raise SettingsError(f"{problem}: the scheme must be http")
+    if not parts.hostname or port is None or port == 0:
+        raise SettingsError(f"{problem}: a host and a port (1-65535) are required")
+    if parts.username or parts.password or parts.query or parts.fragment:
+        raise SettingsError(f"{problem}: no credentials, query or fragment")
+    return ReadinessEndpoint(parts.hostname, port, parts.path or "/")
