@@ -161,11 +161,12 @@ def _head(status: int, headers: list[tuple[str, str]], content_type: str, extra:
     )
 
 
-def _path_of(target: bytes) -> str:
-    """The path of a request target; the common ``/plain/path`` without a full URL parse."""
-    if target[:1] == b"/" and b"?" not in target and b"#" not in target:
-        return target.decode("latin-1")
-    return httptools.parse_url(target).path.decode("latin-1")
+def _parsed_path(target: bytes) -> str | None:
+    """The path of a request target that is not a plain ``/path``; None if it is malformed."""
+    try:
+        return httptools.parse_url(target).path.decode("latin-1")
+    except httptools.HttpParserInvalidURLError:
+        return None
 
 
 class _Connection(asyncio.Protocol):
@@ -175,6 +176,41 @@ class _Connection(asyncio.Protocol):
     ``sweep_seconds`` and drops one that stayed in the same phase too long (see
     ``check_phase``); a phase is timed from the first sweep that sees it.
     """
+
+    # Slots: attribute reads stay fast however many there are (an instance dict's shared
+    # keys stop at 30), and the callbacks read many per request.
+    __slots__ = (
+        "_body",
+        "_body_size",
+        "_closing",
+        "_discard_left",
+        "_discarding",
+        "_header_bytes",
+        "_header_count",
+        "_headers",
+        "_limits",
+        "_line_room",
+        "_max_field_bytes",
+        "_max_headers",
+        "_new_head_room",
+        "_parser",
+        "_paused",
+        "_phase",
+        "_phase_request",
+        "_phase_since",
+        "_problem",
+        "_queue",
+        "_reading",
+        "_rejected",
+        "_request_line_ended",
+        "_server",
+        "_task",
+        "_transport",
+        "_url",
+        "_wakeup",
+        "_writable",
+        "busy",
+    )
 
     def __init__(self, server: HttpServer) -> None:
         self._server = server
@@ -190,22 +226,29 @@ class _Connection(asyncio.Protocol):
         # Between two requests and inside a head, bytes are counted per line before parsing:
         # what the unfinished line at the end of what arrived so far may still take
         # (_IN_BODY while a body is read).
-        self._line_room = self._limits.new_head_room
-        self._request_line_ended = -1  # the request (by number) whose first line ended
+        # The limits read per request or per header line, as attributes of their own.
+        self._max_headers = self._limits.max_headers
+        self._max_field_bytes = self._limits.max_field_bytes
+        self._new_head_room = self._limits.new_head_room
+        self._line_room = self._new_head_room
+        self._request_line_ended: dict[str, str] | None = None  # the headers of that request
         self._reading = False  # a request has begun and is not complete yet
         self._queue: deque[tuple[Request | _Rejection, bool, int]] = deque()
         self._task: asyncio.Task[None] | None = None
         self._wakeup: asyncio.Future[None] | None = None
         self._writable = asyncio.Event()
         self._writable.set()
+        self._paused = False  # reading paused by this protocol
         self._closing = False
         self._problem: tuple[int, str] | None = None
         self._rejected = False
         self._discarding = False  # refused: what still arrives is dropped until the close
         self._discard_left = 0
         self.busy = False
-        self._begun = 0  # requests begun: tells the sweeper a new request from a stalled one
-        self._phase = (_WAITING, 0)  # as the sweeper last saw it, and since when
+        # The phase as the sweeper last saw it, the request it was in (each request has a
+        # headers dict of its own), and since when.
+        self._phase = _WAITING
+        self._phase_request = self._headers
         self._phase_since = server.clock()
 
     # -- asyncio.Protocol -------------------------------------------------
@@ -253,9 +296,6 @@ class _Connection(asyncio.Protocol):
         # takes this branch.)
         if len(data) > self._line_room and not self._may_parse(data):
             return
-        # The number a request beginning with this read's first byte gets (none can while
-        # one is under way): tells, after parsing, whether this read holds other requests' bytes.
-        first = self._begun + (not self._reading)
         try:
             self._parser.feed_data(data)
         except httptools.HttpParserUpgrade:
@@ -268,7 +308,7 @@ class _Connection(asyncio.Protocol):
             self._reject(status, message)
             return
         if self._reading and self._line_room != _IN_BODY:
-            self._count_unfinished_line(data, self._begun == first)
+            self._count_unfinished_line(data)
 
     def _may_parse(self, data: bytes) -> bool:
         """Whether ``data`` goes to the parser: not after a refusal, nor when the line it
@@ -283,15 +323,15 @@ class _Connection(asyncio.Protocol):
         self._reject_long_line()
         return False
 
-    def _count_unfinished_line(self, data: bytes, head_first: bool) -> None:
-        """A head goes on in the next read: count what its last line took so far
-        (``head_first``: whether the read began with this head)."""
+    def _count_unfinished_line(self, data: bytes) -> None:
+        """A head goes on in the next read: count what its last line took so far."""
         limits = self._limits
         room = self._line_room
-        if room == limits.new_head_room:  # the head began in this read
-            if not head_first:
-                # After the end of another request, whose body is no line: the bytes of
-                # this head are not known, it is counted from the next read on.
+        if room == self._new_head_room:  # the head began in this read
+            if self._queue:
+                # Maybe after the end of another request (queued, not served yet: the task
+                # runs after this read), whose body is no line: the bytes of this head are
+                # not known, it is counted from the next read on.
                 self._line_room = limits.max_line_bytes
                 return
             room = limits.max_line_bytes
@@ -300,13 +340,13 @@ class _Connection(asyncio.Protocol):
             room -= len(data)
         else:
             room = limits.max_line_bytes - (len(data) - newline - 1)
-            self._request_line_ended = self._begun
+            self._request_line_ended = self._headers
         self._line_room = room
         if room < 0:
             self._reject_long_line()  # a line longer than the limit, in one read
 
     def _reject_long_line(self) -> None:
-        if self._reading and self._request_line_ended == self._begun:
+        if self._reading and self._request_line_ended is self._headers:
             self._reject(431, self._headers_refused())
         else:
             self._reject(414, "request line too long")
@@ -336,7 +376,6 @@ class _Connection(asyncio.Protocol):
         self._body = []
         self._body_size = 0
         self._reading = True
-        self._begun += 1
 
     def on_url(self, url: bytes) -> None:
         self._url += url
@@ -354,9 +393,8 @@ class _Connection(asyncio.Protocol):
         # request of many short duplicates cost quadratic time.
         self._header_count += 1
         self._header_bytes += len(name) + len(value)
-        limits = self._limits
         # No line can be over its limit while all of them together are not.
-        if self._header_count > limits.max_headers or self._header_bytes > limits.max_field_bytes:
+        if self._header_count > self._max_headers or self._header_bytes > self._max_field_bytes:
             self._check_header(len(name) + len(value))
         key = name.decode("latin-1").lower()
         text = value.decode("latin-1")
@@ -401,7 +439,7 @@ class _Connection(asyncio.Protocol):
         self._body.append(body)
 
     def on_message_complete(self) -> None:
-        self._line_room = self._limits.new_head_room
+        self._line_room = self._new_head_room
         self._reading = False
         parser = self._parser
         keep_alive = parser.should_keep_alive()
@@ -412,9 +450,13 @@ class _Connection(asyncio.Protocol):
             flags = 0
         else:
             flags = _HTTP_1_0 if parser.get_http_version() == "1.0" else 0
-        try:
-            path = _path_of(self._url)
-        except httptools.HttpParserInvalidURLError:
+        url = self._url
+        # The common plain /path inline, without a call or a full URL parse.
+        if url[:1] == b"/" and b"?" not in url and b"#" not in url:
+            path: str | None = url.decode("latin-1")
+        else:
+            path = _parsed_path(url)
+        if path is None:
             self._queue.append((_BAD_TARGET, False, 0))
         else:
             method = parser.get_method().decode("latin-1")
@@ -425,7 +467,7 @@ class _Connection(asyncio.Protocol):
             self._queue.append((request, keep_alive, flags))
         self._body = []
         if len(self._queue) > _MAX_PIPELINED and self._transport is not None:
-            self._transport.pause_reading()  # resumed once the queue is served
+            self._pause_reading()  # resumed once the queue is served
         # One task per connection, started with its first request and woken for the next
         # ones: cheaper than a task per request.
         if self._task is None:
@@ -442,7 +484,7 @@ class _Connection(asyncio.Protocol):
         if self.busy or self._queue:
             # Earlier pipelined requests are answered first; the error follows them.
             self._queue.append((_Rejection(status, message), False, 0))
-            transport.pause_reading()
+            self._pause_reading()
             return
         self._refuse(transport, _Rejection(status, message))
 
@@ -458,8 +500,19 @@ class _Connection(asyncio.Protocol):
         transport.write_eof()
         self._start_discarding()
         self._discard_left = max(self._limits.max_body_bytes, 1 << 20)
-        if not transport.is_reading():
-            transport.resume_reading()
+        if self._paused:
+            self._resume_reading()
+
+    # Our own flag rather than the transport's is_reading(): one call less per request.
+    def _pause_reading(self) -> None:
+        if self._transport is not None:
+            self._transport.pause_reading()
+            self._paused = True
+
+    def _resume_reading(self) -> None:
+        if self._transport is not None:
+            self._transport.resume_reading()
+            self._paused = False
 
     def check_phase(self, now: float) -> None:
         """The sweeper's look: time out a phase (waiting for a request, reading its head or its
@@ -474,13 +527,12 @@ class _Connection(asyncio.Protocol):
                 phase, limit = _BODY, limits.body_timeout
         elif self.busy or self._queue:
             phase, limit = _SERVING, _NEVER
-        elif self._begun:
+        elif self._task is not None:  # started with the first request
             phase, limit = _WAITING, limits.idle_seconds
         else:
             phase, limit = _WAITING, limits.header_timeout  # the first request: sent at once
-        seen = (phase, self._begun)
-        if seen != self._phase:
-            self._phase, self._phase_since = seen, now
+        if phase != self._phase or self._headers is not self._phase_request:
+            self._phase, self._phase_request, self._phase_since = phase, self._headers, now
         elif now - self._phase_since >= limit:
             self._phase_since = now
             self.time_out()
@@ -496,7 +548,7 @@ class _Connection(asyncio.Protocol):
         if not self._rejected:
             self._rejected = True
             self._queue.append((_DROP, False, 0))
-            transport.pause_reading()
+            self._pause_reading()
 
     async def _serve(self) -> None:
         transport = self._transport
@@ -509,8 +561,8 @@ class _Connection(asyncio.Protocol):
                 self._wakeup = None
                 continue
             request, keep_alive, flags = self._queue.popleft()
-            if not self._queue and not transport.is_reading():
-                transport.resume_reading()
+            if self._paused and not self._queue:
+                self._resume_reading()
             if isinstance(request, _Rejection):
                 self._refuse(transport, request)
                 return
