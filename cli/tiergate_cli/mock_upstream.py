@@ -24,7 +24,19 @@ from typing import Any
 
 from aiohttp import web
 
-__all__ = ["MockUpstream", "RunningUpstreams", "serve", "start_in_thread"]
+__all__ = [
+    "SSE_DONE",
+    "MockUpstream",
+    "RunningUpstreams",
+    "answer",
+    "error_body",
+    "serve",
+    "sse_chunk",
+    "sse_event",
+    "start_in_thread",
+    "usage_of",
+    "wants_usage",
+]
 
 
 @dataclass
@@ -69,81 +81,22 @@ class MockUpstream:
         self.served += 1
         self.models[model] += 1
         endpoint = request.match_info["endpoint"]
-        if endpoint == "embeddings":
-            return web.json_response(
-                {
-                    "object": "list",
-                    "model": model,
-                    "data": [{"object": "embedding", "index": 0, "embedding": [0.1, 0.2, 0.3]}],
-                    "usage": {"prompt_tokens": 4, "total_tokens": 4},
-                }
-            )
         usage = _usage(body)
         text = f"Hello from {self.name} ({model})"
-        if body.get("stream"):
-            return await self._stream(request, model, text, usage, body)
-        if endpoint == "completions":
-            return web.json_response(
-                {
-                    "id": "cmpl-mock",
-                    "object": "text_completion",
-                    "created": int(time.time()),
-                    "model": model,
-                    "usage": usage,
-                    "choices": [
-                        {"index": 0, "text": text, "finish_reason": "stop", "logprobs": None}
-                    ],
-                }
-            )
-        return web.json_response(
-            {
-                "id": "chatcmpl-mock",
-                "object": "chat.completion",
-                "created": int(time.time()),
-                "model": model,
-                "choices": [
-                    {
-                        "index": 0,
-                        "message": {"role": "assistant", "content": text},
-                        "finish_reason": "stop",
-                    }
-                ],
-                "usage": usage,
-            }
-        )
-
-    async def _stream(
-        self,
-        request: web.Request,
-        model: str,
-        text: str,
-        usage: dict[str, int],
-        body: dict[str, Any],
-    ) -> web.StreamResponse:
-        response = web.StreamResponse(headers={"content-type": "text/event-stream"})
-        await response.prepare(request)
-
-        def event(choices: list[Any], **extra: Any) -> bytes:
-            chunk = {
-                "id": "chatcmpl-mock",
-                "object": "chat.completion.chunk",
-                "created": int(time.time()),
-                "model": model,
-                "choices": choices,
-                **extra,
-            }
-            return b"data: " + json.dumps(chunk).encode() + b"\n\n"
-
-        for word in text.split(" "):
+        if body.get("stream") and endpoint != "embeddings":
+            response = web.StreamResponse(headers={"content-type": "text/event-stream"})
+            await response.prepare(request)
+            for word in text.split(" "):
+                await response.write(sse_chunk(model, word + " "))
             await response.write(
-                event([{"index": 0, "delta": {"content": word + " "}, "finish_reason": None}])
+                sse_event(model, [{"index": 0, "delta": {}, "finish_reason": "stop"}])
             )
-        await response.write(event([{"index": 0, "delta": {}, "finish_reason": "stop"}]))
-        if (body.get("stream_options") or {}).get("include_usage"):
-            await response.write(event([], usage=usage))
-        await response.write(b"data: [DONE]\n\n")
-        await response.write_eof()
-        return response
+            if wants_usage(body):
+                await response.write(sse_event(model, [], usage=usage))
+            await response.write(SSE_DONE)
+            await response.write_eof()
+            return response
+        return web.json_response(answer(endpoint, model, text, usage))
 
     async def list_models(self, request: web.Request) -> web.Response:
         return web.json_response(
@@ -189,19 +142,86 @@ class MockUpstream:
         return app
 
 
+# -- OpenAI's shapes, shared with the tests' fault-injecting upstream (tests/support) -------
+
+SSE_DONE = b"data: [DONE]\n\n"
+
+
+def usage_of(prompt_tokens: int, completion_tokens: int) -> dict[str, int]:
+    return {
+        "prompt_tokens": prompt_tokens,
+        "completion_tokens": completion_tokens,
+        "total_tokens": prompt_tokens + completion_tokens,
+    }
+
+
+def answer(endpoint: str, model: str, text: str, usage: dict[str, int]) -> dict[str, Any]:
+    """A non-streamed answer of ``endpoint`` (``chat/completions``, ``completions``, ``embeddings``)."""
+    if endpoint == "embeddings":
+        return {
+            "object": "list",
+            "model": model,
+            "data": [{"object": "embedding", "index": 0, "embedding": [0.25, -0.5, 1.0]}],
+            "usage": {
+                "prompt_tokens": usage["prompt_tokens"],
+                "total_tokens": usage["prompt_tokens"],
+            },
+        }
+    if endpoint == "completions":
+        return {
+            "id": "cmpl-mock",
+            "object": "text_completion",
+            "created": int(time.time()),
+            "model": model,
+            "choices": [{"index": 0, "text": text, "finish_reason": "stop", "logprobs": None}],
+            "usage": usage,
+        }
+    return {
+        "id": "chatcmpl-mock",
+        "object": "chat.completion",
+        "created": int(time.time()),
+        "model": model,
+        "choices": [
+            {"index": 0, "message": {"role": "assistant", "content": text}, "finish_reason": "stop"}
+        ],
+        "usage": usage,
+    }
+
+
+def sse_event(model: str, choices: list[Any], **extra: Any) -> bytes:
+    """One ``data:`` event of a streamed chat completion."""
+    chunk = {
+        "id": "chatcmpl-mock",
+        "object": "chat.completion.chunk",
+        "created": int(time.time()),
+        "model": model,
+        "choices": choices,
+        **extra,
+    }
+    return b"data: " + json.dumps(chunk).encode() + b"\n\n"
+
+
+def sse_chunk(model: str, text: str) -> bytes:
+    return sse_event(model, [{"index": 0, "delta": {"content": text}, "finish_reason": None}])
+
+
+def wants_usage(body: dict[str, Any]) -> bool:
+    return bool((body.get("stream_options") or {}).get("include_usage"))
+
+
+def error_body(message: str, kind: str) -> dict[str, Any]:
+    return {"error": {"message": message, "type": kind, "param": None, "code": None}}
+
+
 def _usage(body: dict[str, Any]) -> dict[str, int]:
     prompt = max(1, len(json.dumps(body.get("messages") or body.get("prompt") or "")) // 4)
-    return {"prompt_tokens": prompt, "completion_tokens": 8, "total_tokens": prompt + 8}
+    return usage_of(prompt, 8)
 
 
 def _error(
     status: int, message: str, kind: str, headers: dict[str, str] | None = None
 ) -> web.Response:
-    return web.json_response(
-        {"error": {"message": message, "type": kind, "param": None, "code": None}},
-        status=status,
-        headers=headers,
-    )
+    return web.json_response(error_body(message, kind), status=status, headers=headers)
 
 
 async def serve(

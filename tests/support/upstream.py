@@ -1,5 +1,8 @@
 """A real OpenAI-protocol HTTP server on 127.0.0.1 that fails on purpose, and records what it got.
 
+Its answers are built by the CLI's mock upstream (``tiergate_cli.mock_upstream``), so both
+speak OpenAI's protocol the same way; this one adds the faults tests need.
+
 Each ``MockUpstream`` runs an aiohttp server in its own thread and event loop,
 so sync and async clients alike can call through the gateway to it.
 ``behaviour`` picks what it does with the next requests:
@@ -16,13 +19,22 @@ so sync and async clients alike can call through the gateway to it.
 from __future__ import annotations
 
 import asyncio
-import json
 import socket
 import threading
 from dataclasses import dataclass, field
 from typing import Any
 
 from aiohttp import web
+
+from tiergate_cli.mock_upstream import (
+    SSE_DONE,
+    answer,
+    error_body,
+    sse_chunk,
+    sse_event,
+    usage_of,
+    wants_usage,
+)
 
 
 @dataclass
@@ -99,79 +111,15 @@ class MockUpstream:
         endpoint = request.match_info["endpoint"]
         behaviour = self.behaviour
         if behaviour == "status":
-            return web.json_response(
-                {
-                    "error": {
-                        "message": f"{self.name} says {self.status}",
-                        "type": "upstream_test",
-                        "param": None,
-                        "code": None,
-                    }
-                },
-                status=self.status,
-            )
+            message = f"{self.name} says {self.status}"
+            return web.json_response(error_body(message, "upstream_test"), status=self.status)
         if behaviour == "slow":
             await asyncio.sleep(self.delay)
         if body.get("stream"):
             return await self._stream(request, body, behaviour)
-        return web.json_response(self._answer(endpoint, body))
-
-    def _usage(self) -> dict[str, int]:
-        return {
-            "prompt_tokens": self.prompt_tokens,
-            "completion_tokens": self.completion_tokens,
-            "total_tokens": self.prompt_tokens + self.completion_tokens,
-        }
-
-    def _answer(self, endpoint: str, body: dict[str, Any]) -> dict[str, Any]:
-        model = body.get("model")
-        if endpoint == "embeddings":
-            return {
-                "object": "list",
-                "model": model,
-                "data": [{"object": "embedding", "index": 0, "embedding": [0.25, -0.5, 1.0]}],
-                "usage": {"prompt_tokens": self.prompt_tokens, "total_tokens": self.prompt_tokens},
-            }
-        if endpoint == "completions":
-            return {
-                "id": "cmpl-1",
-                "object": "text_completion",
-                "created": 1,
-                "model": model,
-                "choices": [
-                    {
-                        "index": 0,
-                        "text": f"hello from {self.name}",
-                        "finish_reason": "stop",
-                        "logprobs": None,
-                    }
-                ],
-                "usage": self._usage(),
-            }
-        return {
-            "id": "chatcmpl-1",
-            "object": "chat.completion",
-            "created": 1,
-            "model": model,
-            "choices": [
-                {
-                    "index": 0,
-                    "message": {"role": "assistant", "content": f"hello from {self.name}"},
-                    "finish_reason": "stop",
-                }
-            ],
-            "usage": self._usage(),
-        }
-
-    def _chunk(self, model: str, text: str) -> bytes:
-        event = {
-            "id": "chatcmpl-1",
-            "object": "chat.completion.chunk",
-            "created": 1,
-            "model": model,
-            "choices": [{"index": 0, "delta": {"content": text}, "finish_reason": None}],
-        }
-        return b"data: " + json.dumps(event).encode() + b"\n\n"
+        usage = usage_of(self.prompt_tokens, self.completion_tokens)
+        model = str(body.get("model"))
+        return web.json_response(answer(endpoint, model, f"hello from {self.name}", usage))
 
     async def _stream(
         self, request: web.Request, body: dict[str, Any], behaviour: str
@@ -179,7 +127,7 @@ class MockUpstream:
         model = str(body.get("model"))
         response = web.StreamResponse(headers={"content-type": "text/event-stream"})
         await response.prepare(request)
-        await response.write(self._chunk(model, f"{self.name}:"))
+        await response.write(sse_chunk(model, f"{self.name}:"))
         if behaviour == "reset_mid_stream":
             assert request.transport is not None
             request.transport.abort()
@@ -195,17 +143,10 @@ class MockUpstream:
         for index in range(self.chunks):
             if behaviour == "slow_stream":
                 await asyncio.sleep(self.delay)
-            await response.write(self._chunk(model, f" part{index}"))
-        if (body.get("stream_options") or {}).get("include_usage"):
-            event = {
-                "id": "chatcmpl-1",
-                "object": "chat.completion.chunk",
-                "created": 1,
-                "model": model,
-                "choices": [],
-                "usage": self._usage(),
-            }
-            await response.write(b"data: " + json.dumps(event).encode() + b"\n\n")
-        await response.write(b"data: [DONE]\n\n")
+            await response.write(sse_chunk(model, f" part{index}"))
+        if wants_usage(body):
+            usage = usage_of(self.prompt_tokens, self.completion_tokens)
+            await response.write(sse_event(model, [], usage=usage))
+        await response.write(SSE_DONE)
         await response.write_eof()
         return response
