@@ -9,6 +9,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.support.kube import apply_crds
+from tests.support.operator_process import running_operator
 from tiergate_devkit.cluster import ClusterStartError, ControlPlane, start, stop, tools_bin_dir
 
 
@@ -40,3 +42,18 @@ def namespace(control_plane: ControlPlane) -> Iterator[str]:
     control_plane.kubectl("create", "namespace", name)
     yield name
     control_plane.kubectl("delete", "namespace", name, "--wait=false", check=False)
+
+
+@pytest.fixture(scope="module")
+def operator_log(
+    control_plane: ControlPlane, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Path]:
+    """The operator running against the control plane (CRDs applied) for a test module; its log.
+
+    Fails the module's last test if the operator logged a traceback.
+    """
+    apply_crds(control_plane)
+    log = tmp_path_factory.mktemp("operator") / "operator.log"
+    with running_operator(control_plane, log):
+        yield log
+    assert "Traceback" not in log.read_text(), "the operator logged a traceback"

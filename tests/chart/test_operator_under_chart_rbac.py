@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from tests.support.chart import InstalledChart
-from tests.support.kube import EXAMPLES, get
+from tests.support.kube import EXAMPLE_OBJECTS, EXAMPLES, get
 from tests.support.operator_process import running_operator
 from tiergate_devkit.cluster import ControlPlane
 
@@ -32,9 +32,7 @@ def test_chart_identity_reconciles_every_example(
             "wait",
             "--for=condition=Ready",
             "--timeout=90s",
-            "modelroute/deepseek-chat",
-            "apikeytier/startup",
-            "apikeytier/enterprise-acme",
+            *EXAMPLE_OBJECTS,
             timeout=100,
         )
     text = log.read_text()

@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
-from tests.support.kube import EXAMPLES, apply_crds, get
-from tests.support.operator_process import running_operator
+from tests.support.kube import EXAMPLES, get
 from tiergate_devkit.cluster import ControlPlane
 from tiergate_operator.drift import holds
 
@@ -23,18 +22,8 @@ MANAGED_KINDS = (
 )
 
 
-@pytest.fixture(scope="module")
-def operator(
-    control_plane: ControlPlane, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[Path]:
-    apply_crds(control_plane)
-    log = tmp_path_factory.mktemp("cli-operator") / "operator.log"
-    with running_operator(control_plane, log):
-        yield log
-
-
 def test_render_equals_what_the_operator_applies(
-    control_plane: ControlPlane, namespace: str, operator: Path, tiergate: Callable[..., Result]
+    control_plane: ControlPlane, namespace: str, operator_log: Path, tiergate: Callable[..., Result]
 ) -> None:
     control_plane.kubectl("-n", namespace, "apply", "-k", str(EXAMPLES))
     control_plane.kubectl(

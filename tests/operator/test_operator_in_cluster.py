@@ -5,7 +5,6 @@ from __future__ import annotations
 import base64
 import json
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -15,7 +14,7 @@ from pydantic import ValidationError
 from tests.support.kube import (
     CHILD_KINDS,
     CUSTOM_RESOURCES,
-    apply_crds,
+    EXAMPLE_OBJECTS,
     apply_examples,
     condition,
     eventually,
@@ -24,7 +23,6 @@ from tests.support.kube import (
     resource_versions,
     wait_ready,
 )
-from tests.support.operator_process import running_operator
 from tiergate_contract import (
     CONFIG_KEY,
     GatewayConfig,
@@ -42,17 +40,6 @@ EXAMPLE_KEYS = (
     "fake-acme-pro-channel-key-not-real",
     "fake-upstream-key-primary-not-real",
 )
-
-
-@pytest.fixture(scope="module")
-def operator_log(
-    control_plane: ControlPlane, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[Path]:
-    apply_crds(control_plane)
-    log = tmp_path_factory.mktemp("operator") / "operator.log"
-    with running_operator(control_plane, log):
-        yield log
-    assert "Traceback" not in log.read_text(), "the operator logged a traceback"
 
 
 def set_primary_weight(control_plane: ControlPlane, namespace: str, weight: int) -> None:
@@ -90,9 +77,7 @@ def test_examples_become_ready_gateways(
     wait_ready(
         control_plane,
         namespace,
-        "modelroute/deepseek-chat",
-        "apikeytier/startup",
-        "apikeytier/enterprise-acme",
+        *EXAMPLE_OBJECTS,
     )
 
     acme = get(control_plane, namespace, "apikeytier", "enterprise-acme")

@@ -12,14 +12,14 @@ import json
 import re
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from tests.support.kube import (
-    apply_crds,
+    EXAMPLE_OBJECTS,
     apply_examples,
     condition,
     create,
@@ -30,7 +30,6 @@ from tests.support.kube import (
     kstatus,
     wait_ready,
 )
-from tests.support.operator_process import running_operator
 from tiergate_contract import GatewayConfig, config_from_configmap
 from tiergate_devkit.cluster import ControlPlane
 from tiergate_operator.names import SHARED_GATEWAY, dedicated_gateway
@@ -50,17 +49,6 @@ TIER, SHARED_TIER, ROUTE = "acme", "small", "chat"
 GATEWAY = dedicated_gateway(TIER)
 ACCESS = "tiergate-gateway"  # the gateways' ServiceAccount, Role and RoleBinding
 USER_SELECTOR = {"app": "user-app"}
-
-
-@pytest.fixture(scope="module")
-def operator_log(
-    control_plane: ControlPlane, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[Path]:
-    apply_crds(control_plane)
-    log = tmp_path_factory.mktemp("operator") / "operator.log"
-    with running_operator(control_plane, log):
-        yield log
-    assert "Traceback" not in log.read_text(), "the operator logged a traceback"
 
 
 # --- the user's objects, one per kind the operator writes ---------------------------------
@@ -501,9 +489,7 @@ def test_a_refused_write_marks_only_its_gateway_and_every_status_is_written(
         wait_ready(
             control_plane,
             namespace,
-            "modelroute/deepseek-chat",
-            "apikeytier/startup",
-            "apikeytier/enterprise-acme",
+            *EXAMPLE_OBJECTS,
             timeout=30,
         )
         for kind, name in (

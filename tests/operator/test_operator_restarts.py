@@ -12,6 +12,7 @@ import pytest
 from tests.support.kube import (
     CHILD_KINDS,
     CUSTOM_RESOURCES,
+    EXAMPLE_OBJECTS,
     apply_crds,
     apply_examples,
     eventually,
@@ -38,9 +39,7 @@ def test_restart_and_reapply_cause_no_writes(
         wait_ready(
             control_plane,
             namespace,
-            "modelroute/deepseek-chat",
-            "apikeytier/startup",
-            "apikeytier/enterprise-acme",
+            *EXAMPLE_OBJECTS,
         )
         time.sleep(2)  # let the last status and Deployment updates settle
     kinds = f"{CHILD_KINDS},{CUSTOM_RESOURCES}"

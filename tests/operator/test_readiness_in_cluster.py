@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 
 from tests.support.gateway import free_port
-from tests.support.kube import apply_crds, apply_examples, eventually, wait_ready
+from tests.support.kube import EXAMPLE_OBJECTS, apply_crds, apply_examples, eventually, wait_ready
 from tests.support.operator_process import running_operator
 from tiergate_devkit.cluster import ControlPlane
 
@@ -67,9 +67,7 @@ def test_readiness_waits_for_the_watches_then_stays_ready_and_frees_its_port(
         wait_ready(
             control_plane,
             namespace,
-            "modelroute/deepseek-chat",
-            "apikeytier/startup",
-            "apikeytier/enterprise-acme",
+            *EXAMPLE_OBJECTS,
         )
         eventually(lambda: answered(200), timeout=30, what=f"{url} ready; {log}")
         assert answers[-1] == (200, {"ready": True})

@@ -16,6 +16,7 @@ __all__ = [
     "CRDS",
     "CUSTOM_RESOURCES",
     "EXAMPLES",
+    "EXAMPLE_OBJECTS",
     "apply_crds",
     "apply_examples",
     "condition",
@@ -82,6 +83,10 @@ def apply_crds(plane: ControlPlane) -> None:
 
 def apply_examples(plane: ControlPlane, namespace: str) -> None:
     plane.kubectl("-n", namespace, "apply", "-k", str(EXAMPLES))
+
+
+# The examples' route and tiers (crds/examples), as kubectl names them.
+EXAMPLE_OBJECTS = ("modelroute/deepseek-chat", "apikeytier/startup", "apikeytier/enterprise-acme")
 
 
 def wait_ready(plane: ControlPlane, namespace: str, *objects: str, timeout: int = 90) -> None:
