@@ -223,13 +223,13 @@ class _Connection(asyncio.Protocol):
         self._header_bytes = 0
         self._body: list[bytes] = []
         self._body_size = 0
-        # Between two requests and inside a head, bytes are counted per line before parsing:
-        # what the unfinished line at the end of what arrived so far may still take
-        # (_IN_BODY while a body is read).
         # The limits read per request or per header line, as attributes of their own.
         self._max_headers = self._limits.max_headers
         self._max_field_bytes = self._limits.max_field_bytes
         self._new_head_room = self._limits.new_head_room
+        # Between two requests and inside a head, bytes are counted per line before parsing:
+        # what the unfinished line at the end of what arrived so far may still take
+        # (_IN_BODY while a body is read).
         self._line_room = self._new_head_room
         self._request_line_ended: dict[str, str] | None = None  # the headers of that request
         self._reading = False  # a request has begun and is not complete yet
