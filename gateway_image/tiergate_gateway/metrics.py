@@ -114,6 +114,8 @@ class Metrics:
         )
         self._generation: str | None = None
         self._cache: dict[tuple[Any, ...], Any] = {}
+        # Latency children by their labels alone: no key to build per observation.
+        self._latency: dict[tuple[str, ...], Any] = {}
         # Hot-path samples are summed in plain dicts and handed to prometheus_client by
         # ``flush`` (every second, and before each scrape): a labelled ``inc`` with its lock
         # cost more than a tenth of a proxied request.
@@ -146,7 +148,10 @@ class Metrics:
 
     def observe_latency(self, seconds: float, *labels: str) -> None:
         """Record into ``request_duration_seconds`` (at once: nothing to gain by deferring)."""
-        self.child(self.latency, *labels).observe(seconds)
+        child = self._latency.get(labels)
+        if child is None:
+            child = self._latency[labels] = self.latency.labels(*labels)
+        child.observe(seconds)
 
     def flush(self) -> None:
         counts, self._counts = self._counts, {}
@@ -173,6 +178,7 @@ class Metrics:
     def forget_labels(self) -> None:
         """Drop cached children after a config swap (names may have gone)."""
         self._cache.clear()
+        self._latency.clear()
 
     def render(self) -> bytes:
         self.flush()
