@@ -3,8 +3,10 @@
     held = Handover(manager)
     async with held as value:  # enters ``manager``
         ...
-        later = held.pop()  # from here, ``await later.aclose()`` exits ``manager``
+        later = held.pop()  # ``manager`` itself: its exit is the caller's from here
     # leaving the block exits ``manager`` (with the exception, if any), unless it was popped
+    ...
+    await later.__aexit__(None, None, None)  # whoever popped it exits it, once
 
 ``AsyncExitStack`` costs about 12,600 instructions per use on the reference
 interpreter (4% of a proxied request). This costs a few hundred: its enter and
@@ -72,12 +74,8 @@ class Handover(Generic[T]):
             return _DONE
         return manager.__aexit__(exc_type, exc, traceback)
 
-    def pop(self) -> Handover[T]:
-        """A new holder of the manager's exit; leaving this one's block no longer exits it."""
+    def pop(self) -> AsyncManager[T]:
+        """The manager, whose exit is now the caller's: leaving this block no longer exits it."""
         manager, self._manager = self._manager, None
         assert manager is not None, "nothing to pop"
-        return Handover(manager)
-
-    def aclose(self, exc_type: type[BaseException] | None = None) -> Awaitable[bool | None]:
-        """Exit the manager now (once: later calls do nothing), as if ``exc_type`` was raised."""
-        return self.__aexit__(exc_type, None, None)
+        return manager

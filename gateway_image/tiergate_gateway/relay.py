@@ -12,7 +12,7 @@ import asyncio
 from .admission import Admission
 from .client import UpstreamProtocolError
 from .errors import envelope
-from .handover import Handover
+from .handover import AsyncManager
 from .proxy import UpstreamStream
 from .server import StreamResponse
 from .usage import SseUsageScanner, Usage
@@ -21,7 +21,7 @@ __all__ = ["Relay", "relay"]
 
 
 def relay(
-    stream: UpstreamStream, admission: Admission, exit: Handover[Admission]
+    stream: UpstreamStream, admission: Admission, exit: AsyncManager[Admission]
 ) -> StreamResponse:
     """The client's answer to a served stream; it leaves the admission (``exit``) when it closes."""
     content_type = stream.response.headers.get("content-type", "text/event-stream")
@@ -34,12 +34,12 @@ class Relay:
     __slots__ = ("_admission", "_chunks", "_done", "_exit", "_pending", "_response", "_scanner")
 
     def __init__(
-        self, stream: UpstreamStream, admission: Admission, exit: Handover[Admission]
+        self, stream: UpstreamStream, admission: Admission, exit: AsyncManager[Admission]
     ) -> None:
         self._pending: bytes | None = stream.first
         self._response = stream.response
         self._admission = admission
-        self._exit = exit
+        self._exit: AsyncManager[Admission] | None = exit  # None once closed
         self._scanner = SseUsageScanner()
         self._done = False
         self._chunks = 0
@@ -47,7 +47,9 @@ class Relay:
     @property
     def exhausted(self) -> bool:
         """Would the next ``__anext__`` end the stream? (Lets the server send the end with the last chunk.)"""
-        return self._done or (self._pending is None and self._response.finished)
+        if not self._done and self._pending is None and self._response.finished:
+            self._done = True  # nothing more will come
+        return self._done
 
     def __aiter__(self) -> Relay:
         return self
@@ -80,12 +82,17 @@ class Relay:
         return chunk
 
     async def aclose(self) -> None:
+        exit, self._exit = self._exit, None
+        if exit is None:
+            return  # closed already
         # Closed before its end, the stream was abandoned: the client left and the server's
         # task is being cancelled.
-        abandoned = None if self.exhausted else asyncio.CancelledError
+        done = self._done or (self._pending is None and self._response.finished)
+        abandoned = None if done else asyncio.CancelledError
         self._done = True
         self._response.close()
-        if self._admission.usage is None:
+        admission = self._admission
+        if admission.usage is None:
             # Without a usage chunk, each relayed chunk counts as one completion token.
-            self._admission.usage = self._scanner.usage or Usage(0, self._chunks, False)
-        await self._exit.aclose(abandoned)
+            admission.usage = self._scanner.usage or Usage(0, self._chunks, False)
+        await exit.__aexit__(abandoned, None, None)
