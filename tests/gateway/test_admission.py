@@ -23,6 +23,7 @@ from tiergate_gateway.budget import BudgetMonth, LocalLedger, to_nano
 from tiergate_gateway.calls import Call
 from tiergate_gateway.config import compile_config
 from tiergate_gateway.errors import GatewayError
+from tiergate_gateway.handover import Handover
 from tiergate_gateway.limits import LimitDecision, LocalLimiter
 from tiergate_gateway.metrics import Metrics
 from tiergate_gateway.usage import Usage
@@ -85,6 +86,22 @@ async def test_exit_after_an_answer_settles_to_the_reported_usage():
     # 100 - 15 tokens left (the estimate of 50 was settled to 15), and the slot is free.
     decision = admissions.limiter.acquire_now("t", LIMITS, 85)  # type: ignore[attr-defined]
     assert decision.allowed
+
+
+async def test_a_popped_admission_is_held_past_its_block_until_its_new_owner_exits_it():
+    # What a streamed answer does: the relay takes the admission's exit with it.
+    admissions, ledger = _admissions()
+    call = _call()
+    held = Handover(admissions.admit(call))
+    async with held as admission:
+        admission.target = call.route.route.targets[0]
+        popped = held.pop()
+    assert popped is admission
+    assert not await _admitted_again(admissions, call)  # the block left, the slot is still held
+    admission.usage = Usage(10, 5, True)
+    await popped.__aexit__(None, None, None)
+    assert await ledger.spent("t", MONTH) == to_nano(Decimal("0.015"))
+    assert await _admitted_again(admissions, call)
 
 
 async def test_exit_on_an_exception_gives_everything_back():
