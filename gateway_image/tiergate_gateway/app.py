@@ -20,7 +20,7 @@ import orjson
 
 from tiergate_contract import GatewayConfig
 
-from .admission import Admissions
+from .admission import Admission, Admissions
 from .auth import authenticate
 from .budget import BudgetMonth, LocalLedger, RedisLedger
 from .calls import read_call
@@ -246,7 +246,7 @@ class Gateway:
         try:
             call = read_call(request, self._config())
             assert self._forwarder is not None
-            admitted = Handover(self.admissions.admit(call))
+            admitted = Handover(Admission(self.admissions, call))
             async with admitted as admission:
                 answer = await self._forwarder.forward(call, admission)
                 if isinstance(answer, UpstreamStream):
