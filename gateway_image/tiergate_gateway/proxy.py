@@ -51,12 +51,9 @@ class Failed:
 Attempt = Served | Failed
 
 
-@dataclass(slots=True)
-class UpstreamStream:
-    """A served stream: its head and first chunk are in, the rest is for the relay to read."""
-
-    response: UpstreamResponse
-    first: bytes
+# A served stream is forwarded as its ``Served``: its head and first chunk (``body``) are
+# in, the rest is for the relay to read (one object less per stream).
+UpstreamStream = Served
 
 
 _BASE_HEADERS = {
@@ -222,7 +219,7 @@ def _served(
     response = served.response
     admission.target = target
     if call.stream and response.status == 200:
-        return UpstreamStream(response, served.body)  # its usage is the relay's to record
+        return served  # its usage is the relay's to record
     if 200 <= response.status < 300:
         try:
             admission.usage = usage_of(orjson.loads(served.body))

@@ -36,7 +36,7 @@ class Relay:
     def __init__(
         self, stream: UpstreamStream, admission: Admission, exit: AsyncManager[Admission]
     ) -> None:
-        self._pending: bytes | None = stream.first
+        self._pending: bytes | None = stream.body
         self._response = stream.response
         self._admission = admission
         self._exit: AsyncManager[Admission] | None = exit  # None once closed
