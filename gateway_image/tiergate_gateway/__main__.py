@@ -152,8 +152,6 @@ async def serve(
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, stop.set)
     gateway = create_gateway(settings, config=config)
-    # Until the app passes them itself: the app only hands over max_body_bytes and idle_seconds.
-    gateway.server.limits = settings.server_limits()
     await gateway.start()
     if on_ready is not None:
         on_ready(gateway.port)

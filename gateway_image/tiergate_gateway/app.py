@@ -79,15 +79,17 @@ class Gateway:
         self._redis: Any = None
         self._source: FileSource | KubeSource | None = None
         self._flusher: asyncio.Task[None] | None = None
-        self.server = HttpServer(
-            self.handle, status_error_bytes, settings.max_body_bytes, settings.idle_seconds
-        )
+        self.server = HttpServer(self.handle, status_error_bytes, limits=settings.server_limits())
         self.port = settings.port
         self._routes: dict[tuple[str, str], Callable[[Request], Any]] = {
             ("GET", "/healthz"): self._healthz,
             ("GET", "/readyz"): self._readyz,
             ("GET", "/metrics"): self._metrics,
             ("GET", "/v1/models"): self._models,
+        }
+        # What each path accepts, for the server's 405 answers (their Allow header).
+        self.server.allowed_methods = {path: ("POST",) for path in _PROXIED} | {
+            path: tuple(m for m, p in self._routes if p == path) for _, path in self._routes
         }
 
     # -- lifespan ---------------------------------------------------------
