@@ -1,12 +1,19 @@
-"""Traffic split, failover, circuit breakers and timeouts, through real servers."""
+"""Routing (routing.py): the plan and the breakers, pure; then split, failover, breakers and timeouts through real servers."""
 
 from __future__ import annotations
+
+import random
+from collections import Counter
 
 import httpx
 import openai
 import pytest
 
 from tests.support.gateway import STARTUP_KEY, config, route, target, tier
+from tiergate_contract import (
+    CircuitBreaker,
+)
+from tiergate_gateway.routing import Breaker, BreakerBoard, BreakerState, plan, priority_groups
 
 MSG = [{"role": "user", "content": "hi"}]
 
@@ -231,3 +238,95 @@ def test_credential_file_change_is_picked_up(upstreams, start_gateway, credentia
         assert time.monotonic() < deadline, "rotated credential never used"
         sdk(gw).chat.completions.create(model="m", messages=MSG)
         time.sleep(0.1)
+
+
+# -- the plan and the breakers, pure ---------------------------------------------------
+
+
+def breakers_for(*targets, failures=3, cooldown=10.0):
+    return {
+        t.name: Breaker(CircuitBreaker(consecutive_failures=failures, cooldown_seconds=cooldown))
+        for t in targets
+    }
+
+
+def test_plan_orders_priorities_and_weights():
+    a, b, c = (
+        target("a", "http://x/v1", weight=3),
+        target("b", "http://x/v1", weight=1),
+        target("c", "http://x/v1", priority=1),
+    )
+    drained = target("d", "http://x/v1", weight=0)
+    groups = priority_groups([c, a, drained, b])
+    assert groups == ((a, b), (c,))
+    rng = random.Random(7)
+    firsts = Counter()
+    for _ in range(4000):
+        order = plan(groups, breakers_for(a, b, c, drained), 0.0, rng)
+        assert order[-1] is c
+        assert drained not in order
+        firsts[order[0].name] += 1
+    assert 2850 <= firsts["a"] <= 3150  # 3:1 -> 75% of 4000, +-5 sd
+
+
+def test_plan_orders_whole_groups_by_weight_without_replacement():
+    a, b, c = (target(n, "http://x/v1", weight=w) for n, w in (("a", 5), ("b", 3), ("c", 2)))
+    groups = priority_groups([a, b, c])
+    rng = random.Random(11)
+    orders = Counter(
+        "".join(t.name for t in plan(groups, breakers_for(a, b, c), 0.0, rng)) for _ in range(10000)
+    )
+    assert set(orders) <= {"abc", "acb", "bac", "bca", "cab", "cba"}
+    # P(abc) = 5/10 * 3/5 = 0.30, P(cba) = 2/10 * 3/8 = 0.075; +-5 sd
+    assert 2770 <= orders["abc"] <= 3230
+    assert 620 <= orders["cba"] <= 880
+
+
+def test_breaker_board_for_route_is_cached_until_a_config_swap():
+    a, b = target("a", "http://x/v1"), target("b", "http://x/v1")
+    policy = CircuitBreaker(consecutive_failures=2, cooldown_seconds=5)
+    board = BreakerBoard()
+    first = board.for_route("m", [a, b], policy)
+    assert first["a"] is board.get("m", "a", policy)
+    assert board.for_route("m", [a, b], policy) is first
+    first["a"].failure(0.0)
+    board.retain({("m", "a")})  # b has gone from the config
+    second = board.for_route("m", [a], policy)
+    assert second is not first
+    assert second["a"] is first["a"]
+    assert second["a"].failures == 1  # state survives the swap
+    assert [key for key, _ in board.items()] == [("m", "a")]
+
+
+def test_plan_skips_open_breakers_until_cooldown():
+    a, b = target("a", "http://x/v1"), target("b", "http://x/v1", priority=1)
+    board = breakers_for(a, b, failures=2, cooldown=10)
+    board["a"].failure(100.0)
+    assert [t.name for t in plan(priority_groups([a, b]), board, 100.0, random.Random(1))] == [
+        "a",
+        "b",
+    ]
+    board["a"].failure(101.0)
+    assert board["a"].state is BreakerState.OPEN
+    assert [t.name for t in plan(priority_groups([a, b]), board, 105.0, random.Random(1))] == ["b"]
+    assert [t.name for t in plan(priority_groups([a, b]), board, 111.0, random.Random(1))] == [
+        "a",
+        "b",
+    ]
+
+
+def test_breaker_half_open_allows_one_probe():
+    breaker = Breaker(CircuitBreaker(consecutive_failures=1, cooldown_seconds=5))
+    breaker.failure(0.0)
+    assert not breaker.acquire(4.9)
+    assert breaker.acquire(5.0)
+    assert breaker.state is BreakerState.HALF_OPEN
+    assert not breaker.acquire(5.1)  # one probe at a time
+    breaker.failure(6.0)  # the probe failed: open again, new cooldown
+    assert breaker.state is BreakerState.OPEN
+    assert not breaker.acquire(10.0)
+    assert breaker.acquire(11.0)
+    assert breaker.success()  # recovered: the state changed
+    assert breaker.state is BreakerState.CLOSED
+    assert breaker.failures == 0
+    assert not breaker.success()  # already closed
