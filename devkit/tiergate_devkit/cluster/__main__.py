@@ -14,14 +14,14 @@ DEFAULT_WORKDIR = Path(".tiergate") / "cluster"
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="devcluster", description=__doc__)
+    parser = argparse.ArgumentParser(prog="python -m tiergate_devkit.cluster", description=__doc__)
     parser.add_argument("command", choices=["start", "stop", "status"])
     parser.add_argument("--workdir", type=Path, default=DEFAULT_WORKDIR)
     args = parser.parse_args(argv)
     workdir: Path = args.workdir.resolve()
 
     def progress(message: str) -> None:
-        print(f"[devcluster] {message}", file=sys.stderr, flush=True)
+        print(f"[cluster] {message}", file=sys.stderr, flush=True)
 
     if args.command == "stop":
         stopped = stop(workdir)
