@@ -1,6 +1,6 @@
 """Admission of a call: rate limits, concurrency and a budget reservation, settled when it ends.
 
-``async with admissions.admit(call) as admission`` either raises the ``GatewayError``
+``async with Admission(admissions, call) as admission`` either raises the ``GatewayError``
 that refuses the call (429, or 503 when the limits store is down) or holds its
 request, tokens, concurrency slot and budget reservation until the block is left.
 Leaving it, however (an answer, an exception, a cancelled task), settles them
@@ -48,9 +48,6 @@ class Admissions:
         self.month = month
         # What the stores raise when they are unreachable (Redis adds its own).
         self.backend_errors = backend_errors
-
-    def admit(self, call: Call) -> Admission:
-        return Admission(self, call)
 
     def backend_down(self, what: str, exc: BaseException) -> GatewayError:
         """Limits and budgets fail closed: no call goes upstream unaccounted."""

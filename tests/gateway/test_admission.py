@@ -63,7 +63,7 @@ def _admissions(limiter: LocalLimiter | None = None) -> tuple[Admissions, LocalL
 async def _admitted_again(admissions: Admissions, call: Call) -> bool:
     """Would the next call of the tier be admitted? (The concurrency cap is one.)"""
     try:
-        async with admissions.admit(call):
+        async with Admission(admissions, call):
             return True
     except GatewayError as refused:
         if refused.code != "rate_limit_exceeded":
@@ -74,7 +74,7 @@ async def _admitted_again(admissions: Admissions, call: Call) -> bool:
 async def test_exit_after_an_answer_settles_to_the_reported_usage():
     admissions, ledger = _admissions()
     call = _call()
-    async with admissions.admit(call) as admission:
+    async with Admission(admissions, call) as admission:
         assert isinstance(admission, Admission)
         assert dict(admission.headers)["x-ratelimit-remaining-tokens"] == "50"
         assert not await _admitted_again(admissions, call)  # the slot is held
@@ -92,7 +92,7 @@ async def test_a_popped_admission_is_held_past_its_block_until_its_new_owner_exi
     # What a streamed answer does: the relay takes the admission's exit with it.
     admissions, ledger = _admissions()
     call = _call()
-    held = Handover(admissions.admit(call))
+    held = Handover(Admission(admissions, call))
     async with held as admission:
         admission.target = call.route.route.targets[0]
         popped = held.pop()
@@ -108,7 +108,7 @@ async def test_exit_on_an_exception_gives_everything_back():
     admissions, ledger = _admissions()
     call = _call()
     with pytest.raises(RuntimeError, match="boom"):
-        async with admissions.admit(call):
+        async with Admission(admissions, call):
             raise RuntimeError("boom")
     assert await ledger.spent("t", MONTH) == 0
     assert await _admitted_again(admissions, call)
@@ -121,7 +121,7 @@ async def test_exit_on_cancellation_mid_call_gives_everything_back():
     inside = asyncio.Event()
 
     async def waits_for_an_upstream() -> None:
-        async with admissions.admit(call):
+        async with Admission(admissions, call):
             inside.set()
             await asyncio.Event().wait()
 
@@ -158,7 +158,7 @@ async def test_a_second_cancellation_during_the_settle_does_not_lose_it():
     inside = asyncio.Event()
 
     async def waits_for_an_upstream() -> None:
-        async with admissions.admit(call):
+        async with Admission(admissions, call):
             inside.set()
             await asyncio.Event().wait()
 
@@ -180,7 +180,7 @@ async def test_a_refusal_raises_before_the_block_and_holds_nothing():
     admissions, ledger = _admissions()
     call = _call(prompt_tokens=101)  # more tokens than a minute holds
     with pytest.raises(GatewayError) as refused:
-        async with admissions.admit(call):
+        async with Admission(admissions, call):
             pytest.fail("a refused call must not run")
     assert (refused.value.status, refused.value.code) == (429, "rate_limit_exceeded")
     assert dict(refused.value.headers)["retry-after"] == "60"
@@ -191,7 +191,7 @@ async def test_a_budget_refusal_gives_the_concurrency_slot_back():
     admissions, ledger = _admissions()
     big = _call(max_tokens=1000)  # reserves 1.05 USD of a 1 USD budget
     with pytest.raises(GatewayError) as refused:
-        async with admissions.admit(big):
+        async with Admission(admissions, big):
             pytest.fail("a refused call must not run")
     assert (refused.value.status, refused.value.code) == (429, "budget_exceeded")
     assert await ledger.spent("t", MONTH) == 0
@@ -206,7 +206,7 @@ class _DownLimiter(LocalLimiter):
 async def test_an_unreachable_store_fails_closed():
     admissions, _ = _admissions(_DownLimiter())
     with pytest.raises(GatewayError) as refused:
-        async with admissions.admit(_call()):
+        async with Admission(admissions, _call()):
             pytest.fail("an unaccounted call must not run")
     assert (refused.value.status, refused.value.code) == (503, "limits_unavailable")
 
