@@ -31,7 +31,7 @@ from .errors import GatewayError, status_error_bytes
 from .handover import Handover
 from .limits import LocalLimiter, RedisLimiter
 from .metrics import Metrics, status_label
-from .proxy import Forwarder, UpstreamStream
+from .proxy import Forwarder, Served
 from .relay import relay
 from .routing import BreakerBoard, BreakerState
 from .server import HttpServer, Request, Response, StreamResponse
@@ -251,7 +251,7 @@ class Gateway:
             admitted = Handover(Admission(self.admissions, call))
             async with admitted as admission:
                 answer = await self._forwarder.forward(call, admission)
-                if isinstance(answer, UpstreamStream):
+                if isinstance(answer, Served):
                     response = relay(answer, admission, admitted.pop())
                 else:
                     response = answer

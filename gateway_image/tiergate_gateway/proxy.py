@@ -26,12 +26,16 @@ from .routing import Breaker, BreakerBoard, plan
 from .server import Response
 from .usage import Usage, usage_of
 
-__all__ = ["Attempt", "Failed", "Forwarder", "Served", "UpstreamStream"]
+__all__ = ["Attempt", "Failed", "Forwarder", "Served"]
 
 
 @dataclass(slots=True)
 class Served:
-    """The upstream answered: relay its answer."""
+    """The upstream answered: relay its answer.
+
+    ``forward`` hands a served stream on as it is (its head and first chunk read, the rest
+    for the relay); a plain answer becomes a ``Response``.
+    """
 
     response: UpstreamResponse  # head read
     body: bytes  # the whole body; for a stream, its first chunk
@@ -49,11 +53,6 @@ class Failed:
 
 
 Attempt = Served | Failed
-
-
-# A served stream is forwarded as its ``Served``: its head and first chunk (``body``) are
-# in, the rest is for the relay to read (one object less per stream).
-UpstreamStream = Served
 
 
 _BASE_HEADERS = {
@@ -90,7 +89,7 @@ class Forwarder:
         self._metrics = metrics
         self._rng = rng
 
-    async def forward(self, call: Call, admission: Admission) -> Response | UpstreamStream:
+    async def forward(self, call: Call, admission: Admission) -> Response | Served:
         """The first answer of the planned targets; records on ``admission`` who served."""
         compiled, metrics = call.route, self._metrics
         route = compiled.route
@@ -213,9 +212,7 @@ class Forwarder:
         metrics.child(metrics.circuit, route, target.name).set(breaker.state.value)
 
 
-def _served(
-    call: Call, served: Served, target: Target, admission: Admission
-) -> Response | UpstreamStream:
+def _served(call: Call, served: Served, target: Target, admission: Admission) -> Response | Served:
     response = served.response
     admission.target = target
     if call.stream and response.status == 200:

@@ -13,16 +13,14 @@ from .admission import Admission
 from .client import UpstreamProtocolError
 from .errors import envelope
 from .handover import AsyncManager
-from .proxy import UpstreamStream
+from .proxy import Served
 from .server import StreamResponse
 from .usage import SseUsageScanner, Usage
 
 __all__ = ["Relay", "relay"]
 
 
-def relay(
-    stream: UpstreamStream, admission: Admission, exit: AsyncManager[Admission]
-) -> StreamResponse:
+def relay(stream: Served, admission: Admission, exit: AsyncManager[Admission]) -> StreamResponse:
     """The client's answer to a served stream; it leaves the admission (``exit``) when it closes."""
     content_type = stream.response.headers.get("content-type", "text/event-stream")
     return StreamResponse(200, Relay(stream, admission, exit), admission.headers, content_type)
@@ -33,9 +31,7 @@ class Relay:
 
     __slots__ = ("_admission", "_chunks", "_done", "_exit", "_pending", "_response", "_scanner")
 
-    def __init__(
-        self, stream: UpstreamStream, admission: Admission, exit: AsyncManager[Admission]
-    ) -> None:
+    def __init__(self, stream: Served, admission: Admission, exit: AsyncManager[Admission]) -> None:
         self._pending: bytes | None = stream.body
         self._response = stream.response
         self._admission = admission
