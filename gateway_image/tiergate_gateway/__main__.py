@@ -25,8 +25,9 @@ from pathlib import Path
 
 from tiergate_contract import GatewayConfig
 
+from . import logs
 from .app import create_gateway
-from .settings import DEFAULT_CREDENTIALS_DIR, Settings
+from .settings import DEFAULT_CREDENTIALS_DIR, Settings, parse_buckets
 
 __all__ = ["main", "parse_args", "run", "serve"]
 
@@ -37,9 +38,16 @@ def _env(name: str, default: str | None = None) -> str | None:
     return os.environ.get(_ENV + name, default)
 
 
+def _buckets(text: str) -> tuple[float, ...]:
+    try:
+        return parse_buckets(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
 # (Settings field, type, help): each is a flag --<field with dashes> and a variable
 # TIERGATE_GATEWAY_<FIELD>, defaulting to Settings' default.
-_LIMIT_FLAGS: tuple[tuple[str, type[int] | type[float], str], ...] = (
+_TUNING_FLAGS: tuple[tuple[str, Callable[[str], object], str], ...] = (
     ("max_line_bytes", int, "longest request line or header line"),
     ("max_header_bytes", int, "all header lines of a request together"),
     ("max_headers", int, "header lines per request"),
@@ -48,19 +56,31 @@ _LIMIT_FLAGS: tuple[tuple[str, type[int] | type[float], str], ...] = (
     ("body_timeout_seconds", float, "its body within this after the head"),
     ("idle_seconds", float, "idle keep-alive connections are closed after this"),
     ("max_connections", int, "open client connections per worker; more are refused"),
+    ("max_response_bytes", int, "a non-streamed upstream answer; a larger one is a 502"),
+    ("max_json_depth", int, "nesting of a request body; deeper is refused with 400"),
+    ("access_log_sample", float, "share of requests in the access log (0 to 1)"),
+    ("ttft_buckets", _buckets, "time-to-first-token histogram bounds, seconds, comma-separated"),
+    ("overhead_buckets", _buckets, "gateway-overhead histogram bounds, seconds, comma-separated"),
 )
 
 
-def _add_limit_flags(parser: argparse.ArgumentParser) -> None:
+def _add_tuning_flags(parser: argparse.ArgumentParser) -> None:
     defaults = Settings()
-    for name, kind, meaning in _LIMIT_FLAGS:
+    for name, kind, meaning in _TUNING_FLAGS:
         variable = name.upper()
+        default = getattr(defaults, name)
         parser.add_argument(
             "--" + name.replace("_", "-"),
             type=kind,
-            default=kind(_env(variable) or getattr(defaults, name)),
+            default=kind(_env(variable) or _flag_text(default)),
             help=f"{meaning} [{variable}]",
         )
+
+
+def _flag_text(value: object) -> str:
+    if isinstance(value, tuple):
+        return ",".join(str(part) for part in value)
+    return str(value)
 
 
 def parse_args(argv: Sequence[str] | None = None) -> tuple[Settings, bool]:
@@ -114,8 +134,14 @@ def parse_args(argv: Sequence[str] | None = None) -> tuple[Settings, bool]:
         default=float(_env("GRACE_SECONDS", "25") or 25),
         help="drain time on SIGTERM [GRACE_SECONDS]",
     )
-    _add_limit_flags(parser)
+    _add_tuning_flags(parser)
     parser.add_argument("--log-level", default=_env("LOG_LEVEL", "INFO"), help="[LOG_LEVEL]")
+    parser.add_argument(
+        "--log-format",
+        choices=("json", "text"),
+        default=_env("LOG_FORMAT", "json"),
+        help="the gateway's own log lines on stderr; the access log (stdout) is JSON [LOG_FORMAT]",
+    )
     parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     try:
@@ -130,7 +156,8 @@ def parse_args(argv: Sequence[str] | None = None) -> tuple[Settings, bool]:
             workers=args.workers,
             grace_seconds=args.grace_seconds,
             log_level=str(args.log_level).upper(),
-            **{name: getattr(args, name) for name, _, _ in _LIMIT_FLAGS},
+            log_format=args.log_format,
+            **{name: getattr(args, name) for name, _, _ in _TUNING_FLAGS},
         )
     except ValueError as exc:
         parser.error(str(exc))
@@ -162,15 +189,13 @@ async def serve(
         await gateway.stop()
 
 
-def _configure_logging(level: str) -> None:
-    logging.basicConfig(
-        level=level, format="%(asctime)s %(levelname)s %(name)s pid=%(process)d %(message)s"
-    )
+def _configure_logging(settings: Settings) -> None:
+    logs.configure(settings.log_level, settings.log_format)
 
 
 def run(settings: Settings, config: GatewayConfig | None = None) -> None:
     """Run the gateway in this process (or as a master of ``settings.workers`` processes)."""
-    _configure_logging(settings.log_level)
+    _configure_logging(settings)
     if settings.workers > 1:
         raise SystemExit(_run_master(settings, sys.argv[1:]))
     import uvloop
@@ -227,7 +252,7 @@ def _run_master(settings: Settings, argv: list[str]) -> int:
 def main(argv: Sequence[str] | None = None) -> None:
     settings, is_worker = parse_args(argv)
     if is_worker:
-        _configure_logging(settings.log_level)
+        _configure_logging(settings)
         import uvloop
 
         # A worker of a master: same settings, one process, port shared through SO_REUSEPORT.

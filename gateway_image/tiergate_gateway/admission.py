@@ -64,7 +64,16 @@ class Admissions:
 class Admission:
     """One admitted call (an async context manager); see the module docstring."""
 
-    __slots__ = ("_admissions", "_call", "_month", "_reserved", "headers", "target", "usage")
+    __slots__ = (
+        "_admissions",
+        "_call",
+        "_month",
+        "_reserved",
+        "cost_nano",
+        "headers",
+        "target",
+        "usage",
+    )
 
     def __init__(self, admissions: Admissions, call: Call) -> None:
         self._admissions = admissions
@@ -75,6 +84,7 @@ class Admission:
         self.headers: list[tuple[str, str]] = []
         self.target: Target | None = None  # the target that served, if one did
         self.usage: Usage | None = None  # None: the estimate stands
+        self.cost_nano = 0  # what the call cost, once settled (nano-USD)
 
     async def __aenter__(self) -> Admission:
         admissions, call = self._admissions, self._call
@@ -145,6 +155,7 @@ class Admission:
             if target is not None
             else 0
         )
+        self.cost_nano = cost
         try:
             await admissions.limiter.finish(tier.name, tier.limits, estimated, prompt + completion)
             if tier.budget is not None:

@@ -20,10 +20,11 @@ import orjson
 
 from tiergate_contract import GatewayConfig
 
+from .access_log import AccessLog
 from .admission import Admission, Admissions
 from .auth import authenticate
 from .budget import BudgetMonth, LocalLedger, RedisLedger
-from .calls import read_call
+from .calls import Call, read_call
 from .client import UpstreamPool
 from .config import CompiledConfig, ConfigStore, compile_config
 from .credentials import CredentialStore
@@ -37,10 +38,14 @@ from .routing import BreakerBoard, BreakerState
 from .server import HttpServer, Request, Response, StreamResponse
 from .settings import Settings
 from .sources import FileSource, KubeSource, kube_access
+from .tracing import request_id_of, upstream_trace_lines
 
 __all__ = ["Gateway", "create_gateway"]
 
 _log = logging.getLogger("tiergate_gateway")
+
+# Probes and scrapes: answered, counted in metrics, but not access-logged.
+_QUIET_PATHS = frozenset({"/healthz", "/readyz", "/metrics"})
 
 _PROXIED = {
     "/v1/chat/completions": "chat",
@@ -65,7 +70,8 @@ class Gateway:
         rng: random.Random | None = None,
     ) -> None:
         self.settings = settings
-        self.metrics = Metrics()
+        self.metrics = Metrics(settings.ttft_buckets, settings.overhead_buckets)
+        self.access_log = AccessLog(settings.access_log_sample)
         self.store = ConfigStore(on_rejected=self._rejected, on_loaded=self._loaded)
         self.credentials = CredentialStore(settings.credentials_dir)
         self.breakers = BreakerBoard()
@@ -80,6 +86,7 @@ class Gateway:
         self._source: FileSource | KubeSource | None = None
         self._flusher: asyncio.Task[None] | None = None
         self.server = HttpServer(self.handle, status_error_bytes, limits=settings.server_limits())
+        self.server.on_internal_error = self._internal_error
         self.port = settings.port
         self._routes: dict[tuple[str, str], Callable[[Request], Any]] = {
             ("GET", "/healthz"): self._healthz,
@@ -102,7 +109,12 @@ class Gateway:
             raise ValueError("no config: pass a GatewayConfig, or set config_file or configmap")
         self.pool = UpstreamPool()
         self._forwarder = Forwarder(
-            self.pool, self.credentials, self.breakers, self.metrics, self._rng
+            self.pool,
+            self.credentials,
+            self.breakers,
+            self.metrics,
+            self._rng,
+            self.settings.max_response_bytes,
         )
         if self.settings.redis_url is not None:
             # Imported only when used: redis costs ~0.1 s of start-up.
@@ -136,6 +148,7 @@ class Gateway:
         while True:
             await asyncio.sleep(1.0)
             self.metrics.flush()
+            self.access_log.flush()
 
     async def stop(self) -> None:
         """Stop accepting, drain in-flight requests within the grace period, release clients."""
@@ -145,12 +158,16 @@ class Gateway:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._flusher
         self.metrics.flush()
+        self.access_log.flush()
         if self._source is not None:
             await self._source.stop()
         if self.pool is not None:
             await self.pool.close()
         if self._redis is not None:
             await self._redis.aclose()
+
+    def _internal_error(self, where: str) -> None:
+        self.metrics.add(self.metrics.internal_errors, where)
 
     def _rejected(self, reason: str) -> None:
         self.metrics.config_rejected.inc()
@@ -192,6 +209,9 @@ class Gateway:
             response = _error_response(error)
             endpoint = endpoint or "other"
         self._record(started, response.status, endpoint, "-", "-")
+        if request.path not in _QUIET_PATHS and self.access_log.sampled():
+            code = _error_code(response)
+            self._log_call(request, started, response.status, code, None, None, None)
         return response
 
     def _record(self, started: float, status: int, endpoint: str, tier: str, route: str) -> None:
@@ -243,25 +263,107 @@ class Gateway:
         """Read the call, admit it, forward it. The admission is left when the answer is
         complete: at the end of this block for a plain answer, by the relay for a stream."""
         started = time.perf_counter()
+        request_id = request_id_of(request.headers)
         tier = model = "-"  # the labels of a refused call
+        call: Call | None = None
+        admission: Admission | None = None
+        error_code: str | None = None
         response: Response | StreamResponse
         try:
-            call = read_call(request, self._config())
+            call = read_call(request, self._config(), self.settings.max_json_depth)
+            call.trace_lines = upstream_trace_lines(request_id, request.headers)
             assert self._forwarder is not None
             admitted = Handover(Admission(self.admissions, call))
             async with admitted as admission:
                 answer = await self._forwarder.forward(call, admission)
                 if isinstance(answer, Served):
-                    response = relay(answer, admission, admitted.pop())
+                    ended = self._stream_ended(request, request_id, started, call, admission)
+                    response = relay(answer, admission, admitted.pop(), ended)
                 else:
                     response = answer
-            tier, model = call.tier.name, call.route.route.model
         except GatewayError as error:
             response = _error_response(error)
+            error_code = error.code
+        response.headers.append(("x-request-id", request_id))
+        if call is not None:
+            tier, model = call.tier.name, call.route.route.model
+            if call.first_token_at:
+                overhead = time.perf_counter() - started - call.upstream_seconds
+                self.metrics.observe_served(tier, model, call.first_token_at - started, overhead)
         metrics = self.metrics
         metrics.add(metrics.requests, endpoint, tier, model, status_label(response.status))
         metrics.observe_latency(time.perf_counter() - started, endpoint, tier)
+        if isinstance(response, Response) and self.access_log.sampled():
+            self._log_call(
+                request, started, response.status, error_code, request_id, call, admission
+            )
         return response
+
+    def _stream_ended(
+        self,
+        request: Request,
+        request_id: str,
+        started: float,
+        call: Call,
+        admission: Admission,
+    ) -> Callable[[str | None], None]:
+        def ended(error: str | None) -> None:
+            if self.access_log.sampled():
+                self._log_call(request, started, 200, error, request_id, call, admission)
+
+        return ended
+
+    def _log_call(
+        self,
+        request: Request,
+        started: float,
+        status: int,
+        error: str | None,
+        request_id: str | None,
+        call: Call | None,
+        admission: Admission | None,
+    ) -> None:
+        """One access-log line (``time`` first); never a key, only the tier's name."""
+        entry: dict[str, Any] = {
+            "time": "",
+            "request_id": request_id,
+            "method": request.method,
+            "path": request.path[:200],
+            "status": status,
+            "error": error,
+            "duration_ms": round((time.perf_counter() - started) * 1000, 3),
+        }
+        if call is not None:
+            entry["tier"] = call.tier.name
+            entry["route"] = call.route.route.model
+            entry["stream"] = call.stream
+            entry["targets"] = call.tried
+            entry["attempts"] = len(call.tried)
+            if call.first_token_at:
+                entry["ttft_ms"] = round((call.first_token_at - started) * 1000, 3)
+            if call.upstream_request_id is not None:
+                entry["upstream_request_id"] = call.upstream_request_id
+        if admission is not None:
+            if admission.target is not None:
+                entry["target"] = admission.target.name
+            usage = admission.usage
+            if usage is not None:
+                entry["prompt_tokens"] = usage.prompt_tokens
+                entry["completion_tokens"] = usage.completion_tokens
+                entry["tokens_reported"] = usage.reported
+            entry["cost_usd"] = admission.cost_nano / 1e9
+        self.access_log.write(entry)
+
+
+def _error_code(response: Response) -> str | None:
+    """The ``code`` of an OpenAI error envelope the gateway made (for the access log)."""
+    if response.status < 400:
+        return None
+    try:
+        error = orjson.loads(response.body).get("error")
+    except (orjson.JSONDecodeError, AttributeError):
+        return None
+    return error.get("code") if isinstance(error, dict) else None
 
 
 def create_gateway(

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import orjson
@@ -22,7 +22,7 @@ _CLASSES = {"premium": RequestClass.PREMIUM, "standard": RequestClass.STANDARD}
 
 @dataclass(slots=True)
 class Call:
-    """One client request, ready to admit and send."""
+    """One client request, ready to admit and send; the forwarder notes how it went."""
 
     path: str
     payload: dict[str, Any]
@@ -32,12 +32,17 @@ class Call:
     request_class: RequestClass
     prompt_tokens: int  # estimated before the call; settled to the reported usage after
     max_tokens: int  # what the answer may cost at most, for the budget reservation
+    trace_lines: bytes = b""  # x-request-id and trace context header lines for the upstream
+    tried: list[str] = field(default_factory=list)  # the targets attempts went to, in order
+    upstream_seconds: float = 0.0  # spent waiting on upstreams (perf_counter seconds)
+    first_token_at: float = 0.0  # perf_counter when the first token (or whole answer) came
+    upstream_request_id: str | None = None  # the serving upstream's own x-request-id
 
 
-def read_call(request: Request, compiled: CompiledConfig) -> Call:
+def read_call(request: Request, compiled: CompiledConfig, max_json_depth: int = 64) -> Call:
     """Who asks (401), for what (400, 415), and whether they may (403, 404)."""
     tier = authenticate(request.headers.get("authorization"), compiled)
-    payload = _parse(request)
+    payload = _parse(request, max_json_depth)
     model = payload["model"]
     route = compiled.routes.get(model)
     if route is None:
@@ -71,7 +76,7 @@ def read_call(request: Request, compiled: CompiledConfig) -> Call:
     )
 
 
-def _parse(request: Request) -> dict[str, Any]:
+def _parse(request: Request, max_depth: int) -> dict[str, Any]:
     content_type = request.headers.get("content-type", "application/json")
     if "json" not in content_type.lower():
         raise GatewayError(
@@ -87,6 +92,12 @@ def _parse(request: Request) -> dict[str, Any]:
         ) from None
     if not isinstance(payload, dict):
         raise GatewayError(400, "request body must be a JSON object", code="invalid_json")
+    if _deeper_than(max_depth, payload, request.body):
+        raise GatewayError(
+            400,
+            f"request body is nested deeper than {max_depth} levels of objects and arrays",
+            code="invalid_json",
+        )
     model = payload.get("model")
     if not isinstance(model, str) or not model:
         raise GatewayError(
@@ -96,6 +107,24 @@ def _parse(request: Request) -> dict[str, Any]:
             code="invalid_value" if "model" in payload else "missing_required_parameter",
         )
     return payload
+
+
+def _deeper_than(limit: int, payload: dict[str, Any], body: bytes) -> bool:
+    """Does ``payload`` nest objects and arrays more than ``limit`` levels deep?"""
+    # A body with fewer brackets than the limit cannot be that deep (counted in C; brackets
+    # inside strings only make the count larger): most requests stop here.
+    if body.count(b"{") + body.count(b"[") <= limit:
+        return False
+    stack: list[tuple[Any, int]] = [(payload, 1)]
+    while stack:
+        value, depth = stack.pop()
+        children = value.values() if isinstance(value, dict) else value
+        for child in children:
+            if isinstance(child, dict | list):
+                if depth >= limit:
+                    return True
+                stack.append((child, depth + 1))
+    return False
 
 
 def _request_class(request: Request, tier: Tier) -> RequestClass:

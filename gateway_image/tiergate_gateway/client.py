@@ -21,13 +21,20 @@ from urllib.parse import urlsplit
 import httptools
 
 __all__ = [
+    "BUFFER_BYTES",
     "Endpoint",
     "UpstreamConnectError",
     "UpstreamPool",
     "UpstreamProtocolError",
     "UpstreamResponse",
+    "UpstreamTooLarge",
     "header_lines",
 ]
+
+# Body bytes a call buffers before the client stops reading its upstream connection; reading
+# resumes when the reader takes them. With a slow client this bounds what a call holds (plus
+# one socket read), instead of taking the upstream's whole answer into memory.
+BUFFER_BYTES = 64 * 1024
 
 
 class UpstreamConnectError(Exception):
@@ -36,6 +43,14 @@ class UpstreamConnectError(Exception):
 
 class UpstreamProtocolError(Exception):
     """The upstream broke the exchange (reset, malformed response, early close)."""
+
+
+class UpstreamTooLarge(Exception):
+    """The upstream's answer is longer than the exchange allows (``max_body_bytes``)."""
+
+    def __init__(self, limit: int) -> None:
+        super().__init__(f"the upstream answer exceeds {limit} bytes")
+        self.limit = limit
 
 
 @dataclass(frozen=True, slots=True)
@@ -70,7 +85,7 @@ def header_lines(headers: list[tuple[str, str]]) -> bytes:
 
 # The response headers the gateway relays; the others (providers send a score of them) are
 # not decoded at all. httptools handles framing (content-length, transfer-encoding) itself.
-_KEPT_HEADERS = frozenset({b"content-type", b"retry-after"})
+_KEPT_HEADERS = frozenset({b"content-type", b"retry-after", b"x-request-id"})
 
 
 class _Conn(asyncio.Protocol):
@@ -89,14 +104,21 @@ class _Conn(asyncio.Protocol):
         self.active: set[_Conn] | None = None
         self.first_byte_at = 0.0
         self.deadline = 0.0
+        self.buffered = 0  # body bytes received and not yet read
+        self.body_bytes = 0  # body bytes received in this exchange
+        self.max_body_bytes = 0  # 0: no limit (a stream; its buffer is still bounded)
+        self.reading_paused = False
 
-    def reset(self) -> None:
+    def reset(self, max_body_bytes: int) -> None:
         # The parser carries over: llhttp parses one keep-alive response after the other.
         self.headers = {}
         self.status = 0
         self.chunks.clear()
         self.complete = False
         self.received_any = False
+        self.taken()  # a connection given back unread may still have its reading paused
+        self.body_bytes = 0
+        self.max_body_bytes = max_body_bytes
         self.head = self.loop.create_future()
 
     @property
@@ -178,8 +200,28 @@ class _Conn(asyncio.Protocol):
             self.head.set_result(None)
 
     def on_body(self, body: bytes) -> None:
+        size = len(body)
+        self.body_bytes += size
+        if self.max_body_bytes and self.body_bytes > self.max_body_bytes:
+            self._fail(UpstreamTooLarge(self.max_body_bytes))
+            self.chunks.clear()
+            if self.transport is not None:
+                self.transport.close()
+            return
         self.chunks.append(body)
+        self.buffered += size
+        if self.buffered >= BUFFER_BYTES and not self.reading_paused and self.transport:
+            self.reading_paused = True
+            self.transport.pause_reading()
         self._wake()
+
+    def taken(self) -> None:
+        """The reader took the buffered body: read the upstream again if it was paused."""
+        self.buffered = 0
+        if self.reading_paused:
+            self.reading_paused = False
+            if self.transport is not None and not self.transport.is_closing():
+                self.transport.resume_reading()
 
     def on_message_complete(self) -> None:
         self.complete = True
@@ -221,10 +263,16 @@ class UpstreamResponse:
                 conn.waiter = None
 
     def _drain(self) -> bytes:
-        chunks = self._conn.chunks
+        conn = self._conn
+        chunks = conn.chunks
         data = chunks[0] if len(chunks) == 1 else b"".join(chunks)
         chunks.clear()
+        conn.taken()
         return data
+
+    def unbounded(self) -> None:
+        """Lift ``max_body_bytes`` for this body (a stream): only its buffer stays bounded."""
+        self._conn.max_body_bytes = 0
 
     @property
     def finished(self) -> bool:
@@ -322,10 +370,13 @@ class UpstreamPool:
         connect_timeout: float,
         first_byte_timeout: float,
         deadline: float,
+        max_body_bytes: int = 0,
     ) -> UpstreamResponse:
         """POST/GET ``body`` and wait for the response head (status and headers).
 
         ``headers`` are extra header lines, each ending in CRLF (see ``header_lines``).
+        A body longer than ``max_body_bytes`` (if set) fails its read with ``UpstreamTooLarge``;
+        whatever the limit, at most ``BUFFER_BYTES`` (and one socket read) wait unread.
 
         ``deadline`` (event-loop time) bounds the whole exchange, body included: reads
         after it raise ``TimeoutError``, as does a head later than ``first_byte_timeout``.
@@ -358,7 +409,7 @@ class UpstreamPool:
                     break
             if conn is None:
                 conn = await self._connect(endpoint, connect_timeout)
-            conn.reset()
+            conn.reset(max_body_bytes)
             transport = conn.transport
             assert transport is not None
             assert conn.head is not None

@@ -9,12 +9,14 @@ that directory and ``/metrics`` on any worker aggregates all of them.
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.multiprocess import MultiProcessCollector
 
 from .histogram import LocalHistogram
+from .settings import DEFAULT_OVERHEAD_BUCKETS, DEFAULT_TTFT_BUCKETS
 
 __all__ = ["Metrics"]
 
@@ -47,7 +49,11 @@ def status_label(status: int) -> str:
 
 
 class Metrics:
-    def __init__(self) -> None:
+    def __init__(
+        self,
+        ttft_buckets: Sequence[float] = DEFAULT_TTFT_BUCKETS,
+        overhead_buckets: Sequence[float] = DEFAULT_OVERHEAD_BUCKETS,
+    ) -> None:
         self.registry = CollectorRegistry(auto_describe=True)
         self.multiprocess_dir = os.environ.get("PROMETHEUS_MULTIPROC_DIR")
         r = self.registry
@@ -55,17 +61,33 @@ class Metrics:
         self.requests = Counter(
             p + "requests", "Requests answered", ["endpoint", "tier", "route", "status"], registry=r
         )
-        latency = (
+        self.latency = self._histogram(
             p + "request_duration_seconds",
             "Time to the response head (streams: to the first byte)",
             ["endpoint", "tier"],
+            _LATENCY_BUCKETS,
         )
-        self.latency: Histogram | LocalHistogram
-        if self.multiprocess_dir is None:
-            self.latency = LocalHistogram(*latency, _LATENCY_BUCKETS)
-            r.register(self.latency)
-        else:  # only prometheus_client's own values are shared between workers
-            self.latency = Histogram(*latency, buckets=_LATENCY_BUCKETS, registry=r)
+        self.ttft = self._histogram(
+            p + "time_to_first_token_seconds",
+            "From the request to the first token (streams: the first upstream chunk; "
+            "otherwise the whole answer)",
+            ["tier", "route"],
+            ttft_buckets,
+        )
+        self.overhead = self._histogram(
+            p + "overhead_seconds",
+            "Time a served call spent in the gateway itself, upstream waits excluded "
+            "(streams: up to the first chunk)",
+            ["tier", "route"],
+            overhead_buckets,
+        )
+        self.internal_errors = Counter(
+            p + "internal_errors",
+            "Answers the gateway broke itself (500s and streams cut by a gateway fault): "
+            "always a bug",
+            ["where"],
+            registry=r,
+        )
         self.attempts = Counter(
             p + "upstream_attempts",
             "Upstream attempts by outcome",
@@ -116,12 +138,23 @@ class Metrics:
         self._cache: dict[tuple[Any, ...], Any] = {}
         # Latency children by their labels alone: no key to build per observation.
         self._latency: dict[tuple[str, ...], Any] = {}
+        self._served: dict[tuple[str, str], tuple[Any, Any]] = {}
         # Hot-path samples are summed in plain dicts and handed to prometheus_client by
         # ``flush`` (every second, and before each scrape): a labelled ``inc`` with its lock
         # cost more than a tenth of a proxied request.
         self._counts: dict[tuple[Counter, tuple[str, ...]], float] = {}
         # (tier, route, target) -> [prompt tokens, completion tokens, USD]
         self._usage: dict[tuple[str, str, str], list[float]] = {}
+
+    def _histogram(
+        self, name: str, documentation: str, labels: list[str], buckets: Sequence[float]
+    ) -> Histogram | LocalHistogram:
+        if self.multiprocess_dir is not None:
+            # Only prometheus_client's own values are shared between workers.
+            return Histogram(name, documentation, labels, buckets=buckets, registry=self.registry)
+        histogram = LocalHistogram(name, documentation, labels, buckets)
+        self.registry.register(histogram)
+        return histogram
 
     def child(self, metric: Any, *labels: str) -> Any:
         """A labelled child, cached: ``labels()`` is the expensive part of a sample."""
@@ -153,6 +186,17 @@ class Metrics:
             child = self._latency[labels] = self.latency.labels(*labels)
         child.observe(seconds)
 
+    def observe_served(self, tier: str, route: str, ttft: float, overhead: float) -> None:
+        """A served call's time to first token and the gateway's own share of it."""
+        children = self._served.get((tier, route))
+        if children is None:
+            children = self._served[(tier, route)] = (
+                self.ttft.labels(tier, route),
+                self.overhead.labels(tier, route),
+            )
+        children[0].observe(ttft)
+        children[1].observe(overhead)
+
     def flush(self) -> None:
         counts, self._counts = self._counts, {}
         for (metric, labels), amount in counts.items():
@@ -179,6 +223,7 @@ class Metrics:
         """Drop cached children after a config swap (names may have gone)."""
         self._cache.clear()
         self._latency.clear()
+        self._served.clear()
 
     def render(self) -> bytes:
         self.flush()

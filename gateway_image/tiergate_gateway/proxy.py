@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import random
 import time
 from dataclasses import dataclass
@@ -17,16 +18,19 @@ from .client import (
     UpstreamPool,
     UpstreamProtocolError,
     UpstreamResponse,
+    UpstreamTooLarge,
     header_lines,
 )
 from .credentials import CredentialStore
 from .errors import GatewayError
 from .metrics import Metrics
-from .routing import Breaker, BreakerBoard, plan
+from .routing import Breaker, BreakerBoard, BreakerState, plan
 from .server import Response
 from .usage import Usage, usage_of
 
 __all__ = ["Attempt", "Failed", "Forwarder", "Served"]
+
+_log = logging.getLogger("tiergate_gateway.proxy")
 
 
 @dataclass(slots=True)
@@ -82,7 +86,9 @@ class Forwarder:
         breakers: BreakerBoard,
         metrics: Metrics,
         rng: random.Random,
+        max_response_bytes: int = 32 * 1024 * 1024,
     ) -> None:
+        self._max_response_bytes = max_response_bytes
         self._pool = pool
         self._credentials = credentials
         self._breakers = breakers
@@ -107,6 +113,14 @@ class Forwarder:
                 continue
             if tried:
                 metrics.add(metrics.failovers, route.model, previous)
+                _log.warning(
+                    "failover on route %s: %s -> %s",
+                    route.model,
+                    previous,
+                    target.name,
+                    extra={"cause": f"failover {route.model} {previous}"},
+                )
+            call.tried.append(target.name)
             tried += 1
             previous = target.name
             attempt = await self.attempt(call, target, breaker, deadline)
@@ -150,30 +164,49 @@ class Forwarder:
             return Failed(True, error, sent=False)
         # Encoded per attempt: a failover may change the model; most calls make one attempt.
         call.payload["model"] = call.tier.upstream.model_prefix + target.upstream_model
-        payload = orjson.dumps(call.payload)
+        started = time.perf_counter()
         try:
+            payload = orjson.dumps(call.payload)
             remaining = deadline - self._pool.loop.time()
             if remaining <= 0:
                 raise TimeoutError
             response = await self._pool.request(
                 call.route.endpoints[target.name],
                 call.path[3:],  # base_url includes the API version, as in the openai SDK
-                _header_block(credential, call.stream),
+                _header_block(credential, call.stream) + call.trace_lines,
                 payload,
                 connect_timeout=min(timeouts.connect_seconds, remaining),
                 first_byte_timeout=timeouts.first_byte_seconds,
                 deadline=deadline,
+                max_body_bytes=self._max_response_bytes,
             )
             if response.status in failover.statuses:
                 body = await response.read_all()
                 self._failed(route.model, target, breaker, f"status_{response.status // 100}xx")
                 return Failed(True, upstream=response, body=body)
             if call.stream and response.status == 200:
+                response.unbounded()
                 body = await response.read()
                 if not body:
                     raise UpstreamProtocolError("upstream stream ended before its first byte")
             else:
                 body = await response.read_all()
+        except orjson.JSONEncodeError as exc:
+            breaker.abandon()  # nothing was sent: no verdict on the target
+            raise GatewayError(
+                400, f"request body cannot be sent upstream: {exc}", code="invalid_json"
+            ) from None
+        except UpstreamTooLarge as exc:
+            # The answer is too large for any target, not a sign of an unhealthy one.
+            breaker.abandon()
+            self._metrics.add(self._metrics.attempts, route.model, target.name, "too_large")
+            error = GatewayError(
+                502,
+                f"upstream {target.name!r} answered with more than {exc.limit} bytes",
+                type_="upstream_error",
+                code="upstream_response_too_large",
+            )
+            return Failed(False, error)
         except (UpstreamConnectError, UpstreamProtocolError) as exc:
             connect = isinstance(exc, UpstreamConnectError)
             self._failed(
@@ -198,18 +231,39 @@ class Forwarder:
         except BaseException:
             breaker.abandon()  # e.g. the client left: no verdict on the target
             raise
+        finally:
+            now = time.perf_counter()
+            call.upstream_seconds += now - started
+        call.first_token_at = now
+        call.upstream_request_id = response.headers.get("x-request-id")
         recovered = breaker.success()
         metrics = self._metrics
         metrics.add(metrics.attempts, route.model, target.name, "ok")
         if recovered:  # the gauge is written when the state changed, not on every success
             metrics.child(metrics.circuit, route.model, target.name).set(breaker.state.value)
+            _log.warning(
+                "circuit of target %s on route %s closed: it answered again",
+                target.name,
+                route.model,
+                extra={"cause": f"circuit {route.model} {target.name}"},
+            )
         return Served(response, body)
 
     def _failed(self, route: str, target: Target, breaker: Breaker, outcome: str) -> None:
+        before = breaker.state
         breaker.failure(time.monotonic())
         metrics = self._metrics
         metrics.add(metrics.attempts, route, target.name, outcome)
         metrics.child(metrics.circuit, route, target.name).set(breaker.state.value)
+        if breaker.state is not before and breaker.state is BreakerState.OPEN:
+            _log.warning(
+                "circuit of target %s on route %s opened after %s (%d failures in a row)",
+                target.name,
+                route,
+                outcome,
+                breaker.failures,
+                extra={"cause": f"circuit {route} {target.name}"},
+            )
 
 
 def _served(call: Call, served: Served, target: Target, admission: Admission) -> Response | Served:
@@ -231,6 +285,9 @@ def _passthrough(
     response: UpstreamResponse, data: bytes, headers: list[tuple[str, str]]
 ) -> Response:
     extra = list(headers)
+    upstream_id = response.headers.get("x-request-id")
+    if upstream_id is not None:
+        extra.append(("x-upstream-request-id", upstream_id))
     retry_after = response.headers.get("retry-after")
     if retry_after is not None and response.status in (429, 503):
         extra.append(("retry-after", retry_after))

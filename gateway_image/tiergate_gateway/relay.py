@@ -8,6 +8,7 @@ records the usage the stream reported and leaves the call's admission.
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 
 from .admission import Admission
 from .client import UpstreamProtocolError
@@ -20,22 +21,55 @@ from .usage import SseUsageScanner, Usage
 __all__ = ["Relay", "relay"]
 
 
-def relay(stream: Served, admission: Admission, exit: AsyncManager[Admission]) -> StreamResponse:
-    """The client's answer to a served stream; it leaves the admission (``exit``) when it closes."""
-    content_type = stream.response.headers.get("content-type", "text/event-stream")
-    return StreamResponse(200, Relay(stream, admission, exit), admission.headers, content_type)
+Ended = Callable[[str | None], None]  # told when the stream ends: its error code, if it broke
+
+
+def relay(
+    stream: Served,
+    admission: Admission,
+    exit: AsyncManager[Admission],
+    ended: Ended | None = None,
+) -> StreamResponse:
+    """The client's answer to a served stream; it leaves the admission (``exit``) when it closes,
+    then calls ``ended``."""
+    headers = stream.response.headers
+    content_type = headers.get("content-type", "text/event-stream")
+    upstream_id = headers.get("x-request-id")
+    if upstream_id is not None:
+        admission.headers.append(("x-upstream-request-id", upstream_id))
+    return StreamResponse(
+        200, Relay(stream, admission, exit, ended), admission.headers, content_type
+    )
 
 
 class Relay:
     """An async iterator of chunks; ``aclose`` ends the call (idempotent)."""
 
-    __slots__ = ("_admission", "_chunks", "_done", "_exit", "_pending", "_response", "_scanner")
+    __slots__ = (
+        "_admission",
+        "_chunks",
+        "_done",
+        "_ended",
+        "_error",
+        "_exit",
+        "_pending",
+        "_response",
+        "_scanner",
+    )
 
-    def __init__(self, stream: Served, admission: Admission, exit: AsyncManager[Admission]) -> None:
+    def __init__(
+        self,
+        stream: Served,
+        admission: Admission,
+        exit: AsyncManager[Admission],
+        ended: Ended | None = None,
+    ) -> None:
         self._pending: bytes | None = stream.body
         self._response = stream.response
         self._admission = admission
         self._exit: AsyncManager[Admission] | None = exit  # None once closed
+        self._ended = ended
+        self._error: str | None = None
         self._scanner = SseUsageScanner()
         self._done = False
         self._chunks = 0
@@ -60,6 +94,7 @@ class Relay:
                 chunk = await self._response.read()
             except (TimeoutError, UpstreamProtocolError) as exc:
                 self._done = True
+                self._error = "upstream_stream_interrupted"
                 reason = "timed out" if isinstance(exc, TimeoutError) else "broke off"
                 return (
                     b"data: "
@@ -91,4 +126,8 @@ class Relay:
         if admission.usage is None:
             # Without a usage chunk, each relayed chunk counts as one completion token.
             admission.usage = self._scanner.usage or Usage(0, self._chunks, False)
-        await exit.__aexit__(abandoned, None, None)
+        try:
+            await exit.__aexit__(abandoned, None, None)
+        finally:
+            if self._ended is not None:
+                self._ended(self._error or (None if done else "client_disconnected"))

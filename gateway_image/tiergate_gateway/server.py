@@ -576,6 +576,7 @@ class _Connection(asyncio.Protocol):
                 raise
             except Exception:
                 _log.exception("unhandled error serving %s %s", request.method, request.path)
+                self._server.on_internal_error("handler")
                 transport.write(self._server.error_bytes(500, "internal gateway error"))
                 keep_alive = False
             finally:
@@ -640,6 +641,7 @@ class _Connection(asyncio.Protocol):
             if pending:
                 raise  # nothing sent yet: the caller answers with an error
             _log.exception("stream broke off after its head was sent")
+            self._server.on_internal_error("stream")
             transport.close()
             return False
         finally:
@@ -714,6 +716,7 @@ class _Connection(asyncio.Protocol):
             if pending:
                 raise
             _log.exception("stream broke off after its head was sent")
+            self._server.on_internal_error("stream")
         finally:
             await _close_body(chunks)
         if pending:
@@ -767,6 +770,9 @@ class HttpServer:
         self.handler = handler
         self.error_bytes = error_bytes
         self.allowed_methods: dict[str, tuple[str, ...]] = {}
+        # Told of every answer the gateway broke itself ("handler": a 500; "stream": a stream
+        # cut by an exception): the app counts them, and each is a bug.
+        self.on_internal_error: Callable[[str], None] = lambda where: None
         self.connections: set[_Connection] = set()
         self.refused_connections = 0
         self.draining = False

@@ -7,9 +7,37 @@ from pathlib import Path
 
 from .server import ServerLimits
 
-__all__ = ["DEFAULT_CREDENTIALS_DIR", "Settings"]
+__all__ = [
+    "DEFAULT_CREDENTIALS_DIR",
+    "DEFAULT_OVERHEAD_BUCKETS",
+    "DEFAULT_TTFT_BUCKETS",
+    "Settings",
+    "parse_buckets",
+]
 
 DEFAULT_CREDENTIALS_DIR = Path("/var/run/tiergate/credentials")
+# Time to first token: from interactive (0.1 s) to long reasoning (60 s).
+DEFAULT_TTFT_BUCKETS = (0.1, 0.2, 0.3, 0.5, 0.75, 1.0, 1.5, 2.0, 3.0, 5.0, 10.0, 30.0, 60.0)
+# The gateway's own time per call: tens of microseconds when all is well.
+DEFAULT_OVERHEAD_BUCKETS = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.1)
+_MAX_BUCKETS = 40
+
+
+def parse_buckets(text: str) -> tuple[float, ...]:
+    """``"0.1,0.25,0.5"`` -> bucket bounds in seconds (sorted, unique, positive, at most 40)."""
+    try:
+        bounds = sorted({float(part) for part in text.split(",") if part.strip()})
+    except ValueError:
+        raise ValueError(f"buckets {text!r} are not comma-separated numbers of seconds") from None
+    _check_buckets("buckets", tuple(bounds))
+    return tuple(bounds)
+
+
+def _check_buckets(name: str, bounds: tuple[float, ...]) -> None:
+    if not bounds or len(bounds) > _MAX_BUCKETS:
+        raise ValueError(f"{name} needs 1 to {_MAX_BUCKETS} bounds, not {len(bounds)}")
+    if any(not 0 < b < 86_400 for b in bounds) or list(bounds) != sorted(set(bounds)):
+        raise ValueError(f"{name} {bounds} must be increasing numbers of seconds, above 0")
 
 
 @dataclass(frozen=True, slots=True)
@@ -41,8 +69,17 @@ class Settings:
     body_timeout_seconds: float = 30.0
     idle_seconds: float = 75.0
     max_connections: int = 2048
+    # What one upstream answer may cost: a non-streamed answer larger than this is a 502.
+    max_response_bytes: int = 32 * 1024 * 1024
+    # Nesting a request body may have (objects and arrays); deeper is refused with 400.
+    max_json_depth: int = 64
     reload_interval_seconds: float = 0.25
     log_level: str = "INFO"
+    log_format: str = "json"  # or "text"
+    # The share of requests written to the access log (1: every one, 0: none).
+    access_log_sample: float = 1.0
+    ttft_buckets: tuple[float, ...] = DEFAULT_TTFT_BUCKETS
+    overhead_buckets: tuple[float, ...] = DEFAULT_OVERHEAD_BUCKETS
 
     def __post_init__(self) -> None:
         if self.config_file is not None and self.configmap is not None:
@@ -58,6 +95,17 @@ class Settings:
                 "several workers need a redis_url so limits and budgets hold across them"
             )
         self.server_limits()  # raises ValueError for a limit out of range
+        if self.max_response_bytes < 1024:
+            raise ValueError(f"max_response_bytes {self.max_response_bytes} is below 1024")
+        if not 2 <= self.max_json_depth <= 200:
+            # orjson encodes at most 254 levels: a deeper body could never be sent upstream.
+            raise ValueError(f"max_json_depth {self.max_json_depth} is not between 2 and 200")
+        if self.log_format not in ("json", "text"):
+            raise ValueError(f"log_format {self.log_format!r} is not 'json' or 'text'")
+        if not 0 <= self.access_log_sample <= 1:
+            raise ValueError(f"access_log_sample {self.access_log_sample} is not between 0 and 1")
+        _check_buckets("ttft_buckets", self.ttft_buckets)
+        _check_buckets("overhead_buckets", self.overhead_buckets)
 
     def server_limits(self) -> ServerLimits:
         """The HTTP server's limits (per worker process)."""

@@ -109,12 +109,17 @@ async def test_the_request_goes_out_as_exact_bytes_and_the_answer_is_read(
             b'{"ok": true}',
             b"Content-Type: application/json",
             b"Retry-After: 3",
-            b"x-request-id: dropped",
+            b"X-Request-Id: req_123",
+            b"openai-processing-ms: 12",
         )
     )
     response = await task
     assert response.status == 200
-    assert response.headers == {"content-type": "application/json", "retry-after": "3"}
+    assert response.headers == {
+        "content-type": "application/json",
+        "retry-after": "3",
+        "x-request-id": "req_123",
+    }
     assert await response.read_all() == b'{"ok": true}'
     assert response.finished
 

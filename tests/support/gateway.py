@@ -8,8 +8,10 @@ import os
 import socket
 import subprocess
 import sys
+import tempfile
 import threading
 import time
+import urllib.request
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -180,39 +182,49 @@ class GatewayThread:
         return self
 
     def stop(self) -> None:
+        """Stop the gateway; fails if it broke an answer itself (a gateway-made 500)."""
+        internal = internal_errors(self.url) if self._thread.is_alive() and self.port else 0
         if self._loop is not None and self._stop is not None and self._thread.is_alive():
             self._loop.call_soon_threadsafe(self._stop.set)
         self._thread.join(30)
+        assert internal == 0, f"the gateway broke {internal} answers itself"
 
 
 class GatewayProcess:
-    """The ``tiergate-gateway`` CLI as a subprocess (for signals and multi-process tests)."""
+    """The ``tiergate-gateway`` CLI as a subprocess (for signals and multi-process tests).
+
+    Its output (the access log on stdout, its own log on stderr) goes to a file, not a pipe:
+    a pipe nobody reads would fill and stall the gateway. ``stop`` returns that output and
+    fails if the gateway broke an answer itself (``internal_errors_total`` above 0).
+    """
 
     def __init__(self, *args: str, env: dict[str, str] | None = None) -> None:
         self.port = free_port()
         self.args = ["--port", str(self.port), *args]
         self.env = dict(os.environ, **(env or {}))
         self.proc: subprocess.Popen[bytes] | None = None
+        self._output = tempfile.TemporaryFile()
 
     @property
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
 
+    def output(self) -> str:
+        """Everything the gateway wrote so far."""
+        self._output.seek(0)
+        return self._output.read().decode(errors="replace")
+
     def start(self, timeout: float = 15) -> GatewayProcess:
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "tiergate_gateway", *self.args],
             env=self.env,
-            stdout=subprocess.PIPE,
+            stdout=self._output,
             stderr=subprocess.STDOUT,
         )
         deadline = time.monotonic() + timeout
-        import urllib.request
-
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
-                raise RuntimeError(
-                    f"gateway exited: {self.proc.stdout.read().decode() if self.proc.stdout else ''}"
-                )
+                raise RuntimeError(f"gateway exited: {self.output()}")
             with (
                 contextlib.suppress(OSError),
                 urllib.request.urlopen(f"{self.url}/readyz", timeout=1) as resp,
@@ -226,13 +238,32 @@ class GatewayProcess:
         if self.proc is None:
             return ""
         if self.proc.poll() is None:
+            internal = internal_errors(self.url)
             self.proc.terminate()
+        else:
+            internal = 0
         try:
-            out, _ = self.proc.communicate(timeout=30)
+            self.proc.wait(timeout=30)
         except subprocess.TimeoutExpired:
             self.proc.kill()
-            out, _ = self.proc.communicate()
-        return out.decode(errors="replace")
+            self.proc.wait()
+        output = self.output()
+        assert internal == 0, f"the gateway broke {internal} answers itself:\n{output[-4000:]}"
+        return output
+
+
+def internal_errors(url: str) -> float:
+    """The gateway's ``tiergate_gateway_internal_errors_total`` (0 if it cannot be scraped)."""
+    try:
+        with urllib.request.urlopen(f"{url}/metrics", timeout=5) as resp:
+            text = resp.read().decode()
+    except OSError:
+        return 0
+    return sum(
+        float(line.rsplit(" ", 1)[1])
+        for line in text.splitlines()
+        if line.startswith("tiergate_gateway_internal_errors_total")
+    )
 
 
 def envelope_of(response: Any) -> dict[str, Any]:

@@ -1,0 +1,69 @@
+"""The access log: one JSON line per request on standard output, written in batches.
+
+A line is a few microseconds of work (one ``orjson.dumps``); lines are batched and
+written at most every second (``flush``, called by the app's ticker) or whenever 4 KiB
+are pending, each write whole lines of at most ``PIPE_BUF`` bytes where it can, so the
+lines of several workers sharing one stdout do not interleave mid-line.
+A ``sample`` below 1 keeps that share of requests (each drawn independently).
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import time
+from typing import Any
+
+import orjson
+
+__all__ = ["AccessLog"]
+
+_BATCH_BYTES = 4096  # PIPE_BUF on Linux: a write of at most this much to a pipe is atomic
+
+
+class AccessLog:
+    """Lines to a file descriptor (1: standard output); see the module docstring."""
+
+    def __init__(self, sample: float, fd: int = 1, rng: random.Random | None = None) -> None:
+        self.sample = sample
+        self._fd = fd
+        self._rng = rng or random.Random()
+        self._pending: list[bytes] = []
+        self._size = 0
+        self._second = -1
+        self._stamp = ""
+        self.broken = False  # the descriptor failed (e.g. closed): lines are dropped from then on
+
+    def sampled(self) -> bool:
+        """Should this request be logged?"""
+        sample = self.sample
+        return sample >= 1 or (sample > 0 and self._rng.random() < sample)
+
+    def write(self, entry: dict[str, Any]) -> None:
+        """Queue one request's line (``time`` is filled in)."""
+        if self.broken:
+            return
+        now = time.time()
+        second = int(now)
+        if second != self._second:  # strftime once a second, not once a line
+            self._second = second
+            self._stamp = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(second))
+        entry["time"] = f"{self._stamp}.{int((now - second) * 1000):03d}Z"
+        line = orjson.dumps(entry, option=orjson.OPT_APPEND_NEWLINE)
+        if self._size + len(line) > _BATCH_BYTES:
+            self.flush()
+        self._pending.append(line)
+        self._size += len(line)
+
+    def flush(self) -> None:
+        pending, self._pending, self._size = self._pending, [], 0
+        if not pending or self.broken:
+            return
+        data = memoryview(b"".join(pending))
+        try:
+            while data:
+                data = data[os.write(self._fd, data) :]
+        except BlockingIOError:
+            pass  # a full non-blocking pipe: drop the rest rather than stall the event loop
+        except OSError:
+            self.broken = True

@@ -1,0 +1,41 @@
+"""Request identity across hops: ``x-request-id`` (kept or made) and W3C trace context.
+
+The client's ``x-request-id`` is kept when it is a plain token, else one is made; it goes
+upstream, back to the client and into the access log. ``traceparent`` (and its
+``tracestate``) pass through to the upstream unchanged when well-formed, and are dropped
+otherwise, so nothing a client sends reaches an upstream's header block unchecked.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+
+__all__ = ["request_id_of", "upstream_trace_lines"]
+
+# Visible ASCII without separators that would need quoting: UUIDs, ULIDs, "req_..." ids.
+_REQUEST_ID = re.compile(r"[A-Za-z0-9._:@/+=-]{1,128}")
+# https://www.w3.org/TR/trace-context/#traceparent-header (version 00 and later versions'
+# first four fields); the all-zero trace and parent ids are invalid.
+_TRACEPARENT = re.compile(r"[0-9a-f]{2}-(?!0{32})[0-9a-f]{32}-(?!0{16})[0-9a-f]{16}-[0-9a-f]{2}")
+_TRACESTATE = re.compile(r"[\x20-\x7e]{1,512}")
+
+
+def request_id_of(headers: dict[str, str]) -> str:
+    """The call's request id: the client's ``x-request-id`` if it is a plain token, else a new one."""
+    given = headers.get("x-request-id")
+    if given is not None and _REQUEST_ID.fullmatch(given):
+        return given
+    return os.urandom(16).hex()
+
+
+def upstream_trace_lines(request_id: str, headers: dict[str, str]) -> bytes:
+    """Header lines (each ending in CRLF) carrying the request id and trace context upstream."""
+    lines = b"x-request-id: %s\r\n" % request_id.encode()
+    traceparent = headers.get("traceparent")
+    if traceparent is not None and _TRACEPARENT.fullmatch(traceparent.strip()):
+        lines += b"traceparent: %s\r\n" % traceparent.strip().encode()
+        tracestate = headers.get("tracestate")
+        if tracestate is not None and _TRACESTATE.fullmatch(tracestate):
+            lines += b"tracestate: %s\r\n" % tracestate.encode()
+    return lines
