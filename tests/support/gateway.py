@@ -203,7 +203,7 @@ class GatewayProcess:
         self.args = ["--port", str(self.port), *args]
         self.env = dict(os.environ, **(env or {}))
         self.proc: subprocess.Popen[bytes] | None = None
-        self._output = tempfile.TemporaryFile()
+        self._output = tempfile.TemporaryFile()  # noqa: SIM115 (lives as long as the process)
 
     @property
     def url(self) -> str:
