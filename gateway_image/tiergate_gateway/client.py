@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import copy
 import socket
 import ssl
 from collections import deque
@@ -49,8 +50,11 @@ class UpstreamTooLarge(Exception):
     """The upstream's answer is longer than the exchange allows (``max_body_bytes``)."""
 
     def __init__(self, limit: int) -> None:
-        super().__init__(f"the upstream answer exceeds {limit} bytes")
+        super().__init__(limit)
         self.limit = limit
+
+    def __str__(self) -> str:
+        return f"the upstream answer exceeds {self.limit} bytes"
 
 
 @dataclass(frozen=True, slots=True)
@@ -255,7 +259,10 @@ class UpstreamResponse:
                 return b""
             if conn.failed is not None:
                 self.close()
-                raise conn.failed
+                # A copy: raising the stored one would tie its traceback (and the frames of
+                # the reads, with the body read so far) to the connection in a reference
+                # cycle, left for the cyclic collector.
+                raise copy.copy(conn.failed)
             conn.waiter = conn.loop.create_future()
             try:
                 await conn.waiter
