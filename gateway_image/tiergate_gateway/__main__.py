@@ -29,7 +29,7 @@ from . import logs
 from .app import create_gateway
 from .settings import DEFAULT_CREDENTIALS_DIR, Settings, parse_buckets
 
-__all__ = ["main", "parse_args", "run", "serve"]
+__all__ = ["TUNING_FLAGS", "main", "parse_args", "run", "serve"]
 
 _ENV = "TIERGATE_GATEWAY_"
 
@@ -47,7 +47,7 @@ def _buckets(text: str) -> tuple[float, ...]:
 
 # (Settings field, type, help): each is a flag --<field with dashes> and a variable
 # TIERGATE_GATEWAY_<FIELD>, defaulting to Settings' default.
-_TUNING_FLAGS: tuple[tuple[str, Callable[[str], object], str], ...] = (
+TUNING_FLAGS: tuple[tuple[str, Callable[[str], object], str], ...] = (
     ("max_line_bytes", int, "longest request line or header line"),
     ("max_header_bytes", int, "all header lines of a request together"),
     ("max_headers", int, "header lines per request"),
@@ -66,7 +66,7 @@ _TUNING_FLAGS: tuple[tuple[str, Callable[[str], object], str], ...] = (
 
 def _add_tuning_flags(parser: argparse.ArgumentParser) -> None:
     defaults = Settings()
-    for name, kind, meaning in _TUNING_FLAGS:
+    for name, kind, meaning in TUNING_FLAGS:
         variable = name.upper()
         default = getattr(defaults, name)
         parser.add_argument(
@@ -157,7 +157,7 @@ def parse_args(argv: Sequence[str] | None = None) -> tuple[Settings, bool]:
             grace_seconds=args.grace_seconds,
             log_level=str(args.log_level).upper(),
             log_format=args.log_format,
-            **{name: getattr(args, name) for name, _, _ in _TUNING_FLAGS},
+            **{name: getattr(args, name) for name, _, _ in TUNING_FLAGS},
         )
     except ValueError as exc:
         parser.error(str(exc))

@@ -111,6 +111,7 @@ def gateway_container_args(
         "TIERGATE_GATEWAY_PORT": str(HTTP_PORT),
         "TIERGATE_GATEWAY_CREDENTIALS_DIR": CREDENTIALS_DIR,
     }
+    env.update(settings.gateway_tuning)
     values: dict[str, Manifest] = {name: {"value": value} for name, value in env.items()}
     if settings.redis_secret is not None:
         # A Redis URL may carry a password: the pod reads it from the user's Secret, so it

@@ -11,6 +11,7 @@ from urllib.parse import parse_qs, urlsplit
 
 from pydantic import TypeAdapter, ValidationError
 
+from tiergate_operator.gateway_tuning import TuningError, parse_tuning
 from tiergate_operator.models import Quantity, ResourceList, Resources, SecretKeyRef
 from tiergate_operator.registry import DEFAULT_PREFIX, PrefixedKeys, is_label_prefix
 
@@ -60,6 +61,8 @@ class OperatorSettings:
     # Every gateway container's ephemeral storage (its /tmp emptyDir of at most 64Mi, its logs).
     ephemeral_storage_request: str = "64Mi"
     ephemeral_storage_limit: str = "256Mi"
+    # The gateways' tuning variables (chart gateway.tuning), checked by ``parse_tuning``.
+    gateway_tuning: tuple[tuple[str, str], ...] = ()
 
     def __post_init__(self) -> None:
         if not is_label_prefix(self.prefix):
@@ -148,7 +151,7 @@ def load_operator_settings(env: Mapping[str, str] | None = None) -> OperatorSett
     TIERGATE_{SHARED,DEDICATED}_{CPU,MEMORY}_{REQUEST,LIMIT}, TIERGATE_REDIS_URL (no password)
     or TIERGATE_REDIS_SECRET_NAME + TIERGATE_REDIS_SECRET_KEY (a Secret in each gateway
     namespace), TIERGATE_GATEWAY_SERVICE_ACCOUNT, TIERGATE_PREFIX,
-    TIERGATE_GATEWAY_EPHEMERAL_STORAGE_{REQUEST,LIMIT}.
+    TIERGATE_GATEWAY_EPHEMERAL_STORAGE_{REQUEST,LIMIT}, TIERGATE_GATEWAY_TUNING (JSON).
     """
     env = os.environ if env is None else env
     defaults = OperatorSettings()
@@ -186,7 +189,10 @@ def load_operator_settings(env: Mapping[str, str] | None = None) -> OperatorSett
                 env.get("TIERGATE_GATEWAY_EPHEMERAL_STORAGE_LIMIT")
                 or defaults.ephemeral_storage_limit
             ),
+            gateway_tuning=parse_tuning(env.get("TIERGATE_GATEWAY_TUNING")),
         )
+    except TuningError as error:
+        raise SettingsError(str(error)) from error
     except ValueError as error:
         raise SettingsError(str(error)) from error
 

@@ -10,6 +10,7 @@ import yaml
 
 from tests.support.chart import CHART, REPO, template
 from tiergate_devkit.cluster import ControlPlane
+from tiergate_operator.settings import load_operator_settings
 
 pytestmark = pytest.mark.cluster
 
@@ -56,6 +57,9 @@ def test_helm_lint_passes_strict(control_plane: ControlPlane, extra: list[str]) 
         ("gateway.redis.secretRef.name=Redis_URL", "/gateway/redis/secretRef/name"),
         ("gateway.redis.secretRef.key=a/b", "/gateway/redis/secretRef/key"),
         ("resources.requests.cpu=lots", "/resources/requests/cpu"),
+        ("gateway.tuning.maxBodyByte=1", "additional properties 'maxBodyByte' not allowed"),
+        ("gateway.tuning.accessLogSample=2", "/gateway/tuning/accessLogSample"),
+        ("gateway.tuning.logFormat=xml", "/gateway/tuning/logFormat"),
     ],
 )
 def test_schema_rejects_unknown_keys_and_wrong_types(
@@ -328,3 +332,27 @@ def test_service_monitor_and_network_policies_select_the_gateways(
     )
     gateway_policy = next(o for o in denied if o["metadata"]["name"].endswith("-gateways"))
     assert gateway_policy["spec"]["ingress"] == [], "no peers must mean deny, not allow-all"
+
+
+def test_gateway_tuning_reaches_every_gateway_through_the_operator(
+    control_plane: ControlPlane,
+) -> None:
+    """chart value -> the operator's TIERGATE_GATEWAY_TUNING -> each gateway's own variables."""
+    objects = rendered(
+        control_plane,
+        "--set",
+        "gateway.tuning.maxBodyBytes=1048576",
+        "--set",
+        "gateway.tuning.accessLogSample=0.1",
+        "--set-json",
+        "gateway.tuning.ttftBuckets=[0.2,0.5,1]",
+    )
+    env = env_of(one(objects, "Deployment"))
+    tuning = env["TIERGATE_GATEWAY_TUNING"]
+    settings = load_operator_settings({"TIERGATE_GATEWAY_TUNING": tuning})
+    assert dict(settings.gateway_tuning) == {
+        "TIERGATE_GATEWAY_ACCESS_LOG_SAMPLE": "0.1",
+        "TIERGATE_GATEWAY_MAX_BODY_BYTES": "1048576",
+        "TIERGATE_GATEWAY_TTFT_BUCKETS": "0.2,0.5,1.0",
+    }
+    assert "TIERGATE_GATEWAY_TUNING" not in env_of(one(rendered(control_plane), "Deployment"))
