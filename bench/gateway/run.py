@@ -320,6 +320,14 @@ def main() -> None:
         help="interpreter for tiergate (with the gateway's requirements installed), e.g. a "
         "PGO/LTO build like the image's; default: this one",
     )
+    parser.add_argument(
+        "--tree",
+        type=Path,
+        action="append",
+        default=[],
+        help="also run the gateway of this checkout (e.g. `git worktree add /tmp/base main`), "
+        "side by side and interleaved, to compare two versions",
+    )
     args = parser.parse_args()
     for tool in ("wrk", "taskset"):
         if shutil.which(tool) is None:
@@ -366,6 +374,30 @@ def main() -> None:
                 folder / "tiergate.log",
             )
         )
+
+        for tree in args.tree:
+            port = free_port()
+            tree_path = os.pathsep.join(str(tree / d) for d in ("contract", "gateway_image"))
+            systems.append(
+                start(
+                    f"tiergate@{tree.name}",
+                    taskset(
+                        SERVER_CORE,
+                        str(args.gateway_python),
+                        "-m",
+                        "tiergate_gateway",
+                        "--port",
+                        str(port),
+                        "--config-file",
+                        str(config),
+                        "--log-level",
+                        "WARNING",
+                    ),
+                    f"http://127.0.0.1:{port}/v1/chat/completions",
+                    {"PYTHONPATH": tree_path},
+                    folder / f"tiergate-{tree.name}.log",
+                )
+            )
 
         if shutil.which("nginx"):
             port = free_port()

@@ -190,9 +190,16 @@ class Failover(_Frozen):
 
 
 class Timeouts(_Frozen):
+    """Per attempt (counted from the attempt's start), except ``request_seconds``."""
+
     connect_seconds: float = Field(default=5.0, gt=0, le=600)
     first_byte_seconds: float = Field(default=60.0, gt=0, le=3600)
+    # To the first SSE data event of a stream, or the whole body of a plain answer; None: no
+    # limit of its own (the first byte's and the attempt's apply).
+    first_token_seconds: float | None = Field(default=None, gt=0, le=3600)
     total_seconds: float = Field(default=600.0, gt=0, le=7200)
+    # The whole call, failovers included; None: no limit beyond the attempts' own.
+    request_seconds: float | None = Field(default=None, gt=0, le=7200)
 
 
 class Route(_Frozen):

@@ -89,6 +89,10 @@ class Admission:
     async def __aenter__(self) -> Admission:
         admissions, call = self._admissions, self._call
         tier, budget = call.tier, call.tier.budget
+        tokens_per_minute = tier.limits.tokens_per_minute
+        if tokens_per_minute is not None and call.prompt_tokens > tokens_per_minute:
+            admissions.metrics.add(admissions.metrics.rate_limited, tier.name, "tokens")
+            raise _never_fits(tier.name, tokens_per_minute, call.prompt_tokens)
         try:
             decision = await admissions.limiter.acquire(tier.name, tier.limits, call.prompt_tokens)
         except admissions.backend_errors as exc:
@@ -178,6 +182,18 @@ def _rate_limited(tier: str, decision: LimitDecision) -> GatewayError:
         type_="tokens" if decision.limit == "tokens" else "requests",
         code="rate_limit_exceeded",
         headers=[("retry-after", str(retry)), *decision.headers],
+    )
+
+
+def _never_fits(tier: str, limit: int, requested: int) -> GatewayError:
+    # As OpenAI words it; x-should-retry: false stops the SDKs from retrying in vain.
+    return GatewayError(
+        429,
+        f"request too large for tier {tier!r}: its tokens per minute limit is {limit}, this "
+        f"request needs about {requested} (estimated from its size); send a smaller request",
+        type_="tokens",
+        code="rate_limit_exceeded",
+        headers=[("x-should-retry", "false")],
     )
 
 

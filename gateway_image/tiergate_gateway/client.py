@@ -107,6 +107,8 @@ class _Conn(asyncio.Protocol):
         self.received_any = False
         self.active: set[_Conn] | None = None
         self.first_byte_at = 0.0
+        self.first_token_at = 0.0
+        self.token_seen = False
         self.deadline = 0.0
         self.buffered = 0  # body bytes received and not yet read
         self.body_bytes = 0  # body bytes received in this exchange
@@ -121,6 +123,7 @@ class _Conn(asyncio.Protocol):
         self.complete = False
         self.received_any = False
         self.taken()  # a connection given back unread may still have its reading paused
+        self.token_seen = False
         self.body_bytes = 0
         self.max_body_bytes = max_body_bytes
         self.head = self.loop.create_future()
@@ -156,9 +159,13 @@ class _Conn(asyncio.Protocol):
     def eof_received(self) -> bool:
         return False
 
-    def arm(self, active: set[_Conn], first_byte_at: float, deadline: float) -> None:
-        """Watch this exchange's first-byte and total deadlines (checked by the pool's ticker)."""
-        self.first_byte_at = min(first_byte_at, deadline)
+    def arm(
+        self, active: set[_Conn], first_byte_at: float, first_token_at: float, deadline: float
+    ) -> None:
+        """Watch this exchange's deadlines (checked by the pool's ticker): the response head by
+        ``first_byte_at``, the first token by ``first_token_at``, everything by ``deadline``."""
+        self.first_byte_at = min(first_byte_at, first_token_at, deadline)
+        self.first_token_at = min(first_token_at, deadline)
         self.deadline = deadline
         self.active = active
         active.add(self)
@@ -172,10 +179,14 @@ class _Conn(asyncio.Protocol):
         if self.complete:
             self.disarm()
             return
-        head_done = self.head is not None and self.head.done()
-        if now < (self.deadline if head_done else self.first_byte_at):
+        if self.head is None or not self.head.done():
+            due, what = self.first_byte_at, "the first-byte timeout"
+        elif not self.token_seen and self.first_token_at < self.deadline:
+            due, what = self.first_token_at, "the first-token timeout"
+        else:
+            due, what = self.deadline, "the attempt's total timeout"
+        if now < due:
             return
-        what = "the total timeout" if head_done else "the first-byte timeout"
         self._fail(TimeoutError(f"upstream exceeded {what}"))
         if self.transport is not None:
             self.transport.close()
@@ -276,6 +287,10 @@ class UpstreamResponse:
         chunks.clear()
         conn.taken()
         return data
+
+    def token_arrived(self) -> None:
+        """The first token is here: from now on only the total deadline applies."""
+        self._conn.token_seen = True
 
     def unbounded(self) -> None:
         """Lift ``max_body_bytes`` for this body (a stream): only its buffer stays bounded."""
@@ -378,6 +393,7 @@ class UpstreamPool:
         first_byte_timeout: float,
         deadline: float,
         max_body_bytes: int = 0,
+        first_token_timeout: float | None = None,
     ) -> UpstreamResponse:
         """POST/GET ``body`` and wait for the response head (status and headers).
 
@@ -386,7 +402,8 @@ class UpstreamPool:
         whatever the limit, at most ``BUFFER_BYTES`` (and one socket read) wait unread.
 
         ``deadline`` (event-loop time) bounds the whole exchange, body included: reads
-        after it raise ``TimeoutError``, as does a head later than ``first_byte_timeout``.
+        after it raise ``TimeoutError``, as does a head later than ``first_byte_timeout``, or
+        a ``token_arrived`` call later than ``first_token_timeout`` (both from the send).
 
         A pooled connection the upstream closed while idle is skipped; one it closes as the
         request goes out, before a byte of answer, is replaced by a fresh connection and the
@@ -423,7 +440,11 @@ class UpstreamPool:
             transport.write(payload)
             if self._ticker is None:
                 self._ticker = loop.create_task(self._run_ticker())
-            conn.arm(self._active, loop.time() + first_byte_timeout, deadline)
+            sent_at = loop.time()
+            first_token_at = (
+                deadline if first_token_timeout is None else sent_at + first_token_timeout
+            )
+            conn.arm(self._active, sent_at + first_byte_timeout, first_token_at, deadline)
             try:
                 await conn.head
             except UpstreamProtocolError:

@@ -28,7 +28,7 @@ from .routing import Breaker, BreakerBoard, BreakerState, plan
 from .server import Response
 from .usage import Usage, usage_of
 
-__all__ = ["Attempt", "Failed", "Forwarder", "Served"]
+__all__ = ["Attempt", "Failed", "Forwarder", "InvalidAnswer", "Served"]
 
 _log = logging.getLogger("tiergate_gateway.proxy")
 
@@ -42,7 +42,8 @@ class Served:
     """
 
     response: UpstreamResponse  # head read
-    body: bytes  # the whole body; for a stream, its first chunk
+    body: bytes  # the whole body; for a stream, what came up to its first data event
+    usage: Usage | None = None  # a plain 2xx answer's reported usage
 
 
 @dataclass(slots=True)
@@ -57,6 +58,66 @@ class Failed:
 
 
 Attempt = Served | Failed
+
+_NEVER = float("inf")
+# The pool's ticker notices a deadline up to one tick late: a timeout this close to the
+# request's deadline was the request's.
+_TICK_SLACK = 0.05
+# Bytes a stream may send before its first data event (comments, keep-alives) and still be
+# taken for an answer.
+_MAX_PREAMBLE_BYTES = 1024 * 1024
+
+
+class InvalidAnswer(Exception):
+    """A 2xx the client could not use: not JSON, an error object, or a stream without events."""
+
+
+def _usage_of_answer(body: bytes) -> Usage | None:
+    """The usage of a plain 2xx answer; ``InvalidAnswer`` if it is not an OpenAI answer."""
+    try:
+        answer = orjson.loads(body)
+    except orjson.JSONDecodeError:
+        raise InvalidAnswer(f"a body that is not JSON ({len(body)} bytes)") from None
+    if not isinstance(answer, dict):
+        raise InvalidAnswer("a JSON body that is not an object")
+    if "error" in answer and "choices" not in answer and "data" not in answer:
+        raise InvalidAnswer("an error object")
+    return usage_of(answer)
+
+
+async def _first_event(response: UpstreamResponse) -> bytes:
+    """What a stream sends up to and including its first complete data line, checked."""
+    body = b""
+    while True:
+        chunk = await response.read()
+        if not chunk:
+            raise InvalidAnswer("a stream that ended before its first event")
+        body += chunk
+        at = body.find(b"data:")
+        while at > 0 and body[at - 1 : at] != b"\n":  # only at the start of a line
+            at = body.find(b"data:", at + 1)
+        end = body.find(b"\n", at) if at >= 0 else -1
+        if end >= 0:
+            break
+        if len(body) > _MAX_PREAMBLE_BYTES:
+            raise InvalidAnswer("a stream without a data event in its first 1 MiB")
+    data = body[at + 5 : end].strip()
+    try:
+        event = orjson.loads(data)
+    except orjson.JSONDecodeError:
+        raise InvalidAnswer("a stream whose first event is not JSON") from None
+    if not isinstance(event, dict) or ("error" in event and "choices" not in event):
+        raise InvalidAnswer("a stream whose first event is an error")
+    return body
+
+
+def _request_deadline_passed(model: str) -> GatewayError:
+    return GatewayError(
+        504,
+        f"the request to {model!r} ran out of time (the route's timeouts.requestSeconds)",
+        type_="upstream_error",
+        code="request_timeout",
+    )
 
 
 _BASE_HEADERS = {
@@ -101,17 +162,22 @@ class Forwarder:
         route = compiled.route
         board = self._breakers.for_route(route.model, route.targets, route.failover.circuit_breaker)
         targets = plan(compiled.groups[call.request_class], board, time.monotonic(), self._rng)
-        deadline = self._pool.loop.time() + route.timeouts.total_seconds
+        request_seconds = route.timeouts.request_seconds
+        request_deadline = (
+            _NEVER if request_seconds is None else self._pool.loop.time() + request_seconds
+        )
         failure: Failed | None = None
-        tried = 0
-        previous = ""
         for target in targets:
-            if tried == route.failover.max_attempts:
+            if len(call.tried) == route.failover.max_attempts:
                 break
             breaker = board[target.name]
             if not breaker.acquire(time.monotonic()):
                 continue
-            if tried:
+            # From here the breaker's probe (if this is one) is the attempt's to resolve: it
+            # does, on every path, before anything else can raise.
+            attempt = await self.attempt(call, target, breaker, request_deadline)
+            if call.tried:
+                previous = call.tried[-1]
                 metrics.add(metrics.failovers, route.model, previous)
                 _log.warning(
                     "failover on route %s: %s -> %s",
@@ -121,9 +187,6 @@ class Forwarder:
                     extra={"cause": f"failover {route.model} {previous}"},
                 )
             call.tried.append(target.name)
-            tried += 1
-            previous = target.name
-            attempt = await self.attempt(call, target, breaker, deadline)
             if isinstance(attempt, Served):
                 return _served(call, attempt, target, admission)
             # The client hears of the last failure, but a missing credential (nothing was
@@ -146,15 +209,39 @@ class Forwarder:
         raise failure.error
 
     async def attempt(
-        self, call: Call, target: Target, breaker: Breaker, deadline: float
+        self, call: Call, target: Target, breaker: Breaker, request_deadline: float = _NEVER
     ) -> Attempt:
-        """Send the call to one target; its breaker and metrics learn how it went."""
+        """Send the call to one target; its breaker and metrics learn how it went.
+
+        The attempt has its own deadlines (``timeouts``, counted from its start), cut short by
+        ``request_deadline`` (loop time). Only an attempt that was sent and failed on the
+        target's side counts against the breaker; one that was not sent, or that the gateway,
+        the client or the request's deadline ended, leaves it as it was (a probe is given back).
+        """
+        try:
+            return await self._attempt(call, target, breaker, request_deadline)
+        except BaseException:
+            breaker.abandon()  # e.g. the client left: no verdict on the target
+            raise
+
+    async def _attempt(
+        self, call: Call, target: Target, breaker: Breaker, request_deadline: float
+    ) -> Attempt:
         route = call.route.route
         failover, timeouts = route.failover, route.timeouts
+        loop = self._pool.loop
+        started_at = loop.time()
+        if started_at >= request_deadline:
+            breaker.abandon()
+            return Failed(False, _request_deadline_passed(route.model), sent=False)
+        deadline = min(started_at + timeouts.total_seconds, request_deadline)
         ref = call.tier.upstream.credential or target.credential
         credential = self._credentials.get(ref) if ref is not None else None
         if ref is not None and credential is None:
-            self._failed(route.model, target, breaker, "credential_missing")
+            breaker.abandon()  # nothing was sent: says nothing of the target's health
+            self._metrics.add(
+                self._metrics.attempts, route.model, target.name, "credential_missing"
+            )
             error = GatewayError(
                 502,
                 f"upstream credential for target {target.name!r} is not available",
@@ -164,19 +251,24 @@ class Forwarder:
             return Failed(True, error, sent=False)
         # Encoded per attempt: a failover may change the model; most calls make one attempt.
         call.payload["model"] = call.tier.upstream.model_prefix + target.upstream_model
-        started = time.perf_counter()
         try:
             payload = orjson.dumps(call.payload)
-            remaining = deadline - self._pool.loop.time()
-            if remaining <= 0:
-                raise TimeoutError
+        except orjson.JSONEncodeError as exc:
+            breaker.abandon()  # nothing was sent: no verdict on the target
+            raise GatewayError(
+                400, f"request body cannot be sent upstream: {exc}", code="invalid_json"
+            ) from None
+        started = time.perf_counter()
+        usage: Usage | None = None
+        try:
             response = await self._pool.request(
                 call.route.endpoints[target.name],
                 call.path[3:],  # base_url includes the API version, as in the openai SDK
                 _header_block(credential, call.stream) + call.trace_lines,
                 payload,
-                connect_timeout=min(timeouts.connect_seconds, remaining),
+                connect_timeout=min(timeouts.connect_seconds, deadline - started_at),
                 first_byte_timeout=timeouts.first_byte_seconds,
+                first_token_timeout=timeouts.first_token_seconds,
                 deadline=deadline,
                 max_body_bytes=self._max_response_bytes,
             )
@@ -186,16 +278,12 @@ class Forwarder:
                 return Failed(True, upstream=response, body=body)
             if call.stream and response.status == 200:
                 response.unbounded()
-                body = await response.read()
-                if not body:
-                    raise UpstreamProtocolError("upstream stream ended before its first byte")
+                body = await _first_event(response)
             else:
                 body = await response.read_all()
-        except orjson.JSONEncodeError as exc:
-            breaker.abandon()  # nothing was sent: no verdict on the target
-            raise GatewayError(
-                400, f"request body cannot be sent upstream: {exc}", code="invalid_json"
-            ) from None
+                if 200 <= response.status < 300:
+                    usage = _usage_of_answer(body)
+            response.token_arrived()
         except UpstreamTooLarge as exc:
             # The answer is too large for any target, not a sign of an unhealthy one.
             breaker.abandon()
@@ -207,6 +295,15 @@ class Forwarder:
                 code="upstream_response_too_large",
             )
             return Failed(False, error)
+        except InvalidAnswer as exc:
+            self._failed(route.model, target, breaker, "invalid_answer")
+            error = GatewayError(
+                502,
+                f"upstream {target.name!r} answered 200 with {exc}",
+                type_="upstream_error",
+                code="upstream_invalid_answer",
+            )
+            return Failed(True, error)
         except (UpstreamConnectError, UpstreamProtocolError) as exc:
             connect = isinstance(exc, UpstreamConnectError)
             self._failed(
@@ -219,18 +316,20 @@ class Forwarder:
                 code="upstream_unavailable",
             )
             return Failed(True, error)
-        except TimeoutError:
+        except TimeoutError as exc:
+            if loop.time() >= request_deadline - _TICK_SLACK:
+                # The request's own deadline ended it: no verdict on the target, no next one.
+                breaker.abandon()
+                self._metrics.add(self._metrics.attempts, route.model, target.name, "deadline")
+                return Failed(False, _request_deadline_passed(route.model))
             self._failed(route.model, target, breaker, "timeout")
             error = GatewayError(
                 504,
-                f"upstream {target.name!r} timed out",
+                f"upstream {target.name!r} timed out: {exc}",
                 type_="upstream_error",
                 code="upstream_timeout",
             )
             return Failed(failover.on_timeout, error)
-        except BaseException:
-            breaker.abandon()  # e.g. the client left: no verdict on the target
-            raise
         finally:
             now = time.perf_counter()
             call.upstream_seconds += now - started
@@ -247,7 +346,7 @@ class Forwarder:
                 route.model,
                 extra={"cause": f"circuit {route.model} {target.name}"},
             )
-        return Served(response, body)
+        return Served(response, body, usage)
 
     def _failed(self, route: str, target: Target, breaker: Breaker, outcome: str) -> None:
         before = breaker.state
@@ -272,10 +371,7 @@ def _served(call: Call, served: Served, target: Target, admission: Admission) ->
     if call.stream and response.status == 200:
         return served  # its usage is the relay's to record
     if 200 <= response.status < 300:
-        try:
-            admission.usage = usage_of(orjson.loads(served.body))
-        except orjson.JSONDecodeError:
-            admission.usage = None  # settled with the estimate
+        admission.usage = served.usage  # None: settled with the estimate
     else:
         admission.usage = Usage(0, 0, True)  # a refused call (e.g. upstream 400) costs nothing
     return _passthrough(response, served.body, admission.headers)

@@ -21,6 +21,16 @@ from .usage import SseUsageScanner, Usage
 __all__ = ["Relay", "relay"]
 
 
+_MAX_CARRY_BYTES = 1024 * 1024  # an event longer than this is relayed in pieces
+
+
+def _event_end(data: bytes) -> int:
+    """Where the last complete SSE event in ``data`` ends (0: none ends in it)."""
+    lf = data.rfind(b"\n\n")
+    crlf = data.rfind(b"\r\n\r\n")
+    return max(lf + 2 if lf >= 0 else 0, crlf + 4 if crlf >= 0 else 0)
+
+
 Ended = Callable[[str | None], None]  # told when the stream ends: its error code, if it broke
 
 
@@ -47,6 +57,7 @@ class Relay:
 
     __slots__ = (
         "_admission",
+        "_carry",
         "_chunks",
         "_done",
         "_ended",
@@ -73,11 +84,12 @@ class Relay:
         self._scanner = SseUsageScanner()
         self._done = False
         self._chunks = 0
+        self._carry = b""  # the start of an event whose end has not arrived
 
     @property
     def exhausted(self) -> bool:
         """Would the next ``__anext__`` end the stream? (Lets the server send the end with the last chunk.)"""
-        if not self._done and self._pending is None and self._response.finished:
+        if not self._done and self._pending is None and not self._carry and self._response.finished:
             self._done = True  # nothing more will come
         return self._done
 
@@ -95,6 +107,8 @@ class Relay:
             except (TimeoutError, UpstreamProtocolError) as exc:
                 self._done = True
                 self._error = "upstream_stream_interrupted"
+                # The partial event is dropped: the error event must not be glued to it.
+                self._carry = b""
                 reason = "timed out" if isinstance(exc, TimeoutError) else "broke off"
                 return (
                     b"data: "
@@ -107,9 +121,20 @@ class Relay:
                 )
             if not chunk:
                 self._done = True
+                tail, self._carry = self._carry, b""
+                if tail:  # the upstream ended mid-event: pass on what it sent
+                    return tail
                 raise StopAsyncIteration
         self._chunks += 1
         self._scanner.feed(chunk)
+        if self._carry:
+            chunk, self._carry = self._carry + chunk, b""
+        if not chunk.endswith(b"\n\n"):
+            # Whole events only, so that an error event after a break starts on its own line
+            # (the client's SSE parser would glue it to the broken event otherwise).
+            cut = _event_end(chunk)
+            if len(chunk) - cut <= _MAX_CARRY_BYTES:
+                chunk, self._carry = chunk[:cut], chunk[cut:]
         return chunk
 
     async def aclose(self) -> None:

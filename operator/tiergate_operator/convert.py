@@ -65,7 +65,9 @@ def contract_route(spec: ModelRouteSpec) -> contract.Route:
             **_set_fields(
                 connect_seconds=timeouts.connect_seconds,
                 first_byte_seconds=timeouts.first_byte_seconds,
+                first_token_seconds=timeouts.first_token_seconds,
                 total_seconds=timeouts.total_seconds,
+                request_seconds=timeouts.request_seconds,
             )
         )
         if timeouts

@@ -148,7 +148,9 @@ class Failover(_Spec):
 class Timeouts(_Spec):
     connect_seconds: int | None = Field(default=None, ge=1, le=600, alias="connectSeconds")
     first_byte_seconds: int | None = Field(default=None, ge=1, le=3600, alias="firstByteSeconds")
+    first_token_seconds: int | None = Field(default=None, ge=1, le=3600, alias="firstTokenSeconds")
     total_seconds: int | None = Field(default=None, ge=1, le=7200, alias="totalSeconds")
+    request_seconds: int | None = Field(default=None, ge=1, le=7200, alias="requestSeconds")
 
     @model_validator(mode="after")
     def _within_total(self) -> Timeouts:
@@ -157,6 +159,11 @@ class Timeouts(_Spec):
                 raise ValueError("timeouts.connectSeconds must not exceed timeouts.totalSeconds")
             if self.first_byte_seconds is not None and self.first_byte_seconds > self.total_seconds:
                 raise ValueError("timeouts.firstByteSeconds must not exceed timeouts.totalSeconds")
+            if (
+                self.first_token_seconds is not None
+                and self.first_token_seconds > self.total_seconds
+            ):
+                raise ValueError("timeouts.firstTokenSeconds must not exceed timeouts.totalSeconds")
         return self
 
 

@@ -183,8 +183,11 @@ async def test_a_refusal_raises_before_the_block_and_holds_nothing():
         async with Admission(admissions, call):
             pytest.fail("a refused call must not run")
     assert (refused.value.status, refused.value.code) == (429, "rate_limit_exceeded")
-    assert dict(refused.value.headers)["retry-after"] == "60"
+    # It can never fit: no Retry-After, and the SDKs are told not to retry it.
+    assert dict(refused.value.headers) == {"x-should-retry": "false"}
+    assert "tokens per minute limit is 100" in refused.value.message
     assert await ledger.spent("t", MONTH) == 0
+    assert await _admitted_again(admissions, _call())
 
 
 async def test_a_budget_refusal_gives_the_concurrency_slot_back():

@@ -32,4 +32,4 @@ def test_public_exports():
     for module in (contract, cli, app):
         for name in module.__all__:
             assert hasattr(module, name), name
-    assert cli.__all__ == ["main", "parse_args", "run", "serve"]
+    assert cli.__all__ == ["TUNING_FLAGS", "main", "parse_args", "run", "serve"]

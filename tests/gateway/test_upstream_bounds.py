@@ -45,6 +45,7 @@ class FloodUpstream:
     - ``sized``: a JSON answer of ``size`` bytes (Content-Length)
     - ``endless``: a chunked JSON answer that never ends
     - ``sse``: an SSE stream that never ends
+    - ``half``: one SSE event and half of the next, then silence
     """
 
     def __init__(self, mode: str, size: int = 0) -> None:
@@ -89,23 +90,31 @@ class FloodUpstream:
 
     async def _answer(self, writer: asyncio.StreamWriter) -> None:
         if self.mode == "sized":
+            # A valid answer of ``size`` bytes: {"choices":[],"pad":"xxx...x"}
+            start, end = b'{"choices":[],"pad":"', b'"}'
             writer.write(
                 b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\n"
-                b"content-length: %d\r\n\r\n" % self.size
+                b"content-length: %d\r\n\r\n%s" % (self.size, start)
             )
-            left = self.size
+            left = self.size - len(start) - len(end)
             while left > 0:
                 piece = PIECE[: min(left, len(PIECE))]
                 writer.write(piece)
                 left -= len(piece)
                 self.written += len(piece)
                 await writer.drain()
+            writer.write(end)
             return
         content_type = b"text/event-stream" if self.mode == "sse" else b"application/json"
         writer.write(
             b"HTTP/1.1 200 OK\r\ncontent-type: %s\r\ntransfer-encoding: chunked\r\n\r\n"
             % content_type
         )
+        if self.mode == "half":
+            half = SSE_PIECE + SSE_PIECE[:100]
+            writer.write(b"%x\r\n%s\r\n" % (len(half), half))
+            await writer.drain()
+            await asyncio.sleep(3600)
         piece = SSE_PIECE if self.mode == "sse" else PIECE
         frame = b"%x\r\n%s\r\n" % (len(piece), piece)
         while True:
@@ -270,7 +279,7 @@ def test_a_reading_client_gets_a_large_stream_whole(tmp_path: Path) -> None:
     write_config(
         path,
         config(
-            [route("m", target("up", upstream.base_url), total=3, first_byte=3)],
+            [route("m", target("up", upstream.base_url), total=60, first_byte=3)],
             [tier("t", STARTUP_KEY, ["m"], limits=Limits())],
         ),
     )
@@ -290,6 +299,36 @@ def test_a_reading_client_gets_a_large_stream_whole(tmp_path: Path) -> None:
                     if pieces == 5000:  # 20 MB through the 64 KiB buffer, many pauses
                         break
         assert pieces == 5000
+    finally:
+        gateway.stop()
+        upstream.stop()
+
+
+def test_a_stream_cut_mid_event_ends_with_a_clean_error_event(tmp_path: Path) -> None:
+    """The relay passes whole events only: the error event after a break is never glued to a
+    half-sent one (the SDK would fail on broken JSON instead of raising the error)."""
+    upstream = FloodUpstream("half").start()
+    path = tmp_path / "config.json"
+    write_config(
+        path,
+        config(
+            [route("m", target("up", upstream.base_url), total=2, first_byte=2)],
+            [tier("t", STARTUP_KEY, ["m"], limits=Limits())],
+        ),
+    )
+    gateway = GatewayProcess(
+        "--config-file", str(path), "--credentials-dir", str(tmp_path), "--access-log-sample", "0"
+    ).start()
+    try:
+        client = openai.OpenAI(base_url=gateway.url + "/v1", api_key=STARTUP_KEY, max_retries=0)
+        contents = []
+        with pytest.raises(openai.APIError) as broke:  # noqa: PT012 (the stream is read inside)
+            for chunk in client.chat.completions.create(
+                model="m", messages=[{"role": "user", "content": "hi"}], stream=True
+            ):
+                contents.append(chunk.choices[0].delta.content)
+        assert contents == ["y" * 4000]  # the whole first event, nothing of the half one
+        assert "the upstream stream timed out" in str(broke.value)
     finally:
         gateway.stop()
         upstream.stop()
