@@ -74,6 +74,8 @@ def route(
     cooldown: float = 30.0,
     first_byte: float = 10.0,
     total: float = 30.0,
+    first_token: float | None = None,
+    request: float | None = None,
     max_attempts: int = 3,
     statuses: tuple[int, ...] = (429, 500, 502, 503, 504),
 ) -> Route:
@@ -87,7 +89,13 @@ def route(
                 consecutive_failures=failures, cooldown_seconds=cooldown
             ),
         ),
-        timeouts=Timeouts(connect_seconds=2, first_byte_seconds=first_byte, total_seconds=total),
+        timeouts=Timeouts(
+            connect_seconds=2,
+            first_byte_seconds=first_byte,
+            first_token_seconds=first_token,
+            total_seconds=total,
+            request_seconds=request,
+        ),
     )
 
 

@@ -14,11 +14,17 @@ so sync and async clients alike can call through the gateway to it.
 - ``hang_stream``: send one chunk, then wait until the caller goes away
   (sets ``disconnected``)
 - ``slow_stream``: send a chunk every ``delay`` seconds, ``chunks`` times
+- ``stall_body``: send a 200 head and half of the body, then nothing (until the caller leaves)
+- ``late_first_event``: send the head at once, then SSE comments only; the first data
+  event ``delay`` seconds later (a plain answer: the whole body after ``delay``)
+- ``invalid_200``: answer 200 with a body that is not JSON (a stream: a first event that
+  is not JSON)
 """
 
 from __future__ import annotations
 
 import asyncio
+import json
 import socket
 import threading
 from dataclasses import dataclass, field
@@ -115,11 +121,43 @@ class MockUpstream:
             return web.json_response(error_body(message, "upstream_test"), status=self.status)
         if behaviour == "slow":
             await asyncio.sleep(self.delay)
+        if behaviour == "invalid_200" and not body.get("stream"):
+            return web.Response(status=200, body=b"<html>upstream proxy error</html>")
+        if behaviour in ("stall_body", "late_first_event") and not body.get("stream"):
+            return await self._stall(request, body, behaviour)
         if body.get("stream"):
             return await self._stream(request, body, behaviour)
         usage = usage_of(self.prompt_tokens, self.completion_tokens)
         model = str(body.get("model"))
         return web.json_response(answer(endpoint, model, f"hello from {self.name}", usage))
+
+    async def _stall(
+        self, request: web.Request, body: dict[str, Any], behaviour: str
+    ) -> web.StreamResponse:
+        """A plain answer whose body stalls (for ever, or ``delay`` seconds) halfway."""
+        endpoint = request.match_info["endpoint"]
+        usage = usage_of(self.prompt_tokens, self.completion_tokens)
+        data = json.dumps(
+            answer(endpoint, str(body.get("model")), f"hello from {self.name}", usage)
+        )
+        whole = data.encode()
+        response = web.StreamResponse(
+            headers={"content-type": "application/json", "content-length": str(len(whole))}
+        )
+        await response.prepare(request)
+        await response.write(whole[: len(whole) // 2])
+        if behaviour == "stall_body":
+            await self._until_gone()
+        await asyncio.sleep(self.delay)
+        await response.write(whole[len(whole) // 2 :])
+        await response.write_eof()
+        return response
+
+    async def _until_gone(self) -> None:
+        try:
+            await asyncio.sleep(3600)
+        finally:
+            self.disconnected.set()
 
     async def _stream(
         self, request: web.Request, body: dict[str, Any], behaviour: str
@@ -127,6 +165,18 @@ class MockUpstream:
         model = str(body.get("model"))
         response = web.StreamResponse(headers={"content-type": "text/event-stream"})
         await response.prepare(request)
+        if behaviour == "invalid_200":
+            await response.write(b"data: <html>upstream proxy error</html>\n\n")
+            await response.write_eof()
+            return response
+        if behaviour == "late_first_event":
+            deadline = asyncio.get_running_loop().time() + self.delay
+            while asyncio.get_running_loop().time() < deadline:
+                await response.write(b": still thinking\n\n")
+                await asyncio.sleep(0.1)
+        if behaviour == "stall_body":
+            await response.write(b": a comment, then nothing\n\n")
+            await self._until_gone()
         await response.write(sse_chunk(model, f"{self.name}:"))
         if behaviour == "reset_mid_stream":
             assert request.transport is not None
