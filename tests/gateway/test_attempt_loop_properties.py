@@ -159,10 +159,13 @@ async def _drive(order: list[str], calls: list[dict[str, str]]) -> None:
         except asyncio.CancelledError:
             answer = None  # the client left mid-attempt
         except GatewayError as error:
-            # Only a drawn outcome that stops the loop (too large, or a timeout) may end a call
+            # Only a drawn outcome that stops the loop (an answer too large) may end a call
             # before the healthy target; never "no healthy upstream".
-            assert error.code in ("upstream_response_too_large",), error.message
+            refused = error.code
             answer = None
+        else:
+            refused = None
+        assert refused in (None, "upstream_response_too_large"), (script, pool.sent)
         # No probe outlives its call: every breaker is free for the next one.
         for _, breaker in breakers.items():
             assert not breaker.probing, (script, pool.sent)
