@@ -154,6 +154,7 @@ async def _drive(order: list[str], calls: list[dict[str, str]]) -> None:
             16,
         )
         admission = Admission(admissions, call)
+        refused: str | None = None
         try:
             answer = await forwarder.forward(call, admission)
         except asyncio.CancelledError:
@@ -163,8 +164,6 @@ async def _drive(order: list[str], calls: list[dict[str, str]]) -> None:
             # before the healthy target; never "no healthy upstream".
             refused = error.code
             answer = None
-        else:
-            refused = None
         assert refused in (None, "upstream_response_too_large"), (script, pool.sent)
         # No probe outlives its call: every breaker is free for the next one.
         for _, breaker in breakers.items():
