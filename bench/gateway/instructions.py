@@ -157,6 +157,15 @@ def main() -> None:
     )
     parser.add_argument("--requests", type=int, default=2000)
     parser.add_argument("--tree", type=Path, action="append", default=[])
+    parser.add_argument(
+        "--variant",
+        action="append",
+        default=[],
+        metavar="VAR=VALUE",
+        help="also run tiergate with this environment variable, e.g. "
+        "TIERGATE_GATEWAY_ACCESS_LOG_SAMPLE=0 (the access log off)",
+    )
+    parser.add_argument("--skip-bare", action="store_true", help="leave out the bare floor")
     parser.add_argument("--serve-bare", nargs=2, type=int, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.serve_bare:  # UPSTREAM_PORT PORT: how this script starts the bare system
@@ -181,6 +190,12 @@ def main() -> None:
                 here,
             ),
             ("tiergate", gateway, here),
+        ]
+        if args.skip_bare:
+            systems.pop(0)
+        systems += [
+            (f"tiergate {variant}", gateway, {**here, **dict([variant.split("=", 1)])})
+            for variant in args.variant
         ]
         systems += [
             (f"tiergate@{tree}", gateway, {"PYTHONPATH": gateway_path(tree.resolve())})

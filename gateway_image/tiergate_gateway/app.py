@@ -331,7 +331,7 @@ class Gateway:
             "path": request.path[:200],
             "status": status,
             "error": error,
-            "duration_ms": round((time.perf_counter() - started) * 1000, 3),
+            "duration_ms": _milliseconds(time.perf_counter() - started),
         }
         if call is not None:
             entry["tier"] = call.tier.name
@@ -340,7 +340,7 @@ class Gateway:
             entry["targets"] = call.tried
             entry["attempts"] = len(call.tried)
             if call.first_token_at:
-                entry["ttft_ms"] = round((call.first_token_at - started) * 1000, 3)
+                entry["ttft_ms"] = _milliseconds(call.first_token_at - started)
             if call.upstream_request_id is not None:
                 entry["upstream_request_id"] = call.upstream_request_id
         if admission is not None:
@@ -353,6 +353,11 @@ class Gateway:
                 entry["tokens_reported"] = usage.reported
             entry["cost_usd"] = admission.cost_nano / 1e9
         self.access_log.write(entry)
+
+
+def _milliseconds(seconds: float) -> float:
+    """Milliseconds to the microsecond (``round(x, 3)`` costs several times more)."""
+    return int(seconds * 1_000_000) / 1000
 
 
 def _error_code(response: Response) -> str | None:

@@ -8,10 +8,24 @@ otherwise, so nothing a client sends reaches an upstream's header block unchecke
 
 from __future__ import annotations
 
+import itertools
 import os
 import re
 
 __all__ = ["request_id_of", "upstream_trace_lines"]
+
+# Made ids: 16 random hex digits per process, then a counter (unique without a syscall and
+# a hex encoding per request, unlike ``os.urandom`` each time). Reset in a forked child.
+_PROCESS = os.urandom(8).hex()
+_NEXT = itertools.count(1)
+
+
+def _renew_after_fork() -> None:
+    global _PROCESS, _NEXT
+    _PROCESS, _NEXT = os.urandom(8).hex(), itertools.count(1)
+
+
+os.register_at_fork(after_in_child=_renew_after_fork)
 
 # Visible ASCII without separators that would need quoting: UUIDs, ULIDs, "req_..." ids.
 _REQUEST_ID = re.compile(r"[A-Za-z0-9._:@/+=-]{1,128}")
@@ -26,12 +40,12 @@ def request_id_of(headers: dict[str, str]) -> str:
     given = headers.get("x-request-id")
     if given is not None and _REQUEST_ID.fullmatch(given):
         return given
-    return os.urandom(16).hex()
+    return _PROCESS + format(next(_NEXT), "016x")
 
 
 def upstream_trace_lines(request_id: str, headers: dict[str, str]) -> bytes:
     """Header lines (each ending in CRLF) carrying the request id and trace context upstream."""
-    lines = b"x-request-id: %s\r\n" % request_id.encode()
+    lines = b"x-request-id: " + request_id.encode() + b"\r\n"
     traceparent = headers.get("traceparent")
     if traceparent is not None and _TRACEPARENT.fullmatch(traceparent.strip()):
         lines += b"traceparent: %s\r\n" % traceparent.strip().encode()
