@@ -34,13 +34,16 @@ __all__ = [
     "CredentialRef",
     "Failover",
     "GatewayConfig",
+    "Hedge",
     "Limits",
     "Money",
     "Pricing",
     "RequestClass",
     "Route",
+    "RoutingStrategy",
     "Target",
     "Tier",
+    "TierRouting",
     "TierUpstream",
     "Timeouts",
     "canonical_json",
@@ -250,6 +253,26 @@ class TierUpstream(_Frozen):
     model_prefix: str = Field(default="", max_length=253)
 
 
+class RoutingStrategy(StrEnum):
+    """How a tier's calls pick among the targets of one priority."""
+
+    WEIGHTED = "Weighted"  # at random, in proportion to the targets' weights
+    COST_FIRST = "CostFirst"  # the cheapest healthy target; weights break ties
+    LATENCY_FIRST = "LatencyFirst"  # the lowest peak-EWMA time to first token, load-penalised
+
+
+class Hedge(_Frozen):
+    """With no first token ``after_ms`` into a call, also send it to the next target."""
+
+    after_ms: int = Field(ge=10, le=60_000)
+    max_extra: int = Field(default=1, ge=1, le=3)
+
+
+class TierRouting(_Frozen):
+    strategy: RoutingStrategy = RoutingStrategy.WEIGHTED
+    hedge: Hedge | None = None
+
+
 _LOWER_HEX = re.compile(r"[0-9a-f]*")
 # Client keys one tier may hold: beyond this a config no longer fits a ConfigMap comfortably.
 MAX_KEYS_PER_TIER = 10_000
@@ -263,6 +286,7 @@ class Tier(_Frozen):
     limits: Limits = Limits()
     budget: Budget | None = None
     upstream: TierUpstream = TierUpstream()
+    routing: TierRouting = TierRouting()
 
     @field_validator("key_sha256")
     @classmethod

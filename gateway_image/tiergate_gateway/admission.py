@@ -89,12 +89,15 @@ class Admission:
     async def __aenter__(self) -> Admission:
         admissions, call = self._admissions, self._call
         tier, budget = call.tier, call.tier.budget
+        # A hedged call may be in flight at several targets: each attempt is reserved for.
+        attempts = _attempts_in_flight(call)
+        prompt_tokens = call.prompt_tokens * attempts
         tokens_per_minute = tier.limits.tokens_per_minute
-        if tokens_per_minute is not None and call.prompt_tokens > tokens_per_minute:
+        if tokens_per_minute is not None and prompt_tokens > tokens_per_minute:
             admissions.metrics.add(admissions.metrics.rate_limited, tier.name, "tokens")
-            raise _never_fits(tier.name, tokens_per_minute, call.prompt_tokens)
+            raise _never_fits(tier.name, tokens_per_minute, prompt_tokens)
         try:
-            decision = await admissions.limiter.acquire(tier.name, tier.limits, call.prompt_tokens)
+            decision = await admissions.limiter.acquire(tier.name, tier.limits, prompt_tokens)
         except admissions.backend_errors as exc:
             raise admissions.backend_down("limits", exc) from None
         if not decision.allowed:
@@ -105,7 +108,7 @@ class Admission:
             return self
         try:
             self._month = admissions.month()
-            self._reserved = nano_cost(
+            self._reserved = attempts * nano_cost(
                 *call.route.max_nano_prices[call.request_class],
                 call.prompt_tokens,
                 call.max_tokens,
@@ -159,17 +162,32 @@ class Admission:
             if target is not None
             else 0
         )
+        used = prompt + completion
+        # Hedges that lost were sent too: their upstreams bill the prompt they read.
+        losers = [
+            (loser, nano_cost(*call.route.nano_prices[loser], estimated, 0))
+            for loser in call.hedge_losers
+        ]
+        for _, loser_cost in losers:
+            cost += loser_cost
+            used += estimated
         self.cost_nano = cost
         try:
-            await admissions.limiter.finish(tier.name, tier.limits, estimated, prompt + completion)
+            await admissions.limiter.finish(
+                tier.name, tier.limits, estimated * _attempts_in_flight(call), used
+            )
             if tier.budget is not None:
                 await admissions.ledger.settle(tier.name, self._month, self._reserved, cost)
         except admissions.backend_errors as exc:
             # The answer is already on its way; the Redis keys expire, so a lost settle heals.
             _log.warning("settling a call of tier %s failed: %s", tier.name, type(exc).__name__)
+        model = call.route.route.model
+        for loser, loser_cost in losers:
+            admissions.metrics.add_usage(tier.name, model, loser, estimated, 0, loser_cost / 1e9)
+            cost -= loser_cost
         if target is not None and (prompt or completion):
             admissions.metrics.add_usage(
-                tier.name, call.route.route.model, target.name, prompt, completion, cost / 1e9
+                tier.name, model, target.name, prompt, completion, cost / 1e9
             )
 
 
@@ -183,6 +201,11 @@ def _rate_limited(tier: str, decision: LimitDecision) -> GatewayError:
         code="rate_limit_exceeded",
         headers=[("retry-after", str(retry)), *decision.headers],
     )
+
+
+def _attempts_in_flight(call: Call) -> int:
+    hedge = call.tier.routing.hedge
+    return 1 if hedge is None else 1 + hedge.max_extra
 
 
 def _never_fits(tier: str, limit: int, requested: int) -> GatewayError:

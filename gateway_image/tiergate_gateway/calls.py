@@ -37,6 +37,7 @@ class Call:
     upstream_seconds: float = 0.0  # spent waiting on upstreams (perf_counter seconds)
     first_token_at: float = 0.0  # perf_counter when the first token (or whole answer) came
     upstream_request_id: str | None = None  # the serving upstream's own x-request-id
+    hedge_losers: tuple[str, ...] = ()  # targets of hedged attempts that lost (charged a prompt)
 
 
 def read_call(request: Request, compiled: CompiledConfig, max_json_depth: int = 64) -> Call:

@@ -89,7 +89,18 @@ def header_lines(headers: list[tuple[str, str]]) -> bytes:
 
 # The response headers the gateway relays; the others (providers send a score of them) are
 # not decoded at all. httptools handles framing (content-length, transfer-encoding) itself.
-_KEPT_HEADERS = frozenset({b"content-type", b"retry-after", b"x-request-id"})
+_KEPT_HEADERS = frozenset(
+    {
+        b"content-type",
+        b"retry-after",
+        b"x-request-id",
+        # How much of its rate limit the upstream has left: routing steers away at 0.
+        b"x-ratelimit-remaining-requests",
+        b"x-ratelimit-remaining-tokens",
+        b"x-ratelimit-reset-requests",
+        b"x-ratelimit-reset-tokens",
+    }
+)
 
 
 class _Conn(asyncio.Protocol):

@@ -51,6 +51,8 @@ class CompiledRoute:
     # case among a class's candidates (for budget reservations).
     nano_prices: dict[str, tuple[int, int]]
     max_nano_prices: dict[RequestClass, tuple[int, int]]
+    # Input + output price per target: what CostFirst orders by.
+    blended_prices: dict[str, int]
 
 
 @dataclass(frozen=True, slots=True)
@@ -130,6 +132,7 @@ def _compile_route(route: Route) -> CompiledRoute:
             c: (max(nano[t.name][0] for t in ts), max(nano[t.name][1] for t in ts))
             for c, ts in candidates.items()
         },
+        blended_prices={name: prices[0] + prices[1] for name, prices in nano.items()},
     )
 
 

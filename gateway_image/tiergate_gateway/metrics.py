@@ -81,6 +81,18 @@ class Metrics:
             ["tier", "route"],
             overhead_buckets,
         )
+        self.hedges = Counter(
+            p + "hedges",
+            "Calls also sent to another target for want of a first token (hedged)",
+            ["tier", "route"],
+            registry=r,
+        )
+        self.hedge_wins = Counter(
+            p + "hedge_wins",
+            "Hedged calls served by a target other than the first asked",
+            ["tier", "route"],
+            registry=r,
+        )
         self.internal_errors = Counter(
             p + "internal_errors",
             "Answers the gateway broke itself (500s and streams cut by a gateway fault): "

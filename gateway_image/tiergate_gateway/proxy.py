@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import random
 import time
@@ -9,7 +10,7 @@ from dataclasses import dataclass
 
 import orjson
 
-from tiergate_contract import Target
+from tiergate_contract import Hedge, Target
 
 from .admission import Admission
 from .calls import Call
@@ -23,6 +24,7 @@ from .client import (
 )
 from .credentials import CredentialStore
 from .errors import GatewayError
+from .exhaustion import exhausted_for
 from .metrics import Metrics
 from .routing import Breaker, BreakerBoard, BreakerState, plan
 from .server import Response
@@ -111,6 +113,14 @@ async def _first_event(response: UpstreamResponse) -> bytes:
     return body
 
 
+def _reported(failure: Failed | None, attempt: Failed) -> Failed:
+    """The failure the client hears of: the last one, except that a missing credential (nothing
+    was sent) does not hide an upstream's own answer."""
+    if attempt.sent or failure is None or failure.upstream is None:
+        return attempt
+    return failure
+
+
 def _request_deadline_passed(model: str) -> GatewayError:
     return GatewayError(
         504,
@@ -158,44 +168,30 @@ class Forwarder:
 
     async def forward(self, call: Call, admission: Admission) -> Response | Served:
         """The first answer of the planned targets; records on ``admission`` who served."""
-        compiled, metrics = call.route, self._metrics
+        compiled = call.route
         route = compiled.route
         board = self._breakers.for_route(route.model, route.targets, route.failover.circuit_breaker)
-        targets = plan(compiled.groups[call.request_class], board, time.monotonic(), self._rng)
+        routing = call.tier.routing
+        targets = plan(
+            compiled.groups[call.request_class],
+            board,
+            time.monotonic(),
+            self._rng,
+            routing.strategy,
+            compiled.blended_prices,
+        )
         request_seconds = route.timeouts.request_seconds
         request_deadline = (
             _NEVER if request_seconds is None else self._pool.loop.time() + request_seconds
         )
-        failure: Failed | None = None
-        for target in targets:
-            if len(call.tried) == route.failover.max_attempts:
-                break
-            breaker = board[target.name]
-            if not breaker.acquire(time.monotonic()):
-                continue
-            # From here the breaker's probe (if this is one) is the attempt's to resolve: it
-            # does, on every path, before anything else can raise.
-            attempt = await self.attempt(call, target, breaker, request_deadline)
-            if call.tried:
-                previous = call.tried[-1]
-                metrics.add(metrics.failovers, route.model, previous)
-                _log.warning(
-                    "failover on route %s: %s -> %s",
-                    route.model,
-                    previous,
-                    target.name,
-                    extra={"cause": f"failover {route.model} {previous}"},
-                )
-            call.tried.append(target.name)
-            if isinstance(attempt, Served):
-                return _served(call, attempt, target, admission)
-            # The client hears of the last failure, but a missing credential (nothing was
-            # sent) does not hide an upstream's own answer.
-            if attempt.sent or failure is None or failure.upstream is None:
-                failure = attempt
-            if not attempt.retry:
-                break
-        if failure is None:
+        if routing.hedge is None:
+            result, target = await self._in_turn(call, targets, board, request_deadline)
+        else:
+            result, target = await self._race(call, targets, board, request_deadline, routing.hedge)
+        if isinstance(result, Served):
+            assert target is not None
+            return _served(call, result, target, admission)
+        if result is None:
             raise GatewayError(
                 503,
                 f"no healthy upstream for model {route.model!r} (circuit breakers open)",
@@ -203,10 +199,124 @@ class Forwarder:
                 code="no_healthy_upstream",
                 headers=[("retry-after", "1")],
             )
-        if failure.upstream is not None:
-            return _passthrough(failure.upstream, failure.body, admission.headers)
-        assert failure.error is not None
-        raise failure.error
+        if result.upstream is not None:
+            return _passthrough(result.upstream, result.body, admission.headers)
+        assert result.error is not None
+        raise result.error
+
+    async def _in_turn(
+        self,
+        call: Call,
+        targets: list[Target],
+        board: dict[str, Breaker],
+        request_deadline: float,
+    ) -> tuple[Attempt | None, Target | None]:
+        """One target after the other: the first answer, else the failure to report."""
+        failure: Failed | None = None
+        for target in targets:
+            if len(call.tried) == call.route.route.failover.max_attempts:
+                break
+            breaker = board[target.name]
+            if not breaker.acquire(time.monotonic()):
+                continue
+            # From here the breaker's probe (if this is one) is the attempt's to resolve: it
+            # does, on every path, before anything else can raise.
+            attempt = await self.attempt(call, target, breaker, request_deadline)
+            self._tried(call, target, failover=True)
+            if isinstance(attempt, Served):
+                return attempt, target
+            failure = _reported(failure, attempt)
+            if not attempt.retry:
+                break
+        return failure, None
+
+    async def _race(
+        self,
+        call: Call,
+        targets: list[Target],
+        board: dict[str, Breaker],
+        request_deadline: float,
+        hedge: Hedge,
+    ) -> tuple[Attempt | None, Target | None]:
+        """Hedged: with no first token ``hedge.after_ms`` after the last start, the next target
+        is asked too (``hedge.max_extra`` times at most); the first first token wins and the
+        other attempts are cancelled (their breakers get no verdict; their targets are noted
+        in ``call.hedge_losers``, which are charged their prompt)."""
+        loop, metrics = self._pool.loop, self._metrics
+        route = call.route.route
+        queue = iter(targets)
+        running: dict[asyncio.Task[Attempt], Target] = {}
+        failure: Failed | None = None
+        hedges_left = hedge.max_extra
+        stopped = False  # a failure that must not be retried elsewhere
+
+        def launch(failover: bool) -> bool:
+            if stopped:
+                return False
+            for target in queue:
+                if len(call.tried) == route.failover.max_attempts:
+                    return False
+                breaker = board[target.name]
+                if not breaker.acquire(time.monotonic()):
+                    continue
+                task = loop.create_task(self.attempt(call, target, breaker, request_deadline))
+                running[task] = target
+                self._tried(call, target, failover=failover)
+                return True
+            return False
+
+        try:
+            launch(failover=False)
+            while running:
+                timeout = hedge.after_ms / 1000 if hedges_left else None
+                done, _ = await asyncio.wait(
+                    running, timeout=timeout, return_when=asyncio.FIRST_COMPLETED
+                )
+                if not done:  # no first token in time: ask the next target too
+                    hedges_left -= 1
+                    if launch(failover=False):
+                        metrics.add(metrics.hedges, call.tier.name, route.model)
+                    continue
+                winner: tuple[Served, Target] | None = None
+                for task in done:
+                    target = running.pop(task)
+                    attempt = task.result()
+                    if isinstance(attempt, Served):
+                        if winner is None:
+                            winner = (attempt, target)
+                        else:  # two first tokens at once: the later one is dropped
+                            attempt.response.close()
+                            call.hedge_losers += (target.name,)
+                        continue
+                    failure = _reported(failure, attempt)
+                    stopped = stopped or not attempt.retry
+                if winner is not None:
+                    if winner[1].name != call.tried[0]:
+                        metrics.add(metrics.hedge_wins, call.tier.name, route.model)
+                    return winner
+                if not running:
+                    launch(failover=True)
+            return failure, None
+        finally:
+            if running:
+                for task in running:
+                    task.cancel()
+                await asyncio.gather(*running, return_exceptions=True)
+                call.hedge_losers += tuple(target.name for target in running.values())
+
+    def _tried(self, call: Call, target: Target, *, failover: bool) -> None:
+        """Note an attempt on ``target``; one after a failure is a failover (metric, warning)."""
+        if call.tried and failover:
+            route, previous = call.route.route.model, call.tried[-1]
+            self._metrics.add(self._metrics.failovers, route, previous)
+            _log.warning(
+                "failover on route %s: %s -> %s",
+                route,
+                previous,
+                target.name,
+                extra={"cause": f"failover {route} {previous}"},
+            )
+        call.tried.append(target.name)
 
     async def attempt(
         self, call: Call, target: Target, breaker: Breaker, request_deadline: float = _NEVER
@@ -218,11 +328,14 @@ class Forwarder:
         target's side counts against the breaker; one that was not sent, or that the gateway,
         the client or the request's deadline ended, leaves it as it was (a probe is given back).
         """
+        breaker.outstanding += 1
         try:
             return await self._attempt(call, target, breaker, request_deadline)
         except BaseException:
             breaker.abandon()  # e.g. the client left: no verdict on the target
             raise
+        finally:
+            breaker.outstanding -= 1
 
     async def _attempt(
         self, call: Call, target: Target, breaker: Breaker, request_deadline: float
@@ -272,6 +385,9 @@ class Forwarder:
                 deadline=deadline,
                 max_body_bytes=self._max_response_bytes,
             )
+            wait = exhausted_for(response.status, response.headers)
+            if wait:
+                breaker.exhausted_until = time.monotonic() + wait
             if response.status in failover.statuses:
                 body = await response.read_all()
                 self._failed(route.model, target, breaker, f"status_{response.status // 100}xx")
@@ -323,6 +439,7 @@ class Forwarder:
                 self._metrics.add(self._metrics.attempts, route.model, target.name, "deadline")
                 return Failed(False, _request_deadline_passed(route.model))
             self._failed(route.model, target, breaker, "timeout")
+            breaker.observe_latency(time.perf_counter() - started, time.monotonic())
             error = GatewayError(
                 504,
                 f"upstream {target.name!r} timed out: {exc}",
@@ -335,6 +452,7 @@ class Forwarder:
             call.upstream_seconds += now - started
         call.first_token_at = now
         call.upstream_request_id = response.headers.get("x-request-id")
+        breaker.observe_latency(now - started, time.monotonic())
         recovered = breaker.success()
         metrics = self._metrics
         metrics.add(metrics.attempts, route.model, target.name, "ok")

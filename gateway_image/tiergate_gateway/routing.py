@@ -1,14 +1,16 @@
-"""Target choice: weighted order within a priority, priorities in order, per-target circuit breakers."""
+"""Target choice: priorities in order; within one, a tier's strategy (weighted, cheapest first or
+fastest first); per-target circuit breakers, latency, load and rate-limit exhaustion."""
 
 from __future__ import annotations
 
+import math
 import random
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from enum import IntEnum
 from itertools import groupby
 
-from tiergate_contract import CircuitBreaker, Target
+from tiergate_contract import CircuitBreaker, RoutingStrategy, Target
 
 __all__ = ["Breaker", "BreakerBoard", "BreakerState", "plan", "priority_groups"]
 
@@ -24,15 +26,41 @@ class BreakerState(IntEnum):
 _CLOSED, _OPEN, _HALF_OPEN = BreakerState.CLOSED, BreakerState.OPEN, BreakerState.HALF_OPEN
 
 
+# Peak-EWMA decay: a sample's weight halves about every 7 seconds (tau 10 s), as in
+# Finagle's and Linkerd's load balancers.
+_EWMA_TAU_SECONDS = 10.0
+_WEIGHTED, _COST_FIRST = RoutingStrategy.WEIGHTED, RoutingStrategy.COST_FIRST
+
+
 @dataclass(slots=True)
 class Breaker:
-    """Opens after ``consecutive_failures``; after ``cooldown_seconds`` lets one probe through."""
+    """A target's health on one route: a circuit breaker that opens after
+    ``consecutive_failures`` and, after ``cooldown_seconds``, lets one probe through; the
+    peak-EWMA of its time to first token; its calls in flight; and until when it said its
+    rate limit is exhausted (all on ``time.monotonic``)."""
 
     policy: CircuitBreaker
     state: BreakerState = _CLOSED
     failures: int = 0
     opened_at: float = 0.0
     probing: bool = False
+    latency: float = 0.0  # peak-EWMA seconds to first token; 0: no sample yet
+    sampled_at: float = 0.0
+    outstanding: int = 0
+    exhausted_until: float = 0.0
+
+    def observe_latency(self, seconds: float, now: float) -> None:
+        """Peak-EWMA: a slower sample counts at once, faster ones pull it down over time."""
+        if seconds >= self.latency:
+            self.latency = seconds
+        else:
+            weight = math.exp(-(now - self.sampled_at) / _EWMA_TAU_SECONDS)
+            self.latency = self.latency * weight + seconds * (1.0 - weight)
+        self.sampled_at = now
+
+    def load_score(self) -> float:
+        """Lower is faster: latency, penalised by the calls already in flight."""
+        return self.latency * (self.outstanding + 1)
 
     def available(self, now: float) -> bool:
         """Could a request go to this target now? (No side effects.)"""
@@ -134,19 +162,55 @@ def _weighted_order(targets: list[Target], rng: random.Random) -> list[Target]:
     return order
 
 
+def _cheapest_order(
+    targets: list[Target], prices: Mapping[str, int], rng: random.Random
+) -> list[Target]:
+    """Cheapest first; targets of the same price in weighted order."""
+    order: list[Target] = []
+    ranked = sorted(targets, key=lambda t: prices[t.name])
+    for _, tied in groupby(ranked, key=lambda t: prices[t.name]):
+        same = list(tied)
+        order.extend(_weighted_order(same, rng) if len(same) > 1 else same)
+    return order
+
+
+def _fastest_order(
+    targets: list[Target], breakers: Mapping[str, Breaker], rng: random.Random
+) -> list[Target]:
+    """Lowest load-penalised latency first; targets never measured first of all (to learn
+    them), ties in random order."""
+    shuffled = list(targets)
+    rng.shuffle(shuffled)
+    return sorted(shuffled, key=lambda t: breakers[t.name].load_score())
+
+
 def plan(
     groups: Sequence[Sequence[Target]],
     breakers: dict[str, Breaker],
     now: float,
     rng: random.Random,
+    strategy: RoutingStrategy = _WEIGHTED,
+    prices: Mapping[str, int] | None = None,
 ) -> list[Target]:
-    """Targets in the order to try: priority groups in order (see ``priority_groups``),
-    weighted within a group; targets whose breaker is open (and still cooling down) are left out.
+    """Targets in the order to try: priority groups in order (see ``priority_groups``), each
+    ordered by ``strategy`` (``prices``: a comparable price per target, for CostFirst);
+    targets whose breaker is open (and still cooling down) are left out, and those that said
+    their rate limit is exhausted go last, after every other candidate.
     """
     order: list[Target] = []
+    exhausted: list[Target] = []
     for group in groups:
         healthy = [t for t in group if breakers[t.name].available(now)]
         if len(healthy) > 1:
-            healthy = _weighted_order(healthy, rng)
-        order.extend(healthy)
-    return order
+            if strategy is _WEIGHTED:
+                healthy = _weighted_order(healthy, rng)
+            elif strategy is _COST_FIRST:
+                healthy = _cheapest_order(healthy, prices or {}, rng)
+            else:
+                healthy = _fastest_order(healthy, breakers, rng)
+        for target in healthy:
+            if breakers[target.name].exhausted_until > now:
+                exhausted.append(target)
+            else:
+                order.append(target)
+    return order + exhausted if exhausted else order

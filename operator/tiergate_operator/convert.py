@@ -7,7 +7,7 @@ from decimal import Decimal
 from typing import Any
 
 import tiergate_contract as contract
-from tiergate_operator.models import ApiKeyTierSpec, ModelRouteSpec, SecretKeyRef
+from tiergate_operator.models import ApiKeyTierSpec, ModelRouteSpec, Routing, SecretKeyRef
 
 __all__ = ["contract_route", "contract_tier"]
 
@@ -103,4 +103,17 @@ def contract_tier(
         )
         if upstream
         else contract.TierUpstream(),
+        routing=_routing(spec.routing),
+    )
+
+
+def _routing(routing: Routing | None) -> contract.TierRouting:
+    if routing is None:
+        return contract.TierRouting()
+    hedge = routing.hedge
+    return contract.TierRouting(
+        strategy=contract.RoutingStrategy(routing.strategy or "Weighted"),
+        hedge=contract.Hedge(after_ms=hedge.after_milliseconds, max_extra=hedge.max_extra_attempts)
+        if hedge
+        else None,
     )

@@ -226,6 +226,16 @@ class Upstream(_Spec):
     model_prefix: str | None = Field(default=None, max_length=253, alias="modelPrefix")
 
 
+class Hedge(_Spec):
+    after_milliseconds: int = Field(ge=10, le=60_000, alias="afterMilliseconds")
+    max_extra_attempts: int = Field(default=1, ge=1, le=3, alias="maxExtraAttempts")
+
+
+class Routing(_Spec):
+    strategy: Literal["Weighted", "CostFirst", "LatencyFirst"] | None = None
+    hedge: Hedge | None = None
+
+
 class Autoscaling(_Spec):
     min_replicas: int = Field(default=1, ge=1, le=100, alias="minReplicas")
     max_replicas: int = Field(ge=1, le=100, alias="maxReplicas")
@@ -271,6 +281,7 @@ class ApiKeyTierSpec(_Spec):
     limits: Limits | None = None
     budget: Budget | None = None
     upstream: Upstream | None = None
+    routing: Routing | None = None
     replicas: int | None = Field(default=None, ge=1, le=100)
     autoscaling: Autoscaling | None = None
     resources: Resources | None = None

@@ -30,7 +30,9 @@ def _upstream_pool() -> Iterator[dict[str, MockUpstream]]:
 def upstreams(_upstream_pool: dict[str, MockUpstream]) -> dict[str, MockUpstream]:
     """Four real upstream servers (a, b, c, p), reset to answer normally."""
     for upstream in _upstream_pool.values():
-        upstream.reset("ok", prompt_tokens=10, completion_tokens=5, delay=0.0, chunks=3, status=500)
+        upstream.reset(
+            "ok", prompt_tokens=10, completion_tokens=5, delay=0.0, chunks=3, status=500, headers={}
+        )
     return _upstream_pool
 
 

@@ -141,7 +141,9 @@ def test_a_probe_abandoned_by_its_client_is_given_back(upstreams, start_gateway)
     client = sdk(gateway)
     assert client.chat.completions.create(model="m", messages=MESSAGES).choices  # a opens
     assert circuit(gateway, "a") == 1
-    time.sleep(0.6)  # cooled down: the next call to a is the probe
+    # Cooled down (0.5 s), and past the 1 s a 503 without Retry-After keeps a target last:
+    # the next call goes to a, as its probe.
+    time.sleep(1.1)
     upstreams["a"].reset("slow", delay=2)
     impatient = openai.OpenAI(
         base_url=gateway.url + "/v1", api_key=STARTUP_KEY, max_retries=0, timeout=0.3

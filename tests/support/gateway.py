@@ -30,6 +30,7 @@ from tiergate_contract import (
     Route,
     Target,
     Tier,
+    TierRouting,
     TierUpstream,
     Timeouts,
     canonical_json,
@@ -109,6 +110,7 @@ def tier(
     credential: tuple[str, str] | None = None,
     prefix: str = "",
     premium: bool = False,
+    routing: TierRouting | None = None,
 ) -> Tier:
     return Tier(
         name=name,
@@ -123,6 +125,7 @@ def tier(
             else None,
             model_prefix=prefix,
         ),
+        routing=routing or TierRouting(),
     )
 
 

@@ -59,6 +59,7 @@ class MockUpstream:
     chunks: int = 3
     prompt_tokens: int = 10
     completion_tokens: int = 5
+    headers: dict[str, str] = field(default_factory=dict)  # sent with every answer
     received: list[Received] = field(default_factory=list)
     received_event: threading.Event = field(default_factory=threading.Event)
     disconnected: threading.Event = field(default_factory=threading.Event)
@@ -118,7 +119,9 @@ class MockUpstream:
         behaviour = self.behaviour
         if behaviour == "status":
             message = f"{self.name} says {self.status}"
-            return web.json_response(error_body(message, "upstream_test"), status=self.status)
+            return web.json_response(
+                error_body(message, "upstream_test"), status=self.status, headers=self.headers
+            )
         if behaviour == "slow":
             await asyncio.sleep(self.delay)
         if behaviour == "invalid_200" and not body.get("stream"):
@@ -129,7 +132,9 @@ class MockUpstream:
             return await self._stream(request, body, behaviour)
         usage = usage_of(self.prompt_tokens, self.completion_tokens)
         model = str(body.get("model"))
-        return web.json_response(answer(endpoint, model, f"hello from {self.name}", usage))
+        return web.json_response(
+            answer(endpoint, model, f"hello from {self.name}", usage), headers=self.headers
+        )
 
     async def _stall(
         self, request: web.Request, body: dict[str, Any], behaviour: str
