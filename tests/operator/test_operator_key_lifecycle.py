@@ -21,7 +21,7 @@ import openai
 import pytest
 
 from tests.support.gateway import GatewayProcess
-from tests.support.kube import condition, eventually, events, get, wait_ready
+from tests.support.kube import condition, events, eventually, get, wait_ready
 from tests.support.upstream import MockUpstream
 from tiergate_devkit.cluster import ControlPlane
 
