@@ -7,16 +7,18 @@ Secrets expiring soon or older than ``keyPolicy.maxAgeDays``, with a Warning eve
 
 from __future__ import annotations
 
+import asyncio
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
 
 from tests.operator.test_decide import settle
+from tests.operator.test_reconcile_ownership import FakeKube
 from tests.support.manifests import NOW, store_of, translate_namespace
 from tiergate_contract import Tier, hash_client_key
 from tiergate_operator.key_lifecycle import EXPIRING_SOON, ROTATION_DUE, next_key_moment, tier_spec
-from tiergate_operator.reconcile import StatusChange, decide
+from tiergate_operator.reconcile import Reconciler, StatusChange, decide
 from tiergate_operator.settings import OperatorSettings
 from tiergate_operator.store import Store
 
@@ -241,3 +243,28 @@ def test_the_next_moment_is_the_earliest_window_expiry_or_max_age_to_come() -> N
     assert next_key_moment([spec], created, datetime(2026, 12, 31, tzinfo=UTC)) == datetime(
         2027, 2, 17, 0, 0, 1, tzinfo=UTC
     )
+
+
+async def test_the_reconciler_comes_back_by_itself_when_a_key_expires() -> None:
+    moment = NOW + timedelta(milliseconds=300)
+    expires = moment.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    store = store_of(
+        [
+            route(),
+            tier(ref("old", expiresAt=expires), ref("new")),
+            secret("old", k="tg-old"),
+            secret("new", k="tg-new"),
+        ],
+        NS,
+    )
+    kube = FakeKube(store=store)
+    reconciler = Reconciler(store, kube, OperatorSettings(), clock=lambda: NOW)
+    try:
+        await reconciler.reconcile(NS)
+        store.take_dirty()
+        await asyncio.sleep(0.1)
+        assert store.dirty == set()  # nothing is due yet
+        await asyncio.sleep(0.4)
+        assert store.dirty == {NS}  # the expiry: statuses to update, no watch event needed
+    finally:
+        await reconciler.close()
