@@ -3,10 +3,14 @@
 ``new`` makes a high-entropy key with a recognisable ``tg-`` prefix (``secrets``) and writes
 a Secret manifest holding it to a file only you can read (0600), so the key never passes
 through a terminal, a log or shell history; ``--stdout`` pipes the manifest into
-``kubectl apply -f -`` instead. ``check`` lists each tier's key Secrets found under DIR,
-how many keys each holds and their age, and every problem: a value no client could send
-(empty, whitespace, a trailing newline, ...), a key shared by two tiers, a Secret missing
-from DIR. Exit code 1 when there is a problem, for CI. No value is ever printed.
+``kubectl apply -f -`` instead; ``--expires-in DAYS`` gives the tier's ``spec.keys`` entry
+to add an ``expiresAt``. ``check`` lists each tier's key Secrets found under DIR, how many
+keys each holds, their age (``creationTimestamp``, when the manifest has one), expiry and
+whether the reference is disabled, and every problem: a value no client could send (empty,
+whitespace, a trailing newline, ...), a key shared by two tiers, a Secret missing from DIR
+or holding no key, an expired one, one older than ``keyPolicy.maxAgeDays``; a Secret
+expiring within ``keyPolicy.expiryWarningDays`` is a warning. Exit code 1 when there is a
+problem, for CI. No value is ever printed.
 """
 
 from __future__ import annotations
@@ -20,7 +24,7 @@ import secrets
 import sys
 from collections import defaultdict
 from dataclasses import asdict, dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -30,7 +34,9 @@ from tiergate_cli.commands import Commands
 from tiergate_cli.manifests import ManifestSet, load_manifests
 from tiergate_cli.output import CommandError, dump, note, table
 from tiergate_contract import client_key_problem
-from tiergate_operator.models import ApiKeyTier
+from tiergate_operator.conditions import format_time
+from tiergate_operator.key_lifecycle import KeySecret, key_secrets
+from tiergate_operator.models import ApiKeyTier, KeyPolicy
 from tiergate_operator.registry import API_KEY_TIER, SECRET, PrefixedKeys
 from tiergate_operator.settings import prefix_from_env
 
@@ -54,6 +60,11 @@ def add_parser(commands: Commands) -> None:
     new.add_argument("--team", help="who gets the key (part of the Secret's name and labels)")
     new.add_argument("--secret", help="the Secret's name (default: <tier>-key-<team or date>)")
     new.add_argument("-n", "--namespace", help="the Secret's namespace (default: none set)")
+    new.add_argument(
+        "--expires-in",
+        metavar="DAYS",
+        help="the key's lifetime: the next steps give the tier's keys entry its expiresAt",
+    )
     target = new.add_mutually_exclusive_group()
     target.add_argument(
         "-o", "--output", type=Path, help="where to write the manifest (default: <secret>.yaml)"
@@ -99,6 +110,13 @@ def secret_manifest(
     }
 
 
+def keys_entry(secret: str, expires_at: datetime | None) -> str:
+    """The ``spec.keys`` entry referring to ``secret``, as YAML flow."""
+    if expires_at is None:
+        return f"{{secretRef: {{name: {secret}}}}}"
+    return f"{{secretRef: {{name: {secret}}}, expiresAt: {format_time(expires_at)}}}"
+
+
 def _checked_name(value: str, what: str) -> str:
     if len(value) > 63 or not _DNS_LABEL.fullmatch(value):
         raise CommandError(f"{what} {value!r} is not a DNS label (a-z, 0-9, '-', at most 63)")
@@ -108,13 +126,22 @@ def _checked_name(value: str, what: str) -> str:
 def _run_new(args: argparse.Namespace) -> int:
     tier = _checked_name(args.tier, "--tier")
     team = _checked_name(args.team, "--team") if args.team else None
-    suffix = team or datetime.now(UTC).strftime("%Y%m%d%H%M%S")
+    now = datetime.now(UTC)
+    suffix = team or now.strftime("%Y%m%d%H%M%S")
+    expires_at = None
+    if args.expires_in is not None:
+        if not args.expires_in.isdigit() or not 1 <= int(args.expires_in) <= 3650:
+            raise CommandError(
+                f"--expires-in {args.expires_in!r} is not a whole number of days from 1 to 3650"
+            )
+        expires_at = now + timedelta(days=int(args.expires_in))
     name = _checked_name(args.secret or f"{tier}-key-{suffix}", "the Secret name")
     value = new_key()
     manifest = dump([secret_manifest(name, tier, team, args.namespace, value)], "yaml")
     if args.stdout:
         sys.stdout.write(manifest)
         note(f"Secret {name}: a new key {fingerprint(value)} for tier {tier}", "keys")
+        note(f"next: add {keys_entry(name, expires_at)} to ApiKeyTier {tier}'s spec.keys", "keys")
         return 0
     path: Path = args.output or Path(f"{name}.yaml")
     try:
@@ -127,7 +154,7 @@ def _run_new(args: argparse.Namespace) -> int:
     namespace = f" -n {args.namespace}" if args.namespace else ""
     note(f"wrote Secret {name} with a new key {fingerprint(value)} to {path} (mode 0600)", "keys")
     note(
-        f"next: kubectl apply{namespace} -f {path}; add {{secretRef: {{name: {name}}}}} to "
+        f"next: kubectl apply{namespace} -f {path}; add {keys_entry(name, expires_at)} to "
         f"ApiKeyTier {tier}'s spec.keys; hand the key to {team or 'its user'} over a safe "
         f"channel; then delete {path}",
         "keys",
@@ -147,41 +174,61 @@ class SecretCheck:
     secret: str
     keys: int | None = None  # None: the Secret is not in the manifests
     age_days: int | None = None
+    expires_at: str | None = None  # RFC 3339, when its keys stop (expiresAt, or the key policy)
+    disabled: bool = False
     problems: list[str] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)  # shown, but no failure
 
 
-def _age_days(body: dict[str, Any], now: datetime) -> int | None:
-    created = body.get("metadata", {}).get("creationTimestamp")
-    if not isinstance(created, str):
-        return None
-    try:
-        moment = datetime.fromisoformat(created.replace("Z", "+00:00"))
-    except ValueError:
-        return None
-    return max(0, (now - moment).days)
+def _lifetime_problems(
+    check: SecretCheck, secret: KeySecret, policy: KeyPolicy, now: datetime
+) -> None:
+    """Age against ``keyPolicy.maxAgeDays``; expiry (``expiresAt`` or the policy's refusal)."""
+    check.age_days = secret.age_days(now)
+    if policy.max_age_days is not None and (check.age_days or 0) > policy.max_age_days:
+        check.problems.append(f"older than keyPolicy.maxAgeDays ({policy.max_age_days})")
+    if secret.expires_at is None:
+        return
+    check.expires_at = format_time(secret.expires_at)
+    why = " (keyPolicy maxAgeDays + graceDays)" if secret.by_policy else ""
+    if secret.expires_at <= now:
+        check.problems.append(f"expired at {check.expires_at}{why}")
+    elif secret.expires_at <= now + timedelta(days=policy.expiry_warning_days):
+        check.warnings.append(f"expires within {policy.expiry_warning_days} days{why}")
 
 
 def check_keys(manifests: ManifestSet, now: datetime) -> list[SecretCheck]:
+    """Every key Secret reference of every tier, with its problems. A disabled reference is
+    listed, but its Secret may be missing and its values count for nothing."""
     checks: list[SecretCheck] = []
     owners: dict[tuple[str, str], set[str]] = defaultdict(set)  # (ns, sha256) -> tiers
     digests: dict[int, list[tuple[str, str]]] = {}  # id(check) -> [(data key, sha256)]
     for namespace in manifests.namespaces:
         values = manifests.secret_values(namespace)
         bodies = {doc.name: doc.body for doc in manifests.of_kind(SECRET.kind, namespace)}
+        created = {
+            name: str(body["metadata"]["creationTimestamp"])
+            for name, body in bodies.items()
+            if body.get("metadata", {}).get("creationTimestamp")
+        }
         for doc in manifests.of_kind(API_KEY_TIER.kind, namespace):
             try:
                 tier = ApiKeyTier.model_validate(doc.body)
             except ValidationError as error:
                 raise CommandError(f"{doc.where}: ApiKeyTier {doc.name}: {error}") from None
-            for source in tier.spec.keys:
-                name = source.secret_ref.name
-                check = SecretCheck(namespace, doc.name, name)
+            policy = tier.spec.key_policy or KeyPolicy()
+            for secret in key_secrets(tier.spec, created):
+                name = secret.name
+                check = SecretCheck(namespace, doc.name, name, disabled=secret.disabled)
                 checks.append(check)
+                if name in values:
+                    check.keys = len(values[name])
+                if secret.disabled:
+                    continue
                 if name not in values:
                     check.problems.append("Secret not found in the manifests")
                     continue
-                check.keys = len(values[name])
-                check.age_days = _age_days(bodies[name], now)
+                _lifetime_problems(check, secret, policy, now)
                 digests[id(check)] = []
                 for key, value in sorted(values[name].items()):
                     if problem := client_key_problem(value):
@@ -190,12 +237,19 @@ def check_keys(manifests: ManifestSet, now: datetime) -> list[SecretCheck]:
                     digest = hashlib.sha256(value.encode()).hexdigest()
                     owners[(namespace, digest)].add(doc.name)
                     digests[id(check)].append((key, digest))
+                if not values[name]:
+                    check.problems.append("holds no key")
     for check in checks:
         for key, digest in digests.get(id(check), []):
             others = sorted(owners[(check.namespace, digest)] - {check.tier})
             if others:
                 check.problems.append(f"key {key!r} is also a key of tier {', '.join(others)}")
     return checks
+
+
+def _verdict(check: SecretCheck) -> str:
+    said = check.problems + [f"warning: {w}" for w in check.warnings]
+    return "; ".join(said) or ("disabled" if check.disabled else "ok")
 
 
 def _run_check(args: argparse.Namespace) -> int:
@@ -213,9 +267,11 @@ def _run_check(args: argparse.Namespace) -> int:
                 c.secret,
                 "-" if c.keys is None else str(c.keys),
                 "-" if c.age_days is None else f"{c.age_days}d",
-                "; ".join(c.problems) or "ok",
+                c.expires_at or "-",
+                _verdict(c),
             )
             for c in checks
         ]
-        print(table(("NAMESPACE", "TIER", "SECRET", "KEYS", "AGE", "PROBLEMS"), rows, right=(3, 4)))
+        header = ("NAMESPACE", "TIER", "SECRET", "KEYS", "AGE", "EXPIRES", "PROBLEMS")
+        print(table(header, rows, right=(3, 4)))
     return 1 if any(check.problems for check in checks) else 0

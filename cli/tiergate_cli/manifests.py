@@ -92,11 +92,16 @@ class ManifestSet:
         store = Store()
         store.namespace(namespace)  # exists even when it holds nothing
         secrets = self.secret_values(namespace) | (extra_secrets or {})
+        created = {
+            doc.name: str(doc.body["metadata"]["creationTimestamp"])
+            for doc in self.of_kind(SECRET.kind, namespace)
+            if doc.body["metadata"].get("creationTimestamp")
+        }
         for name, values in secrets.items():
             encoded = {
                 key: base64.b64encode(value.encode()).decode() for key, value in values.items()
             }
-            store.put_secret(namespace, name, encoded)
+            store.put_secret(namespace, name, encoded, created.get(name))
         for doc in self.of_kind(MODEL_ROUTE.kind, namespace):
             store.put_route(_as_stored(doc.body, namespace))
         for doc in self.of_kind(API_KEY_TIER.kind, namespace):

@@ -17,12 +17,21 @@ import gzip
 import hashlib
 import re
 from collections.abc import Mapping, Sequence
+from datetime import UTC, datetime
 from decimal import Decimal
 from enum import StrEnum
 from typing import Annotated, Any, Literal
 
 import orjson
-from pydantic import BaseModel, ConfigDict, Field, PlainSerializer, field_validator, model_validator
+from pydantic import (
+    AwareDatetime,
+    BaseModel,
+    ConfigDict,
+    Field,
+    PlainSerializer,
+    field_validator,
+    model_validator,
+)
 
 __all__ = [
     "CONFIG_GZIP_KEY",
@@ -35,6 +44,7 @@ __all__ = [
     "Failover",
     "GatewayConfig",
     "Hedge",
+    "KeyExpiry",
     "Limits",
     "Money",
     "Pricing",
@@ -198,11 +208,16 @@ class Timeouts(_Frozen):
     connect_seconds: float = Field(default=5.0, gt=0, le=600)
     first_byte_seconds: float = Field(default=60.0, gt=0, le=3600)
     # To the first SSE data event of a stream, or the whole body of a plain answer; None: no
-    # limit of its own (the first byte's and the attempt's apply).
-    first_token_seconds: float | None = Field(default=None, gt=0, le=3600)
+    # limit of its own (the first byte's and the attempt's apply). Left out of the JSON when
+    # None, like request_seconds: configs not using them read the same to older gateways.
+    first_token_seconds: float | None = Field(
+        default=None, gt=0, le=3600, exclude_if=lambda seconds: seconds is None
+    )
     total_seconds: float = Field(default=600.0, gt=0, le=7200)
     # The whole call, failovers included; None: no limit beyond the attempts' own.
-    request_seconds: float | None = Field(default=None, gt=0, le=7200)
+    request_seconds: float | None = Field(
+        default=None, gt=0, le=7200, exclude_if=lambda seconds: seconds is None
+    )
 
 
 class Route(_Frozen):
@@ -278,15 +293,37 @@ _LOWER_HEX = re.compile(r"[0-9a-f]*")
 MAX_KEYS_PER_TIER = 10_000
 
 
+class KeyExpiry(_Frozen):
+    """The moment a client key (by digest) stops being accepted: the gateway's clock decides,
+    so no config is written at that moment. A key without one never expires."""
+
+    sha256: str = Field(min_length=64, max_length=64, pattern=r"^[0-9a-f]{64}$")
+    expires_at: AwareDatetime
+
+    @field_validator("expires_at")
+    @classmethod
+    def _in_utc(cls, moment: datetime) -> datetime:
+        return moment.astimezone(UTC)  # one spelling per moment: configs stay byte-identical
+
+
 class Tier(_Frozen):
     name: str = Field(min_length=1, max_length=253)
     key_sha256: tuple[str, ...] = Field(max_length=MAX_KEYS_PER_TIER)
+    # Keys of ``key_sha256`` that expire, sorted by digest. Left out of the JSON when empty, so
+    # configs without expiring keys are what they were before the field existed.
+    key_expiry: tuple[KeyExpiry, ...] = Field(
+        default=(), max_length=MAX_KEYS_PER_TIER, exclude_if=lambda expiry: not expiry
+    )
     models: tuple[str, ...]
     default_class: RequestClass = RequestClass.STANDARD
     limits: Limits = Limits()
     budget: Budget | None = None
     upstream: TierUpstream = TierUpstream()
-    routing: TierRouting = TierRouting()
+    # Left out of the JSON when it is the default (as are the other fields added since v1's
+    # first release), so a config that does not use it reads the same to older gateways.
+    routing: TierRouting = Field(
+        default=TierRouting(), exclude_if=lambda routing: routing == TierRouting()
+    )
 
     @field_validator("key_sha256")
     @classmethod
@@ -295,6 +332,15 @@ class Tier(_Frozen):
         if set(map(len, digests)) - {64} or not _LOWER_HEX.fullmatch("".join(digests)):
             raise ValueError("key_sha256 holds something that is not a hex SHA-256 digest")
         return digests
+
+    @model_validator(mode="after")
+    def _expiry_of_own_keys(self) -> Tier:
+        expiring = [entry.sha256 for entry in self.key_expiry]
+        if len(expiring) != len(set(expiring)):
+            raise ValueError(f"tier {self.name!r}: a key has more than one expiry")
+        if not set(expiring) <= set(self.key_sha256):
+            raise ValueError(f"tier {self.name!r}: key_expiry names a key not in key_sha256")
+        return self
 
 
 class GatewayConfig(_Frozen):

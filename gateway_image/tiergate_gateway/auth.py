@@ -1,9 +1,16 @@
-"""Client authentication: ``Authorization: Bearer <key>`` -> the tier holding its SHA-256 digest."""
+"""Client authentication: ``Authorization: Bearer <key>`` -> the tier holding its SHA-256 digest.
+
+A key may carry an expiry in the config; it is enforced here, by this gateway's clock, so a
+key stops at its moment on every replica without any config being written then.
+"""
 
 from __future__ import annotations
 
 import hashlib
 import hmac
+import time
+from collections.abc import Callable
+from datetime import UTC, datetime
 
 from tiergate_contract import Tier
 
@@ -13,18 +20,30 @@ from .errors import GatewayError
 __all__ = ["authenticate"]
 
 
-def _unauthorized(message: str) -> GatewayError:
+def _unauthorized(message: str, code: str = "invalid_api_key") -> GatewayError:
     return GatewayError(
         401,
         message,
         type_="invalid_request_error",
-        code="invalid_api_key",
+        code=code,
         headers=[("www-authenticate", "Bearer")],
     )
 
 
-def authenticate(authorization: str | None, config: CompiledConfig) -> Tier:
-    """The caller's tier, or a 401 ``GatewayError``. The key itself never leaves this function."""
+def _expired(expires_at: float) -> GatewayError:
+    moment = datetime.fromtimestamp(expires_at, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    return _unauthorized(
+        f"API key expired at {moment}: ask your platform team for a new key", code="key_expired"
+    )
+
+
+def authenticate(
+    authorization: str | None, config: CompiledConfig, clock: Callable[[], float] = time.time
+) -> Tier:
+    """The caller's tier, or a 401 ``GatewayError``. The key itself never leaves this function.
+
+    ``clock`` (POSIX seconds) decides whether an expiring key still holds.
+    """
     if not authorization:
         raise _unauthorized("missing API key: send 'Authorization: Bearer <key>'")
     scheme, _, key = authorization.partition(" ")
@@ -37,4 +56,7 @@ def authenticate(authorization: str | None, config: CompiledConfig) -> Tier:
     entry = config.tiers_by_digest.get(digest)
     if entry is None or not hmac.compare_digest(entry[0], digest):
         raise _unauthorized("invalid API key")
+    expires_at = config.key_expiry.get(digest)
+    if expires_at is not None and clock() >= expires_at:
+        raise _expired(expires_at)
     return entry[1]

@@ -12,7 +12,7 @@ from __future__ import annotations
 import logging
 import zlib
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import orjson
 import pydantic
@@ -62,6 +62,8 @@ class CompiledConfig:
     routes: dict[str, CompiledRoute]
     allowed: dict[str, frozenset[str]]
     models_body: dict[str, bytes]
+    # Digest -> POSIX time from which the key is refused (``auth`` compares with its clock).
+    key_expiry: dict[str, float] = field(default_factory=dict)
 
     @property
     def generation(self) -> str:
@@ -154,7 +156,12 @@ def compile_config(config: GatewayConfig) -> CompiledConfig:
         )
         for tier in config.tiers
     }
-    return CompiledConfig(config, tiers_by_digest, routes, allowed, models_body)
+    key_expiry = {
+        entry.sha256: entry.expires_at.timestamp()
+        for tier in config.tiers
+        for entry in tier.key_expiry
+    }
+    return CompiledConfig(config, tiers_by_digest, routes, allowed, models_body, key_expiry)
 
 
 class ConfigStore:

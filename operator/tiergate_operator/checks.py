@@ -9,16 +9,18 @@ from __future__ import annotations
 from collections import defaultdict
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
 from pydantic import ValidationError
 
-from tiergate_contract import MAX_KEYS_PER_TIER
+from tiergate_contract import MAX_KEYS_PER_TIER, KeyExpiry
+from tiergate_operator.key_lifecycle import key_secrets
 from tiergate_operator.models import ApiKeyTier, ModelRoute, SecretKeyRef
 from tiergate_operator.plans import Problem
 from tiergate_operator.store import not_a_key_because
 
-__all__ = ["check_routes", "check_tiers", "invalid_spec", "redis_secret_problem"]
+__all__ = ["ServedKeys", "check_routes", "check_tiers", "invalid_spec", "redis_secret_problem"]
 
 Body = Mapping[str, Any]
 # Secret name -> {data key -> digest of a client key, or why the value is none} (the store's
@@ -103,24 +105,55 @@ def check_routes(
 
 @dataclass(frozen=True)
 class _TierKeys:
-    """A tier's client keys as the store has them: digests, and the values that are no key."""
+    """A tier's client keys as the store has them, from its enabled key Secrets: digests with
+    their expiry (None: never), and the values that are no key."""
 
-    digests: frozenset[str]
+    expiries: Mapping[str, datetime | None]
     not_keys: tuple[str, ...]  # "Secret <name> data key <key> <why>", never a value
 
+    @property
+    def digests(self) -> frozenset[str]:
+        return frozenset(self.expiries)
 
-def _tier_keys(tier: ApiKeyTier, secrets: SecretDigests) -> _TierKeys:
-    digests: set[str] = set()
+
+@dataclass(frozen=True)
+class ServedKeys:
+    """The client keys a tier is served with: digests, sorted, and the expiry of those that expire."""
+
+    digests: tuple[str, ...]
+    expiry: tuple[KeyExpiry, ...] = ()
+
+
+def _later(first: datetime | None, second: datetime | None) -> datetime | None:
+    """A key held by two Secrets of a tier holds as long as either does."""
+    return None if first is None or second is None else max(first, second)
+
+
+def _tier_keys(tier: ApiKeyTier, secrets: SecretDigests, created: Mapping[str, str]) -> _TierKeys:
+    expiries: dict[str, datetime | None] = {}
     not_keys: list[str] = []
-    for source in tier.spec.keys:
-        secret = source.secret_ref.name
-        for data_key, entry in sorted(secrets[secret].items()):
+    for source in key_secrets(tier.spec, created):
+        if source.disabled:
+            continue
+        for data_key, entry in sorted(secrets[source.name].items()):
             why = not_a_key_because(entry)
             if why is None:
-                digests.add(entry)
+                held = expiries.get(entry, source.expires_at)
+                expiries[entry] = _later(held, source.expires_at)
             else:
-                not_keys.append(f"Secret {secret} data key {data_key} {why}")
-    return _TierKeys(frozenset(digests), tuple(not_keys))
+                not_keys.append(f"Secret {source.name} data key {data_key} {why}")
+    return _TierKeys(expiries, tuple(not_keys))
+
+
+def _served(keys: _TierKeys) -> ServedKeys:
+    return ServedKeys(
+        digests=tuple(sorted(keys.expiries)),
+        expiry=tuple(
+            KeyExpiry(sha256=digest, expires_at=moment)
+            for digest, moment in sorted(keys.expiries.items())
+            if moment is not None
+        ),
+    )
 
 
 def _invalid_keys(keys: _TierKeys) -> Problem:
@@ -158,24 +191,36 @@ def _tier_problem(
         return Problem(
             "UnknownRoute", f"models names ModelRoutes that do not exist: {', '.join(unknown)}"
         )
-    missing = [key.secret_ref.name for key in spec.keys if key.secret_ref.name not in secrets]
+    enabled = [key.secret_ref.name for key in spec.keys if not key.disabled]
+    missing = [name for name in enabled if name not in secrets]
     if missing:
         return Problem("MissingSecret", f"key Secret {', '.join(missing)} does not exist")
-    if not any(secrets[key.secret_ref.name] for key in spec.keys):
-        return Problem("NoKeys", "the key Secrets hold no keys")
     upstream = spec.upstream.credentials_secret_ref if spec.upstream else None
     return _secret_key_problem(upstream, secrets, "upstream credentials") if upstream else None
 
 
+def _no_keys(tier: ApiKeyTier) -> Problem:
+    """Served with no key at all: revoking every key must not leave the last good ones working."""
+    if all(key.disabled for key in tier.spec.keys):
+        return Problem(
+            "NoKeys",
+            "every key Secret of the tier is disabled: the gateways accept none of its keys",
+        )
+    return Problem(
+        "NoKeys",
+        "the enabled key Secrets hold no keys: the gateways accept none of the tier's keys",
+    )
+
+
 def _usable_keys(
-    tier: ApiKeyTier, route_names: Sequence[str], secrets: SecretDigests
+    tier: ApiKeyTier, route_names: Sequence[str], secrets: SecretDigests, created: Mapping[str, str]
 ) -> _TierKeys | Problem:
     """The tier's keys when it can be served as specified, else why not."""
     problem = _tier_problem(tier, route_names, secrets)
     if problem is not None:
         return problem
-    keys = _tier_keys(tier, secrets)
-    if not keys.digests:
+    keys = _tier_keys(tier, secrets, created)
+    if not keys.digests and keys.not_keys:
         return _invalid_keys(keys)
     if len(keys.digests) > MAX_KEYS_PER_TIER:
         return Problem(
@@ -191,16 +236,18 @@ def check_tiers(
     route_names: Sequence[str],
     secrets: SecretDigests,
     problems: dict[str, Problem],
-) -> tuple[dict[str, ApiKeyTier], dict[str, tuple[str, ...]]]:
-    """The tiers that parsed, and the digests of the client keys of each tier to serve as
-    specified.
+    created: Mapping[str, str] | None = None,
+) -> tuple[dict[str, ApiKeyTier], dict[str, ServedKeys]]:
+    """The tiers that parsed, and the client keys of each tier to serve as specified.
 
     A tier with a problem is not served as specified (its last good entry carries over),
     except for ``InvalidKey`` with usable keys left: some values of its key Secrets are no
-    key (each is left out) and it is served with the others, while it reports the problem.
+    key (each is left out) and it is served with the others, while it reports the problem;
+    and ``NoKeys``: its enabled key Secrets hold no key (all disabled, values removed), so it
+    is served with none. ``created``: each Secret's creationTimestamp, for ``keyPolicy``.
     """
     parsed: dict[str, ApiKeyTier] = {}
-    digests: dict[str, tuple[str, ...]] = {}
+    digests: dict[str, ServedKeys] = {}
     owners: dict[str, list[str]] = defaultdict(list)
     invalid_keys: dict[str, Problem] = {}
     for body in bodies:
@@ -210,15 +257,17 @@ def check_tiers(
         except ValidationError as error:
             problems[name] = invalid_spec(error)
             continue
-        keys = _usable_keys(tier, route_names, secrets)
+        keys = _usable_keys(tier, route_names, secrets, created or {})
         if isinstance(keys, Problem):
             problems[name] = keys
             continue
-        digests[name] = tuple(sorted(keys.digests))
-        for digest in digests[name]:
+        digests[name] = _served(keys)
+        for digest in digests[name].digests:
             owners[digest].append(name)
         if keys.not_keys:
             invalid_keys[name] = _invalid_keys(keys)
+        elif not keys.digests:
+            invalid_keys[name] = _no_keys(tier)
     _mark_shared(
         owners,
         problems,

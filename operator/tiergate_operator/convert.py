@@ -76,12 +76,17 @@ def contract_route(spec: ModelRouteSpec) -> contract.Route:
 
 
 def contract_tier(
-    name: str, spec: ApiKeyTierSpec, key_digests: Iterable[str], models: Iterable[str]
+    name: str,
+    spec: ApiKeyTierSpec,
+    key_digests: Iterable[str],
+    models: Iterable[str],
+    key_expiry: Iterable[contract.KeyExpiry] = (),
 ) -> contract.Tier:
     limits, budget, upstream = spec.limits, spec.budget, spec.upstream
     return contract.Tier(
         name=name,
         key_sha256=tuple(sorted(set(key_digests))),
+        key_expiry=tuple(sorted(key_expiry, key=lambda entry: entry.sha256)),
         models=tuple(sorted(set(models))),
         default_class=contract.RequestClass(spec.default_class or "Standard"),
         limits=contract.Limits(

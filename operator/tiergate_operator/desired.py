@@ -72,7 +72,12 @@ def desired_state(
     settings: OperatorSettings,
 ) -> DesiredState:
     translation = translate(
-        namespace, state.routes.values(), state.tiers.values(), state.secrets, previous
+        namespace,
+        state.routes.values(),
+        state.tiers.values(),
+        state.secrets,
+        previous,
+        state.secret_created,
     )
     live_tiers = [
         body for body in state.tiers.values() if not body["metadata"].get("deletionTimestamp")

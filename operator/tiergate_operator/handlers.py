@@ -129,7 +129,10 @@ _watch(API_KEY_TIER, Store.put_tier, Store.remove_tier)
 _watch(
     SECRET,
     lambda store, body: store.put_secret(
-        body["metadata"]["namespace"], body["metadata"]["name"], body.get("data")
+        body["metadata"]["namespace"],
+        body["metadata"]["name"],
+        body.get("data"),
+        body["metadata"].get("creationTimestamp"),
     ),
     Store.remove_secret,
 )

@@ -7,6 +7,7 @@ Specs are strict and forbid unknown fields; statuses tolerate fields written by 
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from typing import Annotated, Literal
 
 from pydantic import (
@@ -31,6 +32,7 @@ __all__ = [
     "ConditionStatus",
     "Failover",
     "Isolation",
+    "KeyPolicy",
     "KeySource",
     "Limits",
     "ModelRoute",
@@ -57,6 +59,10 @@ _DECIMAL_USD = r"^(0|[1-9][0-9]{0,8})(\.[0-9]{1,6})?$"
 _QUANTITY = (
     r"^(\+|-)?(([0-9]+(\.[0-9]*)?)|(\.[0-9]+))(([KMGTPE]i)|[numkMGTPE]"
     r"|([eE](\+|-)?(([0-9]+(\.[0-9]*)?)|(\.[0-9]+))))?$"
+)
+_RFC3339 = (
+    r"^[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}(\.[0-9]{1,9})?"
+    r"(Z|[+-][0-9]{2}:[0-9]{2})$"
 )
 _CONDITION_TYPE = (
     r"^([a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*/)?"
@@ -193,6 +199,39 @@ class ModelRouteSpec(_Spec):
 
 class KeySource(_Spec):
     secret_ref: SecretRef = Field(alias="secretRef")
+    expires_at: Annotated[str, StringConstraints(max_length=35, pattern=_RFC3339)] | None = Field(
+        default=None, alias="expiresAt"
+    )
+    disabled: bool | None = None
+
+    @field_validator("expires_at")
+    @classmethod
+    def _a_moment(cls, value: str | None) -> str | None:
+        if value is not None:
+            try:
+                datetime.fromisoformat(value)
+            except ValueError:
+                raise ValueError(f"expiresAt {value!r} is not an RFC 3339 time") from None
+        return value
+
+    @property
+    def expiry(self) -> datetime | None:
+        """``expires_at`` as a moment in UTC."""
+        if self.expires_at is None:
+            return None
+        return datetime.fromisoformat(self.expires_at).astimezone(UTC)
+
+
+class KeyPolicy(_Spec):
+    max_age_days: int | None = Field(default=None, ge=1, le=3650, alias="maxAgeDays")
+    grace_days: int | None = Field(default=None, ge=0, le=3650, alias="graceDays")
+    expiry_warning_days: int = Field(default=14, ge=1, le=365, alias="expiryWarningDays")
+
+    @model_validator(mode="after")
+    def _grace_after_max_age(self) -> KeyPolicy:
+        if self.grace_days is not None and self.max_age_days is None:
+            raise ValueError("keyPolicy.graceDays needs keyPolicy.maxAgeDays")
+        return self
 
 
 class Limits(_Spec):
@@ -276,6 +315,7 @@ class PodDisruptionBudget(_Spec):
 class ApiKeyTierSpec(_Spec):
     isolation: Isolation
     keys: list[KeySource] = Field(min_length=1, max_length=16)
+    key_policy: KeyPolicy | None = Field(default=None, alias="keyPolicy")
     models: list[ObjectName] | None = Field(default=None, max_length=256)
     default_class: RequestClass | None = Field(default=None, alias="defaultClass")
     limits: Limits | None = None

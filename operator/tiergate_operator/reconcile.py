@@ -50,6 +50,7 @@ from tiergate_operator.changes import (
 from tiergate_operator.conditions import format_time
 from tiergate_operator.desired import DesiredState, desired_state
 from tiergate_operator.drift import holds
+from tiergate_operator.key_lifecycle import next_key_moment, tier_spec
 from tiergate_operator.kube import KubeApi, KubeError
 from tiergate_operator.ownership import is_ours, may_delete, our_update_fields
 from tiergate_operator.plans import Failure
@@ -437,6 +438,7 @@ class Reconciler:
         self._failures: dict[str, int] = {}
         self._retries: dict[str, dict[str, Retry]] = {}
         self._timers: dict[str, asyncio.TimerHandle] = {}
+        self._key_timers: dict[str, asyncio.TimerHandle] = {}
         self.passes = 0  # reconcile passes made, for benchmarks and tests
 
     def wake(self) -> None:
@@ -449,7 +451,7 @@ class Reconciler:
         self._wake.set()
 
     async def close(self) -> None:
-        for timer in self._timers.values():
+        for timer in (*self._timers.values(), *self._key_timers.values()):
             timer.cancel()
         await self.kube.close()
 
@@ -491,6 +493,20 @@ class Reconciler:
         self._timers[namespace] = asyncio.get_running_loop().call_later(
             max(0.0, (due - now).total_seconds()), self.retry, namespace
         )
+
+    def _wake_for_keys(self, namespace: str, state: NamespaceState, now: datetime) -> None:
+        """Come back when a key Secret enters its warning window, expires or grows too old: the
+        gateways need no write then (their clocks enforce expiries), but the statuses do."""
+        if timer := self._key_timers.pop(namespace, None):
+            timer.cancel()
+        specs = [spec for body in state.tiers.values() if (spec := tier_spec(body)) is not None]
+        due = next_key_moment(specs, state.secret_created, now)
+        if due is not None:
+            # At most a day ahead: a timer far in the future would not survive clock changes.
+            delay = min((due - now).total_seconds(), 86_400.0)
+            self._key_timers[namespace] = asyncio.get_running_loop().call_later(
+                max(0.0, delay), self.retry, namespace
+            )
 
     @staticmethod
     def _log_failures(namespace: str, retries: Mapping[str, Retry], groups: Iterable[str]) -> None:
@@ -537,6 +553,7 @@ class Reconciler:
         patched, errors = await write_statuses(self.kube, statuses, now)
         for body in patched:
             self.store.record_own_write(body)
+        self._wake_for_keys(namespace, state, now)
         if outcome.errors or errors:
             raise ActFailed([*outcome.errors, *errors])
         return decision

@@ -22,6 +22,7 @@ from tiergate_operator.conditions import (
     set_condition,
     tier_conditions,
 )
+from tiergate_operator.key_lifecycle import key_conditions, tier_spec
 from tiergate_operator.models import Condition
 from tiergate_operator.plans import Failure, Problem
 from tiergate_operator.refs import ObjectRef
@@ -49,6 +50,8 @@ class StatusChange:
     status: Body
     # (reason, message) of a Warning event to post, when the object just became not Ready.
     warning: tuple[str, str] | None = None
+    # Further Warning events: a tier's keys that turned due for rotation or expiry.
+    key_warnings: tuple[tuple[str, str], ...] = ()
 
 
 @dataclass(frozen=True)
@@ -130,7 +133,11 @@ def _dump(conditions: list[Condition]) -> list[Body]:
 
 
 def _change(
-    namespace: str, body: Body, status: Body, problem: Problem | None
+    namespace: str,
+    body: Body,
+    status: Body,
+    problem: Problem | None,
+    key_warnings: tuple[tuple[str, str], ...] = (),
 ) -> StatusChange | None:
     current = body.get("status") or {}
     if all(current.get(key) == value for key, value in status.items()):
@@ -140,7 +147,9 @@ def _change(
     if problem and was.get("reason") != problem.reason:
         warning = (problem.reason, problem.message)
     ref = ObjectRef(body["kind"], namespace, body["metadata"]["name"])
-    return StatusChange(ref=ref, body=body, status=status, warning=warning)
+    return StatusChange(
+        ref=ref, body=body, status=status, warning=warning, key_warnings=key_warnings
+    )
 
 
 def desired_statuses(
@@ -203,6 +212,9 @@ def desired_statuses(
             failure=failure,
         )
         conditions = with_kstatus(conditions, generation, now, None if problem else failure)
+        conditions, key_warnings = key_conditions(
+            conditions, tier_spec(body), state.secret_created, generation, now
+        )
         status = {
             "observedGeneration": generation,
             "conditions": _dump(conditions),
@@ -210,5 +222,5 @@ def desired_statuses(
             "replicas": tier_health.replicas if tier_health else 0,
             "readyReplicas": tier_health.ready if tier_health else 0,
         }
-        if change := _change(namespace, body, status, problem or failure):
+        if change := _change(namespace, body, status, problem or failure, tuple(key_warnings)):
             yield change

@@ -86,6 +86,8 @@ class NamespaceState:
     routes: dict[str, Body] = field(default_factory=dict)
     tiers: dict[str, Body] = field(default_factory=dict)
     secrets: dict[str, dict[str, str]] = field(default_factory=dict)
+    # Secret name -> its metadata.creationTimestamp (RFC 3339), for key age policies.
+    secret_created: dict[str, str] = field(default_factory=dict)
     children: dict[ChildKey, Body] = field(default_factory=dict)
 
     def is_empty(self) -> bool:
@@ -134,17 +136,28 @@ class Store:
     def remove_tier(self, namespace: str, name: str) -> bool:
         return self._mark(namespace, self.namespace(namespace).tiers.pop(name, None) is not None)
 
-    def put_secret(self, namespace: str, name: str, data: Mapping[str, str] | None) -> bool:
+    def put_secret(
+        self,
+        namespace: str,
+        name: str,
+        data: Mapping[str, str] | None,
+        created: str | None = None,
+    ) -> bool:
         state = self.namespace(namespace)
         digests = secret_digests(data)
-        changed = state.secrets.get(name) != digests
+        changed = state.secrets.get(name) != digests or state.secret_created.get(name) != created
         state.secrets[name] = digests
+        if created is None:
+            state.secret_created.pop(name, None)
+        else:
+            state.secret_created[name] = created
         # Only namespaces that hold tiergate objects care about their Secrets.
         return self._mark(namespace, changed and bool(state.routes or state.tiers))
 
     def remove_secret(self, namespace: str, name: str) -> bool:
         state = self.namespace(namespace)
         removed = state.secrets.pop(name, None) is not None
+        state.secret_created.pop(name, None)
         return self._mark(namespace, removed and bool(state.routes or state.tiers))
 
     def put_child(self, body: Body) -> bool:

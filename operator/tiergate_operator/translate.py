@@ -20,7 +20,7 @@ from typing import Any
 from pydantic import ValidationError
 
 import tiergate_contract as contract
-from tiergate_operator.checks import check_routes, check_tiers, invalid_spec
+from tiergate_operator.checks import ServedKeys, check_routes, check_tiers, invalid_spec
 from tiergate_operator.convert import contract_route, contract_tier
 from tiergate_operator.models import ApiKeyTier
 from tiergate_operator.names import SHARED_GATEWAY, gateway_for_tier
@@ -112,10 +112,11 @@ class _GatewayBuilder:
         self.entries.update((route.model, route) for route in routes)
         return True
 
-    def add_fresh(self, tier: ApiKeyTier, key_digests: Iterable[str]) -> bool:
+    def add_fresh(self, tier: ApiKeyTier, keys: ServedKeys) -> bool:
         allowed = self.routes.names if tier.spec.models is None else tier.spec.models
         routes = [r for r in (self._route_by_name(n) for n in sorted(allowed)) if r is not None]
-        return self._admit(contract_tier(tier.metadata.name, tier.spec, key_digests, ()), routes)
+        entry = contract_tier(tier.metadata.name, tier.spec, keys.digests, (), keys.expiry)
+        return self._admit(entry, routes)
 
     def carry_over(self, tier_name: str) -> bool:
         last_good = next(
@@ -199,7 +200,7 @@ def _add_tiers(
     builder: _GatewayBuilder,
     members: list[ApiKeyTier],
     unparsed: list[str],
-    key_digests: Mapping[str, tuple[str, ...]],
+    key_digests: Mapping[str, ServedKeys],
     tier_problems: dict[str, Problem],
 ) -> set[str]:
     """Add each tier of the gateway as specified when it can be (``key_digests`` has it: a tier
@@ -228,17 +229,21 @@ def translate(
     tiers: Iterable[Body],
     secrets: SecretDigests,
     previous: Mapping[str, contract.GatewayConfig],
+    secrets_created: Mapping[str, str] | None = None,
 ) -> Translation:
     """All ModelRoute and ApiKeyTier bodies of ``namespace`` -> one plan per gateway.
 
     A Dedicated tier gets ``tiergate-<tier>``; the Shared tiers share ``tiergate-shared``,
     which exists while at least one Shared tier does. Objects being deleted are ignored.
+    ``secrets_created``: each Secret's creationTimestamp (a ``keyPolicy`` refusal counts from it).
     """
     route_problems: dict[str, Problem] = {}
     tier_problems: dict[str, Problem] = {}
     route_set = _gather_routes(_live(routes), secrets, route_problems)
     tier_bodies = _live(tiers)
-    parsed_tiers, key_digests = check_tiers(tier_bodies, route_set.names, secrets, tier_problems)
+    parsed_tiers, key_digests = check_tiers(
+        tier_bodies, route_set.names, secrets, tier_problems, secrets_created
+    )
 
     members: dict[str, list[ApiKeyTier]] = defaultdict(list)
     for tier in parsed_tiers.values():

@@ -220,8 +220,8 @@ async def write_statuses(
 
     async def one(change: StatusChange) -> Body:
         patched = await kube.patch_status(change.ref, change.status)
-        if change.warning:
-            reason, message = change.warning
+        warnings = ((change.warning,) if change.warning else ()) + change.key_warnings
+        for reason, message in warnings:
             try:
                 await kube.event(
                     change.body, type_="Warning", reason=reason, message=message, now=now

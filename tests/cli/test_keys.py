@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import json
 import shutil
 import stat
 from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import yaml
 
@@ -125,3 +128,123 @@ def test_check_reports_a_secret_missing_from_the_repository(
     result = tiergate("keys", "check", "-f", str(repo), "-o", "json")
     assert result.code == 1
     assert '"problems": [\n      "Secret not found in the manifests"' in result.out
+
+
+def _repo_with(tmp_path: Path, startup: dict[str, Any], *secrets: dict[str, Any]) -> Path:
+    """The examples with tier startup replaced and more Secrets added."""
+    repo = tmp_path / "repo"
+    shutil.copytree(EXAMPLES, repo)
+    (repo / "startup.yaml").write_text(yaml.safe_dump(startup))
+    (repo / "more-keys.yaml").write_text(yaml.safe_dump_all(list(secrets)))
+    return repo
+
+
+def _startup(*keys: dict[str, Any], policy: dict[str, Any] | None = None) -> dict[str, Any]:
+    spec: dict[str, Any] = {"isolation": "Shared", "keys": list(keys)}
+    if policy:
+        spec["keyPolicy"] = policy
+    return {
+        "apiVersion": "tiergate.dev/v1alpha1",
+        "kind": "ApiKeyTier",
+        "metadata": {"name": "startup"},
+        "spec": spec,
+    }
+
+
+def _key_secret(name: str, created: datetime | None = None, **values: str) -> dict[str, Any]:
+    metadata: dict[str, Any] = {"name": name}
+    if created is not None:
+        metadata["creationTimestamp"] = _rfc3339(created)
+    return {"apiVersion": "v1", "kind": "Secret", "metadata": metadata, "stringData": values}
+
+
+def _rfc3339(moment: datetime) -> str:
+    return moment.strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def _rows(out: str) -> dict[str, str]:
+    """Each table row by its SECRET column."""
+    return {line.split()[2]: line for line in out.splitlines()[1:] if line.strip()}
+
+
+def test_check_fails_on_expired_and_too_old_secrets_and_warns_of_expiry_soon(
+    tiergate: Tiergate, tmp_path: Path
+) -> None:
+    now = datetime.now(UTC)
+    repo = _repo_with(
+        tmp_path,
+        _startup(
+            {"secretRef": {"name": "startup-keys"}, "expiresAt": "2020-01-01T00:00:00Z"},
+            {"secretRef": {"name": "aged"}},
+            {"secretRef": {"name": "soon"}, "expiresAt": _rfc3339(now + timedelta(days=3))},
+            policy={"maxAgeDays": 90},
+        ),
+        _key_secret("aged", now - timedelta(days=100), k="tg-aged-0001"),
+        _key_secret("soon", now - timedelta(days=1), k="tg-soon-0001"),
+    )
+    result = tiergate("keys", "check", "-f", str(repo))
+    assert result.code == 1
+    rows = _rows(result.out)
+    assert "2020-01-01T00:00:00Z" in rows["startup-keys"]
+    assert "expired at 2020-01-01T00:00:00Z" in rows["startup-keys"]
+    assert "100d" in rows["aged"] and "older than keyPolicy.maxAgeDays (90)" in rows["aged"]
+    assert "warning: expires within 14 days" in rows["soon"]
+    # A warning alone does not fail CI.
+    only_soon = _repo_with(
+        tmp_path / "2",
+        _startup({"secretRef": {"name": "soon"}, "expiresAt": _rfc3339(now + timedelta(days=3))}),
+        _key_secret("soon", k="tg-soon-0001"),
+    )
+    assert tiergate("keys", "check", "-f", str(only_soon)).code == 0
+
+
+def test_check_shows_grace_days_as_an_expiry(tiergate: Tiergate, tmp_path: Path) -> None:
+    created = datetime(2020, 1, 1, tzinfo=UTC)
+    repo = _repo_with(
+        tmp_path,
+        _startup({"secretRef": {"name": "aged"}}, policy={"maxAgeDays": 30, "graceDays": 10}),
+        _key_secret("aged", created, k="tg-aged-0001"),
+    )
+    result = tiergate("keys", "check", "-f", str(repo), "-o", "json")
+    assert result.code == 1
+    (check,) = [c for c in json.loads(result.out) if c["secret"] == "aged"]
+    assert check["expires_at"] == "2020-02-10T00:00:00Z"
+    assert "expired at 2020-02-10T00:00:00Z (keyPolicy maxAgeDays + graceDays)" in check["problems"]
+
+
+def test_a_disabled_reference_is_listed_and_its_secret_counts_for_nothing(
+    tiergate: Tiergate, tmp_path: Path
+) -> None:
+    repo = _repo_with(
+        tmp_path,
+        _startup(
+            {"secretRef": {"name": "startup-keys"}},
+            {"secretRef": {"name": "retired"}, "disabled": True},
+            {"secretRef": {"name": "gone"}, "disabled": True},
+        ),
+        # A blank value and a key of another tier: both harmless while disabled.
+        _key_secret("retired", blank="", shared="tg-acme-fake-key-0001"),
+    )
+    result = tiergate("keys", "check", "-f", str(repo))
+    assert result.code == 0, result.out
+    rows = _rows(result.out)
+    assert rows["retired"].endswith("disabled") and rows["gone"].endswith("disabled")
+
+
+def test_an_emptied_secret_is_a_problem(tiergate: Tiergate, tmp_path: Path) -> None:
+    repo = _repo_with(tmp_path, _startup({"secretRef": {"name": "empty"}}), _key_secret("empty"))
+    result = tiergate("keys", "check", "-f", str(repo))
+    assert result.code == 1 and "holds no key" in _rows(result.out)["empty"]
+
+
+def test_a_new_key_with_a_lifetime_names_its_expiry_in_the_next_steps(
+    tiergate: Tiergate, tmp_path: Path
+) -> None:
+    out = tmp_path / "key.yaml"
+    result = tiergate("keys", "new", "--tier", "startup", "--expires-in", "90", "-o", str(out))
+    assert result.code == 0, result.err
+    expected = (datetime.now(UTC) + timedelta(days=90)).strftime("%Y-%m-%d")
+    assert f"expiresAt: {expected}T" in result.err
+    assert _secret_value(out) not in result.err
+    bad = tiergate("keys", "new", "--tier", "startup", "--expires-in", "0", "--stdout")
+    assert bad.code == 2 and "--expires-in '0' is not a whole number of days" in bad.err

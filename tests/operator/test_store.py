@@ -44,6 +44,20 @@ def test_secrets_are_kept_as_digests_only() -> None:
     assert not store.remove_secret("ns", "keys")
 
 
+def test_a_secrets_creation_time_is_kept_for_key_age_and_a_new_one_matters() -> None:
+    store = Store()
+    store.put_route(copy.deepcopy(ROUTE))
+    data = {"k": base64.b64encode(b"tg-key").decode()}
+    store.put_secret("ns", "keys", data, "2026-01-01T00:00:00Z")
+    store.take_dirty()
+    assert store.namespace("ns").secret_created == {"keys": "2026-01-01T00:00:00Z"}
+    assert not store.put_secret("ns", "keys", data, "2026-01-01T00:00:00Z")
+    # Deleted and created again with the same value: younger, so its age policy restarts.
+    assert store.put_secret("ns", "keys", data, "2026-06-01T00:00:00Z")
+    assert store.remove_secret("ns", "keys")
+    assert store.namespace("ns").secret_created == {}
+
+
 def _encoded(**values: bytes) -> dict[str, str]:
     return {key: base64.b64encode(value).decode() for key, value in values.items()}
 

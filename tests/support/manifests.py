@@ -48,5 +48,10 @@ def translate_namespace(
 ) -> Translation:
     state = store.namespace(namespace)
     return translate(
-        namespace, state.routes.values(), state.tiers.values(), state.secrets, previous or {}
+        namespace,
+        state.routes.values(),
+        state.tiers.values(),
+        state.secrets,
+        previous or {},
+        state.secret_created,
     )
