@@ -118,7 +118,7 @@ def test_one_replica_runs_standalone_hardened_with_probes(control_plane: Control
     assert "affinity" not in pod
     for obj in objects:
         labels = obj["metadata"]["labels"]
-        assert labels["helm.sh/chart"] == "tiergate-0.2.0", obj["kind"]
+        assert labels["helm.sh/chart"] == "tiergate-0.3.0", obj["kind"]
         assert labels["app.kubernetes.io/instance"] == "t", obj["kind"]
         assert labels["app.kubernetes.io/managed-by"] == "Helm", obj["kind"]
         assert labels["app.kubernetes.io/version"] == "0.1.0", obj["kind"]
