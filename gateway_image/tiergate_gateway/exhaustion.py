@@ -22,6 +22,12 @@ _DURATION = re.compile(
 )
 
 
+_HEADERS = (
+    ("x-ratelimit-remaining-requests", "x-ratelimit-reset-requests"),
+    ("x-ratelimit-remaining-tokens", "x-ratelimit-reset-tokens"),
+)
+
+
 def _duration(text: str) -> float | None:
     """``"6m0s"`` -> 360.0; ``"20ms"`` -> 0.02; a bare number is seconds; None if unreadable."""
     text = text.strip()
@@ -39,10 +45,10 @@ def _duration(text: str) -> float | None:
 def exhausted_for(status: int, headers: Mapping[str, str]) -> float:
     """Seconds the upstream asked to be left alone (0: it did not)."""
     wait = 0.0
-    for kind in ("requests", "tokens"):
-        remaining = headers.get(f"x-ratelimit-remaining-{kind}")
+    for remaining_header, reset_header in _HEADERS:
+        remaining = headers.get(remaining_header)
         if remaining is not None and remaining.strip() in ("0", "0.0"):
-            reset = _duration(headers.get(f"x-ratelimit-reset-{kind}", ""))
+            reset = _duration(headers.get(reset_header, ""))
             wait = max(wait, _DEFAULT_SECONDS if reset is None else reset)
     if status in (429, 503):
         retry_after = _duration(headers.get("retry-after", ""))

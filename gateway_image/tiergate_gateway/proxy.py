@@ -184,13 +184,28 @@ class Forwarder:
         request_deadline = (
             _NEVER if request_seconds is None else self._pool.loop.time() + request_seconds
         )
-        if routing.hedge is None:
-            result, target = await self._in_turn(call, targets, board, request_deadline)
-        else:
-            result, target = await self._race(call, targets, board, request_deadline, routing.hedge)
-        if isinstance(result, Served):
-            assert target is not None
-            return _served(call, result, target, admission)
+        result: Failed | None = None
+        if routing.hedge is not None:
+            raced = await self._race(call, targets, board, request_deadline, routing.hedge)
+            if isinstance(raced, tuple):
+                return _served(call, *raced, admission)
+            result = raced
+        else:  # one target after the other (inline: one coroutine less per call)
+            for target in targets:
+                if len(call.tried) == route.failover.max_attempts:
+                    break
+                breaker = board[target.name]
+                if not breaker.acquire(time.monotonic()):
+                    continue
+                # From here the breaker's probe (if this is one) is the attempt's to resolve:
+                # it does, on every path, before anything else can raise.
+                attempt = await self.attempt(call, target, breaker, request_deadline)
+                self._tried(call, target, failover=True)
+                if isinstance(attempt, Served):
+                    return _served(call, attempt, target, admission)
+                result = _reported(result, attempt)
+                if not attempt.retry:
+                    break
         if result is None:
             raise GatewayError(
                 503,
@@ -204,32 +219,6 @@ class Forwarder:
         assert result.error is not None
         raise result.error
 
-    async def _in_turn(
-        self,
-        call: Call,
-        targets: list[Target],
-        board: dict[str, Breaker],
-        request_deadline: float,
-    ) -> tuple[Attempt | None, Target | None]:
-        """One target after the other: the first answer, else the failure to report."""
-        failure: Failed | None = None
-        for target in targets:
-            if len(call.tried) == call.route.route.failover.max_attempts:
-                break
-            breaker = board[target.name]
-            if not breaker.acquire(time.monotonic()):
-                continue
-            # From here the breaker's probe (if this is one) is the attempt's to resolve: it
-            # does, on every path, before anything else can raise.
-            attempt = await self.attempt(call, target, breaker, request_deadline)
-            self._tried(call, target, failover=True)
-            if isinstance(attempt, Served):
-                return attempt, target
-            failure = _reported(failure, attempt)
-            if not attempt.retry:
-                break
-        return failure, None
-
     async def _race(
         self,
         call: Call,
@@ -237,7 +226,7 @@ class Forwarder:
         board: dict[str, Breaker],
         request_deadline: float,
         hedge: Hedge,
-    ) -> tuple[Attempt | None, Target | None]:
+    ) -> tuple[Served, Target] | Failed | None:
         """Hedged: with no first token ``hedge.after_ms`` after the last start, the next target
         is asked too (``hedge.max_extra`` times at most); the first first token wins and the
         other attempts are cancelled (their breakers get no verdict; their targets are noted
@@ -296,7 +285,7 @@ class Forwarder:
                     return winner
                 if not running:
                     launch(failover=True)
-            return failure, None
+            return failure
         finally:
             if running:
                 for task in running:
@@ -330,141 +319,136 @@ class Forwarder:
         """
         breaker.outstanding += 1
         try:
-            return await self._attempt(call, target, breaker, request_deadline)
+            route = call.route.route
+            failover, timeouts = route.failover, route.timeouts
+            loop = self._pool.loop
+            started_at = loop.time()
+            if started_at >= request_deadline:
+                breaker.abandon()
+                return Failed(False, _request_deadline_passed(route.model), sent=False)
+            deadline = min(started_at + timeouts.total_seconds, request_deadline)
+            ref = call.tier.upstream.credential or target.credential
+            credential = self._credentials.get(ref) if ref is not None else None
+            if ref is not None and credential is None:
+                breaker.abandon()  # nothing was sent: says nothing of the target's health
+                self._metrics.add(
+                    self._metrics.attempts, route.model, target.name, "credential_missing"
+                )
+                error = GatewayError(
+                    502,
+                    f"upstream credential for target {target.name!r} is not available",
+                    type_="upstream_error",
+                    code="upstream_credential_missing",
+                )
+                return Failed(True, error, sent=False)
+            # Encoded per attempt: a failover may change the model; most calls make one attempt.
+            call.payload["model"] = call.tier.upstream.model_prefix + target.upstream_model
+            try:
+                payload = orjson.dumps(call.payload)
+            except orjson.JSONEncodeError as exc:
+                breaker.abandon()  # nothing was sent: no verdict on the target
+                raise GatewayError(
+                    400, f"request body cannot be sent upstream: {exc}", code="invalid_json"
+                ) from None
+            started = time.perf_counter()
+            usage: Usage | None = None
+            try:
+                response = await self._pool.request(
+                    call.route.endpoints[target.name],
+                    call.path[3:],  # base_url includes the API version, as in the openai SDK
+                    _header_block(credential, call.stream) + call.trace_lines,
+                    payload,
+                    connect_timeout=min(timeouts.connect_seconds, deadline - started_at),
+                    first_byte_timeout=timeouts.first_byte_seconds,
+                    first_token_timeout=timeouts.first_token_seconds,
+                    deadline=deadline,
+                    max_body_bytes=self._max_response_bytes,
+                )
+                wait = exhausted_for(response.status, response.headers)
+                if wait:
+                    breaker.exhausted_until = time.monotonic() + wait
+                if response.status in failover.statuses:
+                    body = await response.read_all()
+                    self._failed(route.model, target, breaker, f"status_{response.status // 100}xx")
+                    return Failed(True, upstream=response, body=body)
+                if call.stream and response.status == 200:
+                    response.unbounded()
+                    body = await _first_event(response)
+                else:
+                    body = await response.read_all()
+                    if 200 <= response.status < 300:
+                        usage = _usage_of_answer(body)
+                response.token_arrived()
+            except UpstreamTooLarge as exc:
+                # The answer is too large for any target, not a sign of an unhealthy one.
+                breaker.abandon()
+                self._metrics.add(self._metrics.attempts, route.model, target.name, "too_large")
+                error = GatewayError(
+                    502,
+                    f"upstream {target.name!r} answered with more than {exc.limit} bytes",
+                    type_="upstream_error",
+                    code="upstream_response_too_large",
+                )
+                return Failed(False, error)
+            except InvalidAnswer as exc:
+                self._failed(route.model, target, breaker, "invalid_answer")
+                error = GatewayError(
+                    502,
+                    f"upstream {target.name!r} answered 200 with {exc}",
+                    type_="upstream_error",
+                    code="upstream_invalid_answer",
+                )
+                return Failed(True, error)
+            except (UpstreamConnectError, UpstreamProtocolError) as exc:
+                connect = isinstance(exc, UpstreamConnectError)
+                self._failed(
+                    route.model, target, breaker, "connect_error" if connect else "protocol_error"
+                )
+                error = GatewayError(
+                    502,
+                    f"upstream {target.name!r} failed: {exc}",
+                    type_="upstream_error",
+                    code="upstream_unavailable",
+                )
+                return Failed(True, error)
+            except TimeoutError as exc:
+                if loop.time() >= request_deadline - _TICK_SLACK:
+                    # The request's own deadline ended it: no verdict on the target, no next one.
+                    breaker.abandon()
+                    self._metrics.add(self._metrics.attempts, route.model, target.name, "deadline")
+                    return Failed(False, _request_deadline_passed(route.model))
+                self._failed(route.model, target, breaker, "timeout")
+                breaker.observe_latency(time.perf_counter() - started, time.monotonic())
+                error = GatewayError(
+                    504,
+                    f"upstream {target.name!r} timed out: {exc}",
+                    type_="upstream_error",
+                    code="upstream_timeout",
+                )
+                return Failed(failover.on_timeout, error)
+            finally:
+                now = time.perf_counter()
+                call.upstream_seconds += now - started
+            call.first_token_at = now
+            call.upstream_request_id = response.headers.get("x-request-id")
+            breaker.observe_latency(now - started, time.monotonic())
+            recovered = breaker.success()
+            metrics = self._metrics
+            metrics.add(metrics.attempts, route.model, target.name, "ok")
+            if recovered:  # the gauge is written when the state changed, not on every success
+                metrics.child(metrics.circuit, route.model, target.name).set(breaker.state.value)
+                _log.warning(
+                    "circuit of target %s on route %s closed: it answered again",
+                    target.name,
+                    route.model,
+                    extra={"cause": f"circuit {route.model} {target.name}"},
+                )
+            return Served(response, body, usage)
         except BaseException:
             breaker.abandon()  # e.g. the client left: no verdict on the target
             raise
         finally:
             breaker.outstanding -= 1
-
-    async def _attempt(
-        self, call: Call, target: Target, breaker: Breaker, request_deadline: float
-    ) -> Attempt:
-        route = call.route.route
-        failover, timeouts = route.failover, route.timeouts
-        loop = self._pool.loop
-        started_at = loop.time()
-        if started_at >= request_deadline:
-            breaker.abandon()
-            return Failed(False, _request_deadline_passed(route.model), sent=False)
-        deadline = min(started_at + timeouts.total_seconds, request_deadline)
-        ref = call.tier.upstream.credential or target.credential
-        credential = self._credentials.get(ref) if ref is not None else None
-        if ref is not None and credential is None:
-            breaker.abandon()  # nothing was sent: says nothing of the target's health
-            self._metrics.add(
-                self._metrics.attempts, route.model, target.name, "credential_missing"
-            )
-            error = GatewayError(
-                502,
-                f"upstream credential for target {target.name!r} is not available",
-                type_="upstream_error",
-                code="upstream_credential_missing",
-            )
-            return Failed(True, error, sent=False)
-        # Encoded per attempt: a failover may change the model; most calls make one attempt.
-        call.payload["model"] = call.tier.upstream.model_prefix + target.upstream_model
-        try:
-            payload = orjson.dumps(call.payload)
-        except orjson.JSONEncodeError as exc:
-            breaker.abandon()  # nothing was sent: no verdict on the target
-            raise GatewayError(
-                400, f"request body cannot be sent upstream: {exc}", code="invalid_json"
-            ) from None
-        started = time.perf_counter()
-        usage: Usage | None = None
-        try:
-            response = await self._pool.request(
-                call.route.endpoints[target.name],
-                call.path[3:],  # base_url includes the API version, as in the openai SDK
-                _header_block(credential, call.stream) + call.trace_lines,
-                payload,
-                connect_timeout=min(timeouts.connect_seconds, deadline - started_at),
-                first_byte_timeout=timeouts.first_byte_seconds,
-                first_token_timeout=timeouts.first_token_seconds,
-                deadline=deadline,
-                max_body_bytes=self._max_response_bytes,
-            )
-            wait = exhausted_for(response.status, response.headers)
-            if wait:
-                breaker.exhausted_until = time.monotonic() + wait
-            if response.status in failover.statuses:
-                body = await response.read_all()
-                self._failed(route.model, target, breaker, f"status_{response.status // 100}xx")
-                return Failed(True, upstream=response, body=body)
-            if call.stream and response.status == 200:
-                response.unbounded()
-                body = await _first_event(response)
-            else:
-                body = await response.read_all()
-                if 200 <= response.status < 300:
-                    usage = _usage_of_answer(body)
-            response.token_arrived()
-        except UpstreamTooLarge as exc:
-            # The answer is too large for any target, not a sign of an unhealthy one.
-            breaker.abandon()
-            self._metrics.add(self._metrics.attempts, route.model, target.name, "too_large")
-            error = GatewayError(
-                502,
-                f"upstream {target.name!r} answered with more than {exc.limit} bytes",
-                type_="upstream_error",
-                code="upstream_response_too_large",
-            )
-            return Failed(False, error)
-        except InvalidAnswer as exc:
-            self._failed(route.model, target, breaker, "invalid_answer")
-            error = GatewayError(
-                502,
-                f"upstream {target.name!r} answered 200 with {exc}",
-                type_="upstream_error",
-                code="upstream_invalid_answer",
-            )
-            return Failed(True, error)
-        except (UpstreamConnectError, UpstreamProtocolError) as exc:
-            connect = isinstance(exc, UpstreamConnectError)
-            self._failed(
-                route.model, target, breaker, "connect_error" if connect else "protocol_error"
-            )
-            error = GatewayError(
-                502,
-                f"upstream {target.name!r} failed: {exc}",
-                type_="upstream_error",
-                code="upstream_unavailable",
-            )
-            return Failed(True, error)
-        except TimeoutError as exc:
-            if loop.time() >= request_deadline - _TICK_SLACK:
-                # The request's own deadline ended it: no verdict on the target, no next one.
-                breaker.abandon()
-                self._metrics.add(self._metrics.attempts, route.model, target.name, "deadline")
-                return Failed(False, _request_deadline_passed(route.model))
-            self._failed(route.model, target, breaker, "timeout")
-            breaker.observe_latency(time.perf_counter() - started, time.monotonic())
-            error = GatewayError(
-                504,
-                f"upstream {target.name!r} timed out: {exc}",
-                type_="upstream_error",
-                code="upstream_timeout",
-            )
-            return Failed(failover.on_timeout, error)
-        finally:
-            now = time.perf_counter()
-            call.upstream_seconds += now - started
-        call.first_token_at = now
-        call.upstream_request_id = response.headers.get("x-request-id")
-        breaker.observe_latency(now - started, time.monotonic())
-        recovered = breaker.success()
-        metrics = self._metrics
-        metrics.add(metrics.attempts, route.model, target.name, "ok")
-        if recovered:  # the gauge is written when the state changed, not on every success
-            metrics.child(metrics.circuit, route.model, target.name).set(breaker.state.value)
-            _log.warning(
-                "circuit of target %s on route %s closed: it answered again",
-                target.name,
-                route.model,
-                extra={"cause": f"circuit {route.model} {target.name}"},
-            )
-        return Served(response, body, usage)
 
     def _failed(self, route: str, target: Target, breaker: Breaker, outcome: str) -> None:
         before = breaker.state

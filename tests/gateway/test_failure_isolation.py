@@ -137,13 +137,13 @@ def test_only_an_invalid_200_left_is_a_502_naming_it(upstreams, start_gateway):
 def test_a_probe_abandoned_by_its_client_is_given_back(upstreams, start_gateway):
     """The half-open probe's client leaves before the answer: the next request probes."""
     upstreams["a"].reset("status", status=503)
-    gateway = two_targets(upstreams, start_gateway, failures=1, cooldown=0.5)
+    gateway = two_targets(upstreams, start_gateway, failures=1, cooldown=2)
     client = sdk(gateway)
     assert client.chat.completions.create(model="m", messages=MESSAGES).choices  # a opens
     assert circuit(gateway, "a") == 1
-    # Cooled down (0.5 s), and past the 1 s a 503 without Retry-After keeps a target last:
-    # the next call goes to a, as its probe.
-    time.sleep(1.1)
+    # Cooled down (2 s; the 503 without Retry-After kept it last for 1 s): the next call
+    # goes to a, as its probe.
+    time.sleep(2.1)
     upstreams["a"].reset("slow", delay=2)
     impatient = openai.OpenAI(
         base_url=gateway.url + "/v1", api_key=STARTUP_KEY, max_retries=0, timeout=0.3
