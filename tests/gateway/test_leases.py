@@ -1,0 +1,175 @@
+"""Redis leases against a real redis-server: one script admits, one settles, expired leases
+are reclaimed by later admissions, and every settle counts exactly once."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator
+from decimal import Decimal
+
+import pytest
+
+from tiergate_contract import Budget, Limits
+from tiergate_gateway.budget import to_nano
+from tiergate_gateway.leases import RedisLeases
+from tiergate_gateway.redis_client import RedisClient, RedisOptions, connect
+
+pytestmark = pytest.mark.redis
+MONTH = "2025-01"
+LONG = 60.0  # a lease that does not expire during a test
+BUDGET = Budget(soft_usd=Decimal("0.5"), hard_usd=Decimal("1"))
+USD_03 = to_nano(Decimal("0.3"))
+
+
+@pytest.fixture
+async def redis(redis_url: str) -> AsyncIterator[RedisClient]:
+    client = connect(RedisOptions(redis_url, timeout_seconds=0.5))
+    await client.execute("FLUSHDB")
+    yield client
+    await client.aclose()
+
+
+@pytest.fixture
+def leases(redis: RedisClient) -> RedisLeases:
+    return RedisLeases(redis, owner="test")
+
+
+async def test_admissions_are_atomic_under_concurrency(leases: RedisLeases):
+    limits = Limits(requests_per_minute=10, concurrent_requests=50)
+    grants = await asyncio.gather(
+        *(leases.admit("t", limits, None, "-", 1, 0, LONG) for _ in range(40))
+    )
+    allowed = [g for g in grants if g.allowed]
+    assert len(allowed) == 10
+    refused = [g for g in grants if not g.allowed]
+    assert {g.limit for g in refused} == {"requests"}
+    assert all(0 < g.retry_after <= 6.1 for g in refused)
+    assert all(g.lease == "" for g in refused)
+    assert dict(allowed[0].headers)["x-ratelimit-limit-requests"] == "10"
+    assert await leases.held("t") == (10, 0)
+    for grant in allowed:
+        assert await leases.settle("t", limits, "-", grant.lease, 0, 0) == 1
+    assert await leases.held("t") == (0, 0)
+
+
+async def test_tokens_and_concurrency_are_held_and_given_back(leases: RedisLeases):
+    limits = Limits(tokens_per_minute=100, concurrent_requests=2)
+    first = await leases.admit("t", limits, None, "-", 60, 0, LONG)
+    second = await leases.admit("t", limits, None, "-", 30, 0, LONG)
+    assert first.allowed and second.allowed
+    third = await leases.admit("t", limits, None, "-", 1, 0, LONG)
+    assert (third.allowed, third.limit) == (False, "concurrency")
+    await leases.settle("t", limits, "-", first.lease, 60 - 20, 0)  # used 20 of 60 estimated
+    fourth = await leases.admit("t", limits, None, "-", 45, 0, LONG)
+    assert fourth.allowed, fourth
+    too_big = await leases.admit("x", limits, None, "-", 101, 0, LONG)
+    assert (too_big.allowed, too_big.limit, too_big.retry_after) == (False, "tokens", 60.0)
+
+
+async def test_budget_reservations_are_atomic_and_settle_to_the_cost(leases: RedisLeases):
+    grants = await asyncio.gather(
+        *(leases.admit("t", Limits(), BUDGET, MONTH, 1, USD_03, LONG) for _ in range(6))
+    )
+    allowed = [g for g in grants if g.allowed]
+    assert len(allowed) == 3
+    assert [g.warn for g in allowed].count(True) == 2  # 0.6 and 0.9 are above the soft 0.5
+    assert {g.limit for g in grants if not g.allowed} == {"budget"}
+    assert await leases.held("t") == (3, 3 * USD_03)
+    await leases.settle("t", Limits(), MONTH, allowed[0].lease, 0, to_nano(Decimal("0.1")))
+    assert await leases.spent("t", MONTH) == to_nano(Decimal("0.1"))
+    assert await leases.held("t") == (2, 2 * USD_03)
+    assert await leases.spent("t", "2025-02") == 0
+    for grant in allowed[1:]:
+        await leases.settle("t", Limits(), MONTH, grant.lease, 0, 0)
+    assert await leases.held("t") == (0, 0)
+
+
+async def test_a_budget_refusal_takes_no_request_and_no_slot(leases: RedisLeases):
+    limits = Limits(requests_per_minute=2, concurrent_requests=1)
+    too_dear = await leases.admit("t", limits, BUDGET, MONTH, 1, to_nano(Decimal("2")), LONG)
+    assert (too_dear.allowed, too_dear.limit) == (False, "budget")
+    assert await leases.held("t") == (0, 0)
+    one = await leases.admit("t", limits, BUDGET, MONTH, 1, USD_03, LONG)
+    assert one.allowed
+    await leases.settle("t", limits, MONTH, one.lease, 0, 0)
+    assert (await leases.admit("t", limits, BUDGET, MONTH, 1, USD_03, LONG)).allowed
+
+
+async def test_an_expired_lease_is_reclaimed_by_the_next_admission(leases: RedisLeases):
+    limits = Limits(concurrent_requests=1)
+    dead = await leases.admit("t", limits, BUDGET, MONTH, 1, USD_03, 0.3)  # never settled
+    assert dead.allowed
+    refused = await leases.admit("t", limits, BUDGET, MONTH, 1, USD_03, LONG)
+    assert (refused.allowed, refused.limit) == (False, "concurrency")
+    started = time.monotonic()
+    while not (grant := await leases.admit("t", limits, BUDGET, MONTH, 1, USD_03, LONG)).allowed:
+        assert time.monotonic() - started < 2, "the expired lease was never reclaimed"
+        await asyncio.sleep(0.02)
+    assert time.monotonic() - started >= 0.2
+    assert await leases.held("t") == (1, USD_03)  # only the new lease
+    await leases.settle("t", limits, MONTH, grant.lease, 0, 5)
+    assert await leases.held("t") == (0, 0)
+    assert await leases.spent("t", MONTH) == 5
+
+
+async def test_a_settle_counts_exactly_once_even_after_its_lease_was_reclaimed(
+    leases: RedisLeases,
+):
+    limits = Limits(concurrent_requests=5)
+    slow = await leases.admit("t", limits, BUDGET, MONTH, 1, USD_03, 0.05)
+    await asyncio.sleep(0.1)
+    other = await leases.admit("t", limits, BUDGET, MONTH, 1, USD_03, LONG)  # reclaims ``slow``
+    assert await leases.held("t") == (1, USD_03)
+    assert await leases.settle("t", limits, MONTH, slow.lease, 0, 7) == 2  # late, still counted
+    assert await leases.settle("t", limits, MONTH, slow.lease, 0, 7) == 0  # a retry: nothing
+    assert await leases.settle("t", limits, MONTH, other.lease, 0, 3) == 1
+    assert await leases.settle("t", limits, MONTH, other.lease, 0, 3) == 0
+    assert await leases.spent("t", MONTH) == 10
+    assert await leases.held("t") == (0, 0)
+
+
+async def test_reclaiming_is_bounded_per_admission_and_catches_up(leases: RedisLeases):
+    limits = Limits(concurrent_requests=1000)
+    started = time.monotonic()
+    grants = await asyncio.gather(
+        *(leases.admit("t", limits, BUDGET, MONTH, 1, 1000, 1.0) for _ in range(250))
+    )
+    assert all(g.allowed for g in grants)
+    assert time.monotonic() - started < 1.0, "too slow to test: the first leases expired already"
+    assert await leases.held("t") == (250, 250_000)
+    await asyncio.sleep(1.05)  # every lease is past its deadline
+    counts = []
+    for _ in range(3):
+        grant = await leases.admit("t", limits, BUDGET, MONTH, 1, 1000, LONG)
+        await leases.settle("t", limits, MONTH, grant.lease, 0, 0)
+        counts.append(await leases.held("t"))
+    assert counts == [(150, 150_000), (50, 50_000), (0, 0)]
+
+
+async def test_a_settle_that_times_out_is_retried_and_counted_once(redis_url: str):
+    redis = connect(RedisOptions(redis_url, timeout_seconds=0.2))
+    await redis.execute("FLUSHDB")
+    leases = RedisLeases(redis, owner="retry")
+    limits = Limits(concurrent_requests=1)
+    grant = await leases.admit("t", limits, BUDGET, MONTH, 1, USD_03, LONG)
+    await redis.execute("CLIENT", "PAUSE", "600", "ALL")  # Redis stops answering for 0.6 s
+    with pytest.raises(redis.errors):
+        await leases.settle("t", limits, MONTH, grant.lease, 0, 11)
+    leases.settle_later("t", limits, MONTH, grant.lease, 0, 11)
+    deadline = time.monotonic() + 5
+    while await_held := await _held_or_none(leases):
+        assert time.monotonic() < deadline, f"never settled: {await_held}"
+        await asyncio.sleep(0.05)
+    assert await leases.spent("t", MONTH) == 11
+    await leases.close()
+    await redis.aclose()
+
+
+async def _held_or_none(leases: RedisLeases) -> tuple[int, int] | None:
+    """What the tier holds, or None once nothing; a paused Redis counts as still holding."""
+    try:
+        held = await leases.held("t")
+    except leases.errors:
+        return (-1, -1)
+    return held if held != (0, 0) else None
