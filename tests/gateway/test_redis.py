@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import re
 import time
-from decimal import Decimal
 
 import httpx
 import pytest

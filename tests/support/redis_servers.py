@@ -118,7 +118,7 @@ def start_cluster(folder: Path, nodes: int = 3) -> RedisServer:
             str(free_port()),
             "--cluster-node-timeout",
             "2000",
-        )  # fmt: skip
+        )
         for index in range(nodes)
     ]
     first, rest = servers[0], servers[1:]
