@@ -6,14 +6,23 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import AsyncIterator
+from datetime import UTC, datetime
 from decimal import Decimal
 
 import pytest
 
-from tiergate_contract import Budget, Limits
-from tiergate_gateway.budget import to_nano
+from tests.support.gateway import STARTUP_KEY, config, route, target, tier
+from tiergate_contract import Budget, Limits, RequestClass
+from tiergate_gateway.admission import Admission, Admissions
+from tiergate_gateway.budget import BudgetMonth, LocalLedger, to_nano
+from tiergate_gateway.calls import Call
+from tiergate_gateway.config import compile_config
+from tiergate_gateway.errors import GatewayError
 from tiergate_gateway.leases import RedisLeases
+from tiergate_gateway.limits import LocalLimiter
+from tiergate_gateway.metrics import Metrics
 from tiergate_gateway.redis_client import RedisClient, RedisOptions, connect
+from tiergate_gateway.usage import Usage
 
 pytestmark = pytest.mark.redis
 MONTH = "2025-01"
@@ -173,3 +182,88 @@ async def _held_or_none(leases: RedisLeases) -> tuple[int, int] | None:
     except leases.errors:
         return (-1, -1)
     return held if held != (0, 0) else None
+
+
+# -- Admission over leases: whatever way a call ends, its lease is settled --------------------
+
+
+def _admissions_over(leases: RedisLeases) -> Admissions:
+    month = BudgetMonth(lambda: datetime(2025, 1, 15, tzinfo=UTC))
+    return Admissions(LocalLimiter(), LocalLedger(), Metrics(), month, leases.errors, shared=leases)
+
+
+def _call(max_tokens: int = 10) -> Call:
+    cfg = config(
+        [route("m", target("a", "http://127.0.0.1:1/v1", price=("1000", "1000")))],
+        [
+            tier(
+                "t",
+                STARTUP_KEY,
+                ["m"],
+                limits=Limits(concurrent_requests=1, tokens_per_minute=100),
+                budget=("1", "1"),
+            )
+        ],
+    )
+    compiled = compile_config(cfg)
+    return Call(
+        "/v1/chat/completions",
+        {"model": "m"},
+        False,
+        cfg.tiers[0],
+        compiled.routes["m"],
+        RequestClass.STANDARD,
+        50,
+        max_tokens,
+    )
+
+
+async def test_an_admission_settles_its_lease_to_the_reported_usage(leases: RedisLeases):
+    admissions, call = _admissions_over(leases), _call()
+    async with Admission(admissions, call) as admission:
+        assert dict(admission.headers)["x-ratelimit-remaining-tokens"] == "50"
+        # (50 estimated + 10 max) tokens x 1000 USD per million = 0.06 USD reserved
+        assert await leases.held("t") == (1, to_nano(Decimal("0.06")))
+        with pytest.raises(GatewayError) as refused:
+            async with Admission(admissions, call):
+                pytest.fail("the tier's one slot is taken")
+        assert refused.value.code == "rate_limit_exceeded"
+        admission.target = call.route.route.targets[0]
+        admission.usage = Usage(10, 5, True)
+    assert await leases.held("t") == (0, 0)
+    assert await leases.spent("t", MONTH) == to_nano(Decimal("0.015"))
+
+
+async def test_an_admission_left_by_an_exception_or_a_cancellation_frees_its_lease(
+    leases: RedisLeases,
+):
+    admissions, call = _admissions_over(leases), _call()
+    with pytest.raises(RuntimeError, match="boom"):
+        async with Admission(admissions, call):
+            raise RuntimeError("boom")
+    assert await leases.held("t") == (0, 0)
+    inside = asyncio.Event()
+
+    async def waits_for_an_upstream() -> None:
+        async with Admission(admissions, call):
+            inside.set()
+            await asyncio.Event().wait()
+
+    task = asyncio.create_task(waits_for_an_upstream())
+    await inside.wait()
+    assert (await leases.held("t"))[0] == 1
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    assert await leases.held("t") == (0, 0)
+    assert await leases.spent("t", MONTH) == 0
+
+
+async def test_an_admission_over_budget_is_refused_and_holds_nothing(leases: RedisLeases):
+    admissions = _admissions_over(leases)
+    with pytest.raises(GatewayError) as refused:
+        async with Admission(admissions, _call(max_tokens=1000)):  # 1.05 USD of 1
+            pytest.fail("a refused call must not run")
+    assert (refused.value.status, refused.value.code) == (429, "budget_exceeded")
+    assert dict(refused.value.headers)["x-should-retry"] == "false"
+    assert await leases.held("t") == (0, 0)
