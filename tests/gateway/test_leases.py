@@ -167,8 +167,8 @@ async def test_a_settle_that_times_out_is_retried_and_counted_once(redis_url: st
         await leases.settle("t", limits, MONTH, grant.lease, 0, 11)
     leases.settle_later("t", limits, MONTH, grant.lease, 0, 11)
     deadline = time.monotonic() + 10
-    while await_held := await _held_or_none(leases):
-        assert time.monotonic() < deadline, f"never settled: {await_held}"
+    while still_held := await _held_or_none(leases):
+        assert time.monotonic() < deadline, f"never settled: {still_held}"
         await asyncio.sleep(0.05)
     assert await leases.spent("t", MONTH) == 11
     await leases.close()
