@@ -26,14 +26,19 @@ from tests.support.gateway import (
     tier,
     write_config,
 )
-from tiergate_contract import Limits
+from tiergate_contract import Limits, Route
 from tiergate_gateway.budget import nano_cost, to_nano
 
 pytestmark = pytest.mark.redis
 MSG = [{"role": "user", "content": "hi"}]
-TOTAL_SECONDS = 2.0  # each call's own deadline (the route's total timeout)
+TOTAL_SECONDS = 2.0  # each call's own deadline (the route's timeouts.requestSeconds)
 MARGIN_SECONDS = 1.0  # --lease-margin-seconds
 PRICE = ("1000", "1000")  # USD per million tokens, so a call's reservation is visible
+
+
+def _with_request_deadline(plain: Route) -> Route:
+    timeouts = plain.timeouts.model_copy(update={"request_seconds": TOTAL_SECONDS})
+    return plain.model_copy(update={"timeouts": timeouts})
 
 
 def _gateway(path: Path, credentials_dir: Path, redis_url: str, *extra: str) -> GatewayProcess:
@@ -73,7 +78,7 @@ def test_a_killed_gateways_slots_and_reservations_come_back_within_their_deadlin
     write_config(
         path,
         config(
-            [route("m", target("a", a.base_url, price=PRICE), total=TOTAL_SECONDS)],
+            [_with_request_deadline(route("m", target("a", a.base_url, price=PRICE)))],
             [
                 tier("slots", STARTUP_KEY, ["m"], limits=Limits(concurrent_requests=3)),
                 tier("money", ACME_KEY, ["m"], budget=("0.5", "0.5")),
