@@ -8,7 +8,8 @@ counter is the sum of its leases' amounts). A call that ends settles its lease; 
 whose owner died, or whose settle never arrived, is reclaimed by the next admission of
 its tier once its deadline passes (a bounded batch per admission, so under continuous
 traffic too), and remembered an hour so that a settle arriving late still counts the
-call's spend exactly once.
+call's spend exactly once; a first settle whose lease Redis lost (a restart without
+persistence) still counts it too.
 
 Tokens per minute are not held: the estimate is taken from the bucket at admission (it
 refills by itself) and a settle corrects it to the reported usage, once, through the lease.
@@ -124,8 +125,10 @@ return {1, 0, math.floor(rl * 1000), math.ceil(rr), math.floor(tl * 1000), math.
 
 # KEYS: 1 tokens bucket, 2 leases, 3 reserved, 4 month's spend, 5 reclaimed.
 # ARGV: 1 lease, 2 its reservation (nano-USD), 3 tpm (0 = unlimited), 4 tokens to give back
-#       (estimate - actual), 5 cost (nano-USD).
-# Returns 1 (settled), 2 (settled after its lease was reclaimed) or 0 (settled before: a retry).
+#       (estimate - actual), 5 cost (nano-USD), 6 a retry (1) or the first try (0).
+# Returns 1 (settled), 2 (settled after its lease was reclaimed), 3 (settled, its lease unknown:
+# Redis lost it, e.g. restarted without persistence) or 0 (nothing: a retry of a settle that
+# got through, or whose lease Redis lost: the one case left uncounted, not to count twice).
 _SETTLE = """
 local outcome = 1
 if redis.call('ZREM', KEYS[2], ARGV[1]) == 1 then
@@ -134,6 +137,8 @@ if redis.call('ZREM', KEYS[2], ARGV[1]) == 1 then
   if redis.call('EXISTS', KEYS[2]) == 0 then redis.call('DEL', KEYS[3]) end
 elseif redis.call('ZREM', KEYS[5], ARGV[1]) == 1 then
   outcome = 2
+elseif ARGV[6] == '0' then
+  outcome = 3
 else
   return 0
 end
@@ -272,11 +277,13 @@ class RedisLeases:
         lease: str,
         tokens_back: int,
         cost_nano: int,
+        retry: bool = False,
     ) -> int:
         """End a lease: free its slot and reservation, correct the tokens, add the cost.
 
-        Exactly once per lease: 1 settled, 2 settled after its lease was reclaimed (the call
-        outlived its deadline), 0 settled before (a retry whose first try got through).
+        Once per lease: 1 settled, 2 settled after its lease was reclaimed (the call outlived
+        its deadline), 3 settled though Redis lost the lease (restarted without persistence),
+        0 nothing (a ``retry`` whose first try got through, or whose lease Redis lost).
         """
         if not lease:
             return 1
@@ -286,7 +293,14 @@ class RedisLeases:
         outcome = int(
             await self._settle(
                 keys,
-                [lease, reserved, limits.tokens_per_minute or 0, tokens_back, cost_nano],
+                [
+                    lease,
+                    reserved,
+                    limits.tokens_per_minute or 0,
+                    tokens_back,
+                    cost_nano,
+                    1 if retry else 0,
+                ],
             )
         )
         if outcome == 2:
@@ -306,7 +320,7 @@ class RedisLeases:
             while True:
                 await asyncio.sleep(pause)
                 try:
-                    await self.settle(tier, limits, month, lease, tokens_back, cost_nano)
+                    await self.settle(tier, limits, month, lease, tokens_back, cost_nano, True)
                     return
                 except self.errors as exc:
                     if loop.time() + pause > give_up:

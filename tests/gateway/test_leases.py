@@ -131,10 +131,22 @@ async def test_a_settle_counts_exactly_once_even_after_its_lease_was_reclaimed(
     other = await leases.admit("t", limits, BUDGET, MONTH, 1, USD_03, LONG)  # reclaims ``slow``
     assert await leases.held("t") == (1, USD_03)
     assert await leases.settle("t", limits, MONTH, slow.lease, 0, 7) == 2  # late, still counted
-    assert await leases.settle("t", limits, MONTH, slow.lease, 0, 7) == 0  # a retry: nothing
+    assert await leases.settle("t", limits, MONTH, slow.lease, 0, 7, retry=True) == 0
     assert await leases.settle("t", limits, MONTH, other.lease, 0, 3) == 1
-    assert await leases.settle("t", limits, MONTH, other.lease, 0, 3) == 0
+    assert await leases.settle("t", limits, MONTH, other.lease, 0, 3, retry=True) == 0
     assert await leases.spent("t", MONTH) == 10
+    assert await leases.held("t") == (0, 0)
+
+
+async def test_a_settle_whose_lease_redis_lost_still_counts_its_spend(
+    leases: RedisLeases, redis: RedisClient
+):
+    limits = Limits(concurrent_requests=5)
+    grant = await leases.admit("t", limits, BUDGET, MONTH, 1, USD_03, LONG)
+    await redis.execute("FLUSHDB")  # what a restart without persistence leaves
+    assert await leases.settle("t", limits, MONTH, grant.lease, 0, 9) == 3
+    assert await leases.settle("t", limits, MONTH, grant.lease, 0, 9, retry=True) == 0
+    assert await leases.spent("t", MONTH) == 9
     assert await leases.held("t") == (0, 0)
 
 
