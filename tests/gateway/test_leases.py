@@ -107,15 +107,15 @@ async def test_a_budget_refusal_takes_no_request_and_no_slot(leases: RedisLeases
 
 async def test_an_expired_lease_is_reclaimed_by_the_next_admission(leases: RedisLeases):
     limits = Limits(concurrent_requests=1)
-    dead = await leases.admit("t", limits, BUDGET, MONTH, 1, USD_03, 0.3)  # never settled
+    dead = await leases.admit("t", limits, BUDGET, MONTH, 1, USD_03, 1.0)  # never settled
     assert dead.allowed
     refused = await leases.admit("t", limits, BUDGET, MONTH, 1, USD_03, LONG)
     assert (refused.allowed, refused.limit) == (False, "concurrency")
     started = time.monotonic()
     while not (grant := await leases.admit("t", limits, BUDGET, MONTH, 1, USD_03, LONG)).allowed:
-        assert time.monotonic() - started < 2, "the expired lease was never reclaimed"
+        assert time.monotonic() - started < 5, "the expired lease was never reclaimed"
         await asyncio.sleep(0.02)
-    assert time.monotonic() - started >= 0.2
+    assert time.monotonic() - started >= 0.5
     assert await leases.held("t") == (1, USD_03)  # only the new lease
     await leases.settle("t", limits, MONTH, grant.lease, 0, 5)
     assert await leases.held("t") == (0, 0)

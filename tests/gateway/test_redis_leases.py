@@ -127,7 +127,8 @@ def test_a_killed_gateways_slots_and_reservations_come_back_within_their_deadlin
             time.sleep(0.05)
         assert refusals == {"slots": {"rate_limit_exceeded"}, "money": {"budget_exceeded"}}
         for name in ("slots", "money"):
-            assert 0 < recovered[name] <= TOTAL_SECONDS + MARGIN_SECONDS + 0.5, recovered
+            # The lease deadline counts from admission, before the kill: slack for a busy host.
+            assert 0 < recovered[name] <= TOTAL_SECONDS + MARGIN_SECONDS + 1.0, recovered
         assert _held(redis, "slots") == (0, 0)
         assert _held(redis, "money") == (0, 0)
         # The dead gateway's calls never settled: the month holds the survivor's call only.
