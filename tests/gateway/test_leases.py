@@ -12,7 +12,7 @@ from decimal import Decimal
 import pytest
 
 from tests.support.gateway import STARTUP_KEY, config, route, target, tier
-from tiergate_contract import Budget, Limits, RequestClass
+from tiergate_contract import Budget, Hedge, Limits, RequestClass, TierRouting
 from tiergate_gateway.admission import Admission, Admissions
 from tiergate_gateway.budget import BudgetMonth, LocalLedger, to_nano
 from tiergate_gateway.calls import Call
@@ -204,16 +204,23 @@ def _admissions_over(leases: RedisLeases) -> Admissions:
     return Admissions(LocalLimiter(), LocalLedger(), Metrics(), month, leases.errors, shared=leases)
 
 
-def _call(max_tokens: int = 10) -> Call:
+def _call(max_tokens: int = 10, routing: TierRouting | None = None) -> Call:
     cfg = config(
-        [route("m", target("a", "http://127.0.0.1:1/v1", price=("1000", "1000")))],
+        [
+            route(
+                "m",
+                target("a", "http://127.0.0.1:1/v1", price=("1000", "1000")),
+                target("b", "http://127.0.0.1:2/v1", price=("1000", "1000")),
+            )
+        ],
         [
             tier(
                 "t",
                 STARTUP_KEY,
                 ["m"],
-                limits=Limits(concurrent_requests=1, tokens_per_minute=100),
+                limits=Limits(concurrent_requests=1, tokens_per_minute=200),
                 budget=("1", "1"),
+                routing=routing,
             )
         ],
     )
@@ -233,7 +240,7 @@ def _call(max_tokens: int = 10) -> Call:
 async def test_an_admission_settles_its_lease_to_the_reported_usage(leases: RedisLeases):
     admissions, call = _admissions_over(leases), _call()
     async with Admission(admissions, call) as admission:
-        assert dict(admission.headers)["x-ratelimit-remaining-tokens"] == "50"
+        assert dict(admission.headers)["x-ratelimit-remaining-tokens"] == "150"
         # (50 estimated + 10 max) tokens x 1000 USD per million = 0.06 USD reserved
         assert await leases.held("t") == (1, to_nano(Decimal("0.06")))
         with pytest.raises(GatewayError) as refused:
@@ -279,3 +286,19 @@ async def test_an_admission_over_budget_is_refused_and_holds_nothing(leases: Red
     assert (refused.value.status, refused.value.code) == (429, "budget_exceeded")
     assert dict(refused.value.headers)["x-should-retry"] == "false"
     assert await leases.held("t") == (0, 0)
+
+
+async def test_a_hedged_admission_reserves_for_every_attempt_and_charges_the_loser(
+    leases: RedisLeases,
+):
+    admissions = _admissions_over(leases)
+    call = _call(routing=TierRouting(hedge=Hedge(after_ms=100)))
+    async with Admission(admissions, call) as admission:
+        # Two attempts may be in flight: 2 x (50 + 10) tokens x 1000 USD per million.
+        assert await leases.held("t") == (1, to_nano(Decimal("0.12")))
+        assert dict(admission.headers)["x-ratelimit-remaining-tokens"] == "100"
+        admission.target = call.route.route.targets[0]
+        admission.usage = Usage(10, 5, True)
+        call.hedge_losers = ("b",)  # the hedge to b lost: b read the 50-token prompt
+    assert await leases.held("t") == (0, 0)
+    assert await leases.spent("t", MONTH) == to_nano(Decimal("0.065"))
