@@ -5,7 +5,8 @@ Public entry points for the operator's CLI and tests:
 ``serve(settings, config=None, stop=None)`` is the same as a coroutine.
 With ``--workers N`` (N > 1) a master starts N worker processes sharing the
 port through SO_REUSEPORT, with Prometheus multiprocess metrics; limits and
-budgets then go through Redis (``--redis-url`` is required).
+budgets then go through Redis (``--redis-url`` is required; redis://, rediss://,
+redis+sentinel:// or redis+cluster://, see ``redis_client``).
 """
 
 from __future__ import annotations
@@ -61,6 +62,9 @@ TUNING_FLAGS: tuple[tuple[str, Callable[[str], object], str], ...] = (
     ("access_log_sample", float, "share of requests in the access log (0 to 1)"),
     ("ttft_buckets", _buckets, "time-to-first-token histogram bounds, seconds, comma-separated"),
     ("overhead_buckets", _buckets, "gateway-overhead histogram bounds, seconds, comma-separated"),
+    ("redis_max_connections", int, "Redis commands in flight per process; more wait for one"),
+    ("redis_timeout_seconds", float, "to connect to Redis and for each answer"),
+    ("lease_margin_seconds", float, "a Redis lease outlives its call's deadline by this much"),
 )
 
 
@@ -123,6 +127,12 @@ def parse_args(argv: Sequence[str] | None = None) -> tuple[Settings, bool]:
         help="share limits and budgets via Redis [REDIS_URL]",
     )
     parser.add_argument(
+        "--redis-tls-ca-file",
+        type=Path,
+        default=_env("REDIS_TLS_CA_FILE"),
+        help="CA bundle for rediss:// URLs (default: the system's) [REDIS_TLS_CA_FILE]",
+    )
+    parser.add_argument(
         "--workers",
         type=int,
         default=int(_env("WORKERS", "1") or 1),
@@ -153,6 +163,7 @@ def parse_args(argv: Sequence[str] | None = None) -> tuple[Settings, bool]:
             kubeconfig=args.kubeconfig,
             credentials_dir=args.credentials_dir,
             redis_url=args.redis_url,
+            redis_tls_ca_file=args.redis_tls_ca_file,
             workers=args.workers,
             grace_seconds=args.grace_seconds,
             log_level=str(args.log_level).upper(),

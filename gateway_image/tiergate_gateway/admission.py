@@ -3,6 +3,9 @@
 ``async with Admission(admissions, call) as admission`` either raises the ``GatewayError``
 that refuses the call (429, or 503 when the limits store is down) or holds its
 request, tokens, concurrency slot and budget reservation until the block is left.
+In-process they are held by the local limiter and ledger; through Redis by one lease
+(``leases``), taken in one round trip and settled in one, which expires by itself at
+the call's deadline plus a margin if its settle never comes (the process died).
 Leaving it, however (an answer, an exception, a cancelled task), settles them
 with what the call used: ``admission.target`` and ``admission.usage``, set by
 whoever saw the answer. A streamed answer takes the admission with it (see
@@ -17,16 +20,17 @@ import logging
 from collections.abc import Awaitable, Callable
 from types import TracebackType
 
-from tiergate_contract import Budget, Target
+from tiergate_contract import Budget, Route, Target
 
 from .budget import BudgetLedger, nano_cost
 from .calls import Call
 from .errors import GatewayError
+from .leases import Grant, RedisLeases
 from .limits import LimitDecision, Limiter
 from .metrics import Metrics
 from .usage import Usage
 
-__all__ = ["Admission", "Admissions"]
+__all__ = ["Admission", "Admissions", "call_seconds"]
 
 _log = logging.getLogger("tiergate_gateway")
 
@@ -41,6 +45,8 @@ class Admissions:
         metrics: Metrics,
         month: Callable[[], str],
         backend_errors: tuple[type[BaseException], ...] = (),
+        shared: RedisLeases | None = None,
+        lease_margin_seconds: float = 30.0,
     ) -> None:
         self.limiter = limiter
         self.ledger = ledger
@@ -48,6 +54,10 @@ class Admissions:
         self.month = month
         # What the stores raise when they are unreachable (Redis adds its own).
         self.backend_errors = backend_errors
+        # Set: limits and budgets are shared through Redis leases instead of the local stores.
+        self.shared = shared
+        # A lease outlives its call's own deadline by this much before it is reclaimed.
+        self.lease_margin_seconds = lease_margin_seconds
 
     def backend_down(self, what: str, exc: BaseException) -> GatewayError:
         """Limits and budgets fail closed: no call goes upstream unaccounted."""
@@ -67,6 +77,7 @@ class Admission:
     __slots__ = (
         "_admissions",
         "_call",
+        "_lease",
         "_month",
         "_reserved",
         "cost_nano",
@@ -80,6 +91,7 @@ class Admission:
         self._call = call
         self._reserved = 0  # nano-USD
         self._month = ""
+        self._lease = ""  # the Redis lease held, if any
         # Rate-limit headers and the budget warning, sent with any answer to the call.
         self.headers: list[tuple[str, str]] = []
         self.target: Target | None = None  # the target that served, if one did
@@ -96,6 +108,8 @@ class Admission:
         if tokens_per_minute is not None and prompt_tokens > tokens_per_minute:
             admissions.metrics.add(admissions.metrics.rate_limited, tier.name, "tokens")
             raise _never_fits(tier.name, tokens_per_minute, prompt_tokens)
+        if admissions.shared is not None:
+            return await self._enter_shared(admissions.shared, attempts)
         try:
             decision = await admissions.limiter.acquire(tier.name, tier.limits, prompt_tokens)
         except admissions.backend_errors as exc:
@@ -128,10 +142,51 @@ class Admission:
                 await admissions.limiter.release(tier.name, tier.limits)
             raise
         if verdict.warn:
-            admissions.metrics.add(admissions.metrics.budget_warnings, tier.name)
-            warning = f"spend is above the soft budget of {budget.soft_usd} USD"
-            self.headers.append(("x-tiergate-budget-warning", warning))
+            self._warn(budget)
         return self
+
+    async def _enter_shared(self, shared: RedisLeases, attempts: int) -> Admission:
+        """Every limit and the budget checked and held under one Redis lease: one round trip."""
+        admissions, call = self._admissions, self._call
+        tier, budget = call.tier, call.tier.budget
+        if budget is not None:
+            self._month = admissions.month()
+            self._reserved = attempts * nano_cost(
+                *call.route.max_nano_prices[call.request_class],
+                call.prompt_tokens,
+                call.max_tokens,
+            )
+        lease_seconds = call_seconds(call.route.route) + admissions.lease_margin_seconds
+        try:
+            grant = await shared.admit(
+                tier.name,
+                tier.limits,
+                budget,
+                self._month or "-",
+                call.prompt_tokens * attempts,
+                self._reserved,
+                lease_seconds,
+            )
+        except admissions.backend_errors as exc:
+            raise admissions.backend_down("limits", exc) from None
+        if not grant.allowed:
+            if grant.limit == "budget":
+                assert budget is not None
+                admissions.metrics.add(admissions.metrics.budget_rejected, tier.name)
+                raise _over_budget(tier.name, budget)
+            admissions.metrics.add(admissions.metrics.rate_limited, tier.name, grant.limit)
+            raise _rate_limited(tier.name, _decision(grant))
+        self._lease = grant.lease
+        self.headers = grant.headers
+        if grant.warn and budget is not None:
+            self._warn(budget)
+        return self
+
+    def _warn(self, budget: Budget) -> None:
+        admissions = self._admissions
+        admissions.metrics.add(admissions.metrics.budget_warnings, self._call.tier.name)
+        warning = f"spend is above the soft budget of {budget.soft_usd} USD"
+        self.headers.append(("x-tiergate-budget-warning", warning))
 
     def __aexit__(
         self,
@@ -172,15 +227,23 @@ class Admission:
             cost += loser_cost
             used += estimated
         self.cost_nano = cost
-        try:
-            await admissions.limiter.finish(
-                tier.name, tier.limits, estimated * _attempts_in_flight(call), used
-            )
+        shared = admissions.shared
+        reserved_tokens = estimated * _attempts_in_flight(call)
+        if shared is not None:
+            month, back = self._month or "-", reserved_tokens - used
+            try:
+                await shared.settle(tier.name, tier.limits, month, self._lease, back, cost)
+            except admissions.backend_errors as exc:
+                # The answer is on its way; the settle is retried (it is idempotent), and the
+                # lease frees the slot and the reservation at its deadline meanwhile.
+                _log.warning(
+                    "settling a call of tier %s failed, retrying: %s", tier.name, type(exc).__name__
+                )
+                shared.settle_later(tier.name, tier.limits, month, self._lease, back, cost)
+        else:
+            await admissions.limiter.finish(tier.name, tier.limits, reserved_tokens, used)
             if tier.budget is not None:
                 await admissions.ledger.settle(tier.name, self._month, self._reserved, cost)
-        except admissions.backend_errors as exc:
-            # The answer is already on its way; the Redis keys expire, so a lost settle heals.
-            _log.warning("settling a call of tier %s failed: %s", tier.name, type(exc).__name__)
         model = call.route.route.model
         for loser, loser_cost in losers:
             admissions.metrics.add_usage(tier.name, model, loser, estimated, 0, loser_cost / 1e9)
@@ -189,6 +252,16 @@ class Admission:
             admissions.metrics.add_usage(
                 tier.name, model, target.name, prompt, completion, cost / 1e9
             )
+
+
+def call_seconds(route: Route) -> float:
+    """The longest a call of ``route`` can run: its request deadline, or without one, every
+    attempt's total timeout (a stream's body included)."""
+    timeouts = route.timeouts
+    attempts = timeouts.total_seconds * route.failover.max_attempts
+    if timeouts.request_seconds is None:
+        return attempts
+    return min(timeouts.request_seconds, attempts)
 
 
 def _rate_limited(tier: str, decision: LimitDecision) -> GatewayError:
@@ -218,6 +291,10 @@ def _never_fits(tier: str, limit: int, requested: int) -> GatewayError:
         code="rate_limit_exceeded",
         headers=[("x-should-retry", "false")],
     )
+
+
+def _decision(grant: Grant) -> LimitDecision:
+    return LimitDecision(False, grant.headers, grant.retry_after, grant.limit)
 
 
 def _over_budget(tier: str, budget: Budget) -> GatewayError:

@@ -23,16 +23,18 @@ from tiergate_contract import GatewayConfig
 from .access_log import AccessLog
 from .admission import Admission, Admissions
 from .auth import authenticate
-from .budget import BudgetMonth, LocalLedger, RedisLedger
+from .budget import BudgetMonth, LocalLedger
 from .calls import Call, read_call
 from .client import UpstreamPool
 from .config import CompiledConfig, ConfigStore, compile_config
 from .credentials import CredentialStore
 from .errors import GatewayError, status_error_bytes
 from .handover import Handover
-from .limits import LocalLimiter, RedisLimiter
+from .leases import RedisLeases
+from .limits import LocalLimiter
 from .metrics import Metrics, status_label
 from .proxy import Forwarder, Served
+from .redis_client import RedisClient, connect
 from .relay import relay
 from .routing import BreakerBoard, BreakerState
 from .server import HttpServer, Request, Response, StreamResponse
@@ -82,7 +84,7 @@ class Gateway:
             LocalLimiter(), LocalLedger(), self.metrics, BudgetMonth(wall_clock), (OSError,)
         )
         self._forwarder: Forwarder | None = None
-        self._redis: Any = None
+        self._redis: RedisClient | None = None
         self._source: FileSource | KubeSource | None = None
         self._flusher: asyncio.Task[None] | None = None
         self.server = HttpServer(self.handle, status_error_bytes, limits=settings.server_limits())
@@ -116,15 +118,12 @@ class Gateway:
             self._rng,
             self.settings.max_response_bytes,
         )
-        if self.settings.redis_url is not None:
-            # Imported only when used: redis costs ~0.1 s of start-up.
-            from redis.asyncio import Redis
-            from redis.exceptions import RedisError
-
-            self._redis = Redis.from_url(self.settings.redis_url, decode_responses=False)
-            self.admissions.limiter = RedisLimiter(self._redis)
-            self.admissions.ledger = RedisLedger(self._redis)
-            self.admissions.backend_errors = (RedisError, OSError)
+        redis_options = self.settings.redis_options()
+        if redis_options is not None:
+            self._redis = connect(redis_options)
+            self.admissions.shared = RedisLeases(self._redis)
+            self.admissions.lease_margin_seconds = self.settings.lease_margin_seconds
+            self.admissions.backend_errors = self._redis.errors
         if self._initial is not None:
             self.store.install(compile_config(self._initial), "in-process")
         elif self.settings.config_file is not None:
@@ -163,6 +162,8 @@ class Gateway:
             await self._source.stop()
         if self.pool is not None:
             await self.pool.close()
+        if self.admissions.shared is not None:
+            await self.admissions.shared.close()
         if self._redis is not None:
             await self._redis.aclose()
 

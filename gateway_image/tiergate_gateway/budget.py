@@ -14,7 +14,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from decimal import ROUND_CEILING, Decimal
-from typing import Any, Protocol
+from typing import Protocol
 
 from tiergate_contract import Budget
 
@@ -23,7 +23,6 @@ __all__ = [
     "BudgetLedger",
     "BudgetMonth",
     "LocalLedger",
-    "RedisLedger",
     "month_of",
     "nano_cost",
     "to_nano",
@@ -115,43 +114,3 @@ class LocalLedger:
 
     async def spent(self, tier: str, month: str) -> int:
         return self._committed.get((tier, month), 0)
-
-
-_RESERVE = """
-local committed = tonumber(redis.call('GET', KEYS[1]) or '0')
-local nano, hard, soft = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3])
-if committed + nano > hard then return {0, 1, committed} end
-committed = redis.call('INCRBY', KEYS[1], nano)
-redis.call('EXPIRE', KEYS[1], 3456000)
-local warn = 0
-if committed > soft then warn = 1 end
-return {1, warn, committed}
-"""
-
-
-class RedisLedger:
-    """The same ledger in Redis: one key per tier and month, checked and added by one Lua script."""
-
-    def __init__(self, redis: Any, prefix: str = "tiergate:budget") -> None:
-        self._redis = redis
-        self._prefix = prefix
-        self._reserve = redis.register_script(_RESERVE)
-
-    def _key(self, tier: str, month: str) -> str:
-        return f"{self._prefix}:{{{tier}}}:{month}"
-
-    async def reserve(self, tier: str, budget: Budget, month: str, nano: int) -> BudgetDecision:
-        result = await self._reserve(
-            keys=[self._key(tier, month)],
-            args=[nano, to_nano(budget.hard_usd), to_nano(budget.soft_usd)],
-        )
-        allowed, warn, committed = (int(x) for x in result)
-        return BudgetDecision(bool(allowed), bool(warn), committed)
-
-    async def settle(self, tier: str, month: str, reserved_nano: int, actual_nano: int) -> None:
-        if reserved_nano != actual_nano:
-            await self._redis.incrby(self._key(tier, month), actual_nano - reserved_nano)
-
-    async def spent(self, tier: str, month: str) -> int:
-        value = await self._redis.get(self._key(tier, month))
-        return int(value or 0)

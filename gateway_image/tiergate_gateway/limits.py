@@ -1,9 +1,9 @@
 """Per-tier rate limits: requests/min, tokens/min (token buckets) and concurrent requests.
 
-Two backends with one interface: ``LocalLimiter`` (one process) and
-``RedisLimiter`` (shared by workers and replicas; each decision is one atomic
-Lua script, timed by the Redis server's clock). Tokens are taken for the
-estimated prompt before the call and settled with the reported usage after.
+``LocalLimiter`` holds them for one process; shared through Redis (workers and
+replicas), the same decisions are made by ``leases.RedisLeases``, together with the
+budget, in one Lua script. Tokens are taken for the estimated prompt before the
+call and settled with the reported usage after.
 """
 
 from __future__ import annotations
@@ -12,11 +12,11 @@ import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Protocol
 
 from tiergate_contract import Limits
 
-__all__ = ["LimitDecision", "Limiter", "LocalLimiter", "RedisLimiter"]
+__all__ = ["LimitDecision", "Limiter", "LocalLimiter", "ratelimit_headers"]
 
 
 @dataclass(slots=True)
@@ -46,7 +46,9 @@ _HEADER_NAMES = {
 }
 
 
-def _headers(kind: str, limit: int, remaining: float, reset: float) -> list[tuple[str, str]]:
+def ratelimit_headers(
+    kind: str, limit: int, remaining: float, reset: float
+) -> list[tuple[str, str]]:
     """OpenAI's ``x-ratelimit-{limit,remaining,reset}-<kind>`` headers."""
     names = _HEADER_NAMES[kind]
     return [
@@ -57,7 +59,7 @@ def _headers(kind: str, limit: int, remaining: float, reset: float) -> list[tupl
 
 
 def _bucket_headers(kind: str, capacity: int, level: float) -> list[tuple[str, str]]:
-    """``_headers`` for a refilled local bucket (its level is never above its capacity)."""
+    """``ratelimit_headers`` for a refilled local bucket (its level is never above its capacity)."""
     names = _HEADER_NAMES[kind]
     reset = (capacity - level) * 60.0 / capacity
     return [
@@ -159,125 +161,3 @@ class LocalLimiter:
             state.tokens.level = min(float(tpm), state.tokens.level + estimated - actual)
         if limits.concurrent_requests is not None and state.inflight > 0:
             state.inflight -= 1
-
-
-# KEYS: requests bucket, tokens bucket, in-flight counter.
-# ARGV: rpm, tpm, concurrency (0 = unlimited), tokens.
-# Returns {allowed(0/1), refused limit (0 none, 1 requests, 2 tokens, 3 concurrency),
-#          req remaining*1000, req reset ms, tok remaining*1000, tok reset ms, retry ms}.
-_ACQUIRE = """
-local t = redis.call('TIME')
-local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-local rpm, tpm, conc, tokens = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3]), tonumber(ARGV[4])
-local function load(key, cap)
-  local v = redis.call('HMGET', key, 'l', 't')
-  local level, ts = tonumber(v[1]), tonumber(v[2])
-  if level == nil then return cap end
-  return math.min(cap, level + (now - ts) * cap / 60000)
-end
-local function reset(level, cap) return math.max(0, (cap - level) * 60000 / cap) end
-if conc > 0 then
-  local n = tonumber(redis.call('GET', KEYS[3]) or '0')
-  if n >= conc then return {0, 3, 0, 0, 0, 0, 1000} end
-end
-local rl, tl = 0, 0
-if rpm > 0 then
-  rl = load(KEYS[1], rpm)
-  if rl < 1 then
-    return {0, 1, math.floor(rl * 1000), math.ceil(reset(rl, rpm)), 0, 0, math.ceil((1 - rl) * 60000 / rpm)}
-  end
-end
-if tpm > 0 then
-  tl = load(KEYS[2], tpm)
-  if tokens > tl then
-    local retry = 60000
-    if tokens <= tpm then retry = math.ceil((tokens - tl) * 60000 / tpm) end
-    return {0, 2, math.floor(rl * 1000), 0, math.floor(tl * 1000), math.ceil(reset(tl, tpm)), retry}
-  end
-  tl = tl - tokens
-  redis.call('HSET', KEYS[2], 'l', tostring(tl), 't', now)
-  redis.call('PEXPIRE', KEYS[2], 120000)
-end
-if rpm > 0 then
-  rl = rl - 1
-  redis.call('HSET', KEYS[1], 'l', tostring(rl), 't', now)
-  redis.call('PEXPIRE', KEYS[1], 120000)
-end
-if conc > 0 then
-  redis.call('INCR', KEYS[3])
-  redis.call('EXPIRE', KEYS[3], 900)
-end
-local rr, tr = 0, 0
-if rpm > 0 then rr = reset(rl, rpm) end
-if tpm > 0 then tr = reset(tl, tpm) end
-return {1, 0, math.floor(rl * 1000), math.ceil(rr), math.floor(tl * 1000), math.ceil(tr), 0}
-"""
-
-# KEYS: tokens bucket, in-flight counter. ARGV: tpm (0 = unlimited), delta, concurrency (0 = unlimited).
-_FINISH = """
-if tonumber(ARGV[1]) > 0 and tonumber(ARGV[2]) ~= 0 then
-  local v = redis.call('HMGET', KEYS[1], 'l', 't')
-  if v[1] then
-    local level = math.min(tonumber(ARGV[1]), tonumber(v[1]) + tonumber(ARGV[2]))
-    redis.call('HSET', KEYS[1], 'l', tostring(level))
-  end
-end
-if tonumber(ARGV[3]) > 0 then
-  local n = tonumber(redis.call('GET', KEYS[2]) or '0')
-  if n > 0 then redis.call('DECR', KEYS[2]) end
-end
-return 1
-"""
-
-_RELEASE = """
-local n = tonumber(redis.call('GET', KEYS[1]) or '0')
-if n > 0 then return redis.call('DECR', KEYS[1]) end
-return 0
-"""
-
-
-class RedisLimiter:
-    """Limits shared through Redis; the same decisions as ``LocalLimiter``, made atomically by Lua."""
-
-    def __init__(self, redis: Any, prefix: str = "tiergate:limits") -> None:
-        self._redis = redis
-        self._prefix = prefix
-        self._acquire = redis.register_script(_ACQUIRE)
-        self._release = redis.register_script(_RELEASE)
-        self._finish = redis.register_script(_FINISH)
-
-    def _keys(self, tier: str) -> list[str]:
-        base = f"{self._prefix}:{{{tier}}}"
-        return [f"{base}:req", f"{base}:tok", f"{base}:inflight"]
-
-    async def acquire(self, tier: str, limits: Limits, tokens: int) -> LimitDecision:
-        rpm = limits.requests_per_minute or 0
-        tpm = limits.tokens_per_minute or 0
-        conc = limits.concurrent_requests or 0
-        if not (rpm or tpm or conc):
-            return LimitDecision(True)
-        result = await self._acquire(keys=self._keys(tier), args=[rpm, tpm, conc, tokens])
-        allowed, refused, req_rem, req_reset, tok_rem, tok_reset, retry = (int(x) for x in result)
-        headers: list[tuple[str, str]] = []
-        if rpm and refused != 2:
-            headers += _headers("requests", rpm, req_rem / 1000, req_reset / 1000)
-        if tpm and refused != 1:
-            headers += _headers("tokens", tpm, tok_rem / 1000, tok_reset / 1000)
-        if refused == 3:
-            headers = []
-        limit = {0: "", 1: "requests", 2: "tokens", 3: "concurrency"}[refused]
-        return LimitDecision(bool(allowed), headers, retry / 1000, limit)
-
-    async def release(self, tier: str, limits: Limits) -> None:
-        if limits.concurrent_requests is not None:
-            await self._release(keys=[self._keys(tier)[2]])
-
-    async def finish(self, tier: str, limits: Limits, estimated: int, actual: int) -> None:
-        """Settle tokens and release the concurrency slot in one round trip."""
-        tpm = limits.tokens_per_minute or 0
-        conc = limits.concurrent_requests or 0
-        if (tpm and estimated != actual) or conc:
-            _, tokens_key, inflight_key = self._keys(tier)
-            await self._finish(
-                keys=[tokens_key, inflight_key], args=[tpm, estimated - actual, conc]
-            )

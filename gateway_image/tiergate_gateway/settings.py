@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+from .redis_client import RedisOptions, parse_url
 from .server import ServerLimits
 
 __all__ = [
@@ -48,7 +49,8 @@ class Settings:
     (``namespace/name``, watched through the Kubernetes API); none when the
     config is handed over in-process (``run(settings, config)``).
     ``redis_url`` switches limits and budgets to Redis (needed for several
-    workers or replicas to share them).
+    workers or replicas to share them); its scheme picks standalone, TLS, Sentinel
+    or Cluster (see ``redis_client``).
     """
 
     host: str = "127.0.0.1"
@@ -58,6 +60,13 @@ class Settings:
     kubeconfig: Path | None = None
     credentials_dir: Path = DEFAULT_CREDENTIALS_DIR
     redis_url: str | None = None
+    # Redis commands in flight at once per process; more wait for a free connection.
+    redis_max_connections: int = 50
+    # To connect to Redis, and for each answer; past it a call gets 503 limits_unavailable.
+    redis_timeout_seconds: float = 2.0
+    redis_tls_ca_file: Path | None = None  # CA bundle for rediss:// (default: the system's)
+    # A Redis lease outlives its call's deadline (the route's total timeout) by this much.
+    lease_margin_seconds: float = 30.0
     workers: int = 1
     grace_seconds: float = 25.0
     # What one client may cost while its request is read: see ServerLimits.
@@ -106,6 +115,31 @@ class Settings:
             raise ValueError(f"access_log_sample {self.access_log_sample} is not between 0 and 1")
         _check_buckets("ttft_buckets", self.ttft_buckets)
         _check_buckets("overhead_buckets", self.overhead_buckets)
+        if self.redis_url is not None:
+            parse_url(self.redis_url)  # raises ValueError naming what is wrong
+        if not 1 <= self.redis_max_connections <= 10_000:
+            raise ValueError(
+                f"redis_max_connections {self.redis_max_connections} is not between 1 and 10000"
+            )
+        if not 0 < self.redis_timeout_seconds <= 60:
+            raise ValueError(
+                f"redis_timeout_seconds {self.redis_timeout_seconds} is not in (0, 60]"
+            )
+        if not 0 <= self.lease_margin_seconds <= 3600:
+            raise ValueError(
+                f"lease_margin_seconds {self.lease_margin_seconds} is not between 0 and 3600"
+            )
+
+    def redis_options(self) -> RedisOptions | None:
+        """How to reach Redis, or None: limits and budgets stay in the process."""
+        if self.redis_url is None:
+            return None
+        return RedisOptions(
+            self.redis_url,
+            self.redis_max_connections,
+            self.redis_timeout_seconds,
+            self.redis_tls_ca_file,
+        )
 
     def server_limits(self) -> ServerLimits:
         """The HTTP server's limits (per worker process)."""

@@ -72,6 +72,9 @@ GATEWAY_TUNING: dict[str, Callable[[object], str]] = {
     "ttft_buckets": _buckets,
     "overhead_buckets": _buckets,
     "log_format": _log_format,
+    "redis_max_connections": _whole,
+    "redis_timeout_seconds": _number,
+    "lease_margin_seconds": _number,
 }
 
 

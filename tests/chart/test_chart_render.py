@@ -54,6 +54,7 @@ def test_helm_lint_passes_strict(control_plane: ControlPlane, extra: list[str]) 
         ("crds.keep=maybe", "/crds/keep': got string, want boolean"),
         ("gateway.image.pullPolicy=Sometimes", "/gateway/image/pullPolicy"),
         ("gateway.redis.url=redis://user:hunter2@redis:6379", "/gateway/redis/url"),
+        ("gateway.redis.url=redis+sentinel://sentinel:26379", "/gateway/redis/url"),
         ("gateway.redis.secretRef.name=Redis_URL", "/gateway/redis/secretRef/name"),
         ("gateway.redis.secretRef.key=a/b", "/gateway/redis/secretRef/key"),
         ("resources.requests.cpu=lots", "/resources/requests/cpu"),
@@ -240,14 +241,19 @@ def test_the_removed_existing_secret_value_fails_with_directions(
     assert "gateway.redis.existingSecret was replaced by gateway.redis.secretRef" in result.stderr
 
 
-def test_a_plain_redis_url_reaches_the_operator_as_is(control_plane: ControlPlane) -> None:
-    env = env_of(
-        one(
-            rendered(control_plane, "--set", "gateway.redis.url=redis://redis.infra:6379/0"),
-            "Deployment",
-        )
-    )
-    assert env["TIERGATE_REDIS_URL"] == "redis://redis.infra:6379/0"
+@pytest.mark.parametrize(
+    "url",
+    [
+        "redis://redis.infra:6379/0",
+        "rediss+sentinel://sentinel.infra:26379/tiergate/1",
+        "redis+cluster://node-0.infra:6379",
+    ],
+)
+def test_a_plain_redis_url_reaches_the_operator_as_is(
+    control_plane: ControlPlane, url: str
+) -> None:
+    env = env_of(one(rendered(control_plane, "--set", f"gateway.redis.url={url}"), "Deployment"))
+    assert env["TIERGATE_REDIS_URL"] == url
     assert "TIERGATE_REDIS_SECRET_NAME" not in env
 
 

@@ -18,7 +18,7 @@ import pytest
 
 from tests.support.gateway import STARTUP_KEY, config, free_port, route, target, tier
 from tiergate_contract import Limits, RequestClass
-from tiergate_gateway.admission import Admission, Admissions
+from tiergate_gateway.admission import Admission, Admissions, call_seconds
 from tiergate_gateway.budget import BudgetMonth, LocalLedger, to_nano
 from tiergate_gateway.calls import Call
 from tiergate_gateway.config import compile_config
@@ -297,3 +297,11 @@ def test_a_stream_closed_early_by_the_client_releases_its_slot(upstreams, start_
     assert a.disconnected.wait(5), "the upstream stream was not closed"
     a.reset("ok")
     _eventually_admitted(gw)
+
+
+def test_a_calls_lease_lasts_its_request_deadline_or_every_attempts_total():
+    plain = route("m", target("a", "http://127.0.0.1:1/v1"), total=30.0, max_attempts=3)
+    assert call_seconds(plain) == 90.0  # three attempts of at most 30 s each
+    for request_seconds, expected in ((20.0, 20.0), (500.0, 90.0)):
+        timeouts = plain.timeouts.model_copy(update={"request_seconds": request_seconds})
+        assert call_seconds(plain.model_copy(update={"timeouts": timeouts})) == expected

@@ -27,6 +27,9 @@ def test_every_rendered_value_is_one_the_gateway_accepts(monkeypatch: pytest.Mon
         "overheadBuckets": "0.001,0.01",
         "logFormat": "text",
         "maxJsonDepth": 32,
+        "redisMaxConnections": 16,
+        "redisTimeoutSeconds": "0.5",
+        "leaseMarginSeconds": 10,
     }
     settings = load_operator_settings({"TIERGATE_GATEWAY_TUNING": json.dumps(tuning)})
     deployment = by_kind(render(example_plans()["tiergate-shared"], settings))["Deployment"]
@@ -44,6 +47,8 @@ def test_every_rendered_value_is_one_the_gateway_accepts(monkeypatch: pytest.Mon
     assert gateway.overhead_buckets == (0.001, 0.01)
     assert gateway.access_log_sample == 0.25 and gateway.log_format == "text"
     assert gateway.max_json_depth == 32 and gateway.header_timeout_seconds == 5
+    assert (gateway.redis_max_connections, gateway.redis_timeout_seconds) == (16, 0.5)
+    assert gateway.lease_margin_seconds == 10
 
 
 @pytest.mark.parametrize(
