@@ -76,6 +76,7 @@ class Admission:
 
     __slots__ = (
         "_admissions",
+        "_attempts",
         "_call",
         "_lease",
         "_month",
@@ -92,6 +93,9 @@ class Admission:
         self._reserved = 0  # nano-USD
         self._month = ""
         self._lease = ""  # the Redis lease held, if any
+        # Attempts that may be in flight at once (a hedged call: several): each is reserved for.
+        hedge = call.tier.routing.hedge
+        self._attempts = 1 if hedge is None else 1 + hedge.max_extra
         # Rate-limit headers and the budget warning, sent with any answer to the call.
         self.headers: list[tuple[str, str]] = []
         self.target: Target | None = None  # the target that served, if one did
@@ -101,8 +105,7 @@ class Admission:
     async def __aenter__(self) -> Admission:
         admissions, call = self._admissions, self._call
         tier, budget = call.tier, call.tier.budget
-        # A hedged call may be in flight at several targets: each attempt is reserved for.
-        attempts = _attempts_in_flight(call)
+        attempts = self._attempts
         prompt_tokens = call.prompt_tokens * attempts
         tokens_per_minute = tier.limits.tokens_per_minute
         if tokens_per_minute is not None and prompt_tokens > tokens_per_minute:
@@ -219,16 +222,18 @@ class Admission:
         )
         used = prompt + completion
         # Hedges that lost were sent too: their upstreams bill the prompt they read.
-        losers = [
-            (loser, nano_cost(*call.route.nano_prices[loser], estimated, 0))
-            for loser in call.hedge_losers
-        ]
-        for _, loser_cost in losers:
-            cost += loser_cost
-            used += estimated
+        losers: list[tuple[str, int]] = []
+        if call.hedge_losers:
+            losers = [
+                (loser, nano_cost(*call.route.nano_prices[loser], estimated, 0))
+                for loser in call.hedge_losers
+            ]
+            for _, loser_cost in losers:
+                cost += loser_cost
+                used += estimated
         self.cost_nano = cost
         shared = admissions.shared
-        reserved_tokens = estimated * _attempts_in_flight(call)
+        reserved_tokens = estimated * self._attempts
         if shared is not None:
             month, back = self._month or "-", reserved_tokens - used
             try:
@@ -274,11 +279,6 @@ def _rate_limited(tier: str, decision: LimitDecision) -> GatewayError:
         code="rate_limit_exceeded",
         headers=[("retry-after", str(retry)), *decision.headers],
     )
-
-
-def _attempts_in_flight(call: Call) -> int:
-    hedge = call.tier.routing.hedge
-    return 1 if hedge is None else 1 + hedge.max_extra
 
 
 def _never_fits(tier: str, limit: int, requested: int) -> GatewayError:

@@ -40,7 +40,7 @@ from .routing import BreakerBoard, BreakerState
 from .server import HttpServer, Request, Response, StreamResponse
 from .settings import Settings
 from .sources import FileSource, KubeSource, kube_access
-from .tracing import request_id_of, upstream_trace_lines
+from .tracing import trace_of
 
 __all__ = ["Gateway", "create_gateway"]
 
@@ -212,7 +212,8 @@ class Gateway:
         self._record(started, response.status, endpoint, "-", "-")
         if request.path not in _QUIET_PATHS and self.access_log.sampled():
             code = _error_code(response)
-            self._log_call(request, started, response.status, code, None, None, None)
+            now = time.perf_counter()
+            self._log_call(request, started, now, response.status, code, None, None, None)
         return response
 
     def _record(self, started: float, status: int, endpoint: str, tier: str, route: str) -> None:
@@ -264,7 +265,7 @@ class Gateway:
         """Read the call, admit it, forward it. The admission is left when the answer is
         complete: at the end of this block for a plain answer, by the relay for a stream."""
         started = time.perf_counter()
-        request_id = request_id_of(request.headers)
+        request_id, trace_lines = trace_of(request.headers)
         tier = model = "-"  # the labels of a refused call
         call: Call | None = None
         admission: Admission | None = None
@@ -272,7 +273,7 @@ class Gateway:
         response: Response | StreamResponse
         try:
             call = read_call(request, self._config(), self.settings.max_json_depth)
-            call.trace_lines = upstream_trace_lines(request_id, request.headers)
+            call.trace_lines = trace_lines
             assert self._forwarder is not None
             admitted = Handover(Admission(self.admissions, call))
             async with admitted as admission:
@@ -286,18 +287,21 @@ class Gateway:
             response = _error_response(error)
             error_code = error.code
         response.headers.append(("x-request-id", request_id))
+        metrics = self.metrics
+        now = time.perf_counter()
         if call is not None:
             tier, model = call.tier.name, call.route.route.model
             if call.first_token_at:
-                overhead = time.perf_counter() - started - call.upstream_seconds
-                self.metrics.observe_served(tier, model, call.first_token_at - started, overhead)
-        metrics = self.metrics
+                overhead = now - started - call.upstream_seconds
+                metrics.observe_served(tier, model, call.first_token_at - started, overhead)
         metrics.add(metrics.requests, endpoint, tier, model, status_label(response.status))
-        metrics.observe_latency(time.perf_counter() - started, endpoint, tier)
-        if isinstance(response, Response) and self.access_log.sampled():
-            self._log_call(
-                request, started, response.status, error_code, request_id, call, admission
-            )
+        metrics.observe_latency(now - started, endpoint, tier)
+        if isinstance(response, Response):
+            log = self.access_log
+            if log.sample >= 1 or log.sampled():
+                self._log_call(
+                    request, started, now, response.status, error_code, request_id, call, admission
+                )
         return response
 
     def _stream_ended(
@@ -310,7 +314,8 @@ class Gateway:
     ) -> Callable[[str | None], None]:
         def ended(error: str | None) -> None:
             if self.access_log.sampled():
-                self._log_call(request, started, 200, error, request_id, call, admission)
+                now = time.perf_counter()
+                self._log_call(request, started, now, 200, error, request_id, call, admission)
 
         return ended
 
@@ -318,47 +323,57 @@ class Gateway:
         self,
         request: Request,
         started: float,
+        ended: float,
         status: int,
         error: str | None,
         request_id: str | None,
         call: Call | None,
         admission: Admission | None,
     ) -> None:
-        """One access-log line (``time`` first); never a key, only the tier's name."""
-        entry: dict[str, Any] = {
-            "time": "",
-            "request_id": request_id,
-            "method": request.method,
-            "path": request.path[:200],
-            "status": status,
-            "error": error,
-            "duration_ms": _milliseconds(time.perf_counter() - started),
-        }
-        if call is not None:
-            entry["tier"] = call.tier.name
-            entry["route"] = call.route.route.model
-            entry["stream"] = call.stream
-            entry["targets"] = call.tried
-            entry["attempts"] = len(call.tried)
-            if call.first_token_at:
-                entry["ttft_ms"] = _milliseconds(call.first_token_at - started)
-            if call.upstream_request_id is not None:
-                entry["upstream_request_id"] = call.upstream_request_id
-        if admission is not None:
-            if admission.target is not None:
-                entry["target"] = admission.target.name
-            usage = admission.usage
-            if usage is not None:
-                entry["prompt_tokens"] = usage.prompt_tokens
-                entry["completion_tokens"] = usage.completion_tokens
-                entry["tokens_reported"] = usage.reported
-            entry["cost_usd"] = admission.cost_nano / 1e9
+        """One access-log line (``time`` first); never a key, only the tier's name.
+
+        Built as one literal, milliseconds as ``int(us) / 1000``: this runs for every request
+        (``round`` and key-by-key building cost several times more)."""
+        duration_ms = int((ended - started) * 1_000_000) / 1000
+        if call is None:
+            entry: dict[str, Any] = {
+                "time": "",
+                "request_id": request_id,
+                "method": request.method,
+                "path": request.path[:200],
+                "status": status,
+                "error": error,
+                "duration_ms": duration_ms,
+            }
+        else:
+            target = usage = None
+            cost = 0.0
+            if admission is not None:
+                target, usage, cost = admission.target, admission.usage, admission.cost_nano / 1e9
+            entry = {
+                "time": "",
+                "request_id": request_id,
+                "method": request.method,
+                "path": request.path,
+                "status": status,
+                "error": error,
+                "duration_ms": duration_ms,
+                "tier": call.tier.name,
+                "route": call.route.route.model,
+                "stream": call.stream,
+                "targets": call.tried,
+                "attempts": len(call.tried),
+                "target": None if target is None else target.name,
+                "ttft_ms": int((call.first_token_at - started) * 1_000_000) / 1000
+                if call.first_token_at
+                else None,
+                "prompt_tokens": None if usage is None else usage.prompt_tokens,
+                "completion_tokens": None if usage is None else usage.completion_tokens,
+                "tokens_reported": None if usage is None else usage.reported,
+                "cost_usd": cost,
+                "upstream_request_id": call.upstream_request_id,
+            }
         self.access_log.write(entry)
-
-
-def _milliseconds(seconds: float) -> float:
-    """Milliseconds to the microsecond (``round(x, 3)`` costs several times more)."""
-    return int(seconds * 1_000_000) / 1000
 
 
 def _error_code(response: Response) -> str | None:

@@ -93,7 +93,10 @@ def _parse(request: Request, max_depth: int) -> dict[str, Any]:
         ) from None
     if not isinstance(payload, dict):
         raise GatewayError(400, "request body must be a JSON object", code="invalid_json")
-    if _deeper_than(max_depth, payload, request.body):
+    # A body with fewer brackets than the limit cannot be that deep (counted in C; brackets in
+    # strings only make the count larger): most requests stop here.
+    body = request.body
+    if body.count(b"{") + body.count(b"[") > max_depth and _deeper_than(max_depth, payload):
         raise GatewayError(
             400,
             f"request body is nested deeper than {max_depth} levels of objects and arrays",
@@ -110,12 +113,8 @@ def _parse(request: Request, max_depth: int) -> dict[str, Any]:
     return payload
 
 
-def _deeper_than(limit: int, payload: dict[str, Any], body: bytes) -> bool:
+def _deeper_than(limit: int, payload: dict[str, Any]) -> bool:
     """Does ``payload`` nest objects and arrays more than ``limit`` levels deep?"""
-    # A body with fewer brackets than the limit cannot be that deep (counted in C; brackets
-    # inside strings only make the count larger): most requests stop here.
-    if body.count(b"{") + body.count(b"[") <= limit:
-        return False
     stack: list[tuple[Any, int]] = [(payload, 1)]
     while stack:
         value, depth = stack.pop()

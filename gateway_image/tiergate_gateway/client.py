@@ -133,7 +133,9 @@ class _Conn(asyncio.Protocol):
         self.chunks.clear()
         self.complete = False
         self.received_any = False
-        self.taken()  # a connection given back unread may still have its reading paused
+        self.buffered = 0
+        if self.reading_paused:  # a connection given back unread may still be paused
+            self.taken()
         self.token_seen = False
         self.body_bytes = 0
         self.max_body_bytes = max_body_bytes
@@ -175,8 +177,11 @@ class _Conn(asyncio.Protocol):
     ) -> None:
         """Watch this exchange's deadlines (checked by the pool's ticker): the response head by
         ``first_byte_at``, the first token by ``first_token_at``, everything by ``deadline``."""
-        self.first_byte_at = min(first_byte_at, first_token_at, deadline)
-        self.first_token_at = min(first_token_at, deadline)
+        # (Comparisons, not min(): this runs for every request.)
+        if first_token_at > deadline:
+            first_token_at = deadline
+        self.first_byte_at = first_byte_at if first_byte_at < first_token_at else first_token_at
+        self.first_token_at = first_token_at
         self.deadline = deadline
         self.active = active
         active.add(self)
@@ -296,7 +301,9 @@ class UpstreamResponse:
         chunks = conn.chunks
         data = chunks[0] if len(chunks) == 1 else b"".join(chunks)
         chunks.clear()
-        conn.taken()
+        conn.buffered = 0
+        if conn.reading_paused:
+            conn.taken()
         return data
 
     def token_arrived(self) -> None:

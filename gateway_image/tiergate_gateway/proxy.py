@@ -200,7 +200,9 @@ class Forwarder:
                 # From here the breaker's probe (if this is one) is the attempt's to resolve:
                 # it does, on every path, before anything else can raise.
                 attempt = await self.attempt(call, target, breaker, request_deadline)
-                self._tried(call, target, failover=True)
+                if call.tried:
+                    self._failover(call, target)
+                call.tried.append(target.name)
                 if isinstance(attempt, Served):
                     return _served(call, attempt, target, admission)
                 result = _reported(result, attempt)
@@ -250,7 +252,9 @@ class Forwarder:
                     continue
                 task = loop.create_task(self.attempt(call, target, breaker, request_deadline))
                 running[task] = target
-                self._tried(call, target, failover=failover)
+                if call.tried and failover:
+                    self._failover(call, target)
+                call.tried.append(target.name)
                 return True
             return False
 
@@ -293,19 +297,17 @@ class Forwarder:
                 await asyncio.gather(*running, return_exceptions=True)
                 call.hedge_losers += tuple(target.name for target in running.values())
 
-    def _tried(self, call: Call, target: Target, *, failover: bool) -> None:
-        """Note an attempt on ``target``; one after a failure is a failover (metric, warning)."""
-        if call.tried and failover:
-            route, previous = call.route.route.model, call.tried[-1]
-            self._metrics.add(self._metrics.failovers, route, previous)
-            _log.warning(
-                "failover on route %s: %s -> %s",
-                route,
-                previous,
-                target.name,
-                extra={"cause": f"failover {route} {previous}"},
-            )
-        call.tried.append(target.name)
+    def _failover(self, call: Call, target: Target) -> None:
+        """An attempt on ``target`` after the last one failed: a metric and a warning."""
+        route, previous = call.route.route.model, call.tried[-1]
+        self._metrics.add(self._metrics.failovers, route, previous)
+        _log.warning(
+            "failover on route %s: %s -> %s",
+            route,
+            previous,
+            target.name,
+            extra={"cause": f"failover {route} {previous}"},
+        )
 
     async def attempt(
         self, call: Call, target: Target, breaker: Breaker, request_deadline: float = _NEVER
@@ -326,7 +328,9 @@ class Forwarder:
             if started_at >= request_deadline:
                 breaker.abandon()
                 return Failed(False, _request_deadline_passed(route.model), sent=False)
-            deadline = min(started_at + timeouts.total_seconds, request_deadline)
+            deadline = started_at + timeouts.total_seconds
+            if request_deadline < deadline:
+                deadline = request_deadline
             ref = call.tier.upstream.credential or target.credential
             credential = self._credentials.get(ref) if ref is not None else None
             if ref is not None and credential is None:
@@ -364,9 +368,16 @@ class Forwarder:
                     deadline=deadline,
                     max_body_bytes=self._max_response_bytes,
                 )
-                wait = exhausted_for(response.status, response.headers)
-                if wait:
-                    breaker.exhausted_until = time.monotonic() + wait
+                status, headers = response.status, response.headers
+                if (
+                    status == 429
+                    or status == 503
+                    or "x-ratelimit-remaining-requests" in headers
+                    or "x-ratelimit-remaining-tokens" in headers
+                ):
+                    wait = exhausted_for(status, headers)
+                    if wait:
+                        breaker.exhausted_until = time.monotonic() + wait
                 if response.status in failover.statuses:
                     body = await response.read_all()
                     self._failed(route.model, target, breaker, f"status_{response.status // 100}xx")
@@ -374,11 +385,11 @@ class Forwarder:
                 if call.stream and response.status == 200:
                     response.unbounded()
                     body = await _first_event(response)
-                else:
+                    response.token_arrived()
+                else:  # read whole: no deadline is watched any more
                     body = await response.read_all()
                     if 200 <= response.status < 300:
                         usage = _usage_of_answer(body)
-                response.token_arrived()
             except UpstreamTooLarge as exc:
                 # The answer is too large for any target, not a sign of an unhealthy one.
                 breaker.abandon()

@@ -148,7 +148,9 @@ def priority_groups(targets: Sequence[Target]) -> tuple[tuple[Target, ...], ...]
 def _weighted_order(targets: list[Target], rng: random.Random) -> list[Target]:
     """A random order where each next pick is proportional to weight (sampling without replacement)."""
     order: list[Target] = []
-    total = sum(t.weight for t in targets)
+    total = 0
+    for target in targets:
+        total += target.weight
     while len(targets) > 1:
         pick = rng.random() * total
         index = 0

@@ -12,7 +12,7 @@ import itertools
 import os
 import re
 
-__all__ = ["request_id_of", "upstream_trace_lines"]
+__all__ = ["trace_of"]
 
 # Made ids: 16 random hex digits per process, then a counter (unique without a syscall and
 # a hex encoding per request, unlike ``os.urandom`` each time). Reset in a forked child.
@@ -35,16 +35,12 @@ _TRACEPARENT = re.compile(r"[0-9a-f]{2}-(?!0{32})[0-9a-f]{32}-(?!0{16})[0-9a-f]{
 _TRACESTATE = re.compile(r"[\x20-\x7e]{1,512}")
 
 
-def request_id_of(headers: dict[str, str]) -> str:
-    """The call's request id: the client's ``x-request-id`` if it is a plain token, else a new one."""
-    given = headers.get("x-request-id")
-    if given is not None and _REQUEST_ID.fullmatch(given):
-        return given
-    return _PROCESS + format(next(_NEXT), "016x")
-
-
-def upstream_trace_lines(request_id: str, headers: dict[str, str]) -> bytes:
-    """Header lines (each ending in CRLF) carrying the request id and trace context upstream."""
+def trace_of(headers: dict[str, str]) -> tuple[str, bytes]:
+    """The call's request id (the client's ``x-request-id`` if it is a plain token, else a new
+    one) and the header lines (each ending in CRLF) carrying it and the trace context upstream."""
+    request_id = headers.get("x-request-id")
+    if request_id is None or not _REQUEST_ID.fullmatch(request_id):
+        request_id = _PROCESS + format(next(_NEXT), "016x")
     lines = b"x-request-id: " + request_id.encode() + b"\r\n"
     traceparent = headers.get("traceparent")
     if traceparent is not None and _TRACEPARENT.fullmatch(traceparent.strip()):
@@ -52,4 +48,4 @@ def upstream_trace_lines(request_id: str, headers: dict[str, str]) -> bytes:
         tracestate = headers.get("tracestate")
         if tracestate is not None and _TRACESTATE.fullmatch(tracestate):
             lines += b"tracestate: %s\r\n" % tracestate.encode()
-    return lines
+    return request_id, lines
