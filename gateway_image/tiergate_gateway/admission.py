@@ -250,6 +250,9 @@ class Admission:
             if tier.budget is not None:
                 await admissions.ledger.settle(tier.name, self._month, self._reserved, cost)
         model = call.route.route.model
+        if target is not None and (usage is None or not usage.reported):
+            # Settled on the estimates (the prompt from its size, a token per streamed event).
+            admissions.metrics.add(admissions.metrics.usage_missing, tier.name, model)
         for loser, loser_cost in losers:
             admissions.metrics.add_usage(tier.name, model, loser, estimated, 0, loser_cost / 1e9)
             cost -= loser_cost

@@ -280,7 +280,7 @@ class Gateway:
                 answer = await self._forwarder.forward(call, admission)
                 if isinstance(answer, Served):
                     ended = self._stream_ended(request, request_id, started, call, admission)
-                    response = relay(answer, admission, admitted.pop(), ended)
+                    response = relay(answer, admission, admitted.pop(), ended, call.strip_usage)
                 else:
                     response = answer
         except GatewayError as error:

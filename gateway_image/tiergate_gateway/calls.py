@@ -37,7 +37,8 @@ class Call:
     upstream_seconds: float = 0.0  # spent waiting on upstreams (perf_counter seconds)
     first_token_at: float = 0.0  # perf_counter when the first token (or whole answer) came
     upstream_request_id: str | None = None  # the serving upstream's own x-request-id
-    hedge_losers: tuple[str, ...] = ()  # targets of hedged attempts that lost (charged a prompt)
+    hedge_losers: tuple[str, ...] = ()
+    strip_usage: bool = False  # drop the usage-only chunk the client did not ask for  # targets of hedged attempts that lost (charged a prompt)
 
 
 def read_call(request: Request, compiled: CompiledConfig, max_json_depth: int = 64) -> Call:
@@ -66,15 +67,23 @@ def read_call(request: Request, compiled: CompiledConfig, max_json_depth: int = 
     if not isinstance(stream, bool):
         raise GatewayError(400, "stream must be a boolean", param="stream", code="invalid_type")
     embeddings = request.path == "/v1/embeddings"
-    if stream and not embeddings and "stream_options" not in payload:
-        # Ask for usage in the last chunk so streamed calls settle limits and budgets exactly.
-        payload["stream_options"] = {"include_usage": True}
+    strip_usage = False
+    if stream and not embeddings:
+        # Usage is always asked for, so a streamed call settles on what the upstream counted
+        # whatever the client sent; a client that did not ask does not get the extra chunk.
+        options = payload.get("stream_options")
+        if not (isinstance(options, dict) and options.get("include_usage") is True):
+            extra = options if isinstance(options, dict) else {}
+            payload["stream_options"] = {**extra, "include_usage": True}
+            strip_usage = True
     # A cheap, deliberately generous estimate: ~4 bytes of JSON per token.
     prompt_tokens = max(1, len(request.body) // 4)
     max_tokens = 0 if embeddings else _max_tokens(payload)
-    return Call(
+    call = Call(
         request.path, payload, stream, tier, route, request_class, prompt_tokens, max_tokens
     )
+    call.strip_usage = strip_usage
+    return call
 
 
 def _parse(request: Request, max_depth: int) -> dict[str, Any]:

@@ -93,6 +93,12 @@ class Metrics:
             ["tier", "route"],
             registry=r,
         )
+        self.usage_missing = Counter(
+            p + "usage_missing",
+            "Served calls whose upstream reported no usage: settled on the gateway's estimates",
+            ["tier", "route"],
+            registry=r,
+        )
         self.internal_errors = Counter(
             p + "internal_errors",
             "Answers the gateway broke itself (500s and streams cut by a gateway fault): "

@@ -10,6 +10,8 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Callable
 
+import orjson
+
 from .admission import Admission
 from .client import UpstreamProtocolError
 from .errors import envelope
@@ -31,6 +33,23 @@ def _event_end(data: bytes) -> int:
     return max(lf + 2 if lf >= 0 else 0, crlf + 4 if crlf >= 0 else 0)
 
 
+def _without_usage_events(chunk: bytes) -> bytes:
+    """``chunk`` (whole SSE events) without the usage-only events (``"choices": []``) a client
+    that did not ask for usage would not expect; the usage was read from them already."""
+    kept = []
+    for event in chunk.split(b"\n\n"):
+        if b'"usage"' in event:
+            data = event[event.find(b"data:") + 5 :] if b"data:" in event else b""
+            try:
+                parsed = orjson.loads(data)
+            except orjson.JSONDecodeError:
+                parsed = None
+            if isinstance(parsed, dict) and parsed.get("choices") == []:
+                continue
+        kept.append(event)
+    return b"\n\n".join(kept)
+
+
 Ended = Callable[[str | None], None]  # told when the stream ends: its error code, if it broke
 
 
@@ -39,6 +58,7 @@ def relay(
     admission: Admission,
     exit: AsyncManager[Admission],
     ended: Ended | None = None,
+    strip_usage: bool = False,
 ) -> StreamResponse:
     """The client's answer to a served stream; it leaves the admission (``exit``) when it closes,
     then calls ``ended``."""
@@ -48,7 +68,7 @@ def relay(
     if upstream_id is not None:
         admission.headers.append(("x-upstream-request-id", upstream_id))
     return StreamResponse(
-        200, Relay(stream, admission, exit, ended), admission.headers, content_type
+        200, Relay(stream, admission, exit, ended, strip_usage), admission.headers, content_type
     )
 
 
@@ -66,6 +86,7 @@ class Relay:
         "_pending",
         "_response",
         "_scanner",
+        "_strip_usage",
     )
 
     def __init__(
@@ -74,7 +95,9 @@ class Relay:
         admission: Admission,
         exit: AsyncManager[Admission],
         ended: Ended | None = None,
+        strip_usage: bool = False,
     ) -> None:
+        self._strip_usage = strip_usage
         self._pending: bytes | None = stream.body
         self._response = stream.response
         self._admission = admission
@@ -135,6 +158,8 @@ class Relay:
             cut = _event_end(chunk)
             if len(chunk) - cut <= _MAX_CARRY_BYTES:
                 chunk, self._carry = chunk[:cut], chunk[cut:]
+        if self._strip_usage and (b'"usage":{' in chunk or b'"usage": {' in chunk):
+            chunk = _without_usage_events(chunk)
         return chunk
 
     async def aclose(self) -> None:
