@@ -45,7 +45,9 @@ def test_a_stream_is_billed_on_the_upstreams_usage_whatever_the_client_sends(
     assert chunks and all(chunk.choices for chunk in chunks)
     assert all(chunk.usage is None for chunk in chunks)
     text = httpx.get(gateway.url + "/metrics").text
-    cost = re.search(r'tiergate_gateway_cost_usd_total\{route="m",target="a",tier="t"\} (\S+)', text)
+    cost = re.search(
+        r'tiergate_gateway_cost_usd_total\{route="m",target="a",tier="t"\} (\S+)', text
+    )
     assert cost is not None
     assert float(cost.group(1)) == pytest.approx((2000 * 1 + 2000 * 2) / 1e6)
     assert "tiergate_gateway_usage_missing_total{" not in text
