@@ -30,6 +30,7 @@ type loadConfig struct {
 // streamResult is what one stream saw. Times are microseconds.
 type streamResult struct {
 	err      string  // "" when the stream ended with [DONE] and no error event
+	detail   string  // the error's text
 	status   int     // HTTP status, 0 when none arrived
 	startLag int64   // how late the stream started against its slot in the ramp
 	ttfc     int64   // start (before connecting) to the first content event; -1: none
@@ -40,16 +41,17 @@ type streamResult struct {
 
 // loadReport is printed as JSON: errors by kind and the distributions in milliseconds.
 type loadReport struct {
-	Streams     int            `json:"streams"`
-	OK          int            `json:"ok"`
-	Errors      map[string]int `json:"errors"`
-	Statuses    map[string]int `json:"statuses"`
-	Events      int            `json:"content_events"`
-	WallSeconds float64        `json:"wall_seconds"`
-	TTFC        percentiles    `json:"ttfc_ms"`
-	Gap         percentiles    `json:"gap_ms"`
-	Delay       percentiles    `json:"delay_ms"`
-	StartLag    percentiles    `json:"start_lag_ms"`
+	Streams     int               `json:"streams"`
+	OK          int               `json:"ok"`
+	Errors      map[string]int    `json:"errors"`
+	Statuses    map[string]int    `json:"statuses"`
+	Events      int               `json:"content_events"`
+	WallSeconds float64           `json:"wall_seconds"`
+	TTFC        percentiles       `json:"ttfc_ms"`
+	Gap         percentiles       `json:"gap_ms"`
+	Delay       percentiles       `json:"delay_ms"`
+	StartLag    percentiles       `json:"start_lag_ms"`
+	Examples    map[string]string `json:"examples"` // the first error text of each kind
 }
 
 func runLoad(args []string) error {
@@ -119,19 +121,19 @@ func runStream(cfg loadConfig, request []byte, slot time.Time) (res streamResult
 	deadline := start.Add(cfg.timeout)
 	conn, err := net.DialTimeout("tcp", cfg.target.Host, cfg.timeout)
 	if err != nil {
-		res.err = "connect"
+		res.err, res.detail = "connect", err.Error()
 		return res
 	}
 	defer conn.Close()
 	_ = conn.SetDeadline(deadline)
 	if _, err := conn.Write(request); err != nil {
-		res.err = classify(err, "write")
+		res.err, res.detail = classify(err, "write"), err.Error()
 		return res
 	}
 	reader := bufio.NewReaderSize(conn, 16*1024)
 	resp, err := http.ReadResponse(reader, nil)
 	if err != nil {
-		res.err = classify(err, "head")
+		res.err, res.detail = classify(err, "head"), err.Error()
 		return res
 	}
 	defer resp.Body.Close()
@@ -141,12 +143,12 @@ func runStream(cfg loadConfig, request []byte, slot time.Time) (res streamResult
 		res.err = "status_" + strconv.Itoa(resp.StatusCode)
 		return res
 	}
-	res.err = readEvents(resp.Body, start, &res)
+	res.err, res.detail = readEvents(resp.Body, start, &res)
 	return res
 }
 
 // readEvents reads an SSE body, timing every content event, until the body ends.
-func readEvents(body io.Reader, start time.Time, res *streamResult) string {
+func readEvents(body io.Reader, start time.Time, res *streamResult) (string, string) {
 	buf := make([]byte, 16*1024)
 	var pending []byte
 	var last time.Time
@@ -189,16 +191,16 @@ func readEvents(body io.Reader, start time.Time, res *streamResult) string {
 			break
 		}
 		if err != nil {
-			return classify(err, "read")
+			return classify(err, "read"), err.Error()
 		}
 	}
 	switch {
 	case errorEvent:
-		return "error_event"
+		return "error_event", "an SSE error event"
 	case !done:
-		return "truncated"
+		return "truncated", "the body ended before [DONE]"
 	}
-	return ""
+	return "", ""
 }
 
 const (
@@ -254,6 +256,7 @@ func summarize(results []streamResult, wall time.Duration) loadReport {
 		Streams:     len(results),
 		Errors:      map[string]int{},
 		Statuses:    map[string]int{},
+		Examples:    map[string]string{},
 		WallSeconds: wall.Seconds(),
 	}
 	var ttfc, gaps, delays, lags []int64
@@ -263,6 +266,9 @@ func summarize(results []streamResult, wall time.Duration) loadReport {
 			report.OK++
 		} else {
 			report.Errors[r.err]++
+			if _, seen := report.Examples[r.err]; !seen {
+				report.Examples[r.err] = r.detail
+			}
 		}
 		if r.status != 0 {
 			report.Statuses[strconv.Itoa(r.status)]++

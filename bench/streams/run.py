@@ -100,6 +100,7 @@ class Row:
     system: str
     report: dict[str, Any]
     server_cpu: float | None  # seconds
+    server_cpu_wait: float | None  # seconds runnable but waiting for a CPU
     mock_cpu: float
     load_cpu: float
     wall: float
@@ -173,6 +174,7 @@ def measure(
         system,
         report,
         usage.cpu.get(server.name) if server else None,
+        usage.cpu_wait.get(server.name) if server else None,
         usage.cpu[mock.name],
         load_cpu,
         usage.wall,
@@ -197,9 +199,9 @@ def print_table(rows: list[Row]) -> None:
         "| scenario | system | streams ok | errors (by kind) | time to first chunk p50 / p99 (ms) "
         "| added p99 (ms) | gap over the interval p50 / p99 (ms) | added p99 (ms) "
         "| chunk delay p50 / p99 (ms) | server RSS peak (MB) | server CPU (% of a core) "
-        "| server CPU per chunk (us) | core 1: mock + load CPU (%) | load start lag p99 (ms) |"
+        "| server waiting for a CPU (%) | server CPU per chunk (us) | core 1: mock + load CPU (%) | load start lag p99 (ms) |"
     )
-    print("|---|---|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+    print("|---|---|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
     direct: dict[Scenario, Row] = {}
     for row in rows:
         report, sc = row.report, row.scenario
@@ -212,6 +214,7 @@ def print_table(rows: list[Row]) -> None:
         events = max(report["content_events"], 1)
         per_chunk = row.server_cpu / events * 1e6 if row.server_cpu is not None else None
         server_share = row.server_cpu / row.wall * 100 if row.server_cpu is not None else None
+        waiting = row.server_cpu_wait / row.wall * 100 if row.server_cpu_wait is not None else None
         core1 = (row.mock_cpu + row.load_cpu) / row.wall * 100
         rss = row.rss_peak / 2**20 if row.rss_peak else None
         print(
@@ -220,7 +223,7 @@ def print_table(rows: list[Row]) -> None:
             f"| {ttfc['p50']:.1f} / {ttfc['p99']:.1f} | {fmt(added_ttfc)} "
             f"| {gap['p50'] - sc.interval_ms:.1f} / {gap['p99'] - sc.interval_ms:.1f} "
             f"| {fmt(added_gap)} | {delay['p50']:.1f} / {delay['p99']:.1f} | {fmt(rss, 0)} "
-            f"| {fmt(server_share, 0)} | {fmt(per_chunk, 0)} | {core1:.0f} "
+            f"| {fmt(server_share, 0)} | {fmt(waiting, 0)} | {fmt(per_chunk, 0)} | {core1:.0f} "
             f"| {report['start_lag_ms']['p99']:.1f} |"
         )
 
@@ -297,6 +300,9 @@ def run_scenario(
         emfile = harness.log_lines(log, "Too many open files", "EMFILE")
         if emfile:
             rows[-1].notes.append(f"{emfile} gateway log lines name 'Too many open files'")
+        for row in rows:
+            for kind, text in row.report.get("examples", {}).items():
+                row.notes.append(f"first {kind}: {text}")
         failures = harness.log_lines(log, '"level":"ERROR"', '"level":"WARNING"')
         if failures:
             rows[-1].notes.append(f"{failures} warning/error lines in the gateway log")
@@ -366,11 +372,19 @@ def main() -> None:
         default=[1000, 300, 100],
         help="stream counts to try LiteLLM at, largest first, until one has no errors",
     )
+    parser.add_argument(
+        "--nice",
+        type=int,
+        default=0,
+        help="niceness of the mock, the load generator and the servers (e.g. -10 on a machine "
+        "busy with other work; negative needs CAP_SYS_NICE)",
+    )
     parser.add_argument("--json", type=Path, help="also write every run's raw figures here")
     args = parser.parse_args()
     scenarios: list[Scenario] = args.scenario or [Scenario.parse(s) for s in DEFAULT_SCENARIOS]
     if shutil.which("taskset") is None:
         raise SystemExit("taskset is required (apt-get install -y util-linux)")
+    harness.NICE = args.nice
     file_limit = harness.raise_file_limit()
     binary = harness.build_streambench()
     notes: list[str] = []
@@ -401,13 +415,15 @@ def main() -> None:
     print(
         f"streambench {binary.parent.name}; tiergate: one worker on core {harness.SERVER_CORE} "
         f"({args.gateway_python}); mock and load generator on core {harness.LOAD_CORE}; "
-        f"open-file limit {file_limit:,}; load average before: {load_before:.2f}, after: "
+        f"niceness {args.nice}; open-file limit {file_limit:,}; load average before: {load_before:.2f}, after: "
         f"{harness.load_average():.2f} (2 cores, shared)"
     )
     print(
         "gap over the interval: time between two content events as the client saw them, minus "
         "the mock's interval; chunk delay: the mock's write to the client's read (wall clocks); "
-        "added: tiergate's p99 minus the direct run's p99 in the same scenario"
+        "added: tiergate's p99 minus the direct run's p99 in the same scenario; server waiting "
+        "for a CPU: the time it was runnable while another process had its core "
+        "(/proc/PID/task/*/schedstat), in % of the run"
     )
     for line in goal_lines(rows):
         print(f"goal: {line}")
