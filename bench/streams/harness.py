@@ -191,14 +191,19 @@ def start_gateway(
     log: Path,
     name: str = "tiergate",
     ready_within: float = 30.0,
+    gc_probe: Path | None = None,
 ) -> Process:
-    """tiergate on the server core, one worker, reading ``config``; ready when /readyz is 200."""
+    """tiergate on the server core, one worker, reading ``config``; ready when /readyz is 200.
+
+    With ``gc_probe`` it runs under gc_probe.py, which writes its collector pauses there."""
     port = free_port()
+    launch = ["-m", "tiergate_gateway"]
+    if gc_probe is not None:
+        launch = [str(HERE / "gc_probe.py"), str(gc_probe)]
     command = taskset(
         SERVER_CORE,
         str(python),
-        "-m",
-        "tiergate_gateway",
+        *launch,
         "--port",
         str(port),
         "--config-file",

@@ -284,11 +284,13 @@ def run_scenario(
         config = folder / f"tiergate-{index}.json"
         tiergate_config(config, mock.url, scenario)
         log = folder / f"tiergate-{index}.log"
+        gc_out = folder / f"gc-{index}.json" if args.gc_probe else None
         gateway = harness.start_gateway(
             args.gateway_python,
             config,
             max_connections=scenario.streams + 64,
             log=log,
+            gc_probe=gc_out,
         )
         try:
             rows.append(measure("direct (mock)", mock.url, scenario, binary, mock, None, [gateway]))
@@ -297,6 +299,16 @@ def run_scenario(
             print(f"  tiergate: {errors_text(rows[-1].report)} errors", file=sys.stderr)
         finally:
             gateway.stop()
+        if gc_out is not None and gc_out.exists():
+            pauses = json.loads(gc_out.read_text())
+            rows[-1].notes.append(
+                "collector pauses (whole gateway life): "
+                + "; ".join(
+                    f"gen{gen} {p['collections']:,} collections, {p['total_ms']:,.0f} ms in all, "
+                    f"p99 {p['p99_ms']:.1f} ms, max {p['max_ms']:.1f} ms, {p['over_10ms']} over 10 ms"
+                    for gen, p in sorted(pauses.items())
+                )
+            )
         emfile = harness.log_lines(log, "Too many open files", "EMFILE")
         if emfile:
             rows[-1].notes.append(f"{emfile} gateway log lines name 'Too many open files'")
@@ -378,6 +390,11 @@ def main() -> None:
         default=0,
         help="niceness of the mock, the load generator and the servers (e.g. -10 on a machine "
         "busy with other work; negative needs CAP_SYS_NICE)",
+    )
+    parser.add_argument(
+        "--gc-probe",
+        action="store_true",
+        help="run tiergate under gc_probe.py and report its garbage-collector pauses",
     )
     parser.add_argument("--json", type=Path, help="also write every run's raw figures here")
     args = parser.parse_args()
