@@ -192,10 +192,12 @@ def start_gateway(
     name: str = "tiergate",
     ready_within: float = 30.0,
     gc_probe: Path | None = None,
+    profile: Path | None = None,
 ) -> Process:
     """tiergate on the server core, one worker, reading ``config``; ready when /readyz is 200.
 
-    With ``gc_probe`` it runs under gc_probe.py, which writes its collector pauses there."""
+    With ``gc_probe`` it runs under gc_probe.py, which writes its collector pauses there (and
+    with ``profile`` too, a cProfile summary there)."""
     port = free_port()
     launch = ["-m", "tiergate_gateway"]
     if gc_probe is not None:
@@ -218,7 +220,11 @@ def start_gateway(
         command,
         stdout=out,
         stderr=subprocess.STDOUT,
-        env={**os.environ, "PYTHONPATH": os.pathsep.join(GATEWAY_PATH)},
+        env={
+            **os.environ,
+            "PYTHONPATH": os.pathsep.join(GATEWAY_PATH),
+            **({"TIERGATE_BENCH_PROFILE": str(profile)} if profile else {}),
+        },
     )
     gateway = Process(name, proc, f"http://127.0.0.1:{port}")
     deadline = time.monotonic() + ready_within
@@ -298,6 +304,7 @@ class Usage:
 
     cpu: dict[str, float] = field(default_factory=dict)
     cpu_wait: dict[str, float] = field(default_factory=dict)
+    listen_drops: int = 0
     rss_peak: int = 0
     wall: float = 0.0
 
@@ -314,6 +321,7 @@ class Sampler:
         self.usage = Usage()
         self._cpu_before: dict[str, float] = {}
         self._wait_before: dict[str, float] = {}
+        self._drops_before = 0
         self._started = 0.0
 
     def _sample(self) -> None:
@@ -325,6 +333,7 @@ class Sampler:
     def __enter__(self) -> Usage:
         self._cpu_before = {p.name: p.cpu_seconds() for p in self._processes}
         self._wait_before = {p.name: p.cpu_wait_seconds() for p in self._processes}
+        self._drops_before = listen_drops()
         self._started = time.monotonic()
         self._thread.start()
         return self.usage
@@ -336,6 +345,7 @@ class Sampler:
         self.usage.cpu = {
             p.name: p.cpu_seconds() - self._cpu_before[p.name] for p in self._processes
         }
+        self.usage.listen_drops = listen_drops() - self._drops_before
         self.usage.cpu_wait = {
             p.name: p.cpu_wait_seconds() - self._wait_before[p.name] for p in self._processes
         }
@@ -378,6 +388,21 @@ def run_load(
     # taskset execs the load generator: it is the child whose times RUSAGE_CHILDREN gained.
     cpu = (after.ru_utime + after.ru_stime) - (before.ru_utime + before.ru_stime)
     return json.loads(stdout), cpu
+
+
+def listen_drops() -> int:
+    """SYNs the kernel dropped because a listening socket's accept queue was full (TcpExt
+    ListenDrops, this network namespace: every listener on the machine counts). A dropped SYN
+    is sent again after 1 s, 3 s, 7 s, ...: it shows as a late first chunk, not an error."""
+    names: list[str] = []
+    for line in Path("/proc/net/netstat").read_text().splitlines():
+        if not line.startswith("TcpExt:"):
+            continue
+        if not names:
+            names = line.split()[1:]
+        else:
+            return int(dict(zip(names, line.split()[1:], strict=True)).get("ListenDrops", 0))
+    return 0
 
 
 def log_lines(path: Path, *needles: str) -> int:

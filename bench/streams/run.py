@@ -105,6 +105,7 @@ class Row:
     load_cpu: float
     wall: float
     rss_peak: int | None
+    listen_drops: int
     notes: list[str] = field(default_factory=list)
 
 
@@ -179,6 +180,7 @@ def measure(
         load_cpu,
         usage.wall,
         usage.rss_peak if server else None,
+        usage.listen_drops,
     )
 
 
@@ -224,7 +226,7 @@ def print_table(rows: list[Row]) -> None:
             f"| {gap['p50'] - sc.interval_ms:.1f} / {gap['p99'] - sc.interval_ms:.1f} "
             f"| {fmt(added_gap)} | {delay['p50']:.1f} / {delay['p99']:.1f} | {fmt(rss, 0)} "
             f"| {fmt(server_share, 0)} | {fmt(waiting, 0)} | {fmt(per_chunk, 0)} | {core1:.0f} "
-            f"| {report['start_lag_ms']['p99']:.1f} |"
+            f"| {report['start_lag_ms']['p99']:.1f} | {row.listen_drops:,} |"
         )
 
 
@@ -284,13 +286,15 @@ def run_scenario(
         config = folder / f"tiergate-{index}.json"
         tiergate_config(config, mock.url, scenario)
         log = folder / f"tiergate-{index}.log"
-        gc_out = folder / f"gc-{index}.json" if args.gc_probe else None
+        gc_out = folder / f"gc-{index}.json" if args.gc_probe or args.profile else None
+        profile = folder / f"profile-{index}.txt" if args.profile else None
         gateway = harness.start_gateway(
             args.gateway_python,
             config,
             max_connections=scenario.streams + 64,
             log=log,
             gc_probe=gc_out,
+            profile=profile,
         )
         try:
             rows.append(measure("direct (mock)", mock.url, scenario, binary, mock, None, [gateway]))
@@ -309,6 +313,8 @@ def run_scenario(
                     for gen, p in sorted(pauses.items())
                 )
             )
+        if profile is not None and profile.exists():
+            print(f"\ncProfile of tiergate, {scenario.label()}:\n{profile.read_text()}")
         emfile = harness.log_lines(log, "Too many open files", "EMFILE")
         if emfile:
             rows[-1].notes.append(f"{emfile} gateway log lines name 'Too many open files'")
@@ -396,6 +402,11 @@ def main() -> None:
         action="store_true",
         help="run tiergate under gc_probe.py and report its garbage-collector pauses",
     )
+    parser.add_argument(
+        "--profile",
+        action="store_true",
+        help="run tiergate under cProfile (slower: for where the time goes, not for figures)",
+    )
     parser.add_argument("--json", type=Path, help="also write every run's raw figures here")
     args = parser.parse_args()
     scenarios: list[Scenario] = args.scenario or [Scenario.parse(s) for s in DEFAULT_SCENARIOS]
@@ -440,7 +451,8 @@ def main() -> None:
         "the mock's interval; chunk delay: the mock's write to the client's read (wall clocks); "
         "added: tiergate's p99 minus the direct run's p99 in the same scenario; server waiting "
         "for a CPU: the time it was runnable while another process had its core "
-        "(/proc/PID/task/*/schedstat), in % of the run"
+        "(/proc/PID/task/*/schedstat), in % of the run; SYNs dropped: TcpExt ListenDrops during "
+        "the run (any listener on the machine; a dropped SYN is retried after 1, 3, 7 s...)"
     )
     for line in goal_lines(rows):
         print(f"goal: {line}")
