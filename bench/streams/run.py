@@ -201,9 +201,10 @@ def print_table(rows: list[Row]) -> None:
         "| scenario | system | streams ok | errors (by kind) | time to first chunk p50 / p99 (ms) "
         "| added p99 (ms) | gap over the interval p50 / p99 (ms) | added p99 (ms) "
         "| chunk delay p50 / p99 (ms) | server RSS peak (MB) | server CPU (% of a core) "
-        "| server waiting for a CPU (%) | server CPU per chunk (us) | core 1: mock + load CPU (%) | load start lag p99 (ms) |"
+        "| server waiting for a CPU (%) | server CPU per chunk (us) | core 1: mock + load CPU (%) "
+        "| load start lag p99 (ms) | SYNs dropped, accept queue full |"
     )
-    print("|---|---|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+    print("|---|---|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
     direct: dict[Scenario, Row] = {}
     for row in rows:
         report, sc = row.report, row.scenario
