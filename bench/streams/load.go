@@ -52,6 +52,8 @@ type loadReport struct {
 	Delay       percentiles       `json:"delay_ms"`
 	StartLag    percentiles       `json:"start_lag_ms"`
 	Examples    map[string]string `json:"examples"` // the first error text of each kind
+	// Time to first chunk of the streams started in each tenth of the ramp, in start order.
+	TTFCByStart []percentiles `json:"ttfc_ms_by_start_decile"`
 }
 
 func runLoad(args []string) error {
@@ -287,6 +289,15 @@ func summarize(results []streamResult, wall time.Duration) loadReport {
 		r.gaps, r.delays = nil, nil
 	}
 	report.TTFC = summarizeMicros(ttfc)
+	for decile := range 10 {
+		var part []int64
+		for i := decile * len(results) / 10; i < (decile+1)*len(results)/10; i++ {
+			if results[i].ttfc >= 0 {
+				part = append(part, results[i].ttfc)
+			}
+		}
+		report.TTFCByStart = append(report.TTFCByStart, summarizeMicros(part))
+	}
 	report.Gap = summarizeMicros(gaps)
 	report.Delay = summarizeMicros(delays)
 	report.StartLag = summarizeMicros(lags)

@@ -320,6 +320,11 @@ def run_scenario(
         if emfile:
             rows[-1].notes.append(f"{emfile} gateway log lines name 'Too many open files'")
         for row in rows:
+            deciles = row.report.get("ttfc_ms_by_start_decile") or []
+            row.notes.append(
+                "time to first chunk p99 by tenth of the ramp (ms): "
+                + ", ".join(f"{d['p99']:,.0f}" for d in deciles)
+            )
             for kind, text in row.report.get("examples", {}).items():
                 row.notes.append(f"first {kind}: {text}")
         failures = harness.log_lines(log, '"level":"ERROR"', '"level":"WARNING"')
