@@ -305,6 +305,7 @@ class Usage:
     cpu: dict[str, float] = field(default_factory=dict)
     cpu_wait: dict[str, float] = field(default_factory=dict)
     listen_drops: int = 0
+    accept_queue_peak: int = 0
     rss_peak: int = 0
     wall: float = 0.0
 
@@ -328,6 +329,8 @@ class Sampler:
         while not self._stop.is_set():
             if self._server is not None:
                 self.usage.rss_peak = max(self.usage.rss_peak, self._server.rss())
+                port = int(self._server.url.rsplit(":", 1)[1])
+                self.usage.accept_queue_peak = max(self.usage.accept_queue_peak, accept_queue(port))
             self._stop.wait(self._every)
 
     def __enter__(self) -> Usage:
@@ -402,6 +405,19 @@ def listen_drops() -> int:
             names = line.split()[1:]
         else:
             return int(dict(zip(names, line.split()[1:], strict=True)).get("ListenDrops", 0))
+    return 0
+
+
+def accept_queue(port: int) -> int:
+    """Connections the kernel completed on 127.0.0.1:``port`` that the server has not accepted
+    yet (a listening socket's rx_queue in /proc/net/tcp)."""
+    local = f"0100007F:{port:04X}"
+    with Path("/proc/net/tcp").open() as lines:
+        next(lines)
+        for line in lines:
+            fields = line.split()
+            if fields[1] == local and fields[3] == "0A":  # LISTEN
+                return int(fields[4].split(":")[1], 16)
     return 0
 
 

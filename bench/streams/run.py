@@ -106,6 +106,7 @@ class Row:
     wall: float
     rss_peak: int | None
     listen_drops: int
+    accept_queue_peak: int | None
     notes: list[str] = field(default_factory=list)
 
 
@@ -181,6 +182,7 @@ def measure(
         usage.wall,
         usage.rss_peak if server else None,
         usage.listen_drops,
+        usage.accept_queue_peak if server else None,
     )
 
 
@@ -202,9 +204,9 @@ def print_table(rows: list[Row]) -> None:
         "| added p99 (ms) | gap over the interval p50 / p99 (ms) | added p99 (ms) "
         "| chunk delay p50 / p99 (ms) | server RSS peak (MB) | server CPU (% of a core) "
         "| server waiting for a CPU (%) | server CPU per chunk (us) | core 1: mock + load CPU (%) "
-        "| load start lag p99 (ms) | SYNs dropped, accept queue full |"
+        "| load start lag p99 (ms) | server accept queue peak | SYNs dropped, accept queue full |"
     )
-    print("|---|---|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+    print("|---|---|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
     direct: dict[Scenario, Row] = {}
     for row in rows:
         report, sc = row.report, row.scenario
@@ -227,7 +229,8 @@ def print_table(rows: list[Row]) -> None:
             f"| {gap['p50'] - sc.interval_ms:.1f} / {gap['p99'] - sc.interval_ms:.1f} "
             f"| {fmt(added_gap)} | {delay['p50']:.1f} / {delay['p99']:.1f} | {fmt(rss, 0)} "
             f"| {fmt(server_share, 0)} | {fmt(waiting, 0)} | {fmt(per_chunk, 0)} | {core1:.0f} "
-            f"| {report['start_lag_ms']['p99']:.1f} | {row.listen_drops:,} |"
+            f"| {report['start_lag_ms']['p99']:.1f} | {fmt(row.accept_queue_peak, 0)} "
+            f"| {row.listen_drops:,} |"
         )
 
 
@@ -457,7 +460,8 @@ def main() -> None:
         "the mock's interval; chunk delay: the mock's write to the client's read (wall clocks); "
         "added: tiergate's p99 minus the direct run's p99 in the same scenario; server waiting "
         "for a CPU: the time it was runnable while another process had its core "
-        "(/proc/PID/task/*/schedstat), in % of the run; SYNs dropped: TcpExt ListenDrops during "
+        "(/proc/PID/task/*/schedstat), in % of the run; accept queue peak: connections the kernel "
+        "completed that the server had not accepted yet (sampled every 0.25 s); SYNs dropped: TcpExt ListenDrops during "
         "the run (any listener on the machine; a dropped SYN is retried after 1, 3, 7 s...)"
     )
     for line in goal_lines(rows):
