@@ -355,7 +355,13 @@ class Sampler:
 
 
 def run_load(
-    binary: Path, url: str, *, streams: int, ramp_seconds: float, timeout_seconds: float
+    binary: Path,
+    url: str,
+    *,
+    streams: int,
+    ramp_seconds: float,
+    timeout_seconds: float,
+    prompt_bytes: int = 0,
 ) -> tuple[dict[str, Any], float]:
     """Run the load generator on the load core: its JSON report and the CPU seconds it used."""
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
@@ -374,6 +380,8 @@ def run_load(
             f"{timeout_seconds}s",
             "--key",
             KEY,
+            "--prompt-bytes",
+            str(prompt_bytes),
         ),
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,

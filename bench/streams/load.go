@@ -13,6 +13,7 @@ import (
 	"net/url"
 	"os"
 	"strconv"
+	"strings"
 	"sync"
 	"time"
 )
@@ -25,6 +26,7 @@ type loadConfig struct {
 	key       string
 	model     string
 	maxTokens int
+	prompt    int // bytes of the user message
 }
 
 // streamResult is what one stream saw. Times are microseconds.
@@ -66,6 +68,7 @@ func runLoad(args []string) error {
 	fs.StringVar(&cfg.key, "key", "sk-bench-client", "client key (Authorization: Bearer)")
 	fs.StringVar(&cfg.model, "model", "bench", "model alias")
 	fs.IntVar(&cfg.maxTokens, "max-tokens", 64, "max_tokens in the request body")
+	fs.IntVar(&cfg.prompt, "prompt-bytes", 0, "pad the user message to this many bytes")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
@@ -84,8 +87,12 @@ func runLoad(args []string) error {
 }
 
 func requestBytes(cfg loadConfig) []byte {
-	body := fmt.Sprintf(`{"model":%q,"messages":[{"role":"user","content":"Tell me a long story."}],`+
-		`"max_tokens":%d,"stream":true}`, cfg.model, cfg.maxTokens)
+	content := "Tell me a long story."
+	if pad := cfg.prompt - len(content); pad > 0 {
+		content += strings.Repeat(" story", pad/6+1)[:pad]
+	}
+	body := fmt.Sprintf(`{"model":%q,"messages":[{"role":"user","content":%q}],`+
+		`"max_tokens":%d,"stream":true}`, cfg.model, content, cfg.maxTokens)
 	return fmt.Appendf(nil, "POST %s HTTP/1.1\r\nHost: %s\r\nContent-Type: application/json\r\n"+
 		"Authorization: Bearer %s\r\nAccept: text/event-stream\r\nContent-Length: %d\r\n\r\n%s",
 		cfg.target.RequestURI(), cfg.target.Host, cfg.key, len(body), body)

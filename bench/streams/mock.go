@@ -59,7 +59,7 @@ func runMock(args []string) error {
 	fs.DurationVar(&shape.interval, "interval", 100*time.Millisecond, "time between content events")
 	fs.DurationVar(&shape.ttftMedian, "ttft-p50", 0, "median delay before the first content event")
 	fs.DurationVar(&shape.ttftP99, "ttft-p99", 0, "its 99th percentile (log-normal; 0 or = p50: constant)")
-	fs.IntVar(&shape.promptTokens, "prompt-tokens", 100, "prompt tokens reported (and billed) per request")
+	fs.IntVar(&shape.promptTokens, "prompt-tokens", 100, "prompt tokens reported (and billed) per request; 0: the request body's bytes / 4")
 	seed := fs.Uint64("seed", 1, "seed of the delay distribution")
 	if err := fs.Parse(args); err != nil {
 		return err
@@ -151,16 +151,20 @@ func (m *mock) serveChat(w http.ResponseWriter, r *http.Request) {
 		http.Error(w, `{"error":{"message":"bad request body","type":"invalid_request_error"}}`, http.StatusBadRequest)
 		return
 	}
+	prompt := m.shape.promptTokens
+	if prompt == 0 {
+		prompt = max(1, len(body)/4)
+	}
 	m.stats.Requests.Add(1)
-	m.stats.PromptTokens.Add(int64(m.shape.promptTokens))
+	m.stats.PromptTokens.Add(int64(prompt))
 	m.stats.Active.Add(1)
 	defer m.stats.Active.Add(-1)
 	start := time.Now()
 	first := start.Add(m.firstTokenDelay())
 	if req.Stream {
-		m.stream(w, r.Context(), req.Model, first)
+		m.stream(w, r.Context(), req.Model, prompt, first)
 	} else {
-		m.plain(w, r.Context(), req.Model, first)
+		m.plain(w, r.Context(), req.Model, prompt, first)
 	}
 }
 
@@ -180,7 +184,7 @@ func sleepUntil(ctx context.Context, timer *time.Timer, at time.Time) bool {
 	}
 }
 
-func (m *mock) plain(w http.ResponseWriter, ctx context.Context, model string, first time.Time) {
+func (m *mock) plain(w http.ResponseWriter, ctx context.Context, model string, prompt int, first time.Time) {
 	timer := time.NewTimer(time.Hour)
 	defer timer.Stop()
 	if !sleepUntil(ctx, timer, first.Add(time.Duration(m.shape.chunks-1)*m.shape.interval)) {
@@ -191,7 +195,7 @@ func (m *mock) plain(w http.ResponseWriter, ctx context.Context, model string, f
 	body := fmt.Appendf(nil, `{"id":"chatcmpl-bench","object":"chat.completion","created":1700000000,`+
 		`"model":%q,"choices":[{"index":0,"message":{"role":"assistant","content":"bench"},`+
 		`"finish_reason":"stop"}],"usage":{"prompt_tokens":%d,"completion_tokens":%d,"total_tokens":%d}}`,
-		model, m.shape.promptTokens, n, m.shape.promptTokens+n)
+		model, prompt, n, prompt+n)
 	w.Header().Set("content-type", "application/json")
 	w.Header().Set("content-length", fmt.Sprint(len(body)))
 	if _, err := w.Write(body); err != nil {
@@ -206,7 +210,7 @@ func (m *mock) plain(w http.ResponseWriter, ctx context.Context, model string, f
 // interval; the last one carries the usage event and [DONE] in the same write. Each content
 // event holds the wall-clock time it was written (bench_sent_ns) so the load generator can
 // measure every chunk's delay.
-func (m *mock) stream(w http.ResponseWriter, ctx context.Context, model string, first time.Time) {
+func (m *mock) stream(w http.ResponseWriter, ctx context.Context, model string, prompt int, first time.Time) {
 	control := http.NewResponseController(w)
 	w.Header().Set("content-type", "text/event-stream")
 	w.Header().Set("cache-control", "no-cache")
@@ -236,7 +240,7 @@ func (m *mock) stream(w http.ResponseWriter, ctx context.Context, model string, 
 			buf = fmt.Appendf(buf, `data: {"id":"chatcmpl-bench","object":"chat.completion.chunk",`+
 				`"created":1700000000,"model":%q,"choices":[],"usage":{"prompt_tokens":%d,`+
 				`"completion_tokens":%d,"total_tokens":%d}}`+"\n\ndata: [DONE]\n\n",
-				model, m.shape.promptTokens, n, m.shape.promptTokens+n)
+				model, prompt, n, prompt+n)
 		}
 		if _, err := w.Write(buf); err != nil {
 			m.stats.Aborted.Add(1)
