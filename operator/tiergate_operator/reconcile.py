@@ -288,14 +288,23 @@ def decide(
     now: datetime,
     retries: Mapping[str, Retry] | None = None,
     probed: Probed | None = None,
+    *,
+    prometheus_rules: bool = False,
 ) -> Decision:
     """What to write, delete and report. ``retries``: groups that failed before; ``probed``:
-    who holds names the store does not know (``probe``), or why asking failed."""
+    who holds names the store does not know (``probe``), or why asking failed;
+    ``prometheus_rules``: the cluster serves PrometheusRules (tiers' SLOs get one)."""
     retries, probed = retries or {}, probed or {}
     keys = settings.keys
     holders = _Holders.of(state.children, probed)
     view = replace(state, children=holders.ours)
-    desired = desired_state(namespace, view, _live_configs(holders.ours, keys), settings)
+    desired = desired_state(
+        namespace,
+        view,
+        _live_configs(holders.ours, keys),
+        settings,
+        prometheus_rules=prometheus_rules,
+    )
     groups = _grouped(desired.manifests, keys)
     wanted = {_key(m) for m in desired.manifests}
 
@@ -525,10 +534,13 @@ class Reconciler:
         now = self.clock()
         state = self.store.namespace(namespace)
         previous = self._retries.get(namespace, {})
-        decision = decide(namespace, state, self.settings, now, previous)
+        rules = self.store.prometheus_rules
+        decision = decide(namespace, state, self.settings, now, previous, prometheus_rules=rules)
         if decision.unverified and (probed := await probe(self.kube, decision.unverified)):
             # Some names are held: decide again, knowing by whom.
-            decision = decide(namespace, state, self.settings, now, previous, probed)
+            decision = decide(
+                namespace, state, self.settings, now, previous, probed, prometheus_rules=rules
+            )
         self.passes += 1
         outcome = Outcome()
         if decision.groups or decision.delete:
