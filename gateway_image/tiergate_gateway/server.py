@@ -755,9 +755,8 @@ class _Connection(asyncio.Protocol):
         """Close now; an event stream whose head is out first gets ``event`` and its end, so
         the client reads why it was cut rather than a bare end of file."""
         transport, end = self._transport, self._stream_end
-        if event is not None and end is not None and transport is not None:
-            if not transport.is_closing():
-                transport.write(end(event))
+        if event is not None and end is not None and transport and not transport.is_closing():
+            transport.write(end(event))
         self.close()
 
 

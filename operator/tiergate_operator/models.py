@@ -324,9 +324,7 @@ class LatencyObjective(_Spec):
 
 
 class ServiceLevelObjectives(_Spec):
-    availability_percent: ObjectivePercent | None = Field(
-        default=None, alias="availabilityPercent"
-    )
+    availability_percent: ObjectivePercent | None = Field(default=None, alias="availabilityPercent")
     latency: LatencyObjective | None = None
 
     @model_validator(mode="after")

@@ -193,7 +193,9 @@ class Store:
         for name, state in self.namespaces.items():
             if not served:
                 state.children = {
-                    key: body for key, body in state.children.items() if key[0] != PROMETHEUS_RULE.kind
+                    key: body
+                    for key, body in state.children.items()
+                    if key[0] != PROMETHEUS_RULE.kind
                 }
             self._mark(name, bool(state.tiers))
         return True

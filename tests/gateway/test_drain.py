@@ -181,10 +181,14 @@ def test_the_openai_sdk_raises_the_cut_as_an_api_error(
     proc = gateway("--grace-seconds", "1")
     client = openai.OpenAI(base_url=proc.url + "/v1", api_key=STARTUP_KEY, max_retries=0)
     seen: list[str | None] = []
-    with pytest.raises(openai.APIError) as raised:
+
+    def consume() -> None:
         for chunk in client.chat.completions.create(model="m", messages=MSG, stream=True):
             seen.append(chunk.choices[0].delta.content if chunk.choices else None)
             if len(seen) == 1:
                 _terminate(proc)
+
+    with pytest.raises(openai.APIError) as raised:
+        consume()
     assert "shut down before the stream ended" in str(raised.value)
     assert 1 <= len(seen) < 30

@@ -95,6 +95,7 @@ def test_rules_come_and_go_with_the_crd_and_the_tier_spec(
         namespace,
         [{"op": "replace", "path": "/spec/slo/latency/thresholdMilliseconds", "value": 750}],
     )
+
     def reads_new_bucket() -> bool:
         groups = (_rule(control_plane, namespace) or {}).get("spec", {}).get("groups", [])
         return any('le="0.75"' in str(r["expr"]) for g in groups for r in g["rules"])
@@ -120,9 +121,12 @@ def test_rules_come_and_go_with_the_crd_and_the_tier_spec(
     )
     generation = get(control_plane, namespace, "apikeytier", TIER)["metadata"]["generation"]
     eventually(
-        lambda: condition(get(control_plane, namespace, "apikeytier", TIER), "Ready")
-        .get("observedGeneration")
-        == generation,
+        lambda: (
+            condition(get(control_plane, namespace, "apikeytier", TIER), "Ready").get(
+                "observedGeneration"
+            )
+            == generation
+        ),
         what="the tier reconciled after the CRD went away",
     )
 
@@ -145,9 +149,11 @@ def test_a_prometheus_rule_of_someone_else_is_never_adopted_nor_deleted(
             (c for c in (tier.get("status") or {}).get("conditions") or [] if c["type"] == "Ready"),
             None,
         )
-        return ready is not None and ready["reason"] == "GatewayNameConflict" and RULE in ready[
-            "message"
-        ]
+        return (
+            ready is not None
+            and ready["reason"] == "GatewayNameConflict"
+            and RULE in ready["message"]
+        )
 
     eventually(conflict_reported, what="the tier reports the name held by someone else")
     wait_ready(control_plane, namespace, "apikeytier/startup")  # the other gateway is served

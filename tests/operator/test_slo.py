@@ -139,7 +139,10 @@ def _requests(namespace: str, tier: str, status: str, values: str) -> dict[str, 
 def _latency(le: str, values: str) -> dict[str, str]:
     labels = f'endpoint="chat",namespace="{NS}",tier="{TIER}"'
     if le == "count":
-        return {"series": f"tiergate_gateway_request_duration_seconds_count{{{labels}}}", "values": values}
+        return {
+            "series": f"tiergate_gateway_request_duration_seconds_count{{{labels}}}",
+            "values": values,
+        }
     return {
         "series": f'tiergate_gateway_request_duration_seconds_bucket{{{labels},le="{le}"}}',
         "values": values,
