@@ -10,10 +10,10 @@ from tiergate_operator.refs import ObjectRef
 from tiergate_operator.registry import (
     API_KEY_TIER,
     CHILD_KINDS,
-    OPTIONAL_KINDS,
     DEPLOYMENT,
     EVENT,
     MODEL_ROUTE,
+    OPTIONAL_KINDS,
     PrefixedKeys,
     label_selector,
     resources,
