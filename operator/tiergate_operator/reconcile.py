@@ -45,6 +45,7 @@ from tiergate_operator.changes import (
     backoff,
     fingerprint,
     name_conflict,
+    rule_group,
     written_kind,
 )
 from tiergate_operator.conditions import format_time
@@ -55,7 +56,7 @@ from tiergate_operator.kube import KubeApi, KubeError
 from tiergate_operator.ownership import is_ours, may_delete, our_update_fields
 from tiergate_operator.plans import Failure
 from tiergate_operator.refs import ObjectRef
-from tiergate_operator.registry import ACCESS_KINDS, CONFIG_MAP, PrefixedKeys
+from tiergate_operator.registry import ACCESS_KINDS, CONFIG_MAP, PROMETHEUS_RULE, PrefixedKeys
 from tiergate_operator.settings import OperatorSettings
 from tiergate_operator.statuses import StatusChange, desired_statuses
 from tiergate_operator.store import ChildKey, NamespaceState, Store
@@ -138,6 +139,8 @@ def _gateway_of(body: Body, keys: PrefixedKeys) -> str:
 def _group_of(body: Body, keys: PrefixedKeys) -> str:
     if body["kind"] in _ACCESS_KINDS:
         return NAMESPACE_ACCESS
+    if body["kind"] == PROMETHEUS_RULE.kind:
+        return rule_group(str((body["metadata"].get("labels") or {}).get(keys.tier_label, "")))
     return _gateway_of(body, keys) or str(body["metadata"]["name"])
 
 

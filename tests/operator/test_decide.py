@@ -314,3 +314,24 @@ def test_when_the_crd_goes_the_store_forgets_its_rules_and_rebuilds_the_namespac
     assert "PrometheusRule" not in {kind for kind, _ in store.namespace(NS).children}
     # Nothing left to delete: the API server removed the rules with their CRD.
     assert decide(NS, store.namespace(NS), OperatorSettings(), NOW).delete == ()
+
+
+def test_a_rule_name_held_by_someone_else_holds_back_only_the_rule() -> None:
+    store = example_store()
+    store.put_child(
+        {
+            "apiVersion": "monitoring.coreos.com/v1",
+            "kind": "PrometheusRule",
+            "metadata": {"name": "tiergate-slo-enterprise-acme", "namespace": NS, "uid": "u"},
+            "spec": {"groups": []},
+        }
+    )
+    decision = decide(NS, store.namespace(NS), OperatorSettings(), NOW, prometheus_rules=True)
+    written = {f"{m['kind']}/{m['metadata']['name']}" for m in decision.apply}
+    assert "Deployment/tiergate-enterprise-acme" in written
+    assert not any(name.startswith("PrometheusRule/") for name in written)
+    assert decision.delete == ()
+    tier = next(c for c in decision.statuses if c.ref.name == "enterprise-acme")
+    ready = next(c for c in tier.status["conditions"] if c["type"] == "Ready")
+    assert ready["reason"] == "GatewayNameConflict"
+    assert "the tier's SLO alerts are not written" in ready["message"]

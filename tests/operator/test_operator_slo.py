@@ -156,7 +156,12 @@ def test_a_prometheus_rule_of_someone_else_is_never_adopted_nor_deleted(
         )
 
     eventually(conflict_reported, what="the tier reports the name held by someone else")
-    wait_ready(control_plane, namespace, "apikeytier/startup")  # the other gateway is served
+    # Only the rule is held back: the tier's gateway is written and serves as usual.
+    eventually(
+        lambda: get_or_none(control_plane, namespace, "deployment", f"tiergate-{TIER}"),
+        what="the tier's gateway written all the same",
+    )
+    wait_ready(control_plane, namespace, "apikeytier/startup", "modelroute/deepseek-chat")
     assert get(control_plane, namespace, RULES, RULE) == before
 
     control_plane.kubectl("-n", namespace, "delete", "apikeytier", TIER, "--wait=true")
