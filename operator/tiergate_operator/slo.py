@@ -93,12 +93,10 @@ def bucket_label(threshold_milliseconds: int) -> str:
 def latency_buckets(plan: GatewayPlan) -> tuple[str, ...]:
     """The latency thresholds the gateway's tiers alert on, as ``le`` values in seconds,
     sorted: its latency histogram must have a bucket at each."""
-    seconds = {
-        Decimal(bucket_label(o.slo.latency.threshold_milliseconds))
-        for o in plan.objectives
-        if o.slo.latency is not None
+    thresholds = {
+        o.slo.latency.threshold_milliseconds for o in plan.objectives if o.slo.latency is not None
     }
-    return tuple(bucket_label(int(s * 1000)) for s in sorted(seconds))
+    return tuple(bucket_label(milliseconds) for milliseconds in sorted(thresholds))
 
 
 def _budget(percent: str) -> Decimal:
