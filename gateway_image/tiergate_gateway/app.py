@@ -80,7 +80,9 @@ class Gateway:
     ) -> None:
         self.settings = settings
         self.metrics = Metrics(
-            settings.ttft_buckets, settings.overhead_buckets, settings.latency_buckets
+            settings.ttft_buckets,
+            settings.overhead_buckets,
+            extra_latency_buckets=settings.latency_buckets,
         )
         self.access_log = AccessLog(settings.access_log_sample)
         self.store = ConfigStore(on_rejected=self._rejected, on_loaded=self._loaded)

@@ -69,9 +69,10 @@ def test_burn_rate_thresholds_are_the_budget_times_the_workbook_factors() -> Non
 )
 def test_the_rules_read_the_le_label_the_gateway_writes(milliseconds: int, label: str) -> None:
     assert bucket_label(milliseconds) == label
-    exposed = Metrics([milliseconds / 1000])
+    exposed = Metrics(extra_latency_buckets=[milliseconds / 1000])
     exposed.observe_latency(0.0001, "chat", "t")
-    assert f'le="{label}"' in exposed.render().decode()
+    series = f'request_duration_seconds_bucket{{endpoint="chat",le="{label}",tier="t"}}'
+    assert series in exposed.render().decode()
 
 
 def test_the_gateway_deployment_gives_its_histogram_a_bucket_at_each_threshold() -> None:
