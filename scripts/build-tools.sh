@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Build the pinned test tools (etcd, kube-apiserver, kube-controller-manager,
-# kube-scheduler, kwok, helm, kube-score) from the Go module proxy into a cache
+# kube-scheduler, kwok, helm, kube-score, promtool) from the Go module proxy into a cache
 # outside the repository.
 #
 #   scripts/build-tools.sh          build what is missing, print the bin dir
@@ -28,7 +28,7 @@ source "$ROOT/tools/versions.env"
 export GOTOOLCHAIN=local CGO_ENABLED=0 GOFLAGS=-trimpath
 
 CACHE=${TIERGATE_TOOLS_CACHE:-$HOME/.cache/tiergate-tools}
-COMPONENTS=(etcd k8s kwok helm kube-score)
+COMPONENTS=(etcd k8s kwok helm kube-score promtool)
 say() { printf '[build-tools] %s\n' "$*" >&2; }
 
 outputs() {  # the files a component puts in the bin dir
@@ -38,6 +38,7 @@ outputs() {  # the files a component puts in the bin dir
     kwok) echo kwok kwok-stages ;;
     helm) echo helm ;;
     kube-score) echo kube-score ;;
+    promtool) echo promtool ;;
   esac
 }
 
@@ -109,6 +110,16 @@ build_kube-score() {
     -o "$1/kube-score" github.com/zegl/kube-score/cmd/kube-score)
 }
 
+# promtool as Prometheus's .promu.yml builds it: the netgo tag and
+# prometheus/common/version stamped (the revision, branch and build user are not
+# served by the module proxy; the date is fixed so the build is reproducible).
+build_promtool() {
+  local v=github.com/prometheus/common/version
+  (cd "$ROOT/tools/promtool" && go build -tags netgo \
+    -ldflags "-s -w -X $v.Version=$PROMTOOL_VERSION -X $v.Branch=HEAD -X $v.Revision=none -X $v.BuildDate=19700101-00:00:00" \
+    -o "$1/promtool" github.com/prometheus/prometheus/cmd/promtool)
+}
+
 # --- checks: a built or adopted component must report its pinned version
 
 check_etcd() { "$1/etcd" --version | grep -q "^etcd Version: $ETCD_VERSION\$"; }
@@ -134,6 +145,7 @@ check_helm() {
   [[ -n $v && $v != v1.20.* ]]
 }
 check_kube-score() { "$1/kube-score" version | grep -q "^kube-score version: $KUBE_SCORE_VERSION,"; }
+check_promtool() { "$1/promtool" --version | grep -q "^promtool, version $PROMTOOL_VERSION "; }
 
 # --- keys
 
@@ -156,11 +168,12 @@ recipe_text() {  # the shell functions and pins a component's build uses
     kwok) echo "KWOK_VERSION=$KWOK_VERSION" ;;
     helm) function_text helm_ldflags; echo "HELM_VERSION=$HELM_VERSION" ;;
     kube-score) echo "KUBE_SCORE_VERSION=$KUBE_SCORE_VERSION" ;;
+    promtool) echo "PROMTOOL_VERSION=$PROMTOOL_VERSION" ;;
   esac
 }
 
 module_dir() {  # the component's Go module under tools/, if it has one
-  case $1 in etcd | k8s | kube-score) echo "$ROOT/tools/$1" ;; esac
+  case $1 in etcd | k8s | kube-score | promtool) echo "$ROOT/tools/$1" ;; esac
 }
 
 GO_ID=$(go env GOVERSION GOOS GOARCH GOAMD64 | tr '\n' ' ')

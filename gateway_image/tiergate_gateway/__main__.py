@@ -87,6 +87,11 @@ def _flag_text(value: object) -> str:
     return str(value)
 
 
+def _extra_buckets(text: str) -> tuple[float, ...]:
+    """Bounds added to a histogram's defaults: none when blank."""
+    return _buckets(text) if text.strip() else ()
+
+
 def parse_args(argv: Sequence[str] | None = None) -> tuple[Settings, bool]:
     """Settings from flags, defaulting to ``TIERGATE_GATEWAY_<FLAG>`` variables. Returns (settings, is_worker)."""
     parser = argparse.ArgumentParser(
@@ -142,7 +147,19 @@ def parse_args(argv: Sequence[str] | None = None) -> tuple[Settings, bool]:
         "--grace-seconds",
         type=float,
         default=float(_env("GRACE_SECONDS", "25") or 25),
-        help="drain time on SIGTERM [GRACE_SECONDS]",
+        help="time in-flight requests get once the gateway stops accepting [GRACE_SECONDS]",
+    )
+    parser.add_argument(
+        "--drain-delay-seconds",
+        type=float,
+        default=float(_env("DRAIN_DELAY_SECONDS", "0") or 0),
+        help="after SIGTERM, keep serving this long while /readyz answers 503 [DRAIN_DELAY_SECONDS]",
+    )
+    parser.add_argument(
+        "--latency-buckets",
+        type=_extra_buckets,
+        default=_extra_buckets(_env("LATENCY_BUCKETS", "") or ""),
+        help="extra latency histogram bounds in seconds, comma-separated [LATENCY_BUCKETS]",
     )
     _add_tuning_flags(parser)
     parser.add_argument("--log-level", default=_env("LOG_LEVEL", "INFO"), help="[LOG_LEVEL]")
@@ -166,6 +183,8 @@ def parse_args(argv: Sequence[str] | None = None) -> tuple[Settings, bool]:
             redis_tls_ca_file=args.redis_tls_ca_file,
             workers=args.workers,
             grace_seconds=args.grace_seconds,
+            drain_delay_seconds=args.drain_delay_seconds,
+            latency_buckets=args.latency_buckets,
             log_level=str(args.log_level).upper(),
             log_format=args.log_format,
             **{name: getattr(args, name) for name, _, _ in TUNING_FLAGS},
@@ -196,7 +215,11 @@ async def serve(
     try:
         await stop.wait()
     finally:
-        logging.getLogger("tiergate_gateway").info("draining (grace %.0fs)", settings.grace_seconds)
+        logging.getLogger("tiergate_gateway").info(
+            "draining (delay %.0fs, grace %.0fs)",
+            settings.drain_delay_seconds,
+            settings.grace_seconds,
+        )
         await gateway.stop()
 
 

@@ -28,7 +28,7 @@ from .calls import Call, read_call
 from .client import UpstreamPool
 from .config import CompiledConfig, ConfigStore, compile_config
 from .credentials import CredentialStore
-from .errors import GatewayError, status_error_bytes
+from .errors import GatewayError, sse_error_event, status_error_bytes
 from .handover import Handover
 from .leases import RedisLeases
 from .limits import LocalLimiter
@@ -48,6 +48,13 @@ _log = logging.getLogger("tiergate_gateway")
 
 # Probes and scrapes: answered, counted in metrics, but not access-logged.
 _QUIET_PATHS = frozenset({"/healthz", "/readyz", "/metrics"})
+
+# What a stream still open at the end of the grace period ends with.
+_STREAM_CUT = sse_error_event(
+    "the gateway shut down before the stream ended; retry the request",
+    "server_error",
+    "gateway_shutting_down",
+)
 
 _PROXIED = {
     "/v1/chat/completions": "chat",
@@ -72,7 +79,11 @@ class Gateway:
         rng: random.Random | None = None,
     ) -> None:
         self.settings = settings
-        self.metrics = Metrics(settings.ttft_buckets, settings.overhead_buckets)
+        self.metrics = Metrics(
+            settings.ttft_buckets,
+            settings.overhead_buckets,
+            extra_latency_buckets=settings.latency_buckets,
+        )
         self.access_log = AccessLog(settings.access_log_sample)
         self.store = ConfigStore(on_rejected=self._rejected, on_loaded=self._loaded)
         self.credentials = CredentialStore(settings.credentials_dir)
@@ -90,6 +101,7 @@ class Gateway:
         self.server = HttpServer(self.handle, status_error_bytes, limits=settings.server_limits())
         self.server.on_internal_error = self._internal_error
         self.port = settings.port
+        self.stopping = False  # SIGTERM came: /readyz answers 503 from now on
         self._routes: dict[tuple[str, str], Callable[[Request], Any]] = {
             ("GET", "/healthz"): self._healthz,
             ("GET", "/readyz"): self._readyz,
@@ -150,8 +162,14 @@ class Gateway:
             self.access_log.flush()
 
     async def stop(self) -> None:
-        """Stop accepting, drain in-flight requests within the grace period, release clients."""
-        await self.server.shutdown(self.settings.grace_seconds)
+        """Answer /readyz with 503 but keep serving for the drain delay (answers now close
+        their connection), then stop accepting, drain in-flight requests within the grace
+        period (a stream still open then ends with an SSE error event), release clients."""
+        self.stopping = True
+        self.server.keep_alive = False
+        if self.settings.drain_delay_seconds > 0:
+            await asyncio.sleep(self.settings.drain_delay_seconds)
+        await self.server.shutdown(self.settings.grace_seconds, cut_stream_with=_STREAM_CUT)
         if self._flusher is not None:
             self._flusher.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -238,7 +256,7 @@ class Gateway:
 
     async def _readyz(self, request: Request) -> Response:
         compiled = self.store.current
-        if compiled is None or self.server.draining:
+        if compiled is None or self.stopping or self.server.draining:
             return Response(503, b'{"status":"not ready"}')
         return Response(200, orjson.dumps({"status": "ready", "generation": compiled.generation}))
 

@@ -4,13 +4,19 @@ from __future__ import annotations
 
 import orjson
 
-__all__ = ["GatewayError", "envelope"]
+__all__ = ["GatewayError", "envelope", "sse_error_event"]
 
 
 def envelope(message: str, type_: str, code: str | None = None, param: str | None = None) -> bytes:
     return orjson.dumps(
         {"error": {"message": message, "type": type_, "param": param, "code": code}}
     )
+
+
+def sse_error_event(message: str, type_: str, code: str) -> bytes:
+    """The envelope as a server-sent event, for a stream whose head went out already (the
+    SDKs raise it as an APIError)."""
+    return b"data: " + envelope(message, type_, code) + b"\n\n"
 
 
 class GatewayError(Exception):

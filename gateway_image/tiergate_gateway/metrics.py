@@ -18,7 +18,7 @@ from prometheus_client.multiprocess import MultiProcessCollector
 from .histogram import LocalHistogram
 from .settings import DEFAULT_OVERHEAD_BUCKETS, DEFAULT_TTFT_BUCKETS
 
-__all__ = ["Metrics"]
+__all__ = ["Metrics", "latency_buckets"]
 
 _KNOWN_STATUSES = frozenset(
     {200, 400, 401, 403, 404, 405, 408, 413, 415, 422, 429, 500, 502, 503, 504}
@@ -44,6 +44,12 @@ _LATENCY_BUCKETS = (
 )
 
 
+def latency_buckets(extra: Sequence[float] = ()) -> tuple[float, ...]:
+    """The latency histogram's bounds: the defaults and ``extra`` (the SLO thresholds in use,
+    so every threshold has a bucket of its own)."""
+    return tuple(sorted({float(b) for b in (*_LATENCY_BUCKETS, *extra)}))
+
+
 def status_label(status: int) -> str:
     return str(status) if status in _KNOWN_STATUSES else f"{status // 100}xx"
 
@@ -53,6 +59,7 @@ class Metrics:
         self,
         ttft_buckets: Sequence[float] = DEFAULT_TTFT_BUCKETS,
         overhead_buckets: Sequence[float] = DEFAULT_OVERHEAD_BUCKETS,
+        extra_latency_buckets: Sequence[float] = (),
     ) -> None:
         self.registry = CollectorRegistry(auto_describe=True)
         self.multiprocess_dir = os.environ.get("PROMETHEUS_MULTIPROC_DIR")
@@ -65,7 +72,7 @@ class Metrics:
             p + "request_duration_seconds",
             "Time to the response head (streams: to the first byte)",
             ["endpoint", "tier"],
-            _LATENCY_BUCKETS,
+            latency_buckets(extra_latency_buckets),
         )
         self.ttft = self._histogram(
             p + "time_to_first_token_seconds",

@@ -169,6 +169,15 @@ def _parsed_path(target: bytes) -> str | None:
         return None
 
 
+def _is_event_stream(response: StreamResponse) -> bool:
+    return response.content_type.startswith("text/event-stream")
+
+
+def _last_chunks(event: bytes) -> bytes:
+    """``event`` as a chunk, then the chunk that ends a chunked body."""
+    return b"%x\r\n%s\r\n0\r\n\r\n" % (len(event), event)
+
+
 class _Connection(asyncio.Protocol):
     """One client connection; requests on it are served one after the other.
 
@@ -204,6 +213,7 @@ class _Connection(asyncio.Protocol):
         "_rejected",
         "_request_line_ended",
         "_server",
+        "_stream_end",
         "_task",
         "_transport",
         "_url",
@@ -244,6 +254,8 @@ class _Connection(asyncio.Protocol):
         self._rejected = False
         self._discarding = False  # refused: what still arrives is dropped until the close
         self._discard_left = 0
+        # While an event stream's head is out: the bytes that end it with a given event.
+        self._stream_end: Callable[[bytes], bytes] | None = None
         self.busy = False
         # The phase as the sweeper last saw it, the request it was in (each request has a
         # headers dict of its own), and since when.
@@ -569,7 +581,7 @@ class _Connection(asyncio.Protocol):
             self.busy = True
             try:
                 response = await self._server.handler(request)
-                keep_alive = keep_alive and not self._server.draining
+                keep_alive = keep_alive and self._server.keep_alive and not self._server.draining
                 keep_alive = await self._write(transport, request, response, keep_alive, flags)
             except asyncio.CancelledError:
                 transport.close()
@@ -631,8 +643,13 @@ class _Connection(asyncio.Protocol):
                 if getattr(chunks, "exhausted", False):
                     frame += b"0\r\n\r\n"
                     finished = True
-                transport.write(pending + frame if pending else frame)
-                pending = b""
+                if pending:
+                    transport.write(pending + frame)
+                    pending = b""
+                    if _is_event_stream(response):
+                        self._stream_end = _last_chunks
+                else:
+                    transport.write(frame)
                 if finished:
                     break
                 if not self._writable.is_set():
@@ -645,6 +662,7 @@ class _Connection(asyncio.Protocol):
             transport.close()
             return False
         finally:
+            self._stream_end = None
             aclose = getattr(chunks, "aclose", None)
             if aclose is not None:
                 await aclose()
@@ -708,6 +726,8 @@ class _Connection(asyncio.Protocol):
             async for chunk in chunks:
                 if self._closing:
                     raise asyncio.CancelledError
+                if pending and _is_event_stream(response):
+                    self._stream_end = bytes
                 transport.write(pending + chunk if pending else chunk)
                 pending = b""
                 if not self._writable.is_set():
@@ -718,6 +738,7 @@ class _Connection(asyncio.Protocol):
             _log.exception("stream broke off after its head was sent")
             self._server.on_internal_error("stream")
         finally:
+            self._stream_end = None
             await _close_body(chunks)
         if pending:
             transport.write(pending)
@@ -729,6 +750,14 @@ class _Connection(asyncio.Protocol):
     def close(self) -> None:
         if self._transport is not None:
             self._transport.close()
+
+    def cut(self, event: bytes | None) -> None:
+        """Close now; an event stream whose head is out first gets ``event`` and its end, so
+        the client reads why it was cut rather than a bare end of file."""
+        transport, end = self._transport, self._stream_end
+        if event is not None and end is not None and transport and not transport.is_closing():
+            transport.write(end(event))
+        self.close()
 
 
 _NEVER = float("inf")
@@ -776,6 +805,8 @@ class HttpServer:
         self.connections: set[_Connection] = set()
         self.refused_connections = 0
         self.draining = False
+        # False once the server is stopping: answers close their connection.
+        self.keep_alive = True
         self._server: asyncio.base_events.Server | None = None
         self._idle = asyncio.Event()
         self.clock = time.monotonic
@@ -830,9 +861,11 @@ class HttpServer:
         if self.draining and not any(c.busy for c in self.connections):
             self._idle.set()
 
-    async def shutdown(self, grace_seconds: float) -> None:
-        """Stop accepting, let in-flight requests (streams too) finish, then close everything."""
+    async def shutdown(self, grace_seconds: float, cut_stream_with: bytes | None = None) -> None:
+        """Stop accepting, let in-flight requests (streams too) finish, then close everything;
+        an event stream still open then ends with ``cut_stream_with`` (an SSE event)."""
         self.draining = True
+        self.keep_alive = False
         if self._sweeper is not None:
             self._sweeper.cancel()
         if self._server is not None:
@@ -843,7 +876,7 @@ class HttpServer:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._idle.wait(), grace_seconds)
         for connection in list(self.connections):
-            connection.close()
+            connection.cut(cut_stream_with)
         if self._server is not None:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._server.wait_closed(), 1.0)

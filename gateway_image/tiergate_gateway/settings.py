@@ -68,7 +68,13 @@ class Settings:
     # A Redis lease outlives its call's deadline (the route's total timeout) by this much.
     lease_margin_seconds: float = 30.0
     workers: int = 1
+    # On SIGTERM: /readyz answers 503 while the gateway keeps serving for the drain delay
+    # (in a cluster, until its endpoint is gone from every Service; the operator renders 5 s),
+    # then it stops accepting and in-flight requests get the grace period.
+    drain_delay_seconds: float = 0.0
     grace_seconds: float = 25.0
+    # Extra bounds of the latency histogram (seconds): a bucket at every SLO threshold.
+    latency_buckets: tuple[float, ...] = ()
     # What one client may cost while its request is read: see ServerLimits.
     max_body_bytes: int = 8 * 1024 * 1024
     max_line_bytes: int = 8 * 1024
@@ -97,6 +103,8 @@ class Settings:
             raise ValueError(f"configmap {self.configmap!r} is not namespace/name")
         if not 0 <= self.port <= 65535:
             raise ValueError(f"port {self.port} is out of range")
+        if not 0 <= self.drain_delay_seconds <= 300:
+            raise ValueError(f"drain delay {self.drain_delay_seconds} s is not between 0 and 300")
         if not 1 <= self.workers <= 64:
             raise ValueError(f"workers {self.workers} is not between 1 and 64")
         if self.workers > 1 and self.redis_url is None:
@@ -115,6 +123,8 @@ class Settings:
             raise ValueError(f"access_log_sample {self.access_log_sample} is not between 0 and 1")
         _check_buckets("ttft_buckets", self.ttft_buckets)
         _check_buckets("overhead_buckets", self.overhead_buckets)
+        if self.latency_buckets:  # extra bounds: none is fine
+            _check_buckets("latency_buckets", self.latency_buckets)
         if self.redis_url is not None:
             parse_url(self.redis_url)  # raises ValueError naming what is wrong
         if not 1 <= self.redis_max_connections <= 10_000:

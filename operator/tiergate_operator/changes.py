@@ -2,7 +2,8 @@
 
 Writes are grouped per gateway (its ConfigMap, Deployment, Service, PDB, HPA), plus one
 group for the ServiceAccount, Role and RoleBinding every gateway of a namespace shares
-(``NAMESPACE_ACCESS``). A group is written whole or not at all: a name someone else holds
+(``NAMESPACE_ACCESS``), plus one per tier's PrometheusRule (``rule_group``): a rule that
+cannot be written never holds its tier's gateway back. A group is written whole or not at all: a name someone else holds
 blocks its group, and a failed write stops it. A failed group is retried with backoff
 (``Retry``), at once when what it should hold changes.
 """
@@ -38,6 +39,7 @@ __all__ = [
     "fingerprint",
     "is_transient",
     "name_conflict",
+    "rule_group",
     "written_kind",
 ]
 
@@ -46,6 +48,7 @@ Body = dict[str, Any]
 # The group of the access objects every gateway of a namespace shares (not a DNS name, so
 # never a gateway's).
 NAMESPACE_ACCESS = "(namespace access)"
+_RULE_GROUP = "(slo rules) "
 NAME_CONFLICT = "GatewayNameConflict"
 WRITE_FAILED = "GatewayWriteFailed"
 MAX_BACKOFF_SECONDS = 120
@@ -144,6 +147,11 @@ def fingerprint(manifests: Iterable[Body]) -> str:
     return hashlib.sha256(text.encode()).hexdigest()
 
 
+def rule_group(tier: str) -> str:
+    """The group of a tier's PrometheusRule (not a DNS name, so never a gateway's)."""
+    return _RULE_GROUP + tier
+
+
 def name_conflict(group: str, holders: Iterable[Body]) -> Failure:
     """Names held by objects tiergate did not create: which, by whom, and what to do."""
     held = sorted(holders, key=_key)
@@ -158,6 +166,12 @@ def name_conflict(group: str, holders: Iterable[Body]) -> Failure:
             "Role and RoleBinding, so no gateway here is written while someone else holds the "
             "name: delete or rename it, or give the operator another name "
             "(TIERGATE_GATEWAY_SERVICE_ACCOUNT)"
+        )
+    elif group.startswith(_RULE_GROUP):
+        consequence = (
+            "the tier's SLO alerts are not written while someone else holds the name (its "
+            "gateway is served as usual): delete or rename that object (tiergate never takes "
+            "over an object it did not create)"
         )
     else:
         consequence = (

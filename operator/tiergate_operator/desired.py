@@ -14,6 +14,7 @@ from tiergate_operator.plans import OwnerRef, Problem, Translation
 from tiergate_operator.registry import API_KEY_TIER
 from tiergate_operator.render import CONFIGMAP_LIMIT_BYTES, configmap_bytes, render
 from tiergate_operator.settings import OperatorSettings
+from tiergate_operator.slo import render_slo_rules
 from tiergate_operator.store import NamespaceState
 from tiergate_operator.translate import translate
 
@@ -70,7 +71,10 @@ def desired_state(
     state: NamespaceState,
     previous: Mapping[str, GatewayConfig],
     settings: OperatorSettings,
+    *,
+    prometheus_rules: bool = False,
 ) -> DesiredState:
+    """``prometheus_rules``: the cluster serves PrometheusRules, so tiers' ``spec.slo`` get one."""
     translation = translate(
         namespace,
         state.routes.values(),
@@ -109,6 +113,8 @@ def desired_state(
             continue
         planned.add(plan.name)
         gateway_manifests += manifests
+        if prometheus_rules:
+            gateway_manifests += render_slo_rules(plan, settings)
     if settings.redis_secret is not None and (
         missing := redis_secret_problem(settings.redis_secret, state.secrets)
     ):

@@ -23,6 +23,8 @@ from tiergate_operator.registry import (
     CHILD_KINDS,
     MANAGED_BY,
     MODEL_ROUTE,
+    OPTIONAL_KINDS,
+    PROMETHEUS_RULE_CRD,
     SECRET,
     Kind,
 )
@@ -93,6 +95,32 @@ def tiergate_crd_observed(
     memo.readiness.crd_observed(name, event["type"] != "DELETED" and is_established(body))
 
 
+@kopf.index(
+    "apiextensions.k8s.io",
+    "v1",
+    "customresourcedefinitions",
+    when=lambda name, **_: name == PROMETHEUS_RULE_CRD,
+    id="prometheusrule-crd",
+)
+def prometheus_rule_crd_stored(body: kopf.Body, memo: Any, **_: Any) -> None:
+    """An index, not an event handler: known before the first reconcile, which would
+    otherwise delete every SLO rule while it has not heard of the CRD yet."""
+    memo.store.set_prometheus_rules(is_established(body))
+
+
+@kopf.on.event(
+    "apiextensions.k8s.io",
+    "v1",
+    "customresourcedefinitions",
+    when=lambda name, **_: name == PROMETHEUS_RULE_CRD,
+    id="prometheusrule-crd-events",
+)
+def prometheus_rule_crd_observed(event: kopf.RawEvent, memo: Any, **_: Any) -> None:
+    if event["type"] == "DELETED":
+        memo.store.set_prometheus_rules(False)
+    memo.reconciler.wake()
+
+
 Body = dict[str, Any]
 Put = Callable[[Store, Body], object]
 Remove = Callable[[Store, str, str], object]
@@ -142,5 +170,6 @@ def _child_remover(kind: str) -> Remove:
     return lambda store, namespace, name: store.remove_child(namespace, kind, name)
 
 
-for _kind in CHILD_KINDS:
+# kopf watches a kind of OPTIONAL_KINDS only while its CRD exists (it follows CRDs itself).
+for _kind in (*CHILD_KINDS, *OPTIONAL_KINDS):
     _watch(_kind, Store.put_child, _child_remover(_kind.kind), labels=dict(MANAGED_BY))

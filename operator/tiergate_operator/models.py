@@ -34,6 +34,7 @@ __all__ = [
     "Isolation",
     "KeyPolicy",
     "KeySource",
+    "LatencyObjective",
     "Limits",
     "ModelRoute",
     "ModelRouteSpec",
@@ -46,6 +47,7 @@ __all__ = [
     "Resources",
     "SecretKeyRef",
     "SecretRef",
+    "ServiceLevelObjectives",
     "Target",
     "Timeouts",
     "Upstream",
@@ -69,6 +71,10 @@ _CONDITION_TYPE = (
     r"(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])$"
 )
 
+# An objective as a percent: "90" to "99.999" (100 would leave no error budget to burn).
+ObjectivePercent = Annotated[
+    str, StringConstraints(max_length=6, pattern=r"^9[0-9](\.[0-9]{1,3})?$")
+]
 DecimalUSD = Annotated[str, StringConstraints(max_length=16, pattern=_DECIMAL_USD)]
 Quantity = int | Annotated[str, StringConstraints(pattern=_QUANTITY)]
 IntOrPercent = int | Annotated[str, StringConstraints(pattern=r"^([0-9]+%?)$")]
@@ -312,6 +318,22 @@ class PodDisruptionBudget(_Spec):
         return self
 
 
+class LatencyObjective(_Spec):
+    threshold_milliseconds: int = Field(ge=1, le=600_000, alias="thresholdMilliseconds")
+    percentile: ObjectivePercent
+
+
+class ServiceLevelObjectives(_Spec):
+    availability_percent: ObjectivePercent | None = Field(default=None, alias="availabilityPercent")
+    latency: LatencyObjective | None = None
+
+    @model_validator(mode="after")
+    def _some_objective(self) -> ServiceLevelObjectives:
+        if self.availability_percent is None and self.latency is None:
+            raise ValueError("slo needs availabilityPercent, latency or both")
+        return self
+
+
 class ApiKeyTierSpec(_Spec):
     isolation: Isolation
     keys: list[KeySource] = Field(min_length=1, max_length=16)
@@ -328,6 +350,7 @@ class ApiKeyTierSpec(_Spec):
     pod_disruption_budget: PodDisruptionBudget | None = Field(
         default=None, alias="podDisruptionBudget"
     )
+    slo: ServiceLevelObjectives | None = None
 
     @field_validator("keys")
     @classmethod
@@ -417,6 +440,15 @@ class ApiKeyTier(_Resource):
     kind: Literal["ApiKeyTier"] = "ApiKeyTier"
     spec: ApiKeyTierSpec
     status: ApiKeyTierStatus | None = None
+
+    @model_validator(mode="after")
+    def _slo_rule_name(self) -> ApiKeyTier:
+        if self.spec.slo is not None and len(self.metadata.name) > 240:
+            raise ValueError(
+                "a tier with an slo must have a name of at most 240 characters "
+                "(its PrometheusRule is tiergate-slo-<name>)"
+            )
+        return self
 
     @model_validator(mode="after")
     def _gateway_name(self) -> ApiKeyTier:

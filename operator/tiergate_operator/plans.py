@@ -7,9 +7,15 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 from tiergate_contract import GatewayConfig
-from tiergate_operator.models import Autoscaling, Isolation, PodDisruptionBudget, Resources
+from tiergate_operator.models import (
+    Autoscaling,
+    Isolation,
+    PodDisruptionBudget,
+    Resources,
+    ServiceLevelObjectives,
+)
 
-__all__ = ["Failure", "GatewayPlan", "OwnerRef", "Problem", "Translation"]
+__all__ = ["Failure", "GatewayPlan", "OwnerRef", "Problem", "TierObjectives", "Translation"]
 
 
 @dataclass(frozen=True)
@@ -40,6 +46,14 @@ class OwnerRef:
 
 
 @dataclass(frozen=True)
+class TierObjectives:
+    """One tier's ``spec.slo``, and the tier as the owner of its PrometheusRule."""
+
+    owner: OwnerRef
+    slo: ServiceLevelObjectives
+
+
+@dataclass(frozen=True)
 class GatewayPlan:
     name: str
     namespace: str
@@ -53,6 +67,8 @@ class GatewayPlan:
     pod_disruption_budget: PodDisruptionBudget | None = None
     # Secrets holding upstream credentials the config refers to, mounted as files.
     credential_secrets: tuple[str, ...] = ()
+    # The objectives of the gateway's tiers that set ``spec.slo``, by tier name.
+    objectives: tuple[TierObjectives, ...] = ()
 
 
 @dataclass(frozen=True)

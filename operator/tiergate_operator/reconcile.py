@@ -45,6 +45,7 @@ from tiergate_operator.changes import (
     backoff,
     fingerprint,
     name_conflict,
+    rule_group,
     written_kind,
 )
 from tiergate_operator.conditions import format_time
@@ -55,7 +56,7 @@ from tiergate_operator.kube import KubeApi, KubeError
 from tiergate_operator.ownership import is_ours, may_delete, our_update_fields
 from tiergate_operator.plans import Failure
 from tiergate_operator.refs import ObjectRef
-from tiergate_operator.registry import ACCESS_KINDS, CONFIG_MAP, PrefixedKeys
+from tiergate_operator.registry import ACCESS_KINDS, CONFIG_MAP, PROMETHEUS_RULE, PrefixedKeys
 from tiergate_operator.settings import OperatorSettings
 from tiergate_operator.statuses import StatusChange, desired_statuses
 from tiergate_operator.store import ChildKey, NamespaceState, Store
@@ -138,6 +139,8 @@ def _gateway_of(body: Body, keys: PrefixedKeys) -> str:
 def _group_of(body: Body, keys: PrefixedKeys) -> str:
     if body["kind"] in _ACCESS_KINDS:
         return NAMESPACE_ACCESS
+    if body["kind"] == PROMETHEUS_RULE.kind:
+        return rule_group(str((body["metadata"].get("labels") or {}).get(keys.tier_label, "")))
     return _gateway_of(body, keys) or str(body["metadata"]["name"])
 
 
@@ -288,14 +291,23 @@ def decide(
     now: datetime,
     retries: Mapping[str, Retry] | None = None,
     probed: Probed | None = None,
+    *,
+    prometheus_rules: bool = False,
 ) -> Decision:
     """What to write, delete and report. ``retries``: groups that failed before; ``probed``:
-    who holds names the store does not know (``probe``), or why asking failed."""
+    who holds names the store does not know (``probe``), or why asking failed;
+    ``prometheus_rules``: the cluster serves PrometheusRules (tiers' SLOs get one)."""
     retries, probed = retries or {}, probed or {}
     keys = settings.keys
     holders = _Holders.of(state.children, probed)
     view = replace(state, children=holders.ours)
-    desired = desired_state(namespace, view, _live_configs(holders.ours, keys), settings)
+    desired = desired_state(
+        namespace,
+        view,
+        _live_configs(holders.ours, keys),
+        settings,
+        prometheus_rules=prometheus_rules,
+    )
     groups = _grouped(desired.manifests, keys)
     wanted = {_key(m) for m in desired.manifests}
 
@@ -525,10 +537,13 @@ class Reconciler:
         now = self.clock()
         state = self.store.namespace(namespace)
         previous = self._retries.get(namespace, {})
-        decision = decide(namespace, state, self.settings, now, previous)
+        rules = self.store.prometheus_rules
+        decision = decide(namespace, state, self.settings, now, previous, prometheus_rules=rules)
         if decision.unverified and (probed := await probe(self.kube, decision.unverified)):
             # Some names are held: decide again, knowing by whom.
-            decision = decide(namespace, state, self.settings, now, previous, probed)
+            decision = decide(
+                namespace, state, self.settings, now, previous, probed, prometheus_rules=rules
+            )
         self.passes += 1
         outcome = Outcome()
         if decision.groups or decision.delete:

@@ -39,9 +39,12 @@ __all__ = [
     "MODEL_ROUTE",
     "NAME_LABEL",
     "OPERATOR",
+    "OPTIONAL_KINDS",
     "PART_OF",
     "PART_OF_LABEL",
     "POD_DISRUPTION_BUDGET",
+    "PROMETHEUS_RULE",
+    "PROMETHEUS_RULE_CRD",
     "ROLE",
     "ROLE_BINDING",
     "SECRET",
@@ -98,13 +101,20 @@ HORIZONTAL_POD_AUTOSCALER = Kind(
 SERVICE_ACCOUNT = Kind("ServiceAccount", "", "v1", "serviceaccounts")
 ROLE = Kind("Role", "rbac.authorization.k8s.io", "v1", "roles")
 ROLE_BINDING = Kind("RoleBinding", "rbac.authorization.k8s.io", "v1", "rolebindings")
+# The Prometheus Operator's kind: served only where its CRD is installed.
+PROMETHEUS_RULE = Kind("PrometheusRule", "monitoring.coreos.com", "v1", "prometheusrules")
+PROMETHEUS_RULE_CRD = PROMETHEUS_RULE.resource
 
 CUSTOM_KINDS = (MODEL_ROUTE, API_KEY_TIER)
 # What the operator creates: per gateway, and once per namespace for the gateways' API access.
 GATEWAY_KINDS = (CONFIG_MAP, DEPLOYMENT, SERVICE, POD_DISRUPTION_BUDGET, HORIZONTAL_POD_AUTOSCALER)
 ACCESS_KINDS = (SERVICE_ACCOUNT, ROLE, ROLE_BINDING)
 CHILD_KINDS = GATEWAY_KINDS + ACCESS_KINDS
-KINDS: Mapping[str, Kind] = {k.kind: k for k in (*CUSTOM_KINDS, *CHILD_KINDS, SECRET, EVENT)}
+# Children of kinds another project defines: written and watched only while their CRD exists.
+OPTIONAL_KINDS = (PROMETHEUS_RULE,)
+KINDS: Mapping[str, Kind] = {
+    k.kind: k for k in (*CUSTOM_KINDS, *CHILD_KINDS, *OPTIONAL_KINDS, SECRET, EVENT)
+}
 
 NAME_LABEL = "app.kubernetes.io/name"
 INSTANCE_LABEL = "app.kubernetes.io/instance"

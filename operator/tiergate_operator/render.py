@@ -32,6 +32,7 @@ from tiergate_operator.registry import (
     SERVICE,
 )
 from tiergate_operator.settings import OperatorSettings
+from tiergate_operator.slo import latency_buckets
 
 __all__ = [
     "CONFIGMAP_LIMIT_BYTES",
@@ -46,6 +47,8 @@ __all__ = [
 Manifest = dict[str, Any]
 HTTP_PORT = 8080
 REDIS_URL_ENV = "TIERGATE_GATEWAY_REDIS_URL"
+# Time the kubelet gives past the gateway's drain delay and grace (its own shutdown).
+TERMINATION_MARGIN_SECONDS = 5
 # The API server refuses a ConfigMap whose data and binaryData (decoded) hold more than
 # 1 MiB in total (corev1's MaxSecretSize, which ConfigMaps share).
 CONFIGMAP_LIMIT_BYTES = 1024 * 1024
@@ -110,8 +113,13 @@ def gateway_container_args(
         "TIERGATE_GATEWAY_HOST": "0.0.0.0",
         "TIERGATE_GATEWAY_PORT": str(HTTP_PORT),
         "TIERGATE_GATEWAY_CREDENTIALS_DIR": CREDENTIALS_DIR,
+        "TIERGATE_GATEWAY_DRAIN_DELAY_SECONDS": str(settings.gateway_drain_delay_seconds),
+        "TIERGATE_GATEWAY_GRACE_SECONDS": str(settings.gateway_grace_seconds),
     }
     env.update(settings.gateway_tuning)
+    if buckets := latency_buckets(plan):
+        # The SLO rules read the latency histogram's bucket at each threshold.
+        env["TIERGATE_GATEWAY_LATENCY_BUCKETS"] = ",".join(buckets)
     values: dict[str, Manifest] = {name: {"value": value} for name, value in env.items()}
     if settings.redis_secret is not None:
         # A Redis URL may carry a password: the pod reads it from the user's Secret, so it
@@ -232,7 +240,9 @@ def _pod_template(plan: GatewayPlan, settings: OperatorSettings) -> Manifest:
     spec: Manifest = {
         "serviceAccountName": settings.gateway_service_account,
         "enableServiceLinks": False,
-        "terminationGracePeriodSeconds": 30,
+        "terminationGracePeriodSeconds": settings.gateway_drain_delay_seconds
+        + settings.gateway_grace_seconds
+        + TERMINATION_MARGIN_SECONDS,
         "securityContext": {
             "runAsNonRoot": True,
             "runAsUser": 65532,

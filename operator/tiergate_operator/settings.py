@@ -63,6 +63,11 @@ class OperatorSettings:
     ephemeral_storage_limit: str = "256Mi"
     # The gateways' tuning variables (chart gateway.tuning), checked by ``parse_tuning``.
     gateway_tuning: tuple[tuple[str, str], ...] = ()
+    # On SIGTERM a gateway answers /readyz with 503 but keeps serving for the drain delay
+    # (while its endpoint leaves every Service and load balancer), then stops accepting and
+    # gives in-flight requests, streams included, the grace period to finish.
+    gateway_drain_delay_seconds: int = 5
+    gateway_grace_seconds: int = 25
 
     def __post_init__(self) -> None:
         if not is_label_prefix(self.prefix):
@@ -75,6 +80,16 @@ class OperatorSettings:
             )
         if self.shared_replicas < 1:
             raise SettingsError("the shared pool needs at least one replica")
+        if not 0 <= self.gateway_drain_delay_seconds <= 300:
+            raise SettingsError(
+                f"TIERGATE_GATEWAY_DRAIN_DELAY_SECONDS={self.gateway_drain_delay_seconds} "
+                "is not between 0 and 300"
+            )
+        if not 1 <= self.gateway_grace_seconds <= 3600:
+            raise SettingsError(
+                f"TIERGATE_GATEWAY_GRACE_SECONDS={self.gateway_grace_seconds} "
+                "is not between 1 and 3600"
+            )
         if self.redis_url and self.redis_secret:
             raise SettingsError(
                 "set either TIERGATE_REDIS_URL or TIERGATE_REDIS_SECRET_NAME, not both"
@@ -144,6 +159,13 @@ def _resources(env: Mapping[str, str], scope: str, default: Resources) -> Resour
     )
 
 
+def _whole_number(env: Mapping[str, str], variable: str, default: int) -> int:
+    value = env.get(variable) or str(default)
+    if not value.isdigit():
+        raise SettingsError(f"{variable}={value!r} is not a whole number")
+    return int(value)
+
+
 def load_operator_settings(env: Mapping[str, str] | None = None) -> OperatorSettings:
     """Settings from ``TIERGATE_*`` variables; unset ones keep their defaults.
 
@@ -151,13 +173,16 @@ def load_operator_settings(env: Mapping[str, str] | None = None) -> OperatorSett
     TIERGATE_{SHARED,DEDICATED}_{CPU,MEMORY}_{REQUEST,LIMIT}, TIERGATE_REDIS_URL (no password)
     or TIERGATE_REDIS_SECRET_NAME + TIERGATE_REDIS_SECRET_KEY (a Secret in each gateway
     namespace), TIERGATE_GATEWAY_SERVICE_ACCOUNT, TIERGATE_PREFIX,
-    TIERGATE_GATEWAY_EPHEMERAL_STORAGE_{REQUEST,LIMIT}, TIERGATE_GATEWAY_TUNING (JSON).
+    TIERGATE_GATEWAY_EPHEMERAL_STORAGE_{REQUEST,LIMIT}, TIERGATE_GATEWAY_TUNING (JSON),
+    TIERGATE_GATEWAY_DRAIN_DELAY_SECONDS, TIERGATE_GATEWAY_GRACE_SECONDS.
     """
     env = os.environ if env is None else env
     defaults = OperatorSettings()
-    replicas = env.get("TIERGATE_SHARED_REPLICAS") or str(defaults.shared_replicas)
-    if not replicas.isdigit():
-        raise SettingsError(f"TIERGATE_SHARED_REPLICAS={replicas!r} is not a whole number")
+    replicas = _whole_number(env, "TIERGATE_SHARED_REPLICAS", defaults.shared_replicas)
+    drain_delay = _whole_number(
+        env, "TIERGATE_GATEWAY_DRAIN_DELAY_SECONDS", defaults.gateway_drain_delay_seconds
+    )
+    grace = _whole_number(env, "TIERGATE_GATEWAY_GRACE_SECONDS", defaults.gateway_grace_seconds)
     secret_name = env.get("TIERGATE_REDIS_SECRET_NAME") or None
     secret_key = env.get("TIERGATE_REDIS_SECRET_KEY") or None
     if secret_key and not secret_name:
@@ -168,7 +193,7 @@ def load_operator_settings(env: Mapping[str, str] | None = None) -> OperatorSett
         return OperatorSettings(
             gateway_image=env.get("TIERGATE_GATEWAY_IMAGE") or defaults.gateway_image,
             image_pull_policy=env.get("TIERGATE_GATEWAY_PULL_POLICY") or defaults.image_pull_policy,
-            shared_replicas=int(replicas),
+            shared_replicas=replicas,
             shared_resources=_resources(env, "SHARED", defaults.shared_resources),
             dedicated_resources=_resources(env, "DEDICATED", defaults.dedicated_resources),
             redis_url=env.get("TIERGATE_REDIS_URL") or None,
@@ -190,6 +215,8 @@ def load_operator_settings(env: Mapping[str, str] | None = None) -> OperatorSett
                 or defaults.ephemeral_storage_limit
             ),
             gateway_tuning=parse_tuning(env.get("TIERGATE_GATEWAY_TUNING")),
+            gateway_drain_delay_seconds=drain_delay,
+            gateway_grace_seconds=grace,
         )
     except TuningError as error:
         raise SettingsError(str(error)) from error

@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 from pydantic import ValidationError
 
+from tiergate_operator.changes import rule_group
 from tiergate_operator.conditions import (
     ACCEPTED,
     READY,
@@ -199,7 +200,7 @@ def desired_statuses(
         problem = desired.tier_problems.get(name)
         gateway = translation.tier_gateways.get(name)
         tier_health = health.get(gateway) if gateway else None
-        failure = failures.get(gateway) if gateway else None
+        failure = (failures.get(gateway) if gateway else None) or failures.get(rule_group(name))
         generation = int(body["metadata"].get("generation", 0))
         conditions = tier_conditions(
             _current_conditions(body),

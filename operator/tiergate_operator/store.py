@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from tiergate_contract import client_key_problem, hash_client_key
-from tiergate_operator.registry import API_KEY_TIER, MODEL_ROUTE
+from tiergate_operator.registry import API_KEY_TIER, MODEL_ROUTE, PROMETHEUS_RULE
 
 __all__ = [
     "NOT_A_KEY",
@@ -101,6 +101,8 @@ class Store:
     namespaces: dict[str, NamespaceState] = field(default_factory=dict)
     # Namespaces changed since the reconciler last took them.
     dirty: set[str] = field(default_factory=set)
+    # Whether the cluster serves PrometheusRules (their CRD is established).
+    prometheus_rules: bool = False
 
     def namespace(self, name: str) -> NamespaceState:
         return self.namespaces.setdefault(name, NamespaceState())
@@ -181,6 +183,22 @@ class Store:
                 bucket[metadata["name"]] = body
         elif not _older(body, state.children.get((body["kind"], metadata["name"]))):
             state.children[(body["kind"], metadata["name"])] = body
+
+    def set_prometheus_rules(self, served: bool) -> bool:
+        """The PrometheusRule CRD came or went: every namespace with tiers is rebuilt. Gone,
+        its objects went with it, so the store forgets them."""
+        if served == self.prometheus_rules:
+            return False
+        self.prometheus_rules = served
+        for name, state in self.namespaces.items():
+            if not served:
+                state.children = {
+                    key: body
+                    for key, body in state.children.items()
+                    if key[0] != PROMETHEUS_RULE.kind
+                }
+            self._mark(name, bool(state.tiers))
+        return True
 
     def remove_child(self, namespace: str, kind: str, name: str) -> bool:
         return self._mark(

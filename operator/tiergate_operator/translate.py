@@ -24,7 +24,7 @@ from tiergate_operator.checks import ServedKeys, check_routes, check_tiers, inva
 from tiergate_operator.convert import contract_route, contract_tier
 from tiergate_operator.models import ApiKeyTier
 from tiergate_operator.names import SHARED_GATEWAY, gateway_for_tier
-from tiergate_operator.plans import GatewayPlan, OwnerRef, Problem, Translation
+from tiergate_operator.plans import GatewayPlan, OwnerRef, Problem, TierObjectives, Translation
 from tiergate_operator.registry import API_KEY_TIER
 
 __all__ = ["GatewayPlan", "OwnerRef", "Problem", "SecretDigests", "Translation", "translate"]
@@ -168,6 +168,14 @@ def _credential_secrets(config: contract.GatewayConfig) -> tuple[str, ...]:
     return tuple(sorted({ref.secret for ref in refs if ref is not None}))
 
 
+def _objectives(members: list[ApiKeyTier]) -> tuple[TierObjectives, ...]:
+    return tuple(
+        TierObjectives(_owner(tier, controller=True), tier.spec.slo)
+        for tier in sorted(members, key=lambda t: t.metadata.name)
+        if tier.spec.slo is not None
+    )
+
+
 def _plan(
     gateway: str, namespace: str, members: list[ApiKeyTier], config: contract.GatewayConfig
 ) -> GatewayPlan:
@@ -179,6 +187,7 @@ def _plan(
             config=config,
             owners=tuple(_owner(tier, controller=False) for tier in members),
             credential_secrets=_credential_secrets(config),
+            objectives=_objectives(members),
         )
     (tier,) = members
     spec = tier.spec
@@ -193,6 +202,7 @@ def _plan(
         resources=spec.resources,
         pod_disruption_budget=spec.pod_disruption_budget,
         credential_secrets=_credential_secrets(config),
+        objectives=_objectives(members),
     )
 
 

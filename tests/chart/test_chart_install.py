@@ -190,6 +190,7 @@ def test_cluster_role_grants_exactly_the_documented_rules(
             ("autoscaling", "horizontalpodautoscalers"),
             ("rbac.authorization.k8s.io", "roles"),
             ("rbac.authorization.k8s.io", "rolebindings"),
+            ("monitoring.coreos.com", "prometheusrules"),  # the tiers' SLO alerts
         ]
         for v in crud
     }

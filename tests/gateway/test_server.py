@@ -870,3 +870,49 @@ def test_the_limits_come_from_flags_then_environment_then_defaults(
     )
     with pytest.raises(SystemExit):
         parse_args(["--config-file", "c.json", "--idle-seconds", "0"])
+
+
+# --- drain ---------------------------------------------------------------------------------
+
+CUT = b'data: {"error":"cut"}\n\n'
+
+
+async def test_a_stream_still_open_after_the_grace_period_ends_with_the_cut_event() -> None:
+    more = asyncio.Event()
+
+    async def chunks() -> AsyncIterator[bytes]:
+        yield b"data: 1\n\n"
+        await more.wait()  # an upstream that has nothing more to say in time
+        yield b"data: 2\n\n"
+
+    app = App()
+    app.stream = StreamResponse(200, chunks(), [("x-a", "1")])
+    server, transport = open_connection(app)
+    transport.feed(request_bytes("GET", "/stream"))
+    await eventually(lambda: transport.writes == 1)
+    await server.shutdown(0.05, cut_stream_with=CUT)
+    assert transport.take() == (
+        STREAM_HEAD + b"9\r\ndata: 1\n\n\r\n" + b"%x\r\n" % len(CUT) + CUT + b"\r\n0\r\n\r\n"
+    )
+    assert transport.closed
+
+
+async def test_a_connection_that_is_not_mid_stream_is_closed_without_an_event() -> None:
+    app = App()
+    release = app.hold("/slow")
+    server, transport = open_connection(app)
+    transport.feed(request_bytes("GET", "/slow"))
+    await settle()
+    await server.shutdown(0.05, cut_stream_with=CUT)
+    assert transport.take() == b""  # a plain answer not begun: nothing half-written to end
+    assert transport.closed
+    release.set()
+
+
+async def test_once_keep_alive_is_off_answers_close_their_connection() -> None:
+    app = App()
+    server, transport = open_connection(app)
+    server.keep_alive = False  # what the gateway sets during its drain delay
+    transport.feed(request_bytes("GET", "/x"))
+    await eventually(lambda: transport.lost)
+    assert transport.take() == ok(b"GET /x ", CLOSE)

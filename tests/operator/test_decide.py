@@ -271,3 +271,67 @@ def test_a_missing_redis_secret_is_reported_on_every_tier_and_route_of_the_names
     fixed = decide(NS, store.namespace(NS), REDIS, NOW)
     assert all(_conditions(c)["Accepted"][0] == "True" for c in fixed.statuses)
     assert "pw@" not in repr(fixed)
+
+
+# --- SLO rules: only while the cluster serves PrometheusRules ------------------------------
+
+
+def test_a_tier_with_objectives_gets_its_rule_only_where_the_kind_is_served() -> None:
+    state = example_store().namespace(NS)
+    without = decide(NS, state, OperatorSettings(), NOW)
+    assert "PrometheusRule" not in {m["kind"] for m in without.apply}
+    served = decide(NS, state, OperatorSettings(), NOW, prometheus_rules=True)
+    rules = [m["metadata"]["name"] for m in served.apply if m["kind"] == "PrometheusRule"]
+    assert rules == ["tiergate-slo-enterprise-acme"]
+
+
+def test_an_applied_rule_is_not_written_again_and_goes_when_the_objectives_go() -> None:
+    store = example_store()
+    settle(
+        store,
+        list(decide(NS, store.namespace(NS), OperatorSettings(), NOW, prometheus_rules=True).apply),
+    )
+    again = decide(NS, store.namespace(NS), OperatorSettings(), NOW, prometheus_rules=True)
+    assert again.apply == () and again.delete == ()
+    del store.namespace(NS).tiers["enterprise-acme"]["spec"]["slo"]
+    removed = decide(NS, store.namespace(NS), OperatorSettings(), NOW, prometheus_rules=True)
+    assert [f"{d.ref.kind}/{d.ref.name}" for d in removed.delete] == [
+        "PrometheusRule/tiergate-slo-enterprise-acme"
+    ]
+
+
+def test_when_the_crd_goes_the_store_forgets_its_rules_and_rebuilds_the_namespaces() -> None:
+    store = example_store()
+    assert store.set_prometheus_rules(True)
+    assert not store.set_prometheus_rules(True)  # no change, nothing to do
+    settle(
+        store,
+        list(decide(NS, store.namespace(NS), OperatorSettings(), NOW, prometheus_rules=True).apply),
+    )
+    store.take_dirty()
+    assert store.set_prometheus_rules(False)
+    assert store.take_dirty() == [NS]
+    assert "PrometheusRule" not in {kind for kind, _ in store.namespace(NS).children}
+    # Nothing left to delete: the API server removed the rules with their CRD.
+    assert decide(NS, store.namespace(NS), OperatorSettings(), NOW).delete == ()
+
+
+def test_a_rule_name_held_by_someone_else_holds_back_only_the_rule() -> None:
+    store = example_store()
+    store.put_child(
+        {
+            "apiVersion": "monitoring.coreos.com/v1",
+            "kind": "PrometheusRule",
+            "metadata": {"name": "tiergate-slo-enterprise-acme", "namespace": NS, "uid": "u"},
+            "spec": {"groups": []},
+        }
+    )
+    decision = decide(NS, store.namespace(NS), OperatorSettings(), NOW, prometheus_rules=True)
+    written = {f"{m['kind']}/{m['metadata']['name']}" for m in decision.apply}
+    assert "Deployment/tiergate-enterprise-acme" in written
+    assert not any(name.startswith("PrometheusRule/") for name in written)
+    assert decision.delete == ()
+    tier = next(c for c in decision.statuses if c.ref.name == "enterprise-acme")
+    ready = next(c for c in tier.status["conditions"] if c["type"] == "Ready")
+    assert ready["reason"] == "GatewayNameConflict"
+    assert "the tier's SLO alerts are not written" in ready["message"]

@@ -97,6 +97,9 @@ def test_gateway_container_args_point_at_the_configmap_and_redis() -> None:
         "TIERGATE_GATEWAY_PORT": "8080",
         "TIERGATE_GATEWAY_CREDENTIALS_DIR": "/var/run/tiergate/credentials",
         "TIERGATE_GATEWAY_REDIS_URL": "redis://r:6379/0",
+        "TIERGATE_GATEWAY_DRAIN_DELAY_SECONDS": "5",
+        "TIERGATE_GATEWAY_GRACE_SECONDS": "25",
+        "TIERGATE_GATEWAY_LATENCY_BUCKETS": "0.5",  # enterprise-acme's p99 under 500 ms
     }
 
 

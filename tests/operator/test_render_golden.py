@@ -17,6 +17,7 @@ from tests.support.manifests import store_of, translate_namespace
 from tiergate_contract import GatewayConfig
 from tiergate_operator.render import render
 from tiergate_operator.settings import load_operator_settings
+from tiergate_operator.slo import render_slo_rules
 from tiergate_operator.translate import Translation
 
 CASES = Path(__file__).parents[1] / "data" / "render"
@@ -38,7 +39,7 @@ def outputs(case: Path) -> dict[str, Any]:
     files: dict[str, Any] = {
         f"{m['kind'].lower()}-{m['metadata']['name']}.yaml": m
         for plan in translation.plans
-        for m in render(plan, settings)
+        for m in (*render(plan, settings), *render_slo_rules(plan, settings))
     }
     files["status.yaml"] = {
         "routeProblems": {n: vars(p) for n, p in sorted(translation.route_problems.items())},
