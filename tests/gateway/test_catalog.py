@@ -77,9 +77,7 @@ def cost_of(gateway, tier_name, target_name, route_name="aggregator") -> Decimal
     return Decimal(0)
 
 
-def test_catalog_models_go_to_the_catalog_targets_under_their_upstream_names(
-    aggregator, upstreams
-):
+def test_catalog_models_go_to_the_catalog_targets_under_their_upstream_names(aggregator, upstreams):
     assert chat(aggregator, "cheap/m1") == "hello from a"
     assert upstreams["a"].received[-1].body["model"] == "cheap/m1"
     assert chat(aggregator, "big/m2", stream=True) == "a: part0 part1 part2"

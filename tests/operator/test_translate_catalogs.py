@@ -162,7 +162,9 @@ def test_a_broken_catalog_keeps_its_last_good_entry() -> None:
 
 def _config_bytes(models: int, tiers: int) -> tuple[int, int]:
     """(JSON bytes, bytes stored in the ConfigMap) of a shared gateway: one catalog, N tiers."""
-    documents = [catalog_route("aggregator", *(f"vendor-{i % 40}/model-{i}" for i in range(models)))]
+    documents = [
+        catalog_route("aggregator", *(f"vendor-{i % 40}/model-{i}" for i in range(models)))
+    ]
     for i in range(tiers):
         documents.append(
             {
