@@ -11,6 +11,9 @@ from pathlib import Path
 import pytest
 import yaml
 
+from tests.support.manifests import store_of, translate_namespace
+from tiergate_cli.credentials import credential_refs
+from tiergate_cli.targets import local_upstream_ports, override_upstreams
 from tiergate_operator.models import ModelRoute
 
 from .conftest import Result
@@ -168,3 +171,17 @@ def test_render_shows_what_the_gateway_gets(tiergate: Callable[..., Result]) -> 
         ],
         "lab": [{"name": "aggregator"}],
     }
+
+
+def test_tiergate_gateway_finds_a_catalogs_upstreams_and_credentials() -> None:
+    (plan,) = translate_namespace(store_of(EXAMPLE)).plans
+    assert local_upstream_ports(plan.config) == {"aggregator": 9901, "backup": 9903}
+    assert [(r.secret, r.key) for r in credential_refs(plan.config)] == [
+        ("aggregator-credentials", "api-key"),
+        ("aggregator-credentials", "backup-key"),
+    ]
+    moved = override_upstreams(plan.config, {"aggregator/backup": "http://127.0.0.1:1/v1"})
+    assert [t.base_url for t in moved.catalogs[0].targets] == [
+        "http://127.0.0.1:9901/v1",
+        "http://127.0.0.1:1/v1",
+    ]
