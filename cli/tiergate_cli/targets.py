@@ -77,7 +77,9 @@ def override_upstreams(
 def local_upstream_ports(config: contract.GatewayConfig) -> dict[str, int]:
     """``{target name: port}`` of the targets on 127.0.0.1 (for mock upstreams)."""
     ports: dict[str, int] = {}
-    targets = [t for r in config.routes for t in r.targets]
+    targets: list[contract.Target | contract.CatalogTarget] = [
+        t for r in config.routes for t in r.targets
+    ]
     targets += [t for c in config.catalogs for t in c.targets]
     for target in targets:
         parts = urlsplit(target.base_url)
