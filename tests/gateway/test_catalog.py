@@ -20,6 +20,8 @@ from tests.support.gateway import (
     tier,
     tier_catalog,
 )
+from tiergate_contract import RequestClass
+from tiergate_gateway.config import compile_config
 
 
 @pytest.fixture
@@ -139,3 +141,64 @@ def test_models_lists_exactly_what_each_key_may_use(aggregator):
     assert startup == ["big/m2", "cheap/m1", "deepseek-ai/DeepSeek-R1", "deepseek-chat"]
     acme = [m.id for m in sdk(aggregator, ACME_KEY).models.list()]
     assert acme == ["cheap/m1", "deepseek-ai/DeepSeek-R1"]
+
+
+def test_lookup_takes_exact_names_first_then_the_longest_pattern() -> None:
+    compiled = compile_config(
+        config(
+            [route("deepseek-ai/chat", target("c", "http://127.0.0.1:9/v1"))],
+            [tier("t", STARTUP_KEY, [])],
+            [
+                catalog(
+                    "agg",
+                    [("a", "http://127.0.0.1:9/v1", 0)],
+                    {"deepseek-ai/listed": ("1", "1")},
+                    patterns={
+                        "": ("5", "5"),
+                        "deepseek-ai/": ("2", "2"),
+                        "deepseek-ai/R": ("3", "3"),
+                    },
+                )
+            ],
+        )
+    )
+
+    def found(model: str) -> tuple[str | None, str | None, tuple[int, int]]:
+        route_ = compiled.lookup(model)
+        assert route_ is not None
+        return route_.catalog, route_.upstream_model, route_.max_nano_prices[RequestClass.STANDARD]
+
+    assert found("deepseek-ai/chat")[0] is None  # a route alias
+    assert found("deepseek-ai/listed") == ("agg", "deepseek-ai/listed", (10**9, 10**9))
+    assert found("deepseek-ai/R2") == ("agg", "deepseek-ai/R2", (3 * 10**9, 3 * 10**9))
+    assert found("deepseek-ai/V4") == ("agg", "deepseek-ai/V4", (2 * 10**9, 2 * 10**9))
+    assert found("anything") == ("agg", "anything", (5 * 10**9, 5 * 10**9))
+    assert compiled.breaker_keys() == {("deepseek-ai/chat", "c"), ("agg", "a")}
+
+
+def test_the_budget_reserves_at_the_price_of_the_model_asked_for(upstreams, start_gateway):
+    gateway = start_gateway(
+        config(
+            [],
+            [
+                tier("t", STARTUP_KEY, [], budget=("0.5", "1")).model_copy(
+                    update={"catalogs": (tier_catalog("agg"),)}
+                )
+            ],
+            [
+                catalog(
+                    "agg",
+                    [("a", upstreams["a"].base_url, 0)],
+                    {"cheap": ("1", "1"), "dear": ("100000", "100000")},
+                )
+            ],
+        )
+    )
+    client = sdk(gateway)
+    ask = {"messages": [{"role": "user", "content": "hi"}], "max_tokens": 1}
+    assert client.chat.completions.create(model="cheap", **ask).choices
+    # ~15 estimated tokens at $0.1 each is over the $1 hard budget: refused before the call.
+    with pytest.raises(openai.RateLimitError) as refused:
+        client.chat.completions.create(model="dear", **ask)
+    assert envelope_of(refused.value.response)["code"] == "budget_exceeded"
+    assert [r.body["model"] for r in upstreams["a"].received] == ["cheap"]
