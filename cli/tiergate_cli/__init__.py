@@ -14,7 +14,7 @@ from collections.abc import Sequence
 from importlib.metadata import entry_points
 from types import ModuleType
 
-from tiergate_cli import cost, gateway, keys, render, status
+from tiergate_cli import catalog, cost, gateway, keys, render, status
 from tiergate_cli.manifests import ManifestError
 from tiergate_cli.output import CommandError
 from tiergate_operator.settings import SettingsError
@@ -27,7 +27,7 @@ COMMANDS_ENTRY_POINTS = "tiergate.commands"
 def _command_modules() -> list[ModuleType]:
     """The built-in commands, then those installed packages add (by entry point name)."""
     added = sorted(entry_points(group=COMMANDS_ENTRY_POINTS), key=lambda point: point.name)
-    return [render, cost, gateway, status, keys, *(point.load() for point in added)]
+    return [render, cost, catalog, gateway, status, keys, *(point.load() for point in added)]
 
 
 def build_parser() -> argparse.ArgumentParser:

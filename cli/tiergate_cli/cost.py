@@ -2,7 +2,9 @@
 
 Prices come from each target's ``pricing`` (USD per million tokens). Every target is
 shown at its own price, then the weighted blend Standard traffic pays; ``--compare``
-adds a model to save against. See ``costing`` for the assumptions, printed with the tables.
+adds a model to save against. A catalog shows each model at its price, then the blend for
+a mix of models (``--mix MODEL=PERCENT,...``; default: an even spread over its listed
+models). See ``costing`` for the assumptions, printed with the tables.
 """
 
 from __future__ import annotations
@@ -57,6 +59,14 @@ def add_parser(commands: Commands) -> None:
         help="share of tokens that are output tokens, priced at outputPerMillion "
         "(default 0: every token at the input price)",
     )
+    parser.add_argument(
+        "--mix",
+        action="append",
+        default=[],
+        metavar="MODEL=PERCENT",
+        help="a catalog's traffic by model, comma-separated or repeated "
+        "(default: even over its listed models)",
+    )
     parser.add_argument("-o", "--output", choices=("table", "json"), default="table")
     parser.set_defaults(run=run)
 
@@ -108,11 +118,25 @@ def _tier_cost(namespace: str, tier: ApiKeyTier, prices: dict[str, Decimal]) -> 
     return TierCost(namespace, tier.metadata.name, tier.spec.isolation, allowed, price, hard)
 
 
+def _route_cost(
+    namespace: str, name: str, route: ModelRoute, output_share: Decimal, mix: dict[str, Decimal]
+) -> RouteCost:
+    catalog = route.spec.catalog
+    if catalog is None:
+        model = str(route.spec.model)
+        return RouteCost(namespace, name, model, costing.route_rows(route.spec, output_share))
+    rows = costing.catalog_rows(catalog, output_share, mix)
+    models, patterns = len(catalog.models or ()), len(catalog.patterns or ())
+    counted = f"{models} model{'s' * (models != 1)}, {patterns} pattern{'s' * (patterns != 1)}"
+    return RouteCost(namespace, name, f"catalog: {counted}", rows)
+
+
 def cost_report(
     manifests: ManifestSet,
     volumes: list[tuple[str, Decimal]],
     output_share: Decimal,
     comparisons: list[Comparison],
+    mix: dict[str, Decimal] | None = None,
 ) -> CostReport:
     routes: list[RouteCost] = []
     tiers: list[TierCost] = []
@@ -120,21 +144,16 @@ def cost_report(
         prices: dict[str, Decimal] = {}
         for doc in manifests.of_kind(MODEL_ROUTE.kind, namespace):
             route: ModelRoute = _validated(doc, ModelRoute)
-            routes.append(
-                RouteCost(
-                    namespace,
-                    doc.name,
-                    route.spec.model,
-                    costing.route_rows(route.spec, output_share),
-                )
-            )
+            routes.append(_route_cost(namespace, doc.name, route, output_share, mix or {}))
             prices[doc.name] = routes[-1].blend
         for doc in manifests.of_kind(API_KEY_TIER.kind, namespace):
             tiers.append(_tier_cost(namespace, _validated(doc, ApiKeyTier), prices))
     return CostReport(volumes, output_share, comparisons, routes, tiers)
 
 
-def _parse(args: argparse.Namespace) -> tuple[list[tuple[str, Decimal]], Decimal, list[Comparison]]:
+def _parse(
+    args: argparse.Namespace,
+) -> tuple[list[tuple[str, Decimal]], Decimal, list[Comparison], dict[str, Decimal]]:
     try:
         share = Decimal(args.output_share) / 100
     except InvalidOperation:
@@ -152,16 +171,22 @@ def _parse(args: argparse.Namespace) -> tuple[list[tuple[str, Decimal]], Decimal
             for option in args.compare
             for text in option.split(",")
         ]
+        mix = costing.parse_mix(args.mix)
     except ValueError as error:
         raise CommandError(str(error)) from None
     if not volumes:
         raise CommandError("--tokens needs at least one volume, e.g. 5M,50M,500M,5B")
-    return volumes, share, comparisons
+    return volumes, share, comparisons, mix
 
 
 def run(args: argparse.Namespace) -> int:
-    volumes, share, comparisons = _parse(args)
-    report = cost_report(load_manifests(args.filename, args.namespace), volumes, share, comparisons)
+    volumes, share, comparisons, mix = _parse(args)
+    manifests = load_manifests(args.filename, args.namespace)
+    report = cost_report(manifests, volumes, share, comparisons, mix)
+    priced = {row.label for route in report.routes for row in route.rows if row.share}
+    unknown = sorted(set(mix) - priced)
+    if unknown:
+        raise CommandError(f"--mix names models no catalog serves: {', '.join(unknown)}")
     print(json.dumps(as_json(report), indent=2) if args.output == "json" else as_text(report))
     return 0
 
@@ -176,7 +201,7 @@ def _savings(price: Decimal, report: CostReport) -> list[str]:
 
 def _route_table(route: RouteCost, report: CostReport) -> str:
     header = [
-        "target",
+        "model" if route.model.startswith("catalog:") else "target",
         "serves",
         "share",
         "$/1M tokens",
@@ -252,7 +277,8 @@ def as_text(report: CostReport) -> str:
     ]
     for route in report.routes:
         parts.append(
-            f"\nModelRoute {route.namespace}/{route.name} (model {route.model}):\n"
+            f"\nModelRoute {route.namespace}/{route.name} "
+            f"({route.model if route.model.startswith('catalog:') else 'model ' + route.model}):\n"
             + _route_table(route, report).rstrip("\n")
         )
     if report.tiers:

@@ -5,6 +5,8 @@ Assumptions (printed with every table):
 - Standard traffic is split among the Standard targets of the lowest priority by weight
   (the gateway's own rule); fallback and Premium targets are priced as if they served it all.
 - A tier's traffic is spread evenly over the routes it may use.
+- A catalog's traffic follows ``--mix`` (model=percent), else is spread evenly over its listed
+  models; a model a pattern passes is priced as the pattern.
 Money is ``Decimal`` throughout and rounded half-up to cents only when printed.
 """
 
@@ -15,17 +17,19 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from decimal import ROUND_HALF_UP, Decimal, InvalidOperation
 
-from tiergate_operator.models import ApiKeyTierSpec, ModelRouteSpec, Pricing
+from tiergate_operator.models import ApiKeyTierSpec, Catalog, ModelRouteSpec, Pricing
 
 __all__ = [
     "MILLION",
     "Comparison",
     "TargetRow",
     "blend",
+    "catalog_rows",
     "compact_tokens",
     "money",
     "monthly_cost",
     "parse_comparison",
+    "parse_mix",
     "parse_tokens",
     "per_million",
     "price_text",
@@ -156,3 +160,66 @@ def tier_price(spec: ApiKeyTierSpec, route_prices: dict[str, Decimal]) -> tuple[
     if not allowed:
         return [], Decimal(0)
     return allowed, sum((route_prices[name] for name in allowed), Decimal(0)) / len(allowed)
+
+
+def parse_mix(texts: Sequence[str]) -> dict[str, Decimal]:
+    """``--mix a=60,b=40`` (repeatable) -> model -> share of traffic (the shares sum to 1)."""
+    weights: dict[str, Decimal] = {}
+    for text in (part for option in texts for part in option.split(",") if part.strip()):
+        model, sep, percent = text.partition("=")
+        try:
+            weight = Decimal(percent)
+        except InvalidOperation:
+            weight = Decimal(-1)
+        if not sep or not model.strip() or weight <= 0:
+            raise ValueError(
+                f"--mix {text!r}: expected MODEL=PERCENT, e.g. deepseek-ai/DeepSeek-V3=60"
+            )
+        weights[model.strip()] = weights.get(model.strip(), Decimal(0)) + weight
+    total = sum(weights.values(), Decimal(0))
+    return {model: weight / total for model, weight in weights.items()}
+
+
+def catalog_price(catalog: Catalog, model: str) -> tuple[Pricing | None, str] | None:
+    """A model's price and what sets it (the catalog lists it, or a pattern passes it)."""
+    for entry in catalog.models or ():
+        if entry.model == model:
+            return entry.pricing or catalog.default_pricing, "listed"
+    patterns = sorted(catalog.patterns or (), key=lambda p: len(p.pattern), reverse=True)
+    for pattern in patterns:
+        if model.startswith(pattern.pattern[:-1]):
+            return pattern.pricing or catalog.default_pricing, f"pattern {pattern.pattern}"
+    return None
+
+
+def catalog_rows(
+    catalog: Catalog, output_share: Decimal, mix: dict[str, Decimal]
+) -> list[TargetRow]:
+    """Each listed model and pattern at its price, the mixed models a pattern passes, then the
+    blend for the mix (or an even spread over the listed models)."""
+    mine = {model: share for model, share in mix.items() if catalog_price(catalog, model)}
+    total = sum(mine.values(), Decimal(0))
+    listed = [m.model for m in catalog.models or ()]
+    even = Decimal(1) / len(listed) if listed and not mine else None
+    rows = []
+    for entry in catalog.models or ():
+        share = mine[entry.model] / total if entry.model in mine else even
+        role = f"as {entry.upstream_model}" if entry.upstream_model else "listed"
+        price = entry.pricing or catalog.default_pricing
+        rows.append(TargetRow(entry.model, role, share, per_million(price, output_share)))
+    for model in sorted(set(mine) - set(listed)):
+        found = catalog_price(catalog, model)
+        assert found is not None
+        price, role = found
+        rows.append(TargetRow(model, role, mine[model] / total, per_million(price, output_share)))
+    for pattern in catalog.patterns or ():
+        price = pattern.pricing or catalog.default_pricing
+        rows.append(TargetRow(pattern.pattern, "pattern", None, per_million(price, output_share)))
+    if mine:
+        role = "the --mix"
+    elif listed:
+        role = f"even over the {len(listed)} listed models"
+    else:
+        role = "no listed model: give --mix"
+    rows.append(TargetRow("= blend", role, Decimal(1), blend(rows)))
+    return rows

@@ -19,6 +19,7 @@ __all__ = ["credential_refs", "read_keys_dir", "write_credentials"]
 def credential_refs(config: GatewayConfig) -> list[CredentialRef]:
     """Every credential a config refers to: the targets' and the tiers' own upstreams."""
     refs = [t.credential for r in config.routes for t in r.targets]
+    refs += [t.credential for c in config.catalogs for t in c.targets]
     refs += [tier.upstream.credential for tier in config.tiers]
     return sorted({ref for ref in refs if ref is not None}, key=lambda ref: (ref.secret, ref.key))
 

@@ -128,6 +128,8 @@ def run(args: argparse.Namespace) -> int:
         def ready(port: int) -> None:
             tiers = ", ".join(tier.name for tier in config.tiers) or "none"
             models = ", ".join(route.model for route in config.routes) or "none"
+            for catalog in config.catalogs:
+                models += f"; catalog {catalog.name} ({len(catalog.models)} models)"
             note(f"{args.gateway} ({namespace}) serves tiers {tiers}; models {models}", "gateway")
             if upstreams is not None:
                 note(

@@ -189,7 +189,7 @@ def run(args: argparse.Namespace) -> int:
     routes = [
         [
             *_ref(b),
-            b["spec"].get("model", ""),
+            b["spec"].get("model") or f"catalog: {(b.get('status') or {}).get('catalog', '-')}",
             *_ready(b),
             ",".join((b.get("status") or {}).get("gateways") or []) or "-",
             spent("routes", _ref(b)),

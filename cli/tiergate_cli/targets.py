@@ -31,8 +31,8 @@ def override_upstreams(
         return config
     used: set[str] = set()
 
-    def url(route: contract.Route, target: contract.Target) -> str:
-        for key in (f"{route.model}/{target.name}", target.name, "*"):
+    def url(route: str, target: contract.Target | contract.CatalogTarget) -> str:
+        for key in (f"{route}/{target.name}", target.name, "*"):
             if key in overrides:
                 used.add(key)
                 return overrides[key]
@@ -42,12 +42,23 @@ def override_upstreams(
         route.model_copy(
             update={
                 "targets": tuple(
-                    target.model_copy(update={"base_url": url(route, target)})
+                    target.model_copy(update={"base_url": url(route.model, target)})
                     for target in route.targets
                 )
             }
         )
         for route in config.routes
+    ]
+    catalogs = [
+        catalog.model_copy(
+            update={
+                "targets": tuple(
+                    target.model_copy(update={"base_url": url(catalog.name, target)})
+                    for target in catalog.targets
+                )
+            }
+        )
+        for catalog in config.catalogs
     ]
     unknown = sorted(set(overrides) - used)
     if unknown:
@@ -55,16 +66,23 @@ def override_upstreams(
             f"--upstream-override: no target {', '.join(unknown)} in gateway {config.gateway}"
         )
     return contract.seal(
-        gateway=config.gateway, namespace=config.namespace, routes=routes, tiers=config.tiers
+        gateway=config.gateway,
+        namespace=config.namespace,
+        routes=routes,
+        tiers=config.tiers,
+        catalogs=catalogs,
     )
 
 
 def local_upstream_ports(config: contract.GatewayConfig) -> dict[str, int]:
     """``{target name: port}`` of the targets on 127.0.0.1 (for mock upstreams)."""
     ports: dict[str, int] = {}
-    for route in config.routes:
-        for target in route.targets:
-            parts = urlsplit(target.base_url)
-            if parts.hostname == "127.0.0.1" and parts.port and parts.port not in ports.values():
-                ports.setdefault(target.name, parts.port)
+    targets: list[contract.Target | contract.CatalogTarget] = [
+        t for r in config.routes for t in r.targets
+    ]
+    targets += [t for c in config.catalogs for t in c.targets]
+    for target in targets:
+        parts = urlsplit(target.base_url)
+        if parts.hostname == "127.0.0.1" and parts.port and parts.port not in ports.values():
+            ports.setdefault(target.name, parts.port)
     return ports

@@ -39,6 +39,10 @@ __all__ = [
     "CONFIG_VERSION",
     "MAX_KEYS_PER_TIER",
     "Budget",
+    "Catalog",
+    "CatalogModel",
+    "CatalogPattern",
+    "CatalogTarget",
     "CircuitBreaker",
     "CredentialRef",
     "Failover",
@@ -53,6 +57,7 @@ __all__ = [
     "RoutingStrategy",
     "Target",
     "Tier",
+    "TierCatalog",
     "TierRouting",
     "TierUpstream",
     "Timeouts",
@@ -134,7 +139,12 @@ def config_from_configmap(configmap: Mapping[str, Any]) -> bytes | None:
 
 
 def seal(
-    *, gateway: str, namespace: str, routes: Sequence[Route], tiers: Sequence[Tier]
+    *,
+    gateway: str,
+    namespace: str,
+    routes: Sequence[Route],
+    tiers: Sequence[Tier],
+    catalogs: Sequence[Catalog] = (),
 ) -> GatewayConfig:
     """Build a config whose ``generation`` is the hash of its content."""
     unsealed = GatewayConfig(
@@ -143,6 +153,7 @@ def seal(
         namespace=namespace,
         routes=tuple(routes),
         tiers=tuple(tiers),
+        catalogs=tuple(catalogs),
     )
     digest = hashlib.sha256(canonical_json(unsealed)).hexdigest()[:16]
     return unsealed.model_copy(update={"generation": digest})
@@ -220,6 +231,16 @@ class Timeouts(_Frozen):
     )
 
 
+def _servable_targets(what: str, targets: Sequence[Target | CatalogTarget]) -> None:
+    names = [target.name for target in targets]
+    if len(names) != len(set(names)):
+        raise ValueError(f"{what}: target names are not unique")
+    standard = [t for t in targets if t.request_class is RequestClass.STANDARD]
+    lowest = min((t.priority for t in standard), default=None)
+    if not any(t.weight > 0 for t in standard if t.priority == lowest):
+        raise ValueError(f"{what}: no Standard target of the lowest priority has weight > 0")
+
+
 class Route(_Frozen):
     model: str = Field(min_length=1, max_length=253)
     targets: tuple[Target, ...] = Field(min_length=1, max_length=32)
@@ -228,16 +249,81 @@ class Route(_Frozen):
 
     @model_validator(mode="after")
     def _servable(self) -> Route:
-        names = [target.name for target in self.targets]
-        if len(names) != len(set(names)):
-            raise ValueError(f"route {self.model!r}: target names are not unique")
-        standard = [t for t in self.targets if t.request_class is RequestClass.STANDARD]
-        lowest = min((t.priority for t in standard), default=None)
-        if not any(t.weight > 0 for t in standard if t.priority == lowest):
-            raise ValueError(
-                f"route {self.model!r}: no Standard target of the lowest priority has weight > 0"
-            )
+        _servable_targets(f"route {self.model!r}", self.targets)
         return self
+
+
+# Models one catalog may list; a config holding 2,000 of them stays far below a ConfigMap's limit.
+MAX_CATALOG_MODELS = 2048
+MAX_CATALOG_PATTERNS = 64
+
+
+def _empty(value: object) -> bool:
+    return not value
+
+
+class CatalogTarget(_Frozen):
+    """A target of a catalog: a ``Target`` without a model or a price (each catalog model has
+    its own, the same on every target)."""
+
+    name: str = Field(min_length=1, max_length=63)
+    base_url: str = Field(min_length=1, max_length=2048)
+    weight: int = Field(ge=0, le=1000)
+    priority: int = Field(ge=0, le=100)
+    request_class: RequestClass = RequestClass.STANDARD
+    credential: CredentialRef | None = None
+
+
+class CatalogModel(_Frozen):
+    """One model of a catalog: the name clients send, the upstream's name for it when that
+    differs, and its price (``None``: the catalog's ``default_pricing``)."""
+
+    model: str = Field(min_length=1, max_length=253)
+    upstream_model: str | None = Field(
+        default=None, min_length=1, max_length=253, exclude_if=_empty
+    )
+    pricing: Pricing | None = Field(default=None, exclude_if=_empty)
+
+
+class CatalogPattern(_Frozen):
+    """Every model whose name starts with ``prefix`` passes through to the catalog's targets
+    under its own name (the CRD's ``deepseek-ai/*`` is the prefix ``deepseek-ai/``)."""
+
+    prefix: str = Field(max_length=253)
+    pricing: Pricing | None = Field(default=None, exclude_if=_empty)
+
+
+class Catalog(_Frozen):
+    """Many models behind one set of targets, failover, timeouts and circuit breakers.
+
+    A request's model is looked up among the gateway's routes and catalog models by exact
+    name first, then among the catalogs' patterns (the longest prefix wins). ``name`` (the
+    ModelRoute's) is the route label of metrics and the key of the catalog's breakers.
+    """
+
+    name: str = Field(min_length=1, max_length=253)
+    models: tuple[CatalogModel, ...] = Field(default=(), max_length=MAX_CATALOG_MODELS)
+    patterns: tuple[CatalogPattern, ...] = Field(default=(), max_length=MAX_CATALOG_PATTERNS)
+    default_pricing: Pricing = Pricing()
+    targets: tuple[CatalogTarget, ...] = Field(min_length=1, max_length=32)
+    failover: Failover = Failover()
+    timeouts: Timeouts = Timeouts()
+
+    @model_validator(mode="after")
+    def _servable(self) -> Catalog:
+        _servable_targets(f"catalog {self.name!r}", self.targets)
+        if not self.models and not self.patterns:
+            raise ValueError(f"catalog {self.name!r} has neither models nor patterns")
+        names = [m.model for m in self.models]
+        if len(names) != len(set(names)):
+            raise ValueError(f"catalog {self.name!r}: model names are not unique")
+        prefixes = [p.prefix for p in self.patterns]
+        if len(prefixes) != len(set(prefixes)):
+            raise ValueError(f"catalog {self.name!r}: patterns are not unique")
+        return self
+
+    def price_of(self, entry: CatalogModel | CatalogPattern) -> Pricing:
+        return entry.pricing if entry.pricing is not None else self.default_pricing
 
 
 class Limits(_Frozen):
@@ -306,6 +392,22 @@ class KeyExpiry(_Frozen):
         return moment.astimezone(UTC)  # one spelling per moment: configs stay byte-identical
 
 
+class TierCatalog(_Frozen):
+    """A catalog a tier may use: all of it, or only the models ``only`` names (exact names, or
+    prefixes ending in ``*``)."""
+
+    name: str = Field(min_length=1, max_length=253)
+    only: tuple[str, ...] = Field(default=(), max_length=64, exclude_if=_empty)
+
+    def allows(self, model: str) -> bool:
+        if not self.only:
+            return True
+        return any(
+            model.startswith(rule[:-1]) if rule.endswith("*") else model == rule
+            for rule in self.only
+        )
+
+
 class Tier(_Frozen):
     name: str = Field(min_length=1, max_length=253)
     key_sha256: tuple[str, ...] = Field(max_length=MAX_KEYS_PER_TIER)
@@ -315,6 +417,9 @@ class Tier(_Frozen):
         default=(), max_length=MAX_KEYS_PER_TIER, exclude_if=lambda expiry: not expiry
     )
     models: tuple[str, ...]
+    # Catalogs the tier may use; left out of the JSON when empty (configs without catalogs
+    # keep their bytes and generation).
+    catalogs: tuple[TierCatalog, ...] = Field(default=(), exclude_if=_empty)
     default_class: RequestClass = RequestClass.STANDARD
     limits: Limits = Limits()
     budget: Budget | None = None
@@ -351,12 +456,15 @@ class GatewayConfig(_Frozen):
     namespace: str = Field(min_length=1, max_length=63)
     routes: tuple[Route, ...] = ()
     tiers: tuple[Tier, ...] = ()
+    # Each catalog once per gateway, however many tiers use it (tiers name it).
+    catalogs: tuple[Catalog, ...] = Field(default=(), exclude_if=_empty)
 
     @model_validator(mode="after")
     def _consistent(self) -> GatewayConfig:
         models = [route.model for route in self.routes]
         if len(models) != len(set(models)):
             raise ValueError("route models are not unique")
+        self._catalogs_consistent(models)
         tiers = [tier.name for tier in self.tiers]
         if len(tiers) != len(set(tiers)):
             raise ValueError("tier names are not unique")
@@ -370,4 +478,24 @@ class GatewayConfig(_Frozen):
             unknown = set(tier.models) - set(models)
             if unknown:
                 raise ValueError(f"tier {tier.name!r} allows unknown models {sorted(unknown)}")
+            unknown = {c.name for c in tier.catalogs} - {c.name for c in self.catalogs}
+            if unknown:
+                raise ValueError(f"tier {tier.name!r} allows unknown catalogs {sorted(unknown)}")
         return self
+
+    def _catalogs_consistent(self, route_models: list[str]) -> None:
+        """A name a request can ask for leads to one place: route aliases, catalog names (the
+        breakers' and metrics' route key) and catalog models are distinct, and so are patterns."""
+        claimed = {model: f"route {model!r}" for model in route_models}
+        prefixes: dict[str, str] = {}
+        for catalog in self.catalogs:
+            for name in (catalog.name, *(m.model for m in catalog.models)):
+                if name in claimed:
+                    raise ValueError(f"catalog {catalog.name!r}: {name!r} is also {claimed[name]}")
+                claimed[name] = f"in catalog {catalog.name!r}"
+            for pattern in catalog.patterns:
+                other = prefixes.setdefault(pattern.prefix, catalog.name)
+                if other != catalog.name:
+                    raise ValueError(
+                        f"catalogs {other!r} and {catalog.name!r} both pass {pattern.prefix!r}*"
+                    )

@@ -195,8 +195,7 @@ class Gateway:
         self.credentials.invalidate()
         self.metrics.forget_labels()
         self.metrics.set_generation(compiled.generation)
-        keys = {(r.model, t.name) for r in compiled.config.routes for t in r.targets}
-        self.breakers.retain(keys)
+        self.breakers.retain(compiled.breaker_keys())
 
     # -- requests ---------------------------------------------------------
     def handle(self, request: Request) -> Awaitable[Response | StreamResponse]:

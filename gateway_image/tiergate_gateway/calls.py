@@ -46,7 +46,7 @@ def read_call(request: Request, compiled: CompiledConfig, max_json_depth: int = 
     tier = authenticate(request.headers.get("authorization"), compiled)
     payload = _parse(request, max_json_depth)
     model = payload["model"]
-    route = compiled.routes.get(model)
+    route = compiled.lookup(model)
     if route is None:
         raise GatewayError(
             404,
@@ -54,7 +54,7 @@ def read_call(request: Request, compiled: CompiledConfig, max_json_depth: int = 
             param="model",
             code="model_not_found",
         )
-    if model not in compiled.allowed[tier.name]:
+    if not compiled.may_use(tier.name, model, route):
         raise GatewayError(
             403,
             f"your tier may not use model {model!r}",

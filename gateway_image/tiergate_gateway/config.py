@@ -9,6 +9,7 @@ so a request sees either the old or the new config, never a mix.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import zlib
 from collections.abc import Callable
@@ -17,7 +18,17 @@ from dataclasses import dataclass, field
 import orjson
 import pydantic
 
-from tiergate_contract import CONFIG_VERSION, GatewayConfig, RequestClass, Route, Target, Tier
+from tiergate_contract import (
+    CONFIG_VERSION,
+    Catalog,
+    GatewayConfig,
+    Pricing,
+    RequestClass,
+    Route,
+    Target,
+    Tier,
+    TierCatalog,
+)
 
 from .budget import to_nano
 from .client import Endpoint
@@ -53,21 +64,57 @@ class CompiledRoute:
     max_nano_prices: dict[RequestClass, tuple[int, int]]
     # Input + output price per target: what CostFirst orders by.
     blended_prices: dict[str, int]
+    # A catalog's model: the catalog's name and the model name sent upstream (whatever the
+    # target); ``route`` is then the catalog's, shared by all its models, breakers included.
+    catalog: str | None = None
+    upstream_model: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class _Pattern:
+    prefix: str
+    route: CompiledRoute  # its prices; ``upstream_model`` is the model asked for
 
 
 @dataclass(frozen=True, slots=True)
 class CompiledConfig:
     config: GatewayConfig
     tiers_by_digest: dict[str, tuple[str, Tier]]
+    # Route aliases and catalog models by exact name.
     routes: dict[str, CompiledRoute]
     allowed: dict[str, frozenset[str]]
     models_body: dict[str, bytes]
     # Digest -> POSIX time from which the key is refused (``auth`` compares with its clock).
     key_expiry: dict[str, float] = field(default_factory=dict)
+    # Catalog patterns, longest prefix first; and per tier, the catalogs it may use.
+    patterns: tuple[_Pattern, ...] = ()
+    catalog_grants: dict[str, dict[str, TierCatalog]] = field(default_factory=dict)
 
     @property
     def generation(self) -> str:
         return self.config.generation
+
+    def lookup(self, model: str) -> CompiledRoute | None:
+        """The route serving ``model``: an exact name first, then the longest catalog pattern."""
+        route = self.routes.get(model)
+        if route is not None or not self.patterns:
+            return route
+        for pattern in self.patterns:
+            if model.startswith(pattern.prefix):
+                return dataclasses.replace(pattern.route, upstream_model=model)
+        return None
+
+    def may_use(self, tier: str, model: str, route: CompiledRoute) -> bool:
+        if route.catalog is None:
+            return model in self.allowed[tier]
+        grant = self.catalog_grants[tier].get(route.catalog)
+        return grant is not None and grant.allows(model)
+
+    def breaker_keys(self) -> set[tuple[str, str]]:
+        """(route, target) of every circuit breaker this config uses."""
+        keys = {(r.model, t.name) for r in self.config.routes for t in r.targets}
+        keys.update((c.name, t.name) for c in self.config.catalogs for t in c.targets)
+        return keys
 
 
 _MAX_CONFIG_BYTES = 64 * 1024 * 1024
@@ -138,30 +185,93 @@ def _compile_route(route: Route) -> CompiledRoute:
     )
 
 
+def _priced(base: CompiledRoute, pricing: Pricing, upstream_model: str | None) -> CompiledRoute:
+    price = (to_nano(pricing.input_per_million), to_nano(pricing.output_per_million))
+    return dataclasses.replace(
+        base,
+        nano_prices=dict.fromkeys(base.nano_prices, price),
+        max_nano_prices=dict.fromkeys(base.max_nano_prices, price),
+        blended_prices=dict.fromkeys(base.blended_prices, price[0] + price[1]),
+        upstream_model=upstream_model,
+    )
+
+
+def _compile_catalog(catalog: Catalog) -> tuple[dict[str, CompiledRoute], list[_Pattern]]:
+    """Each model and pattern of a catalog as a route sharing the catalog's targets."""
+    # The catalog's targets as route targets; ``upstream_model`` stays empty (never sent: the
+    # model's own name is) and prices are per model.
+    targets = tuple(
+        Target.model_construct(**dict(t), upstream_model="", pricing=Pricing())
+        for t in catalog.targets
+    )
+    route = Route.model_construct(
+        model=catalog.name, targets=targets, failover=catalog.failover, timeouts=catalog.timeouts
+    )
+    base = dataclasses.replace(_compile_route(route), catalog=catalog.name)
+    models = {
+        m.model: _priced(base, catalog.price_of(m), m.upstream_model or m.model)
+        for m in catalog.models
+    }
+    patterns = [
+        _Pattern(p.prefix, _priced(base, catalog.price_of(p), None)) for p in catalog.patterns
+    ]
+    return models, patterns
+
+
+def _models_body(tier: Tier, config: GatewayConfig) -> bytes:
+    """``/v1/models`` for a tier: its route aliases and the catalog models it may use (a
+    pattern's models cannot be listed: only the names a catalog lists are)."""
+    names = set(tier.models)
+    catalogs = {c.name: c for c in config.catalogs}
+    for grant in tier.catalogs:
+        names.update(m.model for m in catalogs[grant.name].models if grant.allows(m.model))
+    return orjson.dumps(
+        {
+            "object": "list",
+            "data": [
+                {"id": m, "object": "model", "created": 0, "owned_by": "tiergate"}
+                for m in sorted(names)
+            ],
+        }
+    )
+
+
 def compile_config(config: GatewayConfig) -> CompiledConfig:
     routes = {route.model: _compile_route(route) for route in config.routes}
+    patterns: list[_Pattern] = []
+    for catalog in config.catalogs:
+        models, found = _compile_catalog(catalog)
+        routes.update(models)
+        patterns += found
+    patterns.sort(key=lambda p: len(p.prefix), reverse=True)
     tiers_by_digest = {
         digest: (digest, tier) for tier in config.tiers for digest in tier.key_sha256
     }
     allowed = {tier.name: frozenset(tier.models) for tier in config.tiers}
-    models_body = {
-        tier.name: orjson.dumps(
-            {
-                "object": "list",
-                "data": [
-                    {"id": m, "object": "model", "created": 0, "owned_by": "tiergate"}
-                    for m in sorted(tier.models)
-                ],
-            }
-        )
-        for tier in config.tiers
-    }
+    # Tiers allowing the same models share one body (90 tiers of a 2,000-model catalog).
+    bodies: dict[tuple[object, ...], bytes] = {}
+    models_body: dict[str, bytes] = {}
+    for tier in config.tiers:
+        allowlist = (tier.models, tier.catalogs)
+        if allowlist not in bodies:
+            bodies[allowlist] = _models_body(tier, config)
+        models_body[tier.name] = bodies[allowlist]
+    grants = {tier.name: {c.name: c for c in tier.catalogs} for tier in config.tiers}
     key_expiry = {
         entry.sha256: entry.expires_at.timestamp()
         for tier in config.tiers
         for entry in tier.key_expiry
     }
-    return CompiledConfig(config, tiers_by_digest, routes, allowed, models_body, key_expiry)
+    return CompiledConfig(
+        config,
+        tiers_by_digest,
+        routes,
+        allowed,
+        models_body,
+        key_expiry=key_expiry,
+        patterns=tuple(patterns),
+        catalog_grants=grants,
+    )
 
 
 class ConfigStore:

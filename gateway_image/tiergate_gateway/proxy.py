@@ -346,7 +346,8 @@ class Forwarder:
                 )
                 return Failed(True, error, sent=False)
             # Encoded per attempt: a failover may change the model; most calls make one attempt.
-            call.payload["model"] = call.tier.upstream.model_prefix + target.upstream_model
+            upstream_model = call.route.upstream_model or target.upstream_model  # a catalog's
+            call.payload["model"] = call.tier.upstream.model_prefix + upstream_model
             try:
                 payload = orjson.dumps(call.payload)
             except orjson.JSONEncodeError as exc:

@@ -7,7 +7,7 @@ objects that parsed, so a broken object can still be placed on its gateway.
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -84,7 +84,8 @@ def check_routes(
         except ValidationError as error:
             problems[name] = invalid_spec(error)
             continue
-        aliases[route.spec.model].append(name)
+        for claim in _claims(name, route):
+            aliases[claim].append(name)
         problem = _first(
             _secret_key_problem(
                 t.credentials_secret_ref, secrets, f"credentials of target {t.name}"
@@ -101,6 +102,19 @@ def check_routes(
         "its model alias is also claimed by ModelRoute {others}",
     )
     return parsed
+
+
+def _claims(name: str, route: ModelRoute) -> list[str]:
+    """The names a route answers to: its alias; or a catalog's name (its breakers' and metrics'
+    route key), models and patterns (a pattern holds a ``*``, which no name does)."""
+    catalog = route.spec.catalog
+    if catalog is None:
+        return [str(route.spec.model)]
+    return [
+        name,
+        *(m.model for m in catalog.models or ()),
+        *(p.pattern for p in catalog.patterns or ()),
+    ]
 
 
 @dataclass(frozen=True)
@@ -176,7 +190,10 @@ def _invalid_keys(keys: _TierKeys) -> Problem:
 
 
 def _tier_problem(
-    tier: ApiKeyTier, route_names: Sequence[str], secrets: SecretDigests
+    tier: ApiKeyTier,
+    route_names: Sequence[str],
+    catalog_names: Collection[str],
+    secrets: SecretDigests,
 ) -> Problem | None:
     """A problem that keeps the tier's current spec from being served at all."""
     spec = tier.spec
@@ -190,6 +207,19 @@ def _tier_problem(
     if unknown:
         return Problem(
             "UnknownRoute", f"models names ModelRoutes that do not exist: {', '.join(unknown)}"
+        )
+    narrowed = [c.route for c in spec.catalogs or ()]
+    unknown = sorted(set(narrowed) - set(route_names))
+    if unknown:
+        return Problem(
+            "UnknownRoute", f"catalogs names ModelRoutes that do not exist: {', '.join(unknown)}"
+        )
+    plain = sorted(set(narrowed) - set(catalog_names))
+    if plain:
+        return Problem(
+            "NotACatalog",
+            f"catalogs names ModelRoutes without a catalog: {', '.join(plain)} "
+            "(allow them in models; only a catalog narrows to some of its models)",
         )
     enabled = [key.secret_ref.name for key in spec.keys if not key.disabled]
     missing = [name for name in enabled if name not in secrets]
@@ -213,10 +243,14 @@ def _no_keys(tier: ApiKeyTier) -> Problem:
 
 
 def _usable_keys(
-    tier: ApiKeyTier, route_names: Sequence[str], secrets: SecretDigests, created: Mapping[str, str]
+    tier: ApiKeyTier,
+    route_names: Sequence[str],
+    catalog_names: Collection[str],
+    secrets: SecretDigests,
+    created: Mapping[str, str],
 ) -> _TierKeys | Problem:
     """The tier's keys when it can be served as specified, else why not."""
-    problem = _tier_problem(tier, route_names, secrets)
+    problem = _tier_problem(tier, route_names, catalog_names, secrets)
     if problem is not None:
         return problem
     keys = _tier_keys(tier, secrets, created)
@@ -237,6 +271,7 @@ def check_tiers(
     secrets: SecretDigests,
     problems: dict[str, Problem],
     created: Mapping[str, str] | None = None,
+    catalog_names: Collection[str] = (),
 ) -> tuple[dict[str, ApiKeyTier], dict[str, ServedKeys]]:
     """The tiers that parsed, and the client keys of each tier to serve as specified.
 
@@ -257,7 +292,7 @@ def check_tiers(
         except ValidationError as error:
             problems[name] = invalid_spec(error)
             continue
-        keys = _usable_keys(tier, route_names, secrets, created or {})
+        keys = _usable_keys(tier, route_names, catalog_names, secrets, created or {})
         if isinstance(keys, Problem):
             problems[name] = keys
             continue

@@ -7,9 +7,18 @@ from decimal import Decimal
 from typing import Any
 
 import tiergate_contract as contract
-from tiergate_operator.models import ApiKeyTierSpec, ModelRouteSpec, Routing, SecretKeyRef
+from tiergate_operator.models import (
+    ApiKeyTierSpec,
+    Catalog,
+    Failover,
+    ModelRouteSpec,
+    Pricing,
+    Routing,
+    SecretKeyRef,
+    Timeouts,
+)
 
-__all__ = ["contract_route", "contract_tier"]
+__all__ = ["contract_catalog", "contract_route", "contract_tier"]
 
 
 def _credential(ref: SecretKeyRef | None) -> contract.CredentialRef | None:
@@ -21,7 +30,17 @@ def _set_fields(**values: Any) -> dict[str, Any]:
     return {name: value for name, value in values.items() if value is not None}
 
 
+def _pricing(pricing: Pricing | None) -> contract.Pricing | None:
+    if pricing is None:
+        return None
+    return contract.Pricing(
+        input_per_million=Decimal(pricing.input_per_million),
+        output_per_million=Decimal(pricing.output_per_million),
+    )
+
+
 def contract_route(spec: ModelRouteSpec) -> contract.Route:
+    assert spec.model is not None, "a catalog route converts with contract_catalog"
     targets = tuple(
         contract.Target(
             name=target.name,
@@ -30,21 +49,56 @@ def contract_route(spec: ModelRouteSpec) -> contract.Route:
             weight=target.weight,
             priority=target.priority,
             request_class=contract.RequestClass(target.request_class),
-            pricing=contract.Pricing(
-                input_per_million=Decimal(target.pricing.input_per_million),
-                output_per_million=Decimal(target.pricing.output_per_million),
-            )
-            if target.pricing
-            else contract.Pricing(),
+            pricing=_pricing(target.pricing) or contract.Pricing(),
             credential=_credential(target.credentials_secret_ref),
         )
         for target in sorted(spec.targets, key=lambda t: t.name)
     )
-    failover, timeouts = spec.failover, spec.timeouts
     return contract.Route(
         model=spec.model,
         targets=targets,
-        failover=contract.Failover(
+        failover=_failover(spec.failover),
+        timeouts=_timeouts(spec.timeouts),
+    )
+
+
+def contract_catalog(name: str, spec: ModelRouteSpec) -> contract.Catalog:
+    """A catalog route: its models and patterns sorted, each price as the user wrote it
+    (``None``: the default), so the config grows once per model."""
+    catalog: Catalog | None = spec.catalog
+    assert catalog is not None, "a route with a model converts with contract_route"
+    return contract.Catalog(
+        name=name,
+        models=tuple(
+            contract.CatalogModel(
+                model=m.model, upstream_model=m.upstream_model, pricing=_pricing(m.pricing)
+            )
+            for m in sorted(catalog.models or (), key=lambda m: m.model)
+        ),
+        patterns=tuple(
+            contract.CatalogPattern(prefix=p.pattern[:-1], pricing=_pricing(p.pricing))
+            for p in sorted(catalog.patterns or (), key=lambda p: p.pattern)
+        ),
+        default_pricing=_pricing(catalog.default_pricing) or contract.Pricing(),
+        targets=tuple(
+            contract.CatalogTarget(
+                name=target.name,
+                base_url=target.base_url,
+                weight=target.weight,
+                priority=target.priority,
+                request_class=contract.RequestClass(target.request_class),
+                credential=_credential(target.credentials_secret_ref),
+            )
+            for target in sorted(spec.targets, key=lambda t: t.name)
+        ),
+        failover=_failover(spec.failover),
+        timeouts=_timeouts(spec.timeouts),
+    )
+
+
+def _failover(failover: Failover | None) -> contract.Failover:
+    return (
+        contract.Failover(
             **_set_fields(
                 statuses=tuple(failover.statuses) if failover.statuses is not None else None,
                 on_timeout=failover.on_timeout,
@@ -60,8 +114,13 @@ def contract_route(spec: ModelRouteSpec) -> contract.Route:
             )
         )
         if failover
-        else contract.Failover(),
-        timeouts=contract.Timeouts(
+        else contract.Failover()
+    )
+
+
+def _timeouts(timeouts: Timeouts | None) -> contract.Timeouts:
+    return (
+        contract.Timeouts(
             **_set_fields(
                 connect_seconds=timeouts.connect_seconds,
                 first_byte_seconds=timeouts.first_byte_seconds,
@@ -71,7 +130,17 @@ def contract_route(spec: ModelRouteSpec) -> contract.Route:
             )
         )
         if timeouts
-        else contract.Timeouts(),
+        else contract.Timeouts()
+    )
+
+
+def tier_catalogs(
+    spec: ApiKeyTierSpec, catalogs: Iterable[str]
+) -> tuple[contract.TierCatalog, ...]:
+    """The catalogs a tier may use, each narrowed as its ``spec.catalogs`` entry says."""
+    narrowed = {c.route: tuple(sorted(c.models)) for c in spec.catalogs or ()}
+    return tuple(
+        contract.TierCatalog(name=name, only=narrowed.get(name, ())) for name in sorted(catalogs)
     )
 
 
@@ -81,6 +150,7 @@ def contract_tier(
     key_digests: Iterable[str],
     models: Iterable[str],
     key_expiry: Iterable[contract.KeyExpiry] = (),
+    catalogs: Iterable[str] = (),
 ) -> contract.Tier:
     limits, budget, upstream = spec.limits, spec.budget, spec.upstream
     return contract.Tier(
@@ -88,6 +158,7 @@ def contract_tier(
         key_sha256=tuple(sorted(set(key_digests))),
         key_expiry=tuple(sorted(key_expiry, key=lambda entry: entry.sha256)),
         models=tuple(sorted(set(models))),
+        catalogs=tier_catalogs(spec, catalogs),
         default_class=contract.RequestClass(spec.default_class or "Standard"),
         limits=contract.Limits(
             requests_per_minute=limits.requests_per_minute,

@@ -7,6 +7,7 @@ Specs are strict and forbid unknown fields; statuses tolerate fields written by 
 
 from __future__ import annotations
 
+import re
 from datetime import UTC, datetime
 from typing import Annotated, Literal
 
@@ -27,6 +28,9 @@ __all__ = [
     "ApiKeyTierStatus",
     "Autoscaling",
     "Budget",
+    "Catalog",
+    "CatalogModel",
+    "CatalogPattern",
     "CircuitBreaker",
     "Condition",
     "ConditionStatus",
@@ -49,6 +53,7 @@ __all__ = [
     "SecretRef",
     "ServiceLevelObjectives",
     "Target",
+    "TierCatalog",
     "Timeouts",
     "Upstream",
 ]
@@ -124,7 +129,7 @@ class Target(_Spec):
         str, StringConstraints(min_length=1, max_length=2048, pattern=r"^https?://[^\s]+$")
     ] = Field(alias="baseURL")
     credentials_secret_ref: SecretKeyRef | None = Field(default=None, alias="credentialsSecretRef")
-    upstream_model: ObjectName = Field(alias="upstreamModel")
+    upstream_model: ObjectName | None = Field(default=None, alias="upstreamModel")
     weight: int = Field(default=1, ge=0, le=1000)
     priority: int = Field(default=0, ge=0, le=100)
     request_class: RequestClass = Field(default="Standard", alias="class")
@@ -179,14 +184,73 @@ class Timeouts(_Spec):
         return self
 
 
+_MODEL_NAME = r"^[A-Za-z0-9][A-Za-z0-9._:/-]*$"
+ModelName = Annotated[str, StringConstraints(min_length=1, max_length=253, pattern=_MODEL_NAME)]
+_PATTERN = re.compile(r"^[A-Za-z0-9._:/-]*[*]$")
+
+
+class CatalogModel(_Spec):
+    model: ModelName
+    upstream_model: ObjectName | None = Field(default=None, alias="upstreamModel")
+    pricing: Pricing | None = None
+
+
+class CatalogPattern(_Spec):
+    pattern: Annotated[str, StringConstraints(min_length=1, max_length=253)]
+    pricing: Pricing | None = None
+
+    @field_validator("pattern")
+    @classmethod
+    def _prefix_and_star(cls, pattern: str) -> str:
+        if not _PATTERN.fullmatch(pattern):
+            raise ValueError(
+                "a pattern is a model-name prefix ending in a single *, e.g. deepseek-ai/*"
+            )
+        return pattern
+
+
+class Catalog(_Spec):
+    models: list[CatalogModel] | None = Field(default=None, max_length=2048)
+    patterns: list[CatalogPattern] | None = Field(default=None, max_length=64)
+    default_pricing: Pricing | None = Field(default=None, alias="defaultPricing")
+
+    @model_validator(mode="after")
+    def _servable(self) -> Catalog:
+        if not self.models and not self.patterns:
+            raise ValueError("a catalog needs at least one model or pattern")
+        for entries, key in ((self.models, "model"), (self.patterns, "pattern")):
+            names = [getattr(entry, key) for entry in entries or ()]
+            if len(set(names)) != len(names):
+                raise ValueError(f"catalog {key}s must be unique")
+        if self.default_pricing is None and any(p.pricing is None for p in self.patterns or ()):
+            raise ValueError(
+                "a pattern without its own pricing needs catalog.defaultPricing "
+                "(every model served has a price)"
+            )
+        return self
+
+
 class ModelRouteSpec(_Spec):
-    model: Annotated[
-        str,
-        StringConstraints(min_length=1, max_length=253, pattern=r"^[A-Za-z0-9][A-Za-z0-9._:/-]*$"),
-    ]
+    model: ModelName | None = None
+    catalog: Catalog | None = None
     targets: list[Target] = Field(min_length=1, max_length=32)
     failover: Failover | None = None
     timeouts: Timeouts | None = None
+
+    @model_validator(mode="after")
+    def _model_or_catalog(self) -> ModelRouteSpec:
+        if (self.model is None) == (self.catalog is None):
+            raise ValueError("set exactly one of model (one alias) and catalog (many models)")
+        if self.catalog is None and any(t.upstream_model is None for t in self.targets):
+            raise ValueError("every target of a route with a model needs upstreamModel")
+        if self.catalog is not None and any(
+            t.upstream_model is not None or t.pricing is not None for t in self.targets
+        ):
+            raise ValueError(
+                "targets of a catalog set neither upstreamModel nor pricing "
+                "(each catalog model has its own)"
+            )
+        return self
 
     @field_validator("targets")
     @classmethod
@@ -201,6 +265,26 @@ class ModelRouteSpec(_Spec):
                 "among Standard-class targets, those of the lowest priority must include one with weight > 0"
             )
         return targets
+
+
+class TierCatalog(_Spec):
+    route: ObjectName
+    models: list[Annotated[str, StringConstraints(min_length=1, max_length=253)]] = Field(
+        min_length=1, max_length=64
+    )
+
+    @field_validator("models")
+    @classmethod
+    def _names_or_patterns(cls, models: list[str]) -> list[str]:
+        if len(set(models)) != len(models):
+            raise ValueError("catalogs[].models must be unique")
+        for model in models:
+            if not (re.fullmatch(_MODEL_NAME, model) or _PATTERN.fullmatch(model)):
+                raise ValueError(
+                    "catalogs[].models holds model names or patterns ending in a single *, "
+                    "e.g. deepseek-ai/*"
+                )
+        return models
 
 
 class KeySource(_Spec):
@@ -339,6 +423,7 @@ class ApiKeyTierSpec(_Spec):
     keys: list[KeySource] = Field(min_length=1, max_length=16)
     key_policy: KeyPolicy | None = Field(default=None, alias="keyPolicy")
     models: list[ObjectName] | None = Field(default=None, max_length=256)
+    catalogs: list[TierCatalog] | None = Field(default=None, max_length=32)
     default_class: RequestClass | None = Field(default=None, alias="defaultClass")
     limits: Limits | None = None
     budget: Budget | None = None
@@ -367,6 +452,14 @@ class ApiKeyTierSpec(_Spec):
             raise ValueError("models must be unique")
         return models
 
+    @field_validator("catalogs")
+    @classmethod
+    def _one_entry_per_catalog(cls, catalogs: list[TierCatalog] | None) -> list[TierCatalog] | None:
+        routes = [c.route for c in catalogs or ()]
+        if len(set(routes)) != len(routes):
+            raise ValueError("catalogs must name distinct routes")
+        return catalogs
+
     @model_validator(mode="after")
     def _isolation_fields(self) -> ApiKeyTierSpec:
         dedicated_only = (
@@ -382,6 +475,10 @@ class ApiKeyTierSpec(_Spec):
             )
         if self.replicas is not None and self.autoscaling is not None:
             raise ValueError("replicas and autoscaling are mutually exclusive")
+        if self.models is not None and any(c.route not in self.models for c in self.catalogs or ()):
+            raise ValueError(
+                "every catalogs[].route must also be in models (or omit models to allow every route)"
+            )
         return self
 
 
@@ -402,6 +499,7 @@ class Condition(_Status):
 class ModelRouteStatus(_Status):
     observed_generation: int | None = Field(default=None, ge=0, alias="observedGeneration")
     conditions: list[Condition] | None = Field(default=None, max_length=8)
+    catalog: str | None = Field(default=None, max_length=64)
     gateways: list[Annotated[str, StringConstraints(max_length=63)]] | None = Field(
         default=None, max_length=1024
     )

@@ -153,6 +153,19 @@ def _change(
     )
 
 
+def _count(number: int, noun: str) -> str:
+    return f"{number} {noun}" if number == 1 else f"{number} {noun}s"
+
+
+def catalog_summary(body: Body) -> str | None:
+    """The printer column of a catalog route: how many models and patterns it serves."""
+    catalog = (body.get("spec") or {}).get("catalog")
+    if not isinstance(catalog, dict):
+        return None
+    models, patterns = catalog.get("models") or [], catalog.get("patterns") or []
+    return f"{_count(len(models), 'model')}, {_count(len(patterns), 'pattern')}"
+
+
 def desired_statuses(
     namespace: str,
     state: NamespaceState,
@@ -192,6 +205,8 @@ def desired_statuses(
             "conditions": _dump(conditions),
             "gateways": gateways,
         }
+        if (summary := catalog_summary(body)) is not None:
+            status["catalog"] = summary
         if change := _change(namespace, body, status, problem or failure):
             yield change
     for name, body in sorted(state.tiers.items()):

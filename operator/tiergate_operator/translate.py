@@ -21,7 +21,7 @@ from pydantic import ValidationError
 
 import tiergate_contract as contract
 from tiergate_operator.checks import ServedKeys, check_routes, check_tiers, invalid_spec
-from tiergate_operator.convert import contract_route, contract_tier
+from tiergate_operator.convert import contract_catalog, contract_route, contract_tier
 from tiergate_operator.models import ApiKeyTier
 from tiergate_operator.names import SHARED_GATEWAY, gateway_for_tier
 from tiergate_operator.plans import GatewayPlan, OwnerRef, Problem, TierObjectives, Translation
@@ -41,6 +41,9 @@ class _Routes:
     fresh: dict[str, contract.Route] = field(default_factory=dict)  # object name -> route
     broken_aliases: dict[str, str] = field(default_factory=dict)  # object name -> alias
     names: tuple[str, ...] = ()
+    # Catalog routes (a catalog's name is its object's): all of them, and the fresh entries.
+    catalog_names: frozenset[str] = frozenset()
+    catalogs: dict[str, contract.Catalog] = field(default_factory=dict)
 
     def alias(self, name: str) -> str | None:
         route = self.fresh.get(name)
@@ -58,16 +61,26 @@ def _gather_routes(
     bodies: list[Body], secrets: SecretDigests, problems: dict[str, Problem]
 ) -> _Routes:
     parsed = check_routes(bodies, secrets, problems)
-    routes = _Routes(names=tuple(str(b["metadata"]["name"]) for b in bodies))
+    routes = _Routes(
+        names=tuple(str(b["metadata"]["name"]) for b in bodies),
+        catalog_names=frozenset(
+            str(b["metadata"]["name"]) for b in bodies if "catalog" in (b.get("spec") or {})
+        ),
+    )
     for body in bodies:
         name = str(body["metadata"]["name"])
         route = parsed.get(name)
         if name not in problems and route is not None:
             try:
-                routes.fresh[name] = contract_route(route.spec)
+                if name in routes.catalog_names:
+                    routes.catalogs[name] = contract_catalog(name, route.spec)
+                else:
+                    routes.fresh[name] = contract_route(route.spec)
                 continue
             except ValidationError as error:
                 problems[name] = invalid_spec(error)
+        if name in routes.catalog_names:
+            continue  # carried over by name
         alias = route.spec.model if route else (body.get("spec") or {}).get("model")
         if isinstance(alias, str):
             routes.broken_aliases[name] = alias
@@ -83,6 +96,7 @@ class _GatewayBuilder:
     previous: contract.GatewayConfig | None
     entries: dict[str, contract.Route] = field(default_factory=dict)  # alias -> route
     tiers: dict[str, contract.Tier] = field(default_factory=dict)
+    catalogs: dict[str, contract.Catalog] = field(default_factory=dict)
 
     def _previous_route(self, alias: str) -> contract.Route | None:
         if self.previous is None:
@@ -102,21 +116,41 @@ class _GatewayBuilder:
         broken = alias in self.routes.broken_aliases.values()
         return self._previous_route(alias) if broken else None
 
-    def _admit(self, tier: contract.Tier, routes: list[contract.Route]) -> bool:
+    def _catalog(self, name: str) -> contract.Catalog | None:
+        """A catalog as specified, else (broken) its last good entry on this gateway."""
+        if name in self.routes.catalogs:
+            return self.routes.catalogs[name]
+        if name not in self.routes.catalog_names or self.previous is None:
+            return None
+        return next((c for c in self.previous.catalogs if c.name == name), None)
+
+    def _admit(
+        self, tier: contract.Tier, routes: list[contract.Route], catalogs: list[contract.Catalog]
+    ) -> bool:
         taken = {d for t in self.tiers.values() for d in t.key_sha256}
         if taken & set(tier.key_sha256):
             return False
+        served = {c.name for c in catalogs}
         self.tiers[tier.name] = tier.model_copy(
-            update={"models": tuple(sorted(r.model for r in routes))}
+            update={
+                "models": tuple(sorted(r.model for r in routes)),
+                "catalogs": tuple(c for c in tier.catalogs if c.name in served),
+            }
         )
         self.entries.update((route.model, route) for route in routes)
+        self.catalogs.update((catalog.name, catalog) for catalog in catalogs)
         return True
 
     def add_fresh(self, tier: ApiKeyTier, keys: ServedKeys) -> bool:
-        allowed = self.routes.names if tier.spec.models is None else tier.spec.models
-        routes = [r for r in (self._route_by_name(n) for n in sorted(allowed)) if r is not None]
-        entry = contract_tier(tier.metadata.name, tier.spec, keys.digests, (), keys.expiry)
-        return self._admit(entry, routes)
+        allowed = sorted(self.routes.names if tier.spec.models is None else tier.spec.models)
+        catalog_names = self.routes.catalog_names
+        routes = [self._route_by_name(n) for n in allowed if n not in catalog_names]
+        catalogs = [self._catalog(n) for n in allowed if n in catalog_names]
+        found = [c for c in catalogs if c is not None]
+        entry = contract_tier(
+            tier.metadata.name, tier.spec, keys.digests, (), keys.expiry, [c.name for c in found]
+        )
+        return self._admit(entry, [r for r in routes if r is not None], found)
 
     def carry_over(self, tier_name: str) -> bool:
         last_good = next(
@@ -125,7 +159,8 @@ class _GatewayBuilder:
         if last_good is None:
             return False
         routes = [r for r in (self._route_by_alias(a) for a in last_good.models) if r is not None]
-        return self._admit(last_good, routes)
+        catalogs = [c for c in (self._catalog(g.name) for g in last_good.catalogs) if c is not None]
+        return self._admit(last_good, routes, catalogs)
 
     def seal(self, namespace: str) -> tuple[contract.GatewayConfig, ValidationError | None]:
         """The config, or when the contract refuses it whole, the last good one and why."""
@@ -135,6 +170,7 @@ class _GatewayBuilder:
                 namespace=namespace,
                 routes=[self.entries[alias] for alias in sorted(self.entries)],
                 tiers=[self.tiers[name] for name in sorted(self.tiers)],
+                catalogs=[self.catalogs[name] for name in sorted(self.catalogs)],
             )
             return sealed, None
         except ValidationError as error:
@@ -164,6 +200,7 @@ def _owner(tier: ApiKeyTier, controller: bool) -> OwnerRef:
 
 def _credential_secrets(config: contract.GatewayConfig) -> tuple[str, ...]:
     refs = [t.credential for r in config.routes for t in r.targets]
+    refs += [t.credential for c in config.catalogs for t in c.targets]
     refs += [tier.upstream.credential for tier in config.tiers]
     return tuple(sorted({ref.secret for ref in refs if ref is not None}))
 
@@ -252,7 +289,12 @@ def translate(
     route_set = _gather_routes(_live(routes), secrets, route_problems)
     tier_bodies = _live(tiers)
     parsed_tiers, key_digests = check_tiers(
-        tier_bodies, route_set.names, secrets, tier_problems, secrets_created
+        tier_bodies,
+        route_set.names,
+        secrets,
+        tier_problems,
+        secrets_created,
+        route_set.catalog_names,
     )
 
     members: dict[str, list[ApiKeyTier]] = defaultdict(list)
@@ -280,11 +322,16 @@ def translate(
         plans.append(_plan(gateway, namespace, members[gateway], config))
 
     served_models = {p.name: {r.model for r in p.config.routes} for p in plans}
+    served_catalogs = {p.name: {c.name for c in p.config.catalogs} for p in plans}
     route_gateways = {
         name: tuple(p.name for p in plans if alias in served_models[p.name])
         for name in route_set.names
         if (alias := route_set.alias(name)) is not None
     }
+    route_gateways.update(
+        (name, tuple(p.name for p in plans if name in served_catalogs[p.name]))
+        for name in route_set.catalog_names
+    )
     return Translation(
         plans=tuple(plans),
         route_problems=route_problems,

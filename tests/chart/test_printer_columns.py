@@ -88,6 +88,6 @@ def test_kubectl_get_shows_the_gateways_of_a_route_in_words(
         json.dumps(status),
     )
     header, row = control_plane.kubectl("-n", namespace, "get", "mr", name).stdout.splitlines()
-    assert header.split()[:5] == ["NAME", "MODEL", "READY", "REASON", "MESSAGE"], header
+    assert header.split()[:6] == ["NAME", "MODEL", "CATALOG", "READY", "REASON", "MESSAGE"], header
     assert "served by tiergate-enterprise-acme, tiergate-shared" in row, row
     assert "[" not in row and "{" not in row, row

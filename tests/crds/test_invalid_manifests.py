@@ -40,3 +40,10 @@ def test_examples_are_accepted(control_plane: ControlPlane, crd_namespace: str) 
     control_plane.kubectl(
         "apply", "-n", crd_namespace, "--dry-run=server", "-k", str(CRDS / "examples")
     )
+
+
+@pytest.mark.cluster
+def test_the_catalog_example_is_accepted(control_plane: ControlPlane, crd_namespace: str) -> None:
+    control_plane.kubectl(
+        "apply", "-n", crd_namespace, "--dry-run=server", "-k", str(CRDS / "examples-catalog")
+    )

@@ -120,8 +120,7 @@ def test_drift_is_detected() -> None:
     assert model_diff(crd, ModelRouteSpec) == [
         ".failover.onTimeout: only in the model",
         ".targets[].class: enum ['Standard', 'Premium', 'Economy'] != ['Standard', 'Premium']",
-        ".targets[]: required ['name', 'baseURL', 'upstreamModel', 'weight'] != "
-        "['name', 'baseURL', 'upstreamModel']",
+        ".targets[]: required ['name', 'baseURL', 'weight'] != ['name', 'baseURL']",
         ".timeouts.idleSeconds: only in the CRD",
     ]
 

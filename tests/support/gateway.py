@@ -20,6 +20,10 @@ import uvloop
 
 from tiergate_contract import (
     Budget,
+    Catalog,
+    CatalogModel,
+    CatalogPattern,
+    CatalogTarget,
     CircuitBreaker,
     CredentialRef,
     Failover,
@@ -30,6 +34,7 @@ from tiergate_contract import (
     Route,
     Target,
     Tier,
+    TierCatalog,
     TierRouting,
     TierUpstream,
     Timeouts,
@@ -129,8 +134,56 @@ def tier(
     )
 
 
-def config(routes: list[Route], tiers: list[Tier]) -> GatewayConfig:
-    return seal(gateway="test", namespace="default", routes=routes, tiers=tiers)
+def price(input_per_million: str, output_per_million: str) -> Pricing:
+    return Pricing(
+        input_per_million=Decimal(input_per_million), output_per_million=Decimal(output_per_million)
+    )
+
+
+def catalog(
+    name: str,
+    targets: list[tuple[str, str, int]],
+    models: dict[str, tuple[str, str] | tuple[str, str, str]],
+    patterns: dict[str, tuple[str, str] | None] | None = None,
+    default: tuple[str, str] = ("0", "0"),
+    failures: int = 5,
+) -> Catalog:
+    """``targets``: (name, base URL, priority); ``models``: name -> (input, output[, upstream
+    name]) price per million; ``patterns``: prefix -> price or None (the default)."""
+    return Catalog(
+        name=name,
+        targets=tuple(
+            CatalogTarget(name=n, base_url=url, weight=100, priority=prio)
+            for n, url, prio in targets
+        ),
+        models=tuple(
+            CatalogModel(
+                model=model,
+                pricing=price(spec[0], spec[1]),
+                upstream_model=spec[2] if len(spec) == 3 else None,
+            )
+            for model, spec in models.items()
+        ),
+        patterns=tuple(
+            CatalogPattern(prefix=prefix, pricing=price(*p) if p else None)
+            for prefix, p in (patterns or {}).items()
+        ),
+        default_pricing=price(*default),
+        failover=Failover(circuit_breaker=CircuitBreaker(consecutive_failures=failures)),
+        timeouts=Timeouts(connect_seconds=2, first_byte_seconds=10, total_seconds=30),
+    )
+
+
+def tier_catalog(name: str, *only: str) -> TierCatalog:
+    return TierCatalog(name=name, only=only)
+
+
+def config(
+    routes: list[Route], tiers: list[Tier], catalogs: list[Catalog] | None = None
+) -> GatewayConfig:
+    return seal(
+        gateway="test", namespace="default", routes=routes, tiers=tiers, catalogs=catalogs or ()
+    )
 
 
 def write_config(path: Path, cfg: GatewayConfig | bytes) -> None:
