@@ -352,50 +352,25 @@ def main() -> None:
 
         config = folder / "tiergate.json"
         tiergate_config(config, mock_port)
-        port = free_port()
-        env = {"PYTHONPATH": os.pathsep.join(sys.path[:2])}
-        systems.append(
-            start(
-                "tiergate",
-                taskset(
-                    SERVER_CORE,
-                    str(args.gateway_python),
-                    "-m",
-                    "tiergate_gateway",
-                    "--port",
-                    str(port),
-                    "--config-file",
-                    str(config),
-                    "--log-level",
-                    "WARNING",
-                ),
-                f"http://127.0.0.1:{port}/v1/chat/completions",
-                env,
-                folder / "tiergate.log",
+        # This checkout's gateway, then each --tree's, on the same config.
+        checkouts = [("tiergate", os.pathsep.join(sys.path[:2]))] + [
+            (
+                f"tiergate@{tree.name}",
+                os.pathsep.join(str(tree / d) for d in ("contract", "gateway_image")),
             )
-        )
-
-        for tree in args.tree:
+            for tree in args.tree
+        ]
+        for name, python_path in checkouts:
             port = free_port()
-            tree_path = os.pathsep.join(str(tree / d) for d in ("contract", "gateway_image"))
+            command = [str(args.gateway_python), "-m", "tiergate_gateway", "--port", str(port)]
+            command += ["--config-file", str(config), "--log-level", "WARNING"]
             systems.append(
                 start(
-                    f"tiergate@{tree.name}",
-                    taskset(
-                        SERVER_CORE,
-                        str(args.gateway_python),
-                        "-m",
-                        "tiergate_gateway",
-                        "--port",
-                        str(port),
-                        "--config-file",
-                        str(config),
-                        "--log-level",
-                        "WARNING",
-                    ),
+                    name,
+                    taskset(SERVER_CORE, *command),
                     f"http://127.0.0.1:{port}/v1/chat/completions",
-                    {"PYTHONPATH": tree_path},
-                    folder / f"tiergate-{tree.name}.log",
+                    {"PYTHONPATH": python_path},
+                    folder / f"{name.replace('@', '-')}.log",
                 )
             )
 

@@ -130,13 +130,16 @@ def flood() -> Iterator[FloodUpstream]:
     upstream.stop()
 
 
-@pytest.fixture
-def gateway(flood: FloodUpstream, tmp_path: Path) -> Iterator[GatewayProcess]:
-    path = tmp_path / "config.json"
+@contextlib.contextmanager
+def gateway_before(
+    upstream: FloodUpstream, folder: Path, *flags: str, **route_options: float
+) -> Iterator[GatewayProcess]:
+    """A gateway process serving route m from ``upstream`` (tier t, no limits, no access log)."""
+    path = folder / "config.json"
     write_config(
         path,
         config(
-            [route("m", target("up", flood.base_url), total=20)],
+            [route("m", target("up", upstream.base_url), **route_options)],  # type: ignore[arg-type]
             [tier("t", STARTUP_KEY, ["m"], limits=Limits())],
         ),
     )
@@ -144,14 +147,23 @@ def gateway(flood: FloodUpstream, tmp_path: Path) -> Iterator[GatewayProcess]:
         "--config-file",
         str(path),
         "--credentials-dir",
-        str(tmp_path),
-        "--max-response-bytes",
-        str(MAX_RESPONSE),
+        str(folder),
         "--access-log-sample",
         "0",
+        *flags,
     ).start()
-    yield process
-    process.stop()
+    try:
+        yield process
+    finally:
+        process.stop()
+
+
+@pytest.fixture
+def gateway(flood: FloodUpstream, tmp_path: Path) -> Iterator[GatewayProcess]:
+    with gateway_before(
+        flood, tmp_path, "--max-response-bytes", str(MAX_RESPONSE), total=20
+    ) as process:
+        yield process
 
 
 class PeakRss:
@@ -275,60 +287,46 @@ def test_a_client_that_stops_reading_an_endless_stream_stops_the_upstream(
 def test_a_reading_client_gets_a_large_stream_whole(tmp_path: Path) -> None:
     """The buffer bound pauses and resumes reading; it never loses or reorders a byte."""
     upstream = FloodUpstream("sse").start()
-    path = tmp_path / "config.json"
-    write_config(
-        path,
-        config(
-            [route("m", target("up", upstream.base_url), total=60, first_byte=3)],
-            [tier("t", STARTUP_KEY, ["m"], limits=Limits())],
-        ),
-    )
-    gateway = GatewayProcess(
-        "--config-file", str(path), "--credentials-dir", str(tmp_path), "--access-log-sample", "0"
-    ).start()
     try:
-        client = openai.OpenAI(base_url=gateway.url + "/v1", api_key=STARTUP_KEY, max_retries=0)
-        pieces = 0
-        with client.chat.completions.create(
-            model="m", messages=[{"role": "user", "content": "hi"}], stream=True
-        ) as stream:
-            for chunk in stream:
-                if chunk.choices and chunk.choices[0].delta.content:
-                    assert chunk.choices[0].delta.content == "y" * 4000
-                    pieces += 1
-                    if pieces == 5000:  # 20 MB through the 64 KiB buffer, many pauses
-                        break
-        assert pieces == 5000
+        with gateway_before(upstream, tmp_path, total=60, first_byte=3) as gateway:
+            _read_5000_pieces(gateway)
     finally:
-        gateway.stop()
         upstream.stop()
+
+
+def _read_5000_pieces(gateway: GatewayProcess) -> None:
+    client = openai.OpenAI(base_url=gateway.url + "/v1", api_key=STARTUP_KEY, max_retries=0)
+    pieces = 0
+    with client.chat.completions.create(
+        model="m", messages=[{"role": "user", "content": "hi"}], stream=True
+    ) as stream:
+        for chunk in stream:
+            if chunk.choices and chunk.choices[0].delta.content:
+                assert chunk.choices[0].delta.content == "y" * 4000
+                pieces += 1
+                if pieces == 5000:  # 20 MB through the 64 KiB buffer, many pauses
+                    break
+    assert pieces == 5000
 
 
 def test_a_stream_cut_mid_event_ends_with_a_clean_error_event(tmp_path: Path) -> None:
     """The relay passes whole events only: the error event after a break is never glued to a
     half-sent one (the SDK would fail on broken JSON instead of raising the error)."""
     upstream = FloodUpstream("half").start()
-    path = tmp_path / "config.json"
-    write_config(
-        path,
-        config(
-            [route("m", target("up", upstream.base_url), total=2, first_byte=2)],
-            [tier("t", STARTUP_KEY, ["m"], limits=Limits())],
-        ),
-    )
-    gateway = GatewayProcess(
-        "--config-file", str(path), "--credentials-dir", str(tmp_path), "--access-log-sample", "0"
-    ).start()
     try:
-        client = openai.OpenAI(base_url=gateway.url + "/v1", api_key=STARTUP_KEY, max_retries=0)
-        contents = []
-        with pytest.raises(openai.APIError) as broke:  # noqa: PT012 (the stream is read inside)
-            for chunk in client.chat.completions.create(
-                model="m", messages=[{"role": "user", "content": "hi"}], stream=True
-            ):
-                contents.append(chunk.choices[0].delta.content)
-        assert contents == ["y" * 4000]  # the whole first event, nothing of the half one
-        assert "the upstream stream timed out" in str(broke.value)
+        with gateway_before(upstream, tmp_path, total=2, first_byte=2) as gateway:
+            _expect_a_clean_error_event(gateway)
     finally:
-        gateway.stop()
         upstream.stop()
+
+
+def _expect_a_clean_error_event(gateway: GatewayProcess) -> None:
+    client = openai.OpenAI(base_url=gateway.url + "/v1", api_key=STARTUP_KEY, max_retries=0)
+    contents = []
+    with pytest.raises(openai.APIError) as broke:  # noqa: PT012 (the stream is read inside)
+        for chunk in client.chat.completions.create(
+            model="m", messages=[{"role": "user", "content": "hi"}], stream=True
+        ):
+            contents.append(chunk.choices[0].delta.content)
+    assert contents == ["y" * 4000]  # the whole first event, nothing of the half one
+    assert "the upstream stream timed out" in str(broke.value)
