@@ -12,9 +12,12 @@ Gateway settings: see ``tiergate_operator.settings``.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
 import os
 import secrets
+from typing import Any
 
 import kopf
 
@@ -35,13 +38,34 @@ def main() -> None:
         for chatty in ("kopf.objects",):
             logging.getLogger(chatty).setLevel(logging.WARNING)
     standalone = os.environ.get("TIERGATE_STANDALONE", "") in {"1", "true", "yes"}
-    kopf.run(
+    operator = kopf.operator(
         clusterwide=True,
         standalone=standalone,
         peering_name=None if standalone else os.environ.get("TIERGATE_PEERING", "tiergate"),
         priority=int(os.environ.get("TIERGATE_PEERING_PRIORITY") or secrets.randbelow(2**31)),
         liveness_endpoint=os.environ.get("TIERGATE_LIVENESS") or None,
     )
+    # kopf.run, with one exception handler more (asyncio.Runner finalizes like asyncio.run).
+    with asyncio.Runner() as runner:
+        runner.get_loop().set_exception_handler(_quiet_watch_finalization)
+        with contextlib.suppress(asyncio.CancelledError):
+            runner.run(operator)
+
+
+def _quiet_watch_finalization(loop: asyncio.AbstractEventLoop, context: dict[str, Any]) -> None:
+    """At exit, asyncio closes async generators still open; kopf's watch stream sometimes
+    refuses to close then ("generator didn't stop after athrow()", after every activity has
+    finished). That is logged as one warning line instead of an ERROR with a traceback; every
+    other error goes to asyncio's default handler."""
+    asyncgen = context.get("asyncgen")
+    if getattr(asyncgen, "__qualname__", "") == "infinite_watch" and isinstance(
+        context.get("exception"), RuntimeError
+    ):
+        logging.getLogger("tiergate_operator").warning(
+            "a kopf watch stream was still closing at exit: %s", context.get("exception")
+        )
+        return
+    loop.default_exception_handler(context)
 
 
 if __name__ == "__main__":
