@@ -208,6 +208,7 @@ class Gateway:
 
     async def _other(self, request: Request, endpoint: str | None) -> Response:
         started = time.perf_counter()
+        code: str | None = None
         try:
             if endpoint is not None:
                 raise GatewayError(
@@ -225,10 +226,10 @@ class Gateway:
             endpoint = "other"
         except GatewayError as error:
             response = _error_response(error)
+            code = error.code
             endpoint = endpoint or "other"
         self._record(started, response.status, endpoint, "-", "-")
         if request.path not in _QUIET_PATHS and self.access_log.sampled():
-            code = _error_code(response)
             now = time.perf_counter()
             self._log_call(request, started, now, response.status, code, None, None, None)
         return response
@@ -391,17 +392,6 @@ class Gateway:
                 "upstream_request_id": call.upstream_request_id,
             }
         self.access_log.write(entry)
-
-
-def _error_code(response: Response) -> str | None:
-    """The ``code`` of an OpenAI error envelope the gateway made (for the access log)."""
-    if response.status < 400:
-        return None
-    try:
-        error = orjson.loads(response.body).get("error")
-    except (orjson.JSONDecodeError, AttributeError):
-        return None
-    return error.get("code") if isinstance(error, dict) else None
 
 
 def create_gateway(
