@@ -45,10 +45,12 @@ __all__ = [
     "CatalogTarget",
     "CircuitBreaker",
     "CredentialRef",
+    "Credits",
     "Failover",
     "GatewayConfig",
     "Hedge",
     "KeyExpiry",
+    "KeyName",
     "Limits",
     "Money",
     "Pricing",
@@ -392,6 +394,22 @@ class KeyExpiry(_Frozen):
         return moment.astimezone(UTC)  # one spelling per moment: configs stay byte-identical
 
 
+class KeyName(_Frozen):
+    """Where a client key (by digest) comes from: ``<secret>/<data key>``, never its value.
+    Spend and last use are reported per key under this name."""
+
+    sha256: str = Field(min_length=64, max_length=64, pattern=r"^[0-9a-f]{64}$")
+    name: str = Field(min_length=3, max_length=507)
+
+
+class Credits(_Frozen):
+    """Prepaid credits: the sum of a tier's grants, spent by its lifetime spend; they never
+    expire. Below ``warn_below_usd`` left, answers carry a warning."""
+
+    granted_usd: Money
+    warn_below_usd: Money = Field(default=Decimal(0), exclude_if=lambda amount: amount == 0)
+
+
 class TierCatalog(_Frozen):
     """A catalog a tier may use: all of it, or only the models ``only`` names (exact names, or
     prefixes ending in ``*``)."""
@@ -429,6 +447,13 @@ class Tier(_Frozen):
     routing: TierRouting = Field(
         default=TierRouting(), exclude_if=lambda routing: routing == TierRouting()
     )
+    # The name of each key of ``key_sha256`` (sorted by digest), for spend and last use per key.
+    key_names: tuple[KeyName, ...] = Field(
+        default=(), max_length=MAX_KEYS_PER_TIER, exclude_if=_empty
+    )
+    credits: Credits | None = Field(default=None, exclude_if=lambda credits: credits is None)
+    # Label the token and cost metrics with the key's name (bounded by the tier's keys).
+    per_key_metrics: bool = Field(default=False, exclude_if=lambda enabled: not enabled)
 
     @field_validator("key_sha256")
     @classmethod
@@ -445,6 +470,9 @@ class Tier(_Frozen):
             raise ValueError(f"tier {self.name!r}: a key has more than one expiry")
         if not set(expiring) <= set(self.key_sha256):
             raise ValueError(f"tier {self.name!r}: key_expiry names a key not in key_sha256")
+        named = [entry.sha256 for entry in self.key_names]
+        if len(named) != len(set(named)) or not set(named) <= set(self.key_sha256):
+            raise ValueError(f"tier {self.name!r}: key_names must name keys of key_sha256 once")
         return self
 
 
