@@ -59,10 +59,13 @@ def _wait_ready(client: sync_redis.Redis, proc: subprocess.Popen[bytes], log: Pa
         time.sleep(0.02)
 
 
-def start_redis(folder: Path, *args: str, tls: TlsFiles | None = None) -> RedisServer:
-    """A redis-server on a free port (the TLS port when ``tls`` is given: no plain port then)."""
+def start_redis(
+    folder: Path, *args: str, tls: TlsFiles | None = None, port: int | None = None
+) -> RedisServer:
+    """A redis-server on ``port`` or a free one (the TLS port when ``tls`` is given: no plain
+    port then)."""
     folder.mkdir(parents=True, exist_ok=True)
-    port = free_port()
+    port = port or free_port()
     log = folder / "redis.log"
     if tls is None:
         listen = ["--port", str(port)]
