@@ -30,10 +30,12 @@ from tiergate_contract import (
 from tiergate_gateway.settings import Settings
 from tiergate_gateway.sources import KubeAccess, KubeSource
 
-# The requirement: a new config serves within a second of the write. Measured on the
-# 2-core machine: a few ms after `kubectl apply` returns (the event usually lands before
-# kubectl has exited), ~0.15 s for a 900 KB gzip config (parsing and compiling it).
-SERVED_WITHIN = 1.0
+# The requirement: a new config serves within a second of the write. Measured by
+# bench/gateway/configmap_latency.py (a few ms after `kubectl apply` returns, ~0.15 s for a
+# 900 KB gzip config on the 2-core machine). Here the bound only catches a config served by
+# a relist or a reconnect instead of the watch event (seconds), with room for a loaded
+# machine: speed is the benchmark's to prove, not a timed test's.
+SERVED_WITHIN = 5.0
 
 
 def configmap(namespace: str, cfg: GatewayConfig | bytes) -> str:
