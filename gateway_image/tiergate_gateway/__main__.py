@@ -26,7 +26,7 @@ from pathlib import Path
 
 from tiergate_contract import GatewayConfig
 
-from . import logs
+from . import logs, runtime
 from .app import create_gateway
 from .settings import DEFAULT_CREDENTIALS_DIR, Settings, parse_buckets
 
@@ -227,14 +227,26 @@ def _configure_logging(settings: Settings) -> None:
     logs.configure(settings.log_level, settings.log_format)
 
 
+def _prepare_process(settings: Settings) -> None:
+    """A gateway process's own: its file limit, its collector (see ``runtime``)."""
+    runtime.raise_open_file_limit(settings.max_connections)
+    runtime.tune_collector()
+
+
+def _serve_process(settings: Settings, config: GatewayConfig | None = None) -> None:
+    import uvloop
+
+    _prepare_process(settings)
+    uvloop.run(serve(settings, config, on_ready=lambda _port: runtime.settle_collector()))
+
+
 def run(settings: Settings, config: GatewayConfig | None = None) -> None:
     """Run the gateway in this process (or as a master of ``settings.workers`` processes)."""
     _configure_logging(settings)
     if settings.workers > 1:
+        runtime.raise_open_file_limit(settings.max_connections)  # the workers inherit it
         raise SystemExit(_run_master(settings, sys.argv[1:]))
-    import uvloop
-
-    uvloop.run(serve(settings, config))
+    _serve_process(settings, config)
 
 
 def _run_master(settings: Settings, argv: list[str]) -> int:
@@ -287,10 +299,8 @@ def main(argv: Sequence[str] | None = None) -> None:
     settings, is_worker = parse_args(argv)
     if is_worker:
         _configure_logging(settings)
-        import uvloop
-
         # A worker of a master: same settings, one process, port shared through SO_REUSEPORT.
-        uvloop.run(serve(settings))
+        _serve_process(settings)
         return
     run(settings)
 

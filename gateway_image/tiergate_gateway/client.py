@@ -104,6 +104,30 @@ _KEPT_HEADERS = frozenset(
 
 
 class _Conn(asyncio.Protocol):
+    # Slots: no instance dict, one object less for the collector to track per connection.
+    __slots__ = (
+        "active",
+        "body_bytes",
+        "buffered",
+        "chunks",
+        "complete",
+        "deadline",
+        "failed",
+        "first_byte_at",
+        "first_token_at",
+        "head",
+        "headers",
+        "loop",
+        "max_body_bytes",
+        "parser",
+        "reading_paused",
+        "received_any",
+        "status",
+        "token_seen",
+        "transport",
+        "waiter",
+    )
+
     def __init__(self) -> None:
         self.loop = asyncio.get_running_loop()
         self.parser = httptools.HttpResponseParser(self)
@@ -159,6 +183,9 @@ class _Conn(asyncio.Protocol):
             self._fail(UpstreamProtocolError(f"upstream closed the connection: {exc or 'EOF'}"))
         elif self.failed is None:
             self.failed = UpstreamProtocolError("connection closed")
+        # The parser holds this connection's bound methods: swapped for one that holds none,
+        # the closed connection is no reference cycle left for a full collection to find.
+        self.parser = _DETACHED_PARSER
 
     def data_received(self, data: bytes) -> None:
         self.received_any = True
@@ -262,6 +289,16 @@ class _Conn(asyncio.Protocol):
         self._wake()
 
 
+class _NoCallbacks:
+    """The protocol of ``_DETACHED_PARSER``: it is told of nothing."""
+
+    __slots__ = ()
+
+
+# What a closed connection's parser is swapped for (nothing feeds it).
+_DETACHED_PARSER = httptools.HttpResponseParser(_NoCallbacks())
+
+
 class UpstreamResponse:
     """Status and headers of an upstream response; the body is read with ``read``/``read_all``."""
 
@@ -315,6 +352,13 @@ class UpstreamResponse:
             conn.active.discard(conn)
             conn.active = self._pool._streaming
             conn.active.add(conn)
+
+    def unread_events(self) -> int:
+        """SSE data events (``[DONE]`` aside) among the bytes received and not read yet."""
+        events = 0
+        for chunk in self._conn.chunks:
+            events += chunk.count(b"data:") - chunk.count(b"data: [DONE]")
+        return events
 
     def unbounded(self) -> None:
         """Lift ``max_body_bytes`` for this body (a stream): only its buffer stays bounded."""

@@ -287,8 +287,14 @@ class _Connection(asyncio.Protocol):
         self._closing = True
         self._server.connections.discard(self)
         self._writable.set()
-        if self._task is not None and not self._task.done():
-            self._task.cancel()
+        task, self._task = self._task, None
+        if task is not None and not task.done():
+            task.cancel()
+        # Nothing is parsed any more. Without these two references the connection is no
+        # reference cycle (its parser holds its bound methods; its task, cancelled, holds a
+        # traceback whose frame holds it): it is freed as its last reference goes, not left
+        # to a full collection, which stalls every stream for as long as it walks them all.
+        self._parser = _DETACHED_PARSER
 
     def eof_received(self) -> bool:
         # A client that half-closes has gone away: treat it as a disconnect.
@@ -760,6 +766,14 @@ class _Connection(asyncio.Protocol):
         self.close()
 
 
+class _NoCallbacks:
+    """The protocol of ``_DETACHED_PARSER``: it is told of nothing."""
+
+    __slots__ = ()
+
+
+# What a closed connection's parser is swapped for (nothing feeds it).
+_DETACHED_PARSER = httptools.HttpRequestParser(_NoCallbacks())
 _NEVER = float("inf")
 _IN_BODY = 1 << 62  # a line room no read reaches
 _CLOSE = b"connection: close\r\n"

@@ -12,6 +12,7 @@ import tempfile
 import threading
 import time
 import urllib.request
+from collections.abc import Callable
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -262,7 +263,13 @@ class GatewayProcess:
     fails if the gateway broke an answer itself (``internal_errors_total`` above 0).
     """
 
-    def __init__(self, *args: str, env: dict[str, str] | None = None) -> None:
+    def __init__(
+        self,
+        *args: str,
+        env: dict[str, str] | None = None,
+        preexec_fn: Callable[[], None] | None = None,
+    ) -> None:
+        self.preexec_fn = preexec_fn  # run in the child before it starts (e.g. lower a limit)
         self.port = free_port()
         self.args = ["--port", str(self.port), *args]
         self.env = dict(os.environ, **(env or {}))
@@ -284,6 +291,7 @@ class GatewayProcess:
             env=self.env,
             stdout=self._output,
             stderr=subprocess.STDOUT,
+            preexec_fn=self.preexec_fn,
         )
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
