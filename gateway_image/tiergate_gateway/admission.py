@@ -23,7 +23,7 @@ from types import TracebackType
 from tiergate_contract import Budget, Route, Target
 
 from .budget import BudgetLedger, nano_cost
-from .calls import Call
+from .calls import Call, HedgeLoser
 from .errors import GatewayError
 from .leases import Grant, RedisLeases
 from .limits import LimitDecision, Limiter
@@ -221,16 +221,24 @@ class Admission:
             else 0
         )
         used = prompt + completion
-        # Hedges that lost were sent too: their upstreams bill the prompt they read.
-        losers: list[tuple[str, int]] = []
+        # Hedges that lost were sent too: their upstreams bill the prompt they read and what
+        # they streamed before the cut.
+        losers: list[tuple[HedgeLoser, int]] = []
         if call.hedge_losers:
             losers = [
-                (loser, nano_cost(*call.route.nano_prices[loser], estimated, 0))
+                (
+                    loser,
+                    nano_cost(
+                        *call.route.nano_prices[loser.target],
+                        loser.prompt_tokens,
+                        loser.completion_tokens,
+                    ),
+                )
                 for loser in call.hedge_losers
             ]
-            for _, loser_cost in losers:
+            for loser, loser_cost in losers:
                 cost += loser_cost
-                used += estimated
+                used += loser.prompt_tokens + loser.completion_tokens
         self.cost_nano = cost
         shared = admissions.shared
         reserved_tokens = estimated * self._attempts
@@ -254,7 +262,14 @@ class Admission:
             # Settled on the estimates (the prompt from its size, a token per streamed event).
             admissions.metrics.add(admissions.metrics.usage_missing, tier.name, model)
         for loser, loser_cost in losers:
-            admissions.metrics.add_usage(tier.name, model, loser, estimated, 0, loser_cost / 1e9)
+            admissions.metrics.add_usage(
+                tier.name,
+                model,
+                loser.target,
+                loser.prompt_tokens,
+                loser.completion_tokens,
+                loser_cost / 1e9,
+            )
             cost -= loser_cost
         if target is not None and (prompt or completion):
             admissions.metrics.add_usage(

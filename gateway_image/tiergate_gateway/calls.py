@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NamedTuple
 
 import orjson
 
@@ -14,10 +14,18 @@ from .config import CompiledConfig, CompiledRoute
 from .errors import GatewayError
 from .server import Request
 
-__all__ = ["Call", "read_call"]
+__all__ = ["Call", "HedgeLoser", "read_call"]
 
 _DEFAULT_MAX_TOKENS = 4096
 _CLASSES = {"premium": RequestClass.PREMIUM, "standard": RequestClass.STANDARD}
+
+
+class HedgeLoser(NamedTuple):
+    """A hedged attempt cancelled when another one won: what its upstream may bill for it."""
+
+    target: str
+    prompt_tokens: int  # estimated from the body it was sent, as a prompt is from the client's
+    completion_tokens: int  # the data events that had reached the gateway when it was cut
 
 
 @dataclass(slots=True)
@@ -37,8 +45,8 @@ class Call:
     upstream_seconds: float = 0.0  # spent waiting on upstreams (perf_counter seconds)
     first_token_at: float = 0.0  # perf_counter when the first token (or whole answer) came
     upstream_request_id: str | None = None  # the serving upstream's own x-request-id
-    hedge_losers: tuple[str, ...] = ()
-    strip_usage: bool = False  # drop the usage-only chunk the client did not ask for  # targets of hedged attempts that lost (charged a prompt)
+    hedge_losers: tuple[HedgeLoser, ...] = ()  # hedged attempts that lost, each charged
+    strip_usage: bool = False  # drop the usage-only chunk the client did not ask for
 
 
 def read_call(request: Request, compiled: CompiledConfig, max_json_depth: int = 64) -> Call:

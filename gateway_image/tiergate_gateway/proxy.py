@@ -13,7 +13,7 @@ import orjson
 from tiergate_contract import Hedge, Target
 
 from .admission import Admission
-from .calls import Call
+from .calls import Call, HedgeLoser
 from .client import (
     UpstreamConnectError,
     UpstreamPool,
@@ -60,6 +60,19 @@ class Failed:
 
 
 Attempt = Served | Failed
+
+
+@dataclass(slots=True)
+class _Sent:
+    """How far a hedged attempt got: what its upstream may bill for it if it loses."""
+
+    prompt_tokens: int = 0  # estimated from the body sent (0: nothing was sent)
+    completion_tokens: int = 0  # data events that reached the gateway
+
+
+def _data_events(data: bytes) -> int:
+    return data.count(b"data:") - data.count(b"data: [DONE]")
+
 
 _NEVER = float("inf")
 # The pool's ticker notices a deadline up to one tick late: a timeout this close to the
@@ -232,11 +245,12 @@ class Forwarder:
         """Hedged: with no first token ``hedge.after_ms`` after the last start, the next target
         is asked too (``hedge.max_extra`` times at most); the first first token wins and the
         other attempts are cancelled (their breakers get no verdict; their targets are noted
-        in ``call.hedge_losers``, which are charged their prompt)."""
+        in ``call.hedge_losers``, each charged the prompt it was sent and the data events
+        that had reached the gateway when it was cut)."""
         loop, metrics = self._pool.loop, self._metrics
         route = call.route.route
         queue = iter(targets)
-        running: dict[asyncio.Task[Attempt], Target] = {}
+        running: dict[asyncio.Task[Attempt], tuple[Target, _Sent]] = {}
         failure: Failed | None = None
         hedges_left = hedge.max_extra
         stopped = False  # a failure that must not be retried elsewhere
@@ -250,8 +264,9 @@ class Forwarder:
                 breaker = board[target.name]
                 if not breaker.acquire(time.monotonic()):
                     continue
-                task = loop.create_task(self.attempt(call, target, breaker, request_deadline))
-                running[task] = target
+                sent = _Sent()
+                task = loop.create_task(self.attempt(call, target, breaker, request_deadline, sent))
+                running[task] = (target, sent)
                 if call.tried and failover:
                     self._failover(call, target)
                 call.tried.append(target.name)
@@ -272,14 +287,13 @@ class Forwarder:
                     continue
                 winner: tuple[Served, Target] | None = None
                 for task in done:
-                    target = running.pop(task)
+                    target, sent = running.pop(task)
                     attempt = task.result()
                     if isinstance(attempt, Served):
                         if winner is None:
                             winner = (attempt, target)
                         else:  # two first tokens at once: the later one is dropped
-                            attempt.response.close()
-                            call.hedge_losers += (target.name,)
+                            call.hedge_losers += (_dropped(target, sent, attempt),)
                         continue
                     failure = _reported(failure, attempt)
                     stopped = stopped or not attempt.retry
@@ -295,7 +309,17 @@ class Forwarder:
                 for task in running:
                     task.cancel()
                 await asyncio.gather(*running, return_exceptions=True)
-                call.hedge_losers += tuple(target.name for target in running.values())
+                losers = []
+                for task, (target, sent) in running.items():
+                    ended = task.cancelled() or task.exception() is not None
+                    result = None if ended else task.result()
+                    if isinstance(result, Served):  # it served between the wait and its cancel
+                        losers.append(_dropped(target, sent, result))
+                    elif sent.prompt_tokens:
+                        losers.append(
+                            HedgeLoser(target.name, sent.prompt_tokens, sent.completion_tokens)
+                        )
+                call.hedge_losers += tuple(losers)
 
     def _failover(self, call: Call, target: Target) -> None:
         """An attempt on ``target`` after the last one failed: a metric and a warning."""
@@ -310,7 +334,12 @@ class Forwarder:
         )
 
     async def attempt(
-        self, call: Call, target: Target, breaker: Breaker, request_deadline: float = _NEVER
+        self,
+        call: Call,
+        target: Target,
+        breaker: Breaker,
+        request_deadline: float = _NEVER,
+        sent: _Sent | None = None,
     ) -> Attempt:
         """Send the call to one target; its breaker and metrics learn how it went.
 
@@ -318,8 +347,11 @@ class Forwarder:
         ``request_deadline`` (loop time). Only an attempt that was sent and failed on the
         target's side counts against the breaker; one that was not sent, or that the gateway,
         the client or the request's deadline ended, leaves it as it was (a probe is given back).
+        ``sent`` (a hedged attempt's) learns what went out and what came back before a cut.
         """
         breaker.outstanding += 1
+        response: UpstreamResponse | None = None
+        started = 0.0
         try:
             route = call.route.route
             failover, timeouts = route.failover, route.timeouts
@@ -355,6 +387,8 @@ class Forwarder:
                 raise GatewayError(
                     400, f"request body cannot be sent upstream: {exc}", code="invalid_json"
                 ) from None
+            if sent is not None:
+                sent.prompt_tokens = max(1, len(payload) // 4)  # as calls.py estimates a prompt
             started = time.perf_counter()
             usage: Usage | None = None
             try:
@@ -403,6 +437,8 @@ class Forwarder:
                 )
                 return Failed(False, error)
             except InvalidAnswer as exc:
+                if response is not None:
+                    response.close()  # not read to its end: the connection is dropped
                 self._failed(route.model, target, breaker, "invalid_answer")
                 error = GatewayError(
                     502,
@@ -458,6 +494,18 @@ class Forwarder:
             return Served(response, body, usage)
         except BaseException:
             breaker.abandon()  # e.g. the client left: no verdict on the target
+            if response is not None:
+                # Cut after its head (a hedge that lost, a client that left): the upstream
+                # connection is closed, not left streaming into a buffer nobody reads.
+                if sent is not None:
+                    sent.completion_tokens += response.unread_events()
+                response.close()
+            if started:
+                # Cut before its first token: it would have taken at least this long, which
+                # routing learns when that is more than its estimate (else nothing is known).
+                waited = time.perf_counter() - started
+                if waited > breaker.latency:
+                    breaker.observe_latency(waited, time.monotonic())
             raise
         finally:
             breaker.outstanding -= 1
@@ -477,6 +525,15 @@ class Forwarder:
                 breaker.failures,
                 extra={"cause": f"circuit {route} {target.name}"},
             )
+
+
+def _dropped(target: Target, sent: _Sent, served: Served) -> HedgeLoser:
+    """A hedged attempt that served when another had won already: closed, and charged what
+    it sent before that."""
+    response = served.response
+    streamed = _data_events(served.body) + response.unread_events()
+    response.close()
+    return HedgeLoser(target.name, sent.prompt_tokens, sent.completion_tokens + streamed)
 
 
 def _served(call: Call, served: Served, target: Target, admission: Admission) -> Response | Served:

@@ -15,7 +15,7 @@ from tests.support.gateway import STARTUP_KEY, config, route, target, tier
 from tiergate_contract import Budget, Hedge, Limits, RequestClass, TierRouting
 from tiergate_gateway.admission import Admission, Admissions
 from tiergate_gateway.budget import BudgetMonth, LocalLedger, to_nano
-from tiergate_gateway.calls import Call
+from tiergate_gateway.calls import Call, HedgeLoser
 from tiergate_gateway.config import compile_config
 from tiergate_gateway.errors import GatewayError
 from tiergate_gateway.leases import RedisLeases
@@ -299,6 +299,9 @@ async def test_a_hedged_admission_reserves_for_every_attempt_and_charges_the_los
         assert dict(admission.headers)["x-ratelimit-remaining-tokens"] == "100"
         admission.target = call.route.route.targets[0]
         admission.usage = Usage(10, 5, True)
-        call.hedge_losers = ("b",)  # the hedge to b lost: b read the 50-token prompt
+        # The hedge to b lost: b read a 52-token prompt (its body is longer than the client's)
+        # and streamed 3 tokens before the cut.
+        call.hedge_losers = (HedgeLoser("b", 52, 3),)
     assert await leases.held("t") == (0, 0)
-    assert await leases.spent("t", MONTH) == to_nano(Decimal("0.065"))
+    # 15 tokens of the winner and 55 of the loser, at 1000 USD per million.
+    assert await leases.spent("t", MONTH) == to_nano(Decimal("0.070"))

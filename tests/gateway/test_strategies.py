@@ -10,6 +10,8 @@ from collections import Counter
 
 import httpx
 import openai
+import orjson
+import psutil
 import pytest
 
 from tests.support.gateway import STARTUP_KEY, config, route, target, tier
@@ -214,3 +216,55 @@ def test_a_hedge_answers_from_the_next_target_and_the_loser_is_cancelled(upstrea
     )
     assert float(costs["b"]) == pytest.approx((10 * 1 + 5 * 1) / 1e6)  # its reported usage
     assert 0 < float(costs["a"]) < 100 * 0.1 / 1e6  # the loser: its prompt estimate at its price
+
+
+def _open_connections_to(port: int) -> int:
+    """This process's established TCP connections to 127.0.0.1:``port`` (the in-process
+    gateway's, to an upstream of this process)."""
+    return sum(
+        1
+        for conn in psutil.Process().net_connections(kind="tcp")
+        if conn.raddr and conn.raddr.port == port and conn.status == psutil.CONN_ESTABLISHED
+    )
+
+
+def test_a_streamed_hedge_that_loses_is_cut_and_charged_the_body_it_was_sent(
+    upstreams, start_gateway
+):
+    # a answers its head at once and its first event only after 3 s: b's hedge wins.
+    upstreams["a"].reset("late_first_event", delay=3)
+    routing = TierRouting(strategy=RoutingStrategy.COST_FIRST, hedge=Hedge(after_ms=100))
+    cfg = config(
+        [
+            route(
+                "m",
+                target("a", upstreams["a"].base_url, price=("0.1", "0.1")),
+                target("b", upstreams["b"].base_url, price=("1", "1")),
+            )
+        ],
+        [tier("t", STARTUP_KEY, ["m"], limits=Limits(), routing=routing, budget=("5", "10"))],
+    )
+    gateway = start_gateway(cfg)
+    started = time.monotonic()
+    stream = _sdk(gateway).chat.completions.create(model="m", messages=MESSAGES, stream=True)
+    text = "".join(chunk.choices[0].delta.content or "" for chunk in stream if chunk.choices)
+    assert text.startswith("b:")
+    # The loser's upstream connection is closed when it loses, not left streaming unread
+    # until its first event (3 s).
+    deadline = time.monotonic() + 1.5
+    while _open_connections_to(upstreams["a"].port) and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert _open_connections_to(upstreams["a"].port) == 0
+    assert time.monotonic() - started < 2.5
+    # It is charged the prompt of the body it was sent (bytes / 4, as the client's is
+    # estimated), which is longer than the client's (stream_options, the target's model).
+    sent = orjson.dumps(upstreams["a"].received[-1].body)
+    metrics = httpx.get(gateway.url + "/metrics").text
+    tokens = dict(
+        re.findall(
+            r'tiergate_gateway_tokens_total\{kind="(\w+)",route="m",target="a",tier="t"\} (\S+)',
+            metrics,
+        )
+    )
+    assert float(tokens["prompt"]) == len(sent) // 4
+    assert float(tokens.get("completion", 0)) == 0  # no data event had come
