@@ -268,3 +268,22 @@ def test_a_streamed_hedge_that_loses_is_cut_and_charged_the_body_it_was_sent(
     )
     assert float(tokens["prompt"]) == len(sent) // 4
     assert float(tokens.get("completion", 0)) == 0  # no data event had come
+
+
+def test_latency_first_learns_from_a_hedge_that_lost_how_slow_its_target_is(
+    upstreams, start_gateway
+):
+    # a never answers before b's hedge does. Cut before its first token, a would have taken
+    # at least as long as it waited: routing learns that, instead of keeping a unmeasured
+    # (and so tried first) for ever, which hedged every call.
+    upstreams["a"].reset("late_first_event", delay=3)
+    routing = TierRouting(strategy=RoutingStrategy.LATENCY_FIRST, hedge=Hedge(after_ms=100))
+    gateway = _gateway(upstreams, start_gateway, routing)
+    client = _sdk(gateway)
+    for _ in range(6):
+        stream = client.chat.completions.create(model="m", messages=MESSAGES, stream=True)
+        text = "".join(chunk.choices[0].delta.content or "" for chunk in stream if chunk.choices)
+        assert text.startswith("b:")
+    metrics = httpx.get(gateway.url + "/metrics").text
+    hedges = re.search(r'tiergate_gateway_hedges_total\{route="m",tier="t"\} (\S+)', metrics)
+    assert hedges is not None and float(hedges.group(1)) == 1  # only while a was unmeasured
