@@ -68,6 +68,9 @@ class _Sent:
 
     prompt_tokens: int = 0  # estimated from the body sent (0: nothing was sent)
     completion_tokens: int = 0  # data events that reached the gateway
+    # Started by the hedge timer: its first token is known only when it beat another attempt
+    # (the fast ones), so its latency is no sample for routing.
+    raced: bool = False
 
 
 def _data_events(data: bytes) -> int:
@@ -255,7 +258,7 @@ class Forwarder:
         hedges_left = hedge.max_extra
         stopped = False  # a failure that must not be retried elsewhere
 
-        def launch(failover: bool) -> bool:
+        def launch(failover: bool, raced: bool = False) -> bool:
             if stopped:
                 return False
             for target in queue:
@@ -264,7 +267,7 @@ class Forwarder:
                 breaker = board[target.name]
                 if not breaker.acquire(time.monotonic()):
                     continue
-                sent = _Sent()
+                sent = _Sent(raced=raced)
                 task = loop.create_task(self.attempt(call, target, breaker, request_deadline, sent))
                 running[task] = (target, sent)
                 if call.tried and failover:
@@ -282,7 +285,7 @@ class Forwarder:
                 )
                 if not done:  # no first token in time: ask the next target too
                     hedges_left -= 1
-                    if launch(failover=False):
+                    if launch(failover=False, raced=True):
                         metrics.add(metrics.hedges, call.tier.name, route.model)
                     continue
                 winner: tuple[Served, Target] | None = None
@@ -479,7 +482,8 @@ class Forwarder:
                 call.upstream_seconds += now - started
             call.first_token_at = now
             call.upstream_request_id = response.headers.get("x-request-id")
-            breaker.observe_latency(now - started, time.monotonic())
+            if sent is None or not sent.raced:
+                breaker.observe_latency(now - started, time.monotonic())
             recovered = breaker.success()
             metrics = self._metrics
             metrics.add(metrics.attempts, route.model, target.name, "ok")

@@ -62,12 +62,25 @@ def test_latency_first_prefers_the_fast_and_unmeasured_and_penalises_load() -> N
     ]
     assert order == ["new", "fast", "slow"]  # unmeasured first, to learn it
     breakers["new"].observe_latency(0.5, 0.0)
-    breakers["fast"].outstanding = 4  # 0.2 s x 5 calls in flight: 1.0 > 0.9 and 0.5
+    breakers["fast"].outstanding = 256  # 0.2 s x (1 + 256 / 64) calls in flight: 1.0 > 0.9
     order = [
         t.name
         for t in plan([group], breakers, 0.0, random.Random(0), RoutingStrategy.LATENCY_FIRST)
     ]
     assert order == ["new", "slow", "fast"]
+
+
+def test_a_few_calls_in_flight_do_not_make_a_fast_target_look_slow() -> None:
+    group = _targets(("steady", 100), ("spiky", 100))
+    breakers = {t.name: Breaker(POLICY) for t in group}
+    breakers["steady"].observe_latency(0.4, 0.0)
+    breakers["spiky"].observe_latency(0.6, 0.0)
+    breakers["steady"].outstanding = 12  # 40 calls/s at 0.3 s: still the faster one
+    order = plan([group], breakers, 0.0, random.Random(0), RoutingStrategy.LATENCY_FIRST)
+    assert [t.name for t in order] == ["steady", "spiky"]
+    breakers["steady"].outstanding = 40  # 0.4 x (1 + 40 / 64) = 0.65: now the slower one
+    order = plan([group], breakers, 0.0, random.Random(0), RoutingStrategy.LATENCY_FIRST)
+    assert [t.name for t in order] == ["spiky", "steady"]
 
 
 def test_peak_ewma_takes_a_slow_sample_at_once_and_forgets_it_slowly() -> None:
