@@ -53,7 +53,7 @@ from tiergate_contract import (  # noqa: E402
 )
 
 # The user message's size: about 500 tokens at 4 bytes a token, which is how the gateway
-# estimates a prompt (what it charges a losing hedge) and how the mocks bill it.
+# estimates a prompt (what it charges a losing hedge, from the body it was sent) and how the mocks bill it.
 PROMPT_BYTES = 2000
 COMPLETION_TOKENS = 20
 TOKEN_INTERVAL_MS = 20

@@ -78,12 +78,13 @@ def test_calls_leave_no_reference_cycle_of_the_gateway(start_gateway, upstreams)
     assert left == Counter()
 
 
-def test_full_collections_are_ten_times_rarer_after_tuning() -> None:
+def test_collections_are_rarer_after_tuning() -> None:
     before = gc.get_threshold()
     try:
         runtime.tune_collector()
-        assert gc.get_threshold() == (before[0], before[1], runtime.FULL_COLLECTION_EVERY)
-        assert runtime.FULL_COLLECTION_EVERY >= 10 * 10
+        young, middle, full = gc.get_threshold()
+        assert young > 700  # CPython's default
+        assert young * middle * full >= 10 * 700 * 10 * 10  # full ones at least ten times rarer
     finally:
         gc.set_threshold(*before)
 
