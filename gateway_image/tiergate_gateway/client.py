@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import copy
+import errno
 import socket
 import ssl
 from collections import deque
@@ -24,6 +25,7 @@ import httptools
 __all__ = [
     "BUFFER_BYTES",
     "Endpoint",
+    "OutOfFiles",
     "UpstreamConnectError",
     "UpstreamPool",
     "UpstreamProtocolError",
@@ -40,6 +42,11 @@ BUFFER_BYTES = 64 * 1024
 
 class UpstreamConnectError(Exception):
     """The upstream could not be reached (refused, DNS, TLS, connect timeout)."""
+
+
+class OutOfFiles(Exception):
+    """This process has no open file left for an upstream connection (``EMFILE``/``ENFILE``):
+    the gateway's own limit, not the upstream's health."""
 
 
 class UpstreamProtocolError(Exception):
@@ -456,7 +463,13 @@ class UpstreamPool:
             raise UpstreamConnectError(
                 f"connect to {endpoint.host}:{endpoint.port} timed out"
             ) from exc
-        except (OSError, ssl.SSLError) as exc:
+        except OSError as exc:
+            if exc.errno in (errno.EMFILE, errno.ENFILE):
+                raise OutOfFiles(f"no open file left to connect to {endpoint.host}") from exc
+            raise UpstreamConnectError(
+                f"cannot connect to {endpoint.host}:{endpoint.port}: {exc}"
+            ) from exc
+        except ssl.SSLError as exc:
             raise UpstreamConnectError(
                 f"cannot connect to {endpoint.host}:{endpoint.port}: {exc}"
             ) from exc

@@ -15,6 +15,7 @@ from tiergate_contract import Hedge, Target
 from .admission import Admission
 from .calls import Call, HedgeLoser
 from .client import (
+    OutOfFiles,
     UpstreamConnectError,
     UpstreamPool,
     UpstreamProtocolError,
@@ -135,6 +136,16 @@ def _reported(failure: Failed | None, attempt: Failed) -> Failed:
     if attempt.sent or failure is None or failure.upstream is None:
         return attempt
     return failure
+
+
+def _out_of_files() -> GatewayError:
+    return GatewayError(
+        503,
+        "the gateway has no open file left for an upstream connection; retry shortly",
+        type_="server_error",
+        code="gateway_out_of_files",
+        headers=[("retry-after", "1")],
+    )
 
 
 def _request_deadline_passed(model: str) -> GatewayError:
@@ -450,6 +461,12 @@ class Forwarder:
                     code="upstream_invalid_answer",
                 )
                 return Failed(True, error)
+            except OutOfFiles:
+                # The gateway's own limit: no verdict on the target, and no other target
+                # would fare better.
+                breaker.abandon()
+                self._metrics.add(self._metrics.attempts, route.model, target.name, "out_of_files")
+                return Failed(False, _out_of_files(), sent=False)
             except (UpstreamConnectError, UpstreamProtocolError) as exc:
                 connect = isinstance(exc, UpstreamConnectError)
                 self._failed(

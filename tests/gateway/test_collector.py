@@ -1,15 +1,21 @@
 """A gateway process's own settings (``runtime``): no call leaves a reference cycle behind, so
-full collections can be rare; the open-file limit is raised to the hard one at start."""
+full collections can be rare; the open-file limit is raised to the hard one at start, and
+running out of open files is the gateway's 503, not an upstream's failure."""
 
 from __future__ import annotations
 
 import gc
+import http.client
+import json
+import os
+import re
 import resource
 import time
 from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
 
+import httpx
 import openai
 import pytest
 
@@ -146,3 +152,44 @@ def test_a_limit_that_fits_is_raised_without_a_warning(tmp_path, upstreams) -> N
 
 def test_files_needed_counts_two_descriptors_a_connection_and_a_spare() -> None:
     assert runtime.files_needed(10_000) == 20_000 + runtime.FILES_SPARE
+
+
+def _lowest_free_descriptor() -> int:
+    probe = os.open(os.devnull, os.O_RDONLY)  # a new file takes the lowest free number
+    os.close(probe)
+    return probe
+
+
+def test_an_upstream_connect_without_a_free_file_is_a_503_that_blames_no_target(
+    start_gateway, upstreams
+) -> None:
+    a, b = upstreams["a"], upstreams["b"]
+    gateway = start_gateway(
+        config([route("m", target("a", a.base_url), target("b", b.base_url))], _TIERS)
+    )
+    client = http.client.HTTPConnection("127.0.0.1", gateway.port, timeout=10)
+    client.request("GET", "/readyz")  # the connection is accepted before files run out
+    assert client.getresponse().read() is not None
+    body = json.dumps({"model": "m", "messages": MESSAGES})
+    headers = {"authorization": f"Bearer {STARTUP_KEY}", "content-type": "application/json"}
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    # No file can be opened in this process (the gateway's thread included) until it is back.
+    resource.setrlimit(resource.RLIMIT_NOFILE, (_lowest_free_descriptor(), hard))
+    try:
+        client.request("POST", "/v1/chat/completions", body, headers)
+        answer = client.getresponse()
+        status, retry_after, error = answer.status, answer.getheader("retry-after"), answer.read()
+    finally:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+        client.close()
+    assert status == 503 and retry_after == "1"
+    assert json.loads(error)["error"]["code"] == "gateway_out_of_files"
+    assert not a.received and not b.received  # no failover: b would have fared no better
+    metrics = httpx.get(gateway.url + "/metrics").text
+    assert re.search(
+        r'tiergate_gateway_upstream_attempts_total\{outcome="out_of_files",route="m",target="\w"\} 1\.0',
+        metrics,
+    )
+    assert not re.search(r'tiergate_gateway_circuit_state\{route="m",target="\w"\} 1\.0', metrics)
+    reply = openai.OpenAI(base_url=gateway.url + "/v1", api_key=STARTUP_KEY, max_retries=0)
+    assert reply.chat.completions.create(model="m", messages=MESSAGES).choices[0].message.content
