@@ -59,8 +59,10 @@ class ListWatch:
         backoff: tuple[float, float] = (0.1, 10.0),
         read_timeout: float = 150.0,
         watch_seconds: tuple[int, int] = (300, 600),
+        log: logging.Logger = _log,
     ) -> None:
         self.what = what
+        self._log = log
         self._path = path
         self._access = access
         self._on_listed = on_listed
@@ -104,14 +106,14 @@ class ListWatch:
             except asyncio.CancelledError:
                 raise
             except _Gone as exc:
-                _log.info("%s: resourceVersion expired (%s); listing again", self.what, exc)
+                self._log.info("%s: resourceVersion expired (%s); listing again", self.what, exc)
                 self._version, gone = None, True
             except Exception as exc:
                 problem = exc
             if self._progress != progress:
                 # The watch worked for a while: resume at once, from the last resourceVersion.
                 if problem is not None:
-                    _log.info("watch of %s ended (%s); resuming", self.what, describe(problem))
+                    self._log.info("watch of %s ended (%s); resuming", self.what, describe(problem))
                 delay, gone_before = first, False
                 continue
             if gone and not gone_before:
@@ -119,7 +121,7 @@ class ListWatch:
                 continue  # list again right away, once
             gone_before = gone
             pause = delay * random.uniform(0.5, 1.0)
-            _log.warning(
+            self._log.warning(
                 "watching %s failed, retrying in %.1fs: %s",
                 self.what,
                 pause,
@@ -156,7 +158,7 @@ class ListWatch:
         try:
             self._on_listed(list(listing.get("items") or []))
         except Exception:  # a bug in a handler must not stop the watch
-            _log.exception("handling the list of %s failed", self.what)
+            self._log.exception("handling the list of %s failed", self.what)
         self._version = str(listing["metadata"]["resourceVersion"])
         self.first_sync.set()
 
@@ -198,7 +200,7 @@ class ListWatch:
             try:
                 self._on_event(str(kind), obj)
             except Exception:  # a bug in a handler must not stop the watch
-                _log.exception("handling a watch event of %s failed", self.what)
+                self._log.exception("handling a watch event of %s failed", self.what)
         version = (obj.get("metadata") or {}).get("resourceVersion")
         if version:
             self._version = str(version)
