@@ -32,7 +32,8 @@ from tests.support.gateway import (
     target,
     tier,
 )
-from tests.support.kube import CRDS, apply_crds, eventually
+from tests.support.kube import eventually
+from tests.support.ledger import apply_ledger_crds
 from tests.support.redis_servers import start_redis
 from tiergate_contract import GatewayConfig, KeyName, configmap_payload
 from tiergate_contract import hash_client_key as digest
@@ -54,11 +55,7 @@ REPORT_SECONDS = "0.2"
 
 @pytest.fixture(scope="module")
 def ledger_crds(control_plane: Any) -> None:
-    apply_crds(control_plane)
-    control_plane.kubectl("apply", "--server-side", "-f", str(CRDS / "spendreports.yaml"))
-    control_plane.kubectl(
-        "wait", "--for=condition=Established", "crd/spendreports.tiergate.dev", "--timeout=30s"
-    )
+    apply_ledger_crds(control_plane)
 
 
 @pytest.fixture
