@@ -307,7 +307,7 @@ def test_reservations_in_flight_on_one_replica_count_on_another(
     control_plane, ns, upstreams, tmp_path
 ):
     slow, fast = upstreams["p"], upstreams["a"]
-    slow.reset("ok", delay=4.0)
+    slow.reset("slow", delay=4.0)
     # One budget for both replicas: room for one large call's reservation, not two.
     big = nano_cost(10**9, 2 * 10**9, 1, 400)  # about 800,000 nano-USD reserved per call
     cfg = config(
