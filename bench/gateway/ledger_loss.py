@@ -231,7 +231,7 @@ def main() -> None:
             losses.append(answered - recorded)
             lost_seconds.append((answered - recorded) / rate)
             print(
-                f"{i:>5}  {answered:>8}  {recorded:>9}  {answered - recorded:>4}  {(answered - recorded) / args.rate:>18.2f}s"
+                f"{i:>5}  {answered:>8}  {recorded:>9}  {answered - recorded:>4}  {lost_seconds[-1]:>18.2f}s"
             )
         print(
             f"lost: max {max(losses)} calls, at most {max(lost_seconds):.2f} s of traffic (the calls"
