@@ -290,9 +290,9 @@ def test_a_killed_gateway_and_a_redis_restarted_without_persistence_keep_the_bud
     reported_calls(control_plane, ns, "gw-d-0", 20)
     kill(first)
     redis.stop()  # it saved nothing: its count is gone
-    redis = start_redis(tmp_path / "redis2")
+    redis = start_redis(tmp_path / "redis2", port=redis.port)  # back on the same address
     again = gateway(
-        control_plane, ns, tmp_path, "gw-d-1", "--redis-url", f"redis://127.0.0.1:{redis.port}"
+        control_plane, ns, tmp_path, "gw-d-0", "--redis-url", f"redis://127.0.0.1:{redis.port}"
     )
     try:
         served = spend_until_refused(again)
