@@ -5,8 +5,8 @@ Each gateway process writes its own SpendReport: created at start, updated with 
 calls it served, ``final`` at SIGTERM; a report deleted while its finalizer holds it (as the
 operator folds it) makes the gateway start a new one with only what came since. A gateway
 SIGKILLed after 40% of a budget, restarted, refuses at 100% (without Redis: from the reports;
-with a Redis restarted without persistence: through the floor). Reservations of calls in
-flight on one replica count on another.
+with a Redis restarted without persistence: through the floor); credits spent before a
+restart stay spent. Reservations of calls in flight on one replica count on another.
 """
 
 from __future__ import annotations
@@ -16,6 +16,7 @@ import signal
 import threading
 import time
 from collections.abc import Iterator
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
@@ -35,7 +36,7 @@ from tests.support.gateway import (
 from tests.support.kube import eventually
 from tests.support.ledger import apply_ledger_crds
 from tests.support.redis_servers import start_redis
-from tiergate_contract import GatewayConfig, KeyName, configmap_payload
+from tiergate_contract import Credits, GatewayConfig, KeyName, configmap_payload
 from tiergate_contract import hash_client_key as digest
 from tiergate_contract.ledger import LEDGER_FINALIZER
 from tiergate_gateway.budget import nano_cost
@@ -361,3 +362,31 @@ def test_reservations_in_flight_on_one_replica_count_on_another(
     finally:
         one.stop()
         two.stop()
+
+
+def test_credits_spent_before_a_restart_stay_spent(control_plane, ns, upstreams, tmp_path):
+    # Credits for 50 calls (1,000,000 nano-USD); a first process spends 20 and exits.
+    t = tier("t", STARTUP_KEY, ["m"]).model_copy(
+        update={
+            "key_names": (KeyName(sha256=digest(STARTUP_KEY), name=KEY_NAME),),
+            "credits": Credits(granted_usd=Decimal("0.001")),
+        }
+    )
+    put_configmap(
+        control_plane, ns, config([route("m", target("a", upstreams["a"].base_url))], [t])
+    )
+    first = gateway(control_plane, ns, tmp_path, "gw-f-0")
+    for _ in range(20):
+        assert call(first).status_code == 200
+    first.stop()  # SIGTERM: the final report holds all 20
+    again = gateway(control_plane, ns, tmp_path, "gw-f-1")
+    try:
+        served = 0
+        while (reply := call(again)).status_code == 200:
+            served += 1
+        assert reply.status_code == 429 and reply.headers["x-should-retry"] == "false"
+        assert reply.json()["error"]["code"] == "credits_exhausted"
+    finally:
+        again.stop()
+    total = (20 + served) * CALL_NANO
+    assert total <= HARD_NANO < total + RESERVED_NANO
