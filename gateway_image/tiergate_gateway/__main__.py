@@ -65,6 +65,7 @@ TUNING_FLAGS: tuple[tuple[str, Callable[[str], object], str], ...] = (
     ("redis_max_connections", int, "Redis commands in flight per process; more wait for one"),
     ("redis_timeout_seconds", float, "to connect to Redis and for each answer"),
     ("lease_margin_seconds", float, "a Redis lease outlives its call's deadline by this much"),
+    ("spend_report_seconds", float, "how often the spend report is written while there is news"),
 )
 
 

@@ -24,10 +24,13 @@ from tiergate_contract import Budget, Route, Target
 
 from .budget import BudgetLedger, nano_cost
 from .calls import Call, HedgeLoser
+from .credits import LocalCredits, credits_exhausted, credits_warning
+from .durable import DurableSpend
 from .errors import GatewayError
 from .leases import Grant, RedisLeases
 from .limits import LimitDecision, Limiter
 from .metrics import Metrics
+from .spend import SpendRecorder
 from .usage import Usage
 
 __all__ = ["Admission", "Admissions", "call_seconds"]
@@ -47,9 +50,15 @@ class Admissions:
         backend_errors: tuple[type[BaseException], ...] = (),
         shared: RedisLeases | None = None,
         lease_margin_seconds: float = 30.0,
+        credits: LocalCredits | None = None,
     ) -> None:
         self.limiter = limiter
         self.ledger = ledger
+        self.credits = credits or LocalCredits()
+        # Set while the gateway reports its spend to the API: every settled call is recorded.
+        self.spend: SpendRecorder | None = None
+        # Set with it: the tiers' durable spend, the floors Redis admissions count against.
+        self.durable: DurableSpend | None = None
         self.metrics = metrics
         self.month = month
         # What the stores raise when they are unreachable (Redis adds its own).
@@ -121,8 +130,10 @@ class Admission:
             admissions.metrics.add(admissions.metrics.rate_limited, tier.name, decision.limit)
             raise _rate_limited(tier.name, decision)
         self.headers = decision.headers
-        if budget is None:
+        credits = tier.credits
+        if budget is None and credits is None:
             return self
+        credited = False
         try:
             self._month = admissions.month()
             self._reserved = attempts * nano_cost(
@@ -130,35 +141,53 @@ class Admission:
                 call.prompt_tokens,
                 call.max_tokens,
             )
-            try:
-                verdict = await admissions.ledger.reserve(
-                    tier.name, budget, self._month, self._reserved
-                )
-            except admissions.backend_errors as exc:
-                raise admissions.backend_down("budgets", exc) from None
-            if not verdict.allowed:
-                admissions.metrics.add(admissions.metrics.budget_rejected, tier.name)
-                raise _over_budget(tier.name, budget)
+            if credits is not None:
+                credit = admissions.credits.reserve(tier.name, credits, self._reserved)
+                if not credit.allowed:
+                    admissions.metrics.add(admissions.metrics.credits_rejected, tier.name)
+                    raise credits_exhausted(tier.name, credits)
+                credited = True
+                if credit.warn:
+                    self._warn_credits(credit.left_nano)
+            if budget is not None:
+                try:
+                    verdict = await admissions.ledger.reserve(
+                        tier.name, budget, self._month, self._reserved
+                    )
+                except admissions.backend_errors as exc:
+                    raise admissions.backend_down("budgets", exc) from None
+                if not verdict.allowed:
+                    admissions.metrics.add(admissions.metrics.budget_rejected, tier.name)
+                    raise _over_budget(tier.name, budget)
+                if verdict.warn:
+                    self._warn(budget)
         except BaseException:
-            # Not admitted after all: give the concurrency slot back (``__aexit__`` won't run).
+            # Not admitted after all: give the reservation and the concurrency slot back
+            # (``__aexit__`` won't run).
+            if credited:
+                admissions.credits.settle(tier.name, self._reserved, 0)
             with contextlib.suppress(*admissions.backend_errors):
                 await admissions.limiter.release(tier.name, tier.limits)
             raise
-        if verdict.warn:
-            self._warn(budget)
+        if admissions.spend is not None:
+            admissions.spend.reserve(tier.name, self._reserved)
         return self
 
     async def _enter_shared(self, shared: RedisLeases, attempts: int) -> Admission:
         """Every limit and the budget checked and held under one Redis lease: one round trip."""
         admissions, call = self._admissions, self._call
-        tier, budget = call.tier, call.tier.budget
-        if budget is not None:
+        tier, budget, credits = call.tier, call.tier.budget, call.tier.credits
+        month_floor = lifetime_floor = 0
+        if budget is not None or credits is not None:
             self._month = admissions.month()
             self._reserved = attempts * nano_cost(
                 *call.route.max_nano_prices[call.request_class],
                 call.prompt_tokens,
                 call.max_tokens,
             )
+            if admissions.durable is not None:
+                floors = admissions.durable.floors(tier.name, self._month)
+                month_floor, lifetime_floor = floors.month, floors.lifetime
         lease_seconds = call_seconds(call.route.route) + admissions.lease_margin_seconds
         try:
             grant = await shared.admit(
@@ -169,6 +198,9 @@ class Admission:
                 call.prompt_tokens * attempts,
                 self._reserved,
                 lease_seconds,
+                credits,
+                month_floor,
+                lifetime_floor,
             )
         except admissions.backend_errors as exc:
             raise admissions.backend_down("limits", exc) from None
@@ -177,12 +209,20 @@ class Admission:
                 assert budget is not None
                 admissions.metrics.add(admissions.metrics.budget_rejected, tier.name)
                 raise _over_budget(tier.name, budget)
+            if grant.limit == "credits":
+                assert credits is not None
+                admissions.metrics.add(admissions.metrics.credits_rejected, tier.name)
+                raise credits_exhausted(tier.name, credits)
             admissions.metrics.add(admissions.metrics.rate_limited, tier.name, grant.limit)
             raise _rate_limited(tier.name, _decision(grant))
         self._lease = grant.lease
         self.headers = grant.headers
         if grant.warn and budget is not None:
             self._warn(budget)
+        if grant.credits_warn:
+            self._warn_credits(grant.credits_left)
+        if self._reserved and admissions.spend is not None:
+            admissions.spend.reserve(tier.name, self._reserved)
         return self
 
     def _warn(self, budget: Budget) -> None:
@@ -190,6 +230,11 @@ class Admission:
         admissions.metrics.add(admissions.metrics.budget_warnings, self._call.tier.name)
         warning = f"spend is above the soft budget of {budget.soft_usd} USD"
         self.headers.append(("x-tiergate-budget-warning", warning))
+
+    def _warn_credits(self, left_nano: int) -> None:
+        admissions = self._admissions
+        admissions.metrics.add(admissions.metrics.credits_warnings, self._call.tier.name)
+        self.headers.append(credits_warning(left_nano))
 
     def __aexit__(
         self,
@@ -257,10 +302,17 @@ class Admission:
             await admissions.limiter.finish(tier.name, tier.limits, reserved_tokens, used)
             if tier.budget is not None:
                 await admissions.ledger.settle(tier.name, self._month, self._reserved, cost)
+            if tier.credits is not None:
+                admissions.credits.settle(tier.name, self._reserved, cost)
+        spend = admissions.spend
+        if spend is not None:
+            month = self._month or admissions.month()
+            spend.settle(tier.name, month, call.key_name, self._reserved, cost, target is not None)
         model = call.route.route.model
         if target is not None and (usage is None or not usage.reported):
             # Settled on the estimates (the prompt from its size, a token per streamed event).
             admissions.metrics.add(admissions.metrics.usage_missing, tier.name, model)
+        key = call.key_name if tier.per_key_metrics else ""
         for loser, loser_cost in losers:
             admissions.metrics.add_usage(
                 tier.name,
@@ -269,11 +321,12 @@ class Admission:
                 loser.prompt_tokens,
                 loser.completion_tokens,
                 loser_cost / 1e9,
+                key,
             )
             cost -= loser_cost
         if target is not None and (prompt or completion):
             admissions.metrics.add_usage(
-                tier.name, model, target.name, prompt, completion, cost / 1e9
+                tier.name, model, target.name, prompt, completion, cost / 1e9, key
             )
 
 

@@ -28,18 +28,22 @@ from .calls import Call, read_call
 from .client import UpstreamPool
 from .config import CompiledConfig, ConfigStore, compile_config
 from .credentials import CredentialStore
+from .durable import DurableSpend
 from .errors import GatewayError, sse_error_event, status_error_bytes
 from .handover import Handover
 from .leases import RedisLeases
+from .ledger_watch import LedgerWatch
 from .limits import LocalLimiter
 from .metrics import Metrics, status_label
 from .proxy import Forwarder, Served
 from .redis_client import RedisClient, connect
 from .relay import relay
+from .report_writer import SpendReporter, pod_name
 from .routing import BreakerBoard, BreakerState
 from .server import HttpServer, Request, Response, StreamResponse
 from .settings import Settings
-from .sources import FileSource, KubeSource, kube_access
+from .sources import FileSource, KubeAccess, KubeSource, kube_access
+from .spend import SpendRecorder
 from .tracing import trace_of
 
 __all__ = ["Gateway", "create_gateway"]
@@ -97,6 +101,8 @@ class Gateway:
         self._forwarder: Forwarder | None = None
         self._redis: RedisClient | None = None
         self._source: FileSource | KubeSource | None = None
+        self._reporter: SpendReporter | None = None
+        self._ledger_watch: LedgerWatch | None = None
         self._flusher: asyncio.Task[None] | None = None
         self.server = HttpServer(self.handle, status_error_bytes, limits=settings.server_limits())
         self.server.on_internal_error = self._internal_error
@@ -149,11 +155,53 @@ class Gateway:
             )
         if self._source is not None:
             await self._source.start()
+        if isinstance(self._source, KubeSource):
+            await self._start_ledger(self._source.namespace)
         self._flusher = asyncio.get_running_loop().create_task(self._flush_metrics())
         self.port = await self.server.start(
             self.settings.host, self.settings.port, reuse_port=self.settings.workers > 1, sock=sock
         )
         _log.info("gateway listening on %s:%d", self.settings.host, self.port)
+
+    async def _start_ledger(self, namespace: str) -> None:
+        """With the config from the API: report this process's spend there and count the
+        tiers' durable spend (everyone's reports and the folded ledgers) in admissions."""
+        kubeconfig = self.settings.kubeconfig
+        admissions = self.admissions
+
+        def access() -> KubeAccess:
+            return kube_access(kubeconfig)
+
+        def gateway() -> str | None:
+            compiled = self.store.current
+            return None if compiled is None else compiled.config.gateway
+
+        recorder = SpendRecorder()
+        reporter = SpendReporter(
+            namespace,
+            pod_name(),
+            gateway,
+            recorder,
+            access,
+            interval=self.settings.spend_report_seconds,
+        )
+        durable = DurableSpend(
+            admissions.month,
+            exclude_own=admissions.shared is None,
+            own_report=lambda: reporter.name,
+            own_base=reporter.own_base,
+        )
+        reporter.on_new_report = durable.refresh
+        admissions.spend, admissions.durable = recorder, durable
+        if admissions.shared is None:
+            ledger, credits = admissions.ledger, admissions.credits
+            if isinstance(ledger, LocalLedger):
+                ledger.floor = lambda tier, month: durable.floors(tier, month).month
+            credits.floor = lambda tier: durable.floors(tier, admissions.month()).lifetime
+        self._ledger_watch = LedgerWatch(namespace, durable, access)
+        await self._ledger_watch.start()
+        self._reporter = reporter
+        await reporter.start()
 
     async def _flush_metrics(self) -> None:
         while True:
@@ -170,6 +218,11 @@ class Gateway:
         if self.settings.drain_delay_seconds > 0:
             await asyncio.sleep(self.settings.drain_delay_seconds)
         await self.server.shutdown(self.settings.grace_seconds, cut_stream_with=_STREAM_CUT)
+        if self._reporter is not None:
+            # Every call has settled: what this process spent goes on record before it ends.
+            await self._reporter.stop()
+        if self._ledger_watch is not None:
+            await self._ledger_watch.stop()
         if self._flusher is not None:
             self._flusher.cancel()
             with contextlib.suppress(asyncio.CancelledError):

@@ -17,7 +17,7 @@ from tiergate_contract import Tier
 from .config import CompiledConfig
 from .errors import GatewayError
 
-__all__ = ["authenticate"]
+__all__ = ["authenticate", "identify"]
 
 
 def _unauthorized(message: str, code: str = "invalid_api_key") -> GatewayError:
@@ -44,6 +44,13 @@ def authenticate(
 
     ``clock`` (POSIX seconds) decides whether an expiring key still holds.
     """
+    return identify(authorization, config, clock)[0]
+
+
+def identify(
+    authorization: str | None, config: CompiledConfig, clock: Callable[[], float] = time.time
+) -> tuple[Tier, str]:
+    """``authenticate``, with the key's name (``<secret>/<data key>``, never its value)."""
     if not authorization:
         raise _unauthorized("missing API key: send 'Authorization: Bearer <key>'")
     scheme, _, key = authorization.partition(" ")
@@ -59,4 +66,4 @@ def authenticate(
     expires_at = config.key_expiry.get(digest)
     if expires_at is not None and clock() >= expires_at:
         raise _expired(expires_at)
-    return entry[1]
+    return entry[1], entry[2]

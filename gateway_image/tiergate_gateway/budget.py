@@ -90,22 +90,31 @@ def thresholds(budget: Budget) -> tuple[int, int]:
     return to_nano(budget.hard_usd), to_nano(budget.soft_usd)
 
 
+def _no_floor(tier: str, month: str) -> int:
+    return 0
+
+
 class LocalLedger:
-    def __init__(self) -> None:
+    """This process's committed spend per tier and month. ``floor(tier, month)`` adds the
+    spend of everyone else (the durable ledger, see ``durable``); 0 without one."""
+
+    def __init__(self, floor: Callable[[str, str], int] = _no_floor) -> None:
+        self.floor = floor
         self._committed: dict[tuple[str, str], int] = {}
         self._thresholds: dict[int, tuple[Budget, tuple[int, int]]] = {}
 
     async def reserve(self, tier: str, budget: Budget, month: str, nano: int) -> BudgetDecision:
         key = (tier, month)
-        committed = self._committed.get(key, 0)
+        own = self._committed.get(key, 0)
         cached = self._thresholds.get(id(budget))
         if cached is None or cached[0] is not budget:
             cached = self._thresholds[id(budget)] = (budget, thresholds(budget))
         hard, soft = cached[1]
+        committed = own + self.floor(tier, month)
         if committed + nano > hard:
             return BudgetDecision(False, True, committed)
         committed += nano
-        self._committed[key] = committed
+        self._committed[key] = own + nano
         return BudgetDecision(True, committed > soft, committed)
 
     async def settle(self, tier: str, month: str, reserved_nano: int, actual_nano: int) -> None:

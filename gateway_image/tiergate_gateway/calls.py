@@ -9,7 +9,7 @@ import orjson
 
 from tiergate_contract import RequestClass, Tier
 
-from .auth import authenticate
+from .auth import identify
 from .config import CompiledConfig, CompiledRoute
 from .errors import GatewayError
 from .server import Request
@@ -47,11 +47,12 @@ class Call:
     upstream_request_id: str | None = None  # the serving upstream's own x-request-id
     hedge_losers: tuple[HedgeLoser, ...] = ()  # hedged attempts that lost, each charged
     strip_usage: bool = False  # drop the usage-only chunk the client did not ask for
+    key_name: str = ""  # the client key's name (``<secret>/<data key>``), never its value
 
 
 def read_call(request: Request, compiled: CompiledConfig, max_json_depth: int = 64) -> Call:
     """Who asks (401), for what (400, 415), and whether they may (403, 404)."""
-    tier = authenticate(request.headers.get("authorization"), compiled)
+    tier, key_name = identify(request.headers.get("authorization"), compiled)
     payload = _parse(request, max_json_depth)
     model = payload["model"]
     route = compiled.lookup(model)
@@ -91,6 +92,7 @@ def read_call(request: Request, compiled: CompiledConfig, max_json_depth: int = 
         request.path, payload, stream, tier, route, request_class, prompt_tokens, max_tokens
     )
     call.strip_usage = strip_usage
+    call.key_name = key_name
     return call
 
 

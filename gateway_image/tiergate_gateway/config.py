@@ -29,6 +29,7 @@ from tiergate_contract import (
     Tier,
     TierCatalog,
 )
+from tiergate_contract.ledger import KEY_NAME_OTHER
 
 from .budget import to_nano
 from .client import Endpoint
@@ -79,7 +80,8 @@ class _Pattern:
 @dataclass(frozen=True, slots=True)
 class CompiledConfig:
     config: GatewayConfig
-    tiers_by_digest: dict[str, tuple[str, Tier]]
+    # Digest -> (digest, its tier, its name: ``<secret>/<data key>``, or KEY_NAME_OTHER).
+    tiers_by_digest: dict[str, tuple[str, Tier, str]]
     # Route aliases and catalog models by exact name.
     routes: dict[str, CompiledRoute]
     allowed: dict[str, frozenset[str]]
@@ -244,9 +246,11 @@ def compile_config(config: GatewayConfig) -> CompiledConfig:
         routes.update(models)
         patterns += found
     patterns.sort(key=lambda p: len(p.prefix), reverse=True)
-    tiers_by_digest = {
-        digest: (digest, tier) for tier in config.tiers for digest in tier.key_sha256
-    }
+    tiers_by_digest: dict[str, tuple[str, Tier, str]] = {}
+    for tier in config.tiers:
+        names = {entry.sha256: entry.name for entry in tier.key_names}
+        for digest in tier.key_sha256:
+            tiers_by_digest[digest] = (digest, tier, names.get(digest, KEY_NAME_OTHER))
     allowed = {tier.name: frozenset(tier.models) for tier in config.tiers}
     # Tiers allowing the same models share one body (90 tiers of a 2,000-model catalog).
     bodies: dict[tuple[object, ...], bytes] = {}

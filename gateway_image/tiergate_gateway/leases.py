@@ -22,6 +22,12 @@ Keys of tier T (one hash tag, ``{T}``, so every script touches a single Cluster 
 - ``<prefix>:limits:{T}:reclaimed``: reclaimed leases (score = when they are forgotten)
 - ``<prefix>:budget:{T}:<YYYY-MM>``: the month's settled spend in nano-USD (the key earlier
   versions kept their committed spend in, so a rolling upgrade keeps the month's spend)
+- ``<prefix>:spend:{T}:lifetime``: the settled spend of all time, which credits are spent by
+
+Both spends have a durable floor (``docs/ledger.md``): the gateway passes the tier's spend
+as the API's ledger and reports hold it, and the admission script counts (and stores)
+``max(Redis's count, floor)``: a Redis that lost its data (restarted without persistence)
+starts again from the durable spend, still in one round trip.
 """
 
 from __future__ import annotations
@@ -35,9 +41,10 @@ import secrets
 import socket
 from dataclasses import dataclass, field
 
-from tiergate_contract import Budget, Limits
+from tiergate_contract import Budget, Credits, Limits
 
 from .budget import thresholds
+from .credits import credit_thresholds
 from .limits import ratelimit_headers
 from .redis_client import RedisClient
 
@@ -50,13 +57,16 @@ _log = logging.getLogger("tiergate_gateway")
 _RECLAIM_BATCH = 100
 _REMEMBER_RECLAIMED_MS = 3_600_000
 
-# KEYS: 1 requests bucket, 2 tokens bucket, 3 leases, 4 reserved, 5 month's spend, 6 reclaimed.
+# KEYS: 1 requests bucket, 2 tokens bucket, 3 leases, 4 reserved, 5 month's spend, 6 reclaimed,
+#       7 lifetime spend.
 # ARGV: 1 rpm, 2 tpm, 3 concurrency (0 = unlimited), 4 tokens, 5 reservation (nano-USD),
 #       6 hard limit (nano-USD, -1 = no budget), 7 soft limit, 8 lease, 9 lease ms,
-#       10 reclaim batch, 11 remember reclaimed ms.
-# Returns {allowed, refused (0 none, 1 requests, 2 tokens, 3 concurrency, 4 budget),
+#       10 reclaim batch, 11 remember reclaimed ms, 12 the month's durable spend (floor),
+#       13 credits granted (nano-USD, -1 = no credits), 14 warn below (credits left),
+#       15 the lifetime durable spend (floor).
+# Returns {allowed, refused (0 none, 1 requests, 2 tokens, 3 concurrency, 4 budget, 5 credits),
 #          req remaining*1000, req reset ms, tok remaining*1000, tok reset ms, retry ms,
-#          warn (0/1), committed nano-USD}.
+#          warn (0/1), committed nano-USD, credits left nano-USD, credits warn (0/1)}.
 _ADMIT = """
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
@@ -75,7 +85,7 @@ if #expired > 0 then
 end
 local held = redis.call('ZCARD', KEYS[3])
 if held == 0 then redis.call('DEL', KEYS[4]) end
-if conc > 0 and held >= conc then return {0, 3, 0, 0, 0, 0, 1000, 0, 0} end
+if conc > 0 and held >= conc then return {0, 3, 0, 0, 0, 0, 1000, 0, 0, 0, 0} end
 local function load(key, cap)
   local v = redis.call('HMGET', key, 'l', 't')
   local level, ts = tonumber(v[1]), tonumber(v[2])
@@ -87,7 +97,7 @@ local rl, tl = 0, 0
 if rpm > 0 then
   rl = load(KEYS[1], rpm)
   if rl < 1 then
-    return {0, 1, math.floor(rl * 1000), math.ceil(reset(rl, rpm)), 0, 0, math.ceil((1 - rl) * 60000 / rpm), 0, 0}
+    return {0, 1, math.floor(rl * 1000), math.ceil(reset(rl, rpm)), 0, 0, math.ceil((1 - rl) * 60000 / rpm), 0, 0, 0, 0}
   end
 end
 if tpm > 0 then
@@ -95,15 +105,34 @@ if tpm > 0 then
   if tokens > tl then
     local retry = 60000
     if tokens <= tpm then retry = math.ceil((tokens - tl) * 60000 / tpm) end
-    return {0, 2, math.floor(rl * 1000), 0, math.floor(tl * 1000), math.ceil(reset(tl, tpm)), retry, 0, 0}
+    return {0, 2, math.floor(rl * 1000), 0, math.floor(tl * 1000), math.ceil(reset(tl, tpm)), retry, 0, 0, 0, 0}
   end
 end
-local committed, warn = 0, 0
+local committed, warn, left, cwarn = 0, 0, 0, 0
+local granted = tonumber(ARGV[13])
+local reserved = 0
+if hard >= 0 or granted >= 0 then reserved = tonumber(redis.call('GET', KEYS[4]) or '0') end
 if hard >= 0 then
-  committed = tonumber(redis.call('GET', KEYS[5]) or '0') + tonumber(redis.call('GET', KEYS[4]) or '0')
-  if committed + nano > hard then return {0, 4, 0, 0, 0, 0, 0, 1, committed} end
+  local spent = tonumber(redis.call('GET', KEYS[5]) or '0')
+  if tonumber(ARGV[12]) > spent then
+    redis.call('SET', KEYS[5], ARGV[12], 'EX', 3456000)
+    spent = tonumber(ARGV[12])
+  end
+  committed = spent + reserved
+  if committed + nano > hard then return {0, 4, 0, 0, 0, 0, 0, 1, committed, 0, 0} end
   committed = committed + nano
   if committed > soft then warn = 1 end
+end
+if granted >= 0 then
+  local spent = tonumber(redis.call('GET', KEYS[7]) or '0')
+  if tonumber(ARGV[15]) > spent then
+    redis.call('SET', KEYS[7], ARGV[15])
+    spent = tonumber(ARGV[15])
+  end
+  local used = spent + reserved
+  if used + nano > granted then return {0, 5, 0, 0, 0, 0, 0, 0, committed, granted - used, 1} end
+  left = granted - used - nano
+  if left < tonumber(ARGV[14]) then cwarn = 1 end
 end
 if tpm > 0 then
   tl = tl - tokens
@@ -120,10 +149,10 @@ if nano > 0 then redis.call('INCRBY', KEYS[4], nano) end
 local rr, tr = 0, 0
 if rpm > 0 then rr = reset(rl, rpm) end
 if tpm > 0 then tr = reset(tl, tpm) end
-return {1, 0, math.floor(rl * 1000), math.ceil(rr), math.floor(tl * 1000), math.ceil(tr), 0, warn, committed}
+return {1, 0, math.floor(rl * 1000), math.ceil(rr), math.floor(tl * 1000), math.ceil(tr), 0, warn, committed, left, cwarn}
 """
 
-# KEYS: 1 tokens bucket, 2 leases, 3 reserved, 4 month's spend, 5 reclaimed.
+# KEYS: 1 tokens bucket, 2 leases, 3 reserved, 4 month's spend, 5 reclaimed, 6 lifetime spend.
 # ARGV: 1 lease, 2 its reservation (nano-USD), 3 tpm (0 = unlimited), 4 tokens to give back
 #       (estimate - actual), 5 cost (nano-USD), 6 a retry (1) or the first try (0).
 # Returns 1 (settled), 2 (settled after its lease was reclaimed), 3 (settled, its lease unknown:
@@ -153,11 +182,12 @@ local cost = tonumber(ARGV[5])
 if cost > 0 then
   redis.call('INCRBY', KEYS[4], cost)
   redis.call('EXPIRE', KEYS[4], 3456000)
+  redis.call('INCRBY', KEYS[6], cost)
 end
 return outcome
 """
 
-_REFUSED = {0: "", 1: "requests", 2: "tokens", 3: "concurrency", 4: "budget"}
+_REFUSED = {0: "", 1: "requests", 2: "tokens", 3: "concurrency", 4: "budget", 5: "credits"}
 
 
 def lease_owner() -> str:
@@ -170,11 +200,13 @@ class Grant:
     """The answer to an admission: allowed (with a lease) or refused by ``limit``."""
 
     allowed: bool
-    limit: str = ""  # what refused: requests | tokens | concurrency | budget
+    limit: str = ""  # what refused: requests | tokens | concurrency | budget | credits
     headers: list[tuple[str, str]] = field(default_factory=list)
     retry_after: float = 0.0
     warn: bool = False  # above the soft budget
-    lease: str = ""  # empty: nothing held (the tier has no limit and no budget)
+    lease: str = ""  # empty: nothing held (the tier has no limit, no budget and no credits)
+    credits_warn: bool = False  # the credits left are below the tier's warning threshold
+    credits_left: int = 0  # nano-USD, this call's reservation taken
 
 
 class RedisLeases:
@@ -194,12 +226,13 @@ class RedisLeases:
         self._admit = redis.register_script(_ADMIT)
         self._settle = redis.register_script(_SETTLE)
         self._thresholds: dict[int, tuple[Budget, tuple[int, int]]] = {}
+        self._credit_thresholds: dict[int, tuple[Credits, tuple[int, int]]] = {}
         self._retry_seconds = retry_seconds
         self._retries: set[asyncio.Task[None]] = set()
         self.errors = redis.errors
 
     def keys(self, tier: str, month: str) -> list[str]:
-        """requests, tokens, leases, reserved, the month's spend, reclaimed."""
+        """requests, tokens, leases, reserved, the month's spend, reclaimed, lifetime spend."""
         limits = f"{self._prefix}:limits:{{{tier}}}"
         return [
             f"{limits}:req",
@@ -208,7 +241,14 @@ class RedisLeases:
             f"{limits}:reserved",
             f"{self._prefix}:budget:{{{tier}}}:{month}",
             f"{limits}:reclaimed",
+            f"{self._prefix}:spend:{{{tier}}}:lifetime",
         ]
+
+    def _credits_of(self, credits: Credits) -> tuple[int, int]:
+        cached = self._credit_thresholds.get(id(credits))
+        if cached is None or cached[0] is not credits:
+            cached = self._credit_thresholds[id(credits)] = (credits, credit_thresholds(credits))
+        return cached[1]
 
     def _limits_of(self, budget: Budget) -> tuple[int, int]:
         cached = self._thresholds.get(id(budget))
@@ -225,15 +265,20 @@ class RedisLeases:
         tokens: int,
         reserve_nano: int,
         lease_seconds: float,
+        credits: Credits | None = None,
+        month_floor: int = 0,
+        lifetime_floor: int = 0,
     ) -> Grant:
-        """Check every limit and the budget and take them all under one lease, or refuse."""
+        """Check every limit, the budget and the credits and take them all under one lease,
+        or refuse. The floors are the tier's durable spend (the month's, of all time)."""
         rpm = limits.requests_per_minute or 0
         tpm = limits.tokens_per_minute or 0
         conc = limits.concurrent_requests or 0
-        if not (rpm or tpm or conc or budget):
+        if not (rpm or tpm or conc or budget or credits):
             return Grant(True)
         hard, soft = self._limits_of(budget) if budget is not None else (-1, -1)
-        nano = reserve_nano if budget is not None else 0
+        granted, warn_below = self._credits_of(credits) if credits is not None else (-1, 0)
+        nano = reserve_nano if budget is not None or credits is not None else 0
         lease = f"{self.owner}:{next(self._seq)}:{nano}"
         result = await self._admit(
             self.keys(tier, month),
@@ -249,9 +294,13 @@ class RedisLeases:
                 int(lease_seconds * 1000),
                 _RECLAIM_BATCH,
                 _REMEMBER_RECLAIMED_MS,
+                month_floor,
+                granted,
+                warn_below,
+                lifetime_floor,
             ],
         )
-        allowed, refused, req_rem, req_reset, tok_rem, tok_reset, retry, warn, _ = (
+        allowed, refused, req_rem, req_reset, tok_rem, tok_reset, retry, warn, _, left, cwarn = (
             int(x) for x in result
         )
         headers: list[tuple[str, str]] = []
@@ -267,6 +316,8 @@ class RedisLeases:
             retry / 1000,
             bool(warn),
             lease if allowed else "",
+            bool(cwarn),
+            left,
         )
 
     async def settle(
@@ -358,3 +409,7 @@ class RedisLeases:
     async def spent(self, tier: str, month: str) -> int:
         """The month's settled spend of a tier, in nano-USD."""
         return int(await self._redis.execute("GET", self.keys(tier, month)[4]) or 0)
+
+    async def lifetime(self, tier: str) -> int:
+        """The settled spend of all time of a tier that Redis holds, in nano-USD."""
+        return int(await self._redis.execute("GET", self.keys(tier, "-")[6]) or 0)

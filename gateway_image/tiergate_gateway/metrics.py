@@ -13,7 +13,9 @@ from collections.abc import Sequence
 from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client.metrics_core import Metric
 from prometheus_client.multiprocess import MultiProcessCollector
+from prometheus_client.registry import Collector
 
 from .histogram import LocalHistogram
 from .settings import DEFAULT_OVERHEAD_BUCKETS, DEFAULT_TTFT_BUCKETS
@@ -132,13 +134,18 @@ class Metrics:
             registry=r,
             multiprocess_mode="max",
         )
-        self.tokens = Counter(
-            p + "tokens",
-            "Tokens reported by upstreams",
-            ["tier", "route", "target", "kind"],
-            registry=r,
+        # Tiers with per_key_metrics add a ``key`` label (the key's name) to their tokens and
+        # cost: one family each, samples of both label sets (``_Merged``).
+        tokens_help, cost_help = "Tokens reported by upstreams", "Spend in USD"
+        usage_labels = ["tier", "route", "target"]
+        self.tokens = Counter(p + "tokens", tokens_help, [*usage_labels, "kind"], registry=None)
+        self.tokens_by_key = Counter(
+            p + "tokens", tokens_help, [*usage_labels, "kind", "key"], registry=None
         )
-        self.cost = Counter(p + "cost_usd", "Spend in USD", ["tier", "route", "target"], registry=r)
+        self.cost = Counter(p + "cost_usd", cost_help, usage_labels, registry=None)
+        self.cost_by_key = Counter(p + "cost_usd", cost_help, [*usage_labels, "key"], registry=None)
+        r.register(_Merged(self.tokens, self.tokens_by_key))
+        r.register(_Merged(self.cost, self.cost_by_key))
         self.rate_limited = Counter(
             p + "rate_limited", "Requests refused by a limit", ["tier", "limit"], registry=r
         )
@@ -147,6 +154,18 @@ class Metrics:
         )
         self.budget_warnings = Counter(
             p + "budget_warnings", "Requests over a soft budget", ["tier"], registry=r
+        )
+        self.credits_rejected = Counter(
+            p + "credits_rejected",
+            "Requests refused: the prepaid credits are used up",
+            ["tier"],
+            registry=r,
+        )
+        self.credits_warnings = Counter(
+            p + "credits_warnings",
+            "Requests answered with few prepaid credits left",
+            ["tier"],
+            registry=r,
         )
         self.config_rejected = Counter(
             p + "config_rejected", "Configs refused (invalid or unknown version)", registry=r
@@ -168,8 +187,8 @@ class Metrics:
         # ``flush`` (every second, and before each scrape): a labelled ``inc`` with its lock
         # cost more than a tenth of a proxied request.
         self._counts: dict[tuple[Counter, tuple[str, ...]], float] = {}
-        # (tier, route, target) -> [prompt tokens, completion tokens, USD]
-        self._usage: dict[tuple[str, str, str], list[float]] = {}
+        # (tier, route, target, key name or "") -> [prompt tokens, completion tokens, USD]
+        self._usage: dict[tuple[str, str, str, str], list[float]] = {}
 
     def _histogram(
         self, name: str, documentation: str, labels: list[str], buckets: Sequence[float]
@@ -194,12 +213,20 @@ class Metrics:
         self._counts[key] = self._counts.get(key, 0.0) + amount
 
     def add_usage(
-        self, tier: str, route: str, target: str, prompt: int, completion: int, usd: float
+        self,
+        tier: str,
+        route: str,
+        target: str,
+        prompt: int,
+        completion: int,
+        usd: float,
+        key: str = "",
     ) -> None:
-        """One settled call's tokens and cost (one lookup instead of three ``add`` calls)."""
-        totals = self._usage.get((tier, route, target))
+        """One settled call's tokens and cost (one lookup instead of three ``add`` calls);
+        ``key``: the client key's name, for a tier with per-key metrics."""
+        totals = self._usage.get((tier, route, target, key))
         if totals is None:
-            totals = self._usage[(tier, route, target)] = [0.0, 0.0, 0.0]
+            totals = self._usage[(tier, route, target, key)] = [0.0, 0.0, 0.0]
         totals[0] += prompt
         totals[1] += completion
         totals[2] += usd
@@ -227,13 +254,17 @@ class Metrics:
         for (metric, labels), amount in counts.items():
             self.child(metric, *labels).inc(amount)
         usage, self._usage = self._usage, {}
-        for (tier, route, target), (prompt, completion, usd) in usage.items():
+        for (tier, route, target, key), (prompt, completion, usd) in usage.items():
+            tokens, cost = (
+                (self.tokens_by_key, self.cost_by_key) if key else (self.tokens, self.cost)
+            )
+            extra = (key,) if key else ()
             if prompt:
-                self.child(self.tokens, tier, route, target, "prompt").inc(prompt)
+                self.child(tokens, tier, route, target, "prompt", *extra).inc(prompt)
             if completion:
-                self.child(self.tokens, tier, route, target, "completion").inc(completion)
+                self.child(tokens, tier, route, target, "completion", *extra).inc(completion)
             if usd:
-                self.child(self.cost, tier, route, target).inc(usd)
+                self.child(cost, tier, route, target, *extra).inc(usd)
 
     def set_generation(self, generation: str) -> None:
         if self._generation is not None and self.multiprocess_dir is None:
@@ -257,3 +288,17 @@ class Metrics:
         registry = CollectorRegistry()
         MultiProcessCollector(registry, path=self.multiprocess_dir)  # type: ignore[no-untyped-call]
         return generate_latest(registry)
+
+
+class _Merged(Collector):
+    """Two counters of one name (the same family with and without a ``key`` label) exported
+    as one family. In multiprocess mode their samples meet in the shared files instead."""
+
+    def __init__(self, plain: Counter, by_key: Counter) -> None:
+        self._plain, self._by_key = plain, by_key
+
+    def collect(self) -> list[Metric]:
+        merged = list(self._plain.collect())
+        for family in self._by_key.collect():
+            merged[0].samples.extend(family.samples)
+        return merged

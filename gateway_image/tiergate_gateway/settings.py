@@ -67,6 +67,9 @@ class Settings:
     redis_tls_ca_file: Path | None = None  # CA bundle for rediss:// (default: the system's)
     # A Redis lease outlives its call's deadline (the route's total timeout) by this much.
     lease_margin_seconds: float = 30.0
+    # With a ConfigMap source: how often this process's SpendReport is written while there
+    # is news (the durable ledger, docs/ledger.md); a heartbeat goes at least every 60 s.
+    spend_report_seconds: float = 5.0
     workers: int = 1
     # On SIGTERM: /readyz answers 503 while the gateway keeps serving for the drain delay
     # (in a cluster, until its endpoint is gone from every Service; the operator renders 5 s),
@@ -134,6 +137,10 @@ class Settings:
         if not 0 < self.redis_timeout_seconds <= 60:
             raise ValueError(
                 f"redis_timeout_seconds {self.redis_timeout_seconds} is not in (0, 60]"
+            )
+        if not 0.1 <= self.spend_report_seconds <= 60:
+            raise ValueError(
+                f"spend_report_seconds {self.spend_report_seconds} is not between 0.1 and 60"
             )
         if not 0 <= self.lease_margin_seconds <= 3600:
             raise ValueError(
