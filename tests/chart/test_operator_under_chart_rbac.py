@@ -51,5 +51,15 @@ def test_chart_identity_reconciles_every_example(
             "resources": ["configmaps"],
             "resourceNames": ["tiergate-enterprise-acme", "tiergate-shared"],
             "verbs": ["get", "list", "watch"],
-        }
+        },
+        {
+            "apiGroups": ["tiergate.dev"],
+            "resources": ["spendreports"],
+            "verbs": ["create", "get", "list", "watch", "update", "patch"],
+        },
+        {
+            "apiGroups": ["tiergate.dev"],
+            "resources": ["apikeytiers"],
+            "verbs": ["get", "list", "watch"],
+        },
     ]
