@@ -180,7 +180,7 @@ def test_credit_events_fire_once_per_crossing_and_again_after_a_top_up() -> None
 
 def test_an_unreadable_ledger_is_refused_not_reset() -> None:
     body = {"metadata": {"name": "a"}, "status": {"ledger": {"lifetimeNano": -5}}}
-    with pytest.raises(LedgerUnreadable, match="status.ledger of ApiKeyTier a"):
+    with pytest.raises(LedgerUnreadable, match=r"status\.ledger of ApiKeyTier a"):
         tier_ledger(body)
     assert tier_ledger({"metadata": {"name": "a"}}) == TierLedger()
 
