@@ -172,7 +172,7 @@ _watch(API_KEY_TIER, Store.put_tier, Store.remove_tier)
 @kopf.on.event(
     API_KEY_TIER.group, API_KEY_TIER.version, API_KEY_TIER.plural, id="apikeytiers-ledger"
 )
-def tier_money_observed(namespace: str | None, memo: Any, **_: Any) -> None:
+async def tier_money_observed(namespace: str | None, memo: Any, **_: Any) -> None:
     """A tier's budget, grants or ledger changed: its status.spend is recomputed."""
     assert namespace, "apikeytiers are namespaced"
     memo.ledger.wake(namespace)
@@ -183,14 +183,16 @@ _REPORT_LABELS = {MANAGED_BY_LABEL: REPORT_MANAGED_BY}
 
 
 @kopf.index(*_REPORTS, labels=_REPORT_LABELS, id="spendreports-ledger")
-def report_stored(body: kopf.Body, memo: Any, **_: Any) -> None:
+async def report_stored(body: kopf.Body, memo: Any, **_: Any) -> None:
     memo.ledger.put_report(dict(body))
 
 
 @kopf.on.event(*_REPORTS, labels=_REPORT_LABELS, id="spendreports-ledger-events")
-def report_observed(
+async def report_observed(
     event: kopf.RawEvent, namespace: str | None, name: str, memo: Any, **_: Any
 ) -> None:
+    """Async, as the ledger's handlers all are: they run on the keeper's event loop (kopf
+    runs sync handlers in threads)."""
     assert namespace, "spendreports are namespaced"
     if event["type"] == "DELETED":
         memo.ledger.remove_report(namespace, name)

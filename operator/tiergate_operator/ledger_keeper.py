@@ -79,12 +79,16 @@ class LedgerKeeper:
         self._stale_timers: dict[str, asyncio.TimerHandle] = {}
         self._month = ""
         self._problems_logged: set[tuple[str, str, str]] = set()
+        # Reports released but whose DELETED event has not come yet, per namespace.
+        self._released: dict[str, set[str]] = {}
         # For tests and benchmarks: reports folded, spend statuses written, events posted.
         self.folded = self.spend_writes = self.events = 0
 
     # --- fed by the watch handlers -------------------------------------------------------
     def put_report(self, body: Body) -> None:
         metadata = body["metadata"]
+        if metadata["name"] in self._released.get(metadata["namespace"], ()):
+            return  # an event older than our release; its DELETED event is on the way
         bucket = self.reports.setdefault(metadata["namespace"], {})
         stored = bucket.get(metadata["name"])
         if stored is not None and _older(body, stored):
@@ -92,7 +96,9 @@ class LedgerKeeper:
         bucket[metadata["name"]] = body
 
     def remove_report(self, namespace: str, name: str) -> None:
+        """The report's DELETED event."""
         self.reports.get(namespace, {}).pop(name, None)
+        self._released.get(namespace, set()).discard(name)
 
     def wake(self, namespace: str) -> None:
         """Work ``namespace`` after the debounce (one pass for a burst of events)."""
@@ -195,7 +201,8 @@ class LedgerKeeper:
         deleted = await self.kube.delete_unchanged(ref, report.uid, report.resource_version)
         if deleted is None:
             logger.info(
-                "SpendReport %s/%s changed since it was read (its gateway is alive): not folded",
+                "SpendReport %s/%s changed or went since it was read (its gateway is alive, "
+                "or it was folded already): not folded now",
                 report.namespace,
                 report.name,
             )
@@ -208,7 +215,8 @@ class LedgerKeeper:
         for tier in sorted({entry.tier for entry in report.spec.tiers}):
             await self._fold_into(report, tier)
         await self._release(report)
-        self.remove_report(report.namespace, report.name)  # its DELETED event may lag
+        self.reports.get(report.namespace, {}).pop(report.name, None)
+        self._released.setdefault(report.namespace, set()).add(report.name)
         self.folded += 1
 
     async def _fold_into(self, report: StoredReport, tier: str) -> None:
@@ -228,7 +236,8 @@ class LedgerKeeper:
             if report.name in ledger.folded:
                 return
             folded = fold(ledger, tier, report.name, report.spec)
-            patch = {"status": {"ledger": folded.model_dump(mode="json", by_alias=True)}}
+            ledger_json = folded.model_dump(mode="json", by_alias=True, exclude_none=True)
+            patch = {"status": {"ledger": ledger_json}}
             try:
                 written = await self.kube.merge_patch(
                     ref, patch, body["metadata"]["resourceVersion"], subresource="status"

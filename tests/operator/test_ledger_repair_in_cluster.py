@@ -122,3 +122,4 @@ async def test_a_report_written_after_it_was_read_is_not_folded(
     ledger = get(control_plane, namespace, "apikeytier", "t")["status"]["ledger"]
     assert (ledger["folded"], ledger["lifetimeNano"]) == (["gw-0001"], 2 * USD)
     assert keeper.folded == 1
+    keeper.close()
