@@ -64,7 +64,6 @@ async def start_reconciler(
     memo.ledger = LedgerKeeper(
         memo.store,
         kube,
-        operator_settings.keys,
         stale_seconds=operator_settings.ledger_stale_seconds,
     )
     memo.task = memo.readiness.loop = asyncio.create_task(

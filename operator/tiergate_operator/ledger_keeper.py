@@ -31,7 +31,7 @@ from tiergate_contract.ledger import LEDGER_FINALIZER, fold
 from tiergate_operator.key_lifecycle import tier_spec
 from tiergate_operator.kube import Conflict, KubeApi, KubeError, NotFound
 from tiergate_operator.refs import ObjectRef
-from tiergate_operator.registry import API_KEY_TIER, SPEND_REPORT, PrefixedKeys
+from tiergate_operator.registry import API_KEY_TIER, SPEND_REPORT
 from tiergate_operator.spend_reports import (
     ReportProblem,
     StoredReport,
@@ -63,13 +63,12 @@ class LedgerKeeper:
         self,
         store: Store,
         kube: KubeApi,
-        keys: PrefixedKeys,
         stale_seconds: float = 600,
         debounce_seconds: float = 2.0,
         retry_seconds: float = 5.0,
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
     ) -> None:
-        self.store, self.kube, self.keys, self.clock = store, kube, keys, clock
+        self.store, self.kube, self.clock = store, kube, clock
         self.stale_seconds, self.debounce_seconds = stale_seconds, debounce_seconds
         self.retry_seconds = retry_seconds
         self.reports: dict[str, dict[str, Body]] = {}
@@ -169,7 +168,7 @@ class LedgerKeeper:
     def _reports(self, namespace: str) -> list[StoredReport]:
         found: list[StoredReport] = []
         for body in self.reports.get(namespace, {}).values():
-            parsed = parse_report(body, self.keys)
+            parsed = parse_report(body)
             if isinstance(parsed, ReportProblem):
                 seen = (parsed.namespace, parsed.name, parsed.message)
                 if seen not in self._problems_logged:
@@ -207,7 +206,7 @@ class LedgerKeeper:
                 report.name,
             )
             return
-        frozen = parse_report(deleted, self.keys)
+        frozen = parse_report(deleted)
         await self._fold_and_release(frozen if isinstance(frozen, StoredReport) else report)
 
     async def _fold_and_release(self, report: StoredReport) -> None:
@@ -265,7 +264,7 @@ class LedgerKeeper:
                 return
             except Conflict:
                 body = await self.kube.get(ref)
-                parsed = parse_report(body, self.keys) if body is not None else None
+                parsed = parse_report(body) if body is not None else None
                 if not isinstance(parsed, StoredReport):
                     return  # gone, or no longer ours to touch
                 current = parsed

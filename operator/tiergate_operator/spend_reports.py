@@ -1,7 +1,9 @@
 """SpendReports as the operator sees them, and when one is due for folding (pure).
 
-A report is tiergate's only when it carries the gateways' labels and the ledger finalizer;
-anything else is never folded, deleted or patched. See docs/ledger.md.
+A report is tiergate's only when it carries the gateways' labels (``managed-by: tiergate``
+and ``tiergate.dev/gateway``, fixed names the gateways write whatever the operator's label
+prefix) and the ledger finalizer; anything else is never folded, deleted or patched. See
+docs/ledger.md.
 """
 
 from __future__ import annotations
@@ -14,9 +16,10 @@ from typing import Any
 from pydantic import ValidationError
 
 from tiergate_contract.ledger import LEDGER_FINALIZER, SpendReportSpec
-from tiergate_operator.registry import MANAGED_BY_LABEL, PrefixedKeys
+from tiergate_operator.registry import MANAGED_BY_LABEL
 
 __all__ = [
+    "REPORT_GATEWAY_LABEL",
     "REPORT_MANAGED_BY",
     "ReportProblem",
     "StoredReport",
@@ -27,6 +30,7 @@ __all__ = [
 
 # The managed-by value on every SpendReport a gateway writes (docs/ledger.md).
 REPORT_MANAGED_BY = "tiergate"
+REPORT_GATEWAY_LABEL = "tiergate.dev/gateway"
 
 Body = Mapping[str, Any]
 
@@ -53,14 +57,14 @@ class ReportProblem:
     message: str
 
 
-def parse_report(body: Body, keys: PrefixedKeys) -> StoredReport | ReportProblem | None:
+def parse_report(body: Body) -> StoredReport | ReportProblem | None:
     """``body`` as a report of ours; None when it is not tiergate's to touch."""
     metadata = body.get("metadata") or {}
     labels = metadata.get("labels") or {}
     finalizers = tuple(metadata.get("finalizers") or ())
     if (
         labels.get(MANAGED_BY_LABEL) != REPORT_MANAGED_BY
-        or keys.gateway_label not in labels
+        or REPORT_GATEWAY_LABEL not in labels
         or LEDGER_FINALIZER not in finalizers
     ):
         return None

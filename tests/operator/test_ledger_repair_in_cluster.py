@@ -26,7 +26,6 @@ from tests.support.operator_process import running_operator
 from tiergate_devkit.cluster import ControlPlane
 from tiergate_operator.kube import KubeApi
 from tiergate_operator.ledger_keeper import LedgerKeeper
-from tiergate_operator.registry import PrefixedKeys
 from tiergate_operator.store import Store
 
 pytestmark = pytest.mark.cluster
@@ -95,7 +94,7 @@ async def test_a_report_written_after_it_was_read_is_not_folded(
     create_tier(control_plane, namespace, "t")
     silent = stamp(datetime.now(UTC) - timedelta(minutes=30))
     create_report(control_plane, namespace, report_body("gw-0001", {"t": USD}, reported_at=silent))
-    keeper = LedgerKeeper(Store(), kube, PrefixedKeys(), stale_seconds=600)
+    keeper = LedgerKeeper(Store(), kube, stale_seconds=600)
     keeper.put_report(get(control_plane, namespace, "spendreport", "gw-0001"))  # read: stale
 
     # Its gateway was alive after all and writes again before the operator deletes it.

@@ -16,7 +16,6 @@ from tiergate_contract.ledger import (
     TierReport,
 )
 from tiergate_operator.models import ApiKeyTierSpec
-from tiergate_operator.registry import PrefixedKeys
 from tiergate_operator.spend_reports import (
     ReportProblem,
     StoredReport,
@@ -185,7 +184,6 @@ def test_an_unreadable_ledger_is_refused_not_reset() -> None:
     assert tier_ledger({"metadata": {"name": "a"}}) == TierLedger()
 
 
-KEYS = PrefixedKeys()
 LABELS = {"app.kubernetes.io/managed-by": "tiergate", "tiergate.dev/gateway": "tiergate-shared"}
 
 
@@ -205,24 +203,24 @@ def body(**metadata: Any) -> dict[str, Any]:
 
 
 def test_only_reports_with_the_labels_and_the_finalizer_are_ours() -> None:
-    parsed = parse_report(body(), KEYS)
+    parsed = parse_report(body())
     assert isinstance(parsed, StoredReport) and parsed.resource_version == "7"
     assert not parsed.terminating
-    assert parse_report(body(finalizers=[]), KEYS) is None
-    assert parse_report(body(labels={"tiergate.dev/gateway": "g"}), KEYS) is None
+    assert parse_report(body(finalizers=[])) is None
+    assert parse_report(body(labels={"tiergate.dev/gateway": "g"})) is None
     other = {"app.kubernetes.io/managed-by": "someone", "tiergate.dev/gateway": "g"}
-    assert parse_report(body(labels=other), KEYS) is None
-    terminating = parse_report(body(deletionTimestamp="2026-12-02T10:00:00Z"), KEYS)
+    assert parse_report(body(labels=other)) is None
+    terminating = parse_report(body(deletionTimestamp="2026-12-02T10:00:00Z"))
     assert isinstance(terminating, StoredReport) and terminating.terminating
     broken = body()
     broken["spec"]["tiers"][0]["months"][0]["spentNano"] = -1
-    problem = parse_report(broken, KEYS)
+    problem = parse_report(broken)
     assert isinstance(problem, ReportProblem) and "spentNano" in problem.message
 
 
 def test_a_report_is_due_when_final_or_stale() -> None:
     def stored(**extra: Any) -> StoredReport:
-        parsed = parse_report(body(), KEYS)
+        parsed = parse_report(body())
         assert isinstance(parsed, StoredReport)
         return StoredReport(**{**parsed.__dict__, "spec": report("a", USD, **extra)})
 
