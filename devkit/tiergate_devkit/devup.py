@@ -74,9 +74,7 @@ class DevUp:
     def install_crds(self, plane: ControlPlane) -> None:
         self.progress("installing the CRDs")
         files = [
-            arg
-            for kind in CRD_KINDS
-            for arg in ("-f", str(self.crds_dir / f"{kind.plural}.yaml"))
+            arg for kind in CRD_KINDS for arg in ("-f", str(self.crds_dir / f"{kind.plural}.yaml"))
         ]
         plane.kubectl("apply", "--server-side", "--force-conflicts", *files)
         for kind in CRD_KINDS:
