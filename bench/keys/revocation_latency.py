@@ -221,7 +221,7 @@ def run(plane: ControlPlane, args: argparse.Namespace, scratch: Path) -> dict[st
     plane.kubectl("create", "namespace", namespace)
     crds = [
         arg
-        for name in ("modelroutes", "apikeytiers")
+        for name in ("modelroutes", "apikeytiers", "spendreports")
         for arg in ("-f", str(ROOT / "crds" / f"{name}.yaml"))
     ]
     plane.kubectl("apply", "--server-side", "--force-conflicts", *crds)

@@ -2,7 +2,8 @@
 
 Prices come from each target's ``pricing`` (USD per million tokens). Every target is
 shown at its own price, then the weighted blend Standard traffic pays; ``--compare``
-adds a model to save against. A catalog shows each model at its price, then the blend for
+adds a model to save against. Tiers with prepaid credits (or every tier, with
+``--credits USD``) get how long the balance lasts at each volume. A catalog shows each model at its price, then the blend for
 a mix of models (``--mix MODEL=PERCENT,...``; default: an even spread over its listed
 models). See ``costing`` for the assumptions, printed with the tables.
 """
@@ -67,6 +68,12 @@ def add_parser(commands: Commands) -> None:
         help="a catalog's traffic by model, comma-separated or repeated "
         "(default: even over its listed models)",
     )
+    parser.add_argument(
+        "--credits",
+        metavar="USD",
+        help="a credit balance to show how long it lasts, for every tier "
+        "(default: each tier's granted credits, spec.credits.grants)",
+    )
     parser.add_argument("-o", "--output", choices=("table", "json"), default="table")
     parser.set_defaults(run=run)
 
@@ -91,6 +98,7 @@ class TierCost:
     routes: list[str]
     per_million: Decimal
     hard_budget: Decimal | None
+    credits: Decimal | None = None  # the balance whose duration is shown
 
 
 @dataclass(frozen=True)
@@ -111,11 +119,18 @@ def _validated(doc: Document, model: type[ModelRoute] | type[ApiKeyTier]) -> Any
         raise CommandError(f"{doc.where}: {doc.kind} {doc.name}: {path}: {first['msg']}") from None
 
 
-def _tier_cost(namespace: str, tier: ApiKeyTier, prices: dict[str, Decimal]) -> TierCost:
+def _tier_cost(
+    namespace: str, tier: ApiKeyTier, prices: dict[str, Decimal], credits: Decimal | None
+) -> TierCost:
     allowed, price = costing.tier_price(tier.spec, prices)
     budget = tier.spec.budget
     hard = (Decimal(budget.monthly_usd) * budget.hard_threshold_percent / 100) if budget else None
-    return TierCost(namespace, tier.metadata.name, tier.spec.isolation, allowed, price, hard)
+    granted = tier.spec.credits
+    if credits is None and granted is not None:
+        credits = sum((Decimal(g.amount_usd) for g in granted.grants or ()), Decimal(0))
+    return TierCost(
+        namespace, tier.metadata.name, tier.spec.isolation, allowed, price, hard, credits
+    )
 
 
 def _route_cost(
@@ -137,6 +152,7 @@ def cost_report(
     output_share: Decimal,
     comparisons: list[Comparison],
     mix: dict[str, Decimal] | None = None,
+    credits: Decimal | None = None,
 ) -> CostReport:
     routes: list[RouteCost] = []
     tiers: list[TierCost] = []
@@ -147,7 +163,7 @@ def cost_report(
             routes.append(_route_cost(namespace, doc.name, route, output_share, mix or {}))
             prices[doc.name] = routes[-1].blend
         for doc in manifests.of_kind(API_KEY_TIER.kind, namespace):
-            tiers.append(_tier_cost(namespace, _validated(doc, ApiKeyTier), prices))
+            tiers.append(_tier_cost(namespace, _validated(doc, ApiKeyTier), prices, credits))
     return CostReport(volumes, output_share, comparisons, routes, tiers)
 
 
@@ -179,10 +195,23 @@ def _parse(
     return volumes, share, comparisons, mix
 
 
+def _credits(text: str | None) -> Decimal | None:
+    if text is None:
+        return None
+    try:
+        amount = Decimal(text)
+    except InvalidOperation:
+        amount = Decimal(-1)
+    if not amount.is_finite() or amount < 0:
+        raise CommandError(f"--credits {text!r} is not an amount of USD such as 100 or 12.50")
+    return amount
+
+
 def run(args: argparse.Namespace) -> int:
     volumes, share, comparisons, mix = _parse(args)
+    credits = _credits(args.credits)
     manifests = load_manifests(args.filename, args.namespace)
-    report = cost_report(manifests, volumes, share, comparisons, mix)
+    report = cost_report(manifests, volumes, share, comparisons, mix, credits)
     priced = {row.label for route in report.routes for row in route.rows if row.share}
     unknown = sorted(set(mix) - priced)
     if unknown:
@@ -268,6 +297,23 @@ def _tier_table(report: CostReport) -> str:
     return table(header, rows, right=range(3, len(header)))
 
 
+def _credits_table(report: CostReport) -> str:
+    header = ["tier", "credits", *(f"last at {label}" for label, _ in report.volumes)]
+    rows = [
+        [
+            tier.name,
+            money(tier.credits),
+            *(
+                costing.lasts(tier.credits, monthly_cost(tier.per_million, tokens))
+                for _, tokens in report.volumes
+            ),
+        ]
+        for tier in report.tiers
+        if tier.credits is not None
+    ]
+    return table(header, rows, right=range(1, len(header)))
+
+
 def as_text(report: CostReport) -> str:
     share = report.output_share * 100
     parts = [
@@ -288,6 +334,11 @@ def as_text(report: CostReport) -> str:
         )
         parts.append(
             "! over the tier's hard budget: the gateway refuses requests once it is spent."
+        )
+    if any(tier.credits is not None for tier in report.tiers):
+        parts.append(
+            "\nPrepaid credits (they never expire; once used up, calls are refused until a "
+            "new grant):\n" + _credits_table(report).rstrip("\n")
         )
     return "\n".join(parts)
 
@@ -330,6 +381,13 @@ def as_json(report: CostReport) -> dict[str, Any]:
                 "perMillion": f"{t.per_million:f}",
                 "monthly": costs(t.per_million),
                 "hardBudget": None if t.hard_budget is None else f"{t.hard_budget:f}",
+                "credits": None if t.credits is None else f"{t.credits:f}",
+                "creditsLast": None
+                if t.credits is None
+                else {
+                    label: costing.lasts(t.credits, monthly_cost(t.per_million, tokens))
+                    for label, tokens in report.volumes
+                },
             }
             for t in report.tiers
         ],

@@ -66,6 +66,25 @@ def money(amount: Decimal) -> str:
     return f"${amount.quantize(Decimal('0.01'), ROUND_HALF_UP):,.2f}"
 
 
+def lasts(balance: Decimal, monthly: Decimal) -> str:
+    """How long ``balance`` USD lasts at ``monthly`` USD a month (30-day months):
+    ``"7.5 months"``, ``"12 days"``, ``"5 hours"``; ``"forever"`` at no cost."""
+    if balance <= 0:
+        return "used up"
+    if monthly <= 0:
+        return "forever"
+    months = balance / monthly
+    for unit, size in (("years", Decimal(12)), ("months", Decimal(1)), ("days", Decimal(1) / 30)):
+        if months >= size * (2 if unit != "days" else 1):
+            return f"{_one_decimal(months / size)} {unit}"
+    hours = months * 30 * 24
+    return f"{_one_decimal(hours)} hours" if hours >= 1 else "under an hour"
+
+
+def _one_decimal(amount: Decimal) -> str:
+    return f"{amount.quantize(Decimal('0.1'), ROUND_HALF_UP).normalize():f}"
+
+
 def price_text(price: Decimal) -> str:
     """A price per million: at least two decimals, more only when they matter (0.254)."""
     exact = price.normalize()

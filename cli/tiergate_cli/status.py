@@ -1,7 +1,8 @@
 """``tiergate status``: routes, tiers and gateways, from the API with the current kubeconfig.
 
-Readiness and replicas come from the objects' status; spend from the gateways'
-``/metrics`` when ``dev up`` runs them on this machine (else ``-``).
+Readiness and replicas come from the objects' status; money from each tier's
+``status.spend``, which the operator keeps within 30 s of the calls from the durable
+ledger (docs/ledger.md): never from a gateway's metrics, which die with its process.
 """
 
 from __future__ import annotations
@@ -10,13 +11,9 @@ import argparse
 import json
 import os
 import subprocess
-import urllib.request
-from collections import defaultdict
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
-
-from prometheus_client.parser import text_string_to_metric_families
 
 from tiergate_cli.commands import Commands
 from tiergate_cli.devstate import DEFAULT_DEV_DIR, DevState
@@ -37,7 +34,7 @@ from tiergate_operator.registry import (
 )
 from tiergate_operator.settings import prefix_from_env
 
-__all__ = ["Spend", "add_parser", "run", "spend_from_metrics"]
+__all__ = ["add_parser", "run", "tier_money"]
 
 Body = dict[str, Any]
 _GATEWAY_CHILDREN = label_selector({**MANAGED_BY, COMPONENT_LABEL: GATEWAY_COMPONENT})
@@ -58,7 +55,7 @@ def add_parser(commands: Commands) -> None:
         help="default: $KUBECONFIG, else the one `tiergate dev up` made, else ~/.kube/config",
     )
     parser.add_argument(
-        "--dir", type=Path, default=DEFAULT_DEV_DIR, help="dev state (for local gateways' spend)"
+        "--dir", type=Path, default=DEFAULT_DEV_DIR, help="dev state (for local gateways' URLs)"
     )
     parser.add_argument(
         "--prefix",
@@ -88,47 +85,28 @@ def _keys(args: argparse.Namespace) -> PrefixedKeys:
         raise CommandError(f"TIERGATE_PREFIX: {error}") from None
 
 
-class Spend:
-    """USD per tier, route and gateway, summed from the gateways' cost counters."""
-
-    def __init__(self) -> None:
-        self.tiers: dict[tuple[str, str], Decimal] = defaultdict(Decimal)
-        self.routes: dict[tuple[str, str], Decimal] = defaultdict(Decimal)
-        self.gateways: dict[tuple[str, str], Decimal] = {}
-        self.urls: dict[tuple[str, str], str] = {}
-
-
-def spend_from_metrics(text: str) -> dict[tuple[str, str], Decimal]:
-    """``{(tier, route): USD}`` from a gateway's Prometheus exposition."""
-    found: dict[tuple[str, str], Decimal] = defaultdict(Decimal)
-    for family in text_string_to_metric_families(text):
-        for sample in family.samples:
-            if sample.name == "tiergate_gateway_cost_usd_total":
-                found[(sample.labels["tier"], sample.labels["route"])] += Decimal(
-                    repr(sample.value)
-                )
-    return found
+def tier_money(body: Body) -> tuple[str, str, str]:
+    """(month spend / budget, credits left, when the figures last changed) of a tier, from
+    its ``status.spend`` (``-`` where the operator has not written it, or no budget/credits)."""
+    spend = (body.get("status") or {}).get("spend") or {}
+    budget = (body.get("spec", {}).get("budget") or {}).get("monthlyUSD")
+    month = _usd(Decimal(spend["monthUSD"])) if "monthUSD" in spend else "-"
+    left = spend.get("creditsRemainingUSD")
+    return (
+        month + (f" / {_usd(Decimal(budget))}" if budget else ""),
+        _usd(Decimal(left)) if left is not None else "-",
+        str(spend.get("updatedAt", "-")),
+    )
 
 
-def _local_spend(dev_dir: Path) -> Spend | None:
+def _local_urls(dev_dir: Path) -> dict[tuple[str, str], str]:
     state = DevState.load(dev_dir.resolve())
     if state is None:
-        return None
-    spend = Spend()
-    for gateway, port in state.gateways.items():
-        spend.urls[(state.namespace, gateway)] = f"http://127.0.0.1:{port}/v1"
-        try:
-            with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=2) as response:
-                text = response.read().decode()
-        except OSError:
-            continue
-        total = Decimal(0)
-        for (tier, route), usd in spend_from_metrics(text).items():
-            spend.tiers[(state.namespace, tier)] += usd
-            spend.routes[(state.namespace, route)] += usd
-            total += usd
-        spend.gateways[(state.namespace, gateway)] = total
-    return spend
+        return {}
+    return {
+        (state.namespace, gateway): f"http://127.0.0.1:{port}/v1"
+        for gateway, port in state.gateways.items()
+    }
 
 
 def _kubeconfig(args: argparse.Namespace) -> Path | None:
@@ -167,10 +145,10 @@ def _ready(body: Body) -> tuple[str, str]:
     return str(ready.get("status")), str(ready.get("reason", "-"))
 
 
-def _usd(amount: Decimal | None) -> str:
-    if amount is None:
-        return "-"
-    return f"${amount:,.2f}" if amount >= Decimal("0.01") or amount == 0 else f"${amount:.6f}"
+def _usd(amount: Decimal) -> str:
+    sign, amount = ("-" if amount < 0 else ""), abs(amount)
+    text = f"${amount:,.2f}" if amount >= Decimal("0.01") or amount == 0 else f"${amount:.6f}"
+    return sign + text
 
 
 def _ref(body: Body) -> tuple[str, str]:
@@ -181,10 +159,7 @@ def run(args: argparse.Namespace) -> int:
     keys = _keys(args)
     objects = _kubectl_json(args, resources(MODEL_ROUTE, API_KEY_TIER))
     children = _kubectl_json(args, resources(DEPLOYMENT, CONFIG_MAP), "-l", _GATEWAY_CHILDREN)
-    spend = _local_spend(Path(args.dir))
-
-    def spent(bucket: str, key: tuple[str, str]) -> str:
-        return "-" if spend is None else _usd(getattr(spend, bucket).get(key, Decimal(0)))
+    urls = _local_urls(Path(args.dir))
 
     routes = [
         [
@@ -192,7 +167,6 @@ def run(args: argparse.Namespace) -> int:
             b["spec"].get("model") or f"catalog: {(b.get('status') or {}).get('catalog', '-')}",
             *_ready(b),
             ",".join((b.get("status") or {}).get("gateways") or []) or "-",
-            spent("routes", _ref(b)),
         ]
         for b in objects
         if b["kind"] == MODEL_ROUTE.kind
@@ -200,7 +174,6 @@ def run(args: argparse.Namespace) -> int:
     tiers = []
     for b in (b for b in objects if b["kind"] == API_KEY_TIER.kind):
         status = b.get("status") or {}
-        budget = (b["spec"].get("budget") or {}).get("monthlyUSD")
         tiers.append(
             [
                 *_ref(b),
@@ -208,7 +181,7 @@ def run(args: argparse.Namespace) -> int:
                 *_ready(b),
                 status.get("gateway") or "-",
                 f"{status.get('readyReplicas', 0)}/{status.get('replicas', 0)}",
-                spent("tiers", _ref(b)) + (f" / ${Decimal(budget):,.2f}" if budget else ""),
+                *tier_money(b),
             ]
         )
     generations = {
@@ -228,13 +201,12 @@ def run(args: argparse.Namespace) -> int:
                 isolation,
                 f"{status.get('readyReplicas', 0)}/{d['spec'].get('replicas', 0)}",
                 generations.get(_ref(d), "-"),
-                "-" if spend is None else _usd(spend.gateways.get(_ref(d))),
-                spend.urls.get(_ref(d), "-") if spend else "-",
+                urls.get(_ref(d), "-"),
             ]
         )
     print(
         "ModelRoutes\n"
-        + table(["NAMESPACE", "NAME", "MODEL", "READY", "REASON", "GATEWAYS", "SPEND"], routes)
+        + table(["NAMESPACE", "NAME", "MODEL", "READY", "REASON", "GATEWAYS"], routes)
     )
     print(
         "ApiKeyTiers\n"
@@ -247,7 +219,9 @@ def run(args: argparse.Namespace) -> int:
                 "REASON",
                 "GATEWAY",
                 "REPLICAS",
-                "SPEND (since gateway start) / BUDGET",
+                "MONTH SPEND / BUDGET",
+                "CREDITS LEFT",
+                "UPDATED",
             ],
             tiers,
         )
@@ -255,7 +229,7 @@ def run(args: argparse.Namespace) -> int:
     print(
         "Gateways\n"
         + table(
-            ["NAMESPACE", "NAME", "ISOLATION", "READY", "CONFIG", "SPEND", "LOCAL URL (dev up)"],
+            ["NAMESPACE", "NAME", "ISOLATION", "READY", "CONFIG", "LOCAL URL (dev up)"],
             gateways,
         ),
         end="",

@@ -27,7 +27,7 @@ from tiergate_devkit.checkout import crds_dir
 from tiergate_devkit.cluster import ControlPlane, start, tools_bin_dir
 from tiergate_devkit.processes import ProcessRecord, spawn, wait_for_http
 from tiergate_operator.desired import DesiredState
-from tiergate_operator.registry import CUSTOM_KINDS, DEPLOYMENT, SECRET
+from tiergate_operator.registry import CRD_KINDS, CUSTOM_KINDS, DEPLOYMENT, SECRET
 from tiergate_operator.settings import OperatorSettings
 
 __all__ = ["DevUp"]
@@ -74,12 +74,10 @@ class DevUp:
     def install_crds(self, plane: ControlPlane) -> None:
         self.progress("installing the CRDs")
         files = [
-            arg
-            for kind in CUSTOM_KINDS
-            for arg in ("-f", str(self.crds_dir / f"{kind.plural}.yaml"))
+            arg for kind in CRD_KINDS for arg in ("-f", str(self.crds_dir / f"{kind.plural}.yaml"))
         ]
         plane.kubectl("apply", "--server-side", "--force-conflicts", *files)
-        for kind in CUSTOM_KINDS:
+        for kind in CRD_KINDS:
             plane.kubectl(
                 "wait", "--for=condition=Established", f"crd/{kind.resource}", "--timeout=30s"
             )

@@ -1,5 +1,7 @@
-"""The gateways' own API access in a namespace (pure): a ServiceAccount that may only
-read the gateways' ConfigMaps, so a pod can watch its config and nothing else."""
+"""The gateways' own API access in a namespace (pure): a ServiceAccount that may read the
+gateways' ConfigMaps (a pod watches its config), write the namespace's SpendReports (each
+process reports its spend) and read its ApiKeyTiers (the folded ledger, its baseline); nothing
+else. See docs/ledger.md."""
 
 from __future__ import annotations
 
@@ -9,6 +11,7 @@ from typing import Any
 from tiergate_operator.plans import OwnerRef
 from tiergate_operator.registry import (
     ACCESS_COMPONENT,
+    API_KEY_TIER,
     COMPONENT_LABEL,
     CONFIG_MAP,
     GATEWAY_APP,
@@ -19,10 +22,14 @@ from tiergate_operator.registry import (
     ROLE,
     ROLE_BINDING,
     SERVICE_ACCOUNT,
+    SPEND_REPORT,
 )
 from tiergate_operator.settings import OperatorSettings
 
-__all__ = ["render_gateway_access"]
+__all__ = ["GATEWAY_SPEND_REPORT_VERBS", "render_gateway_access"]
+
+# A gateway creates its process's report and updates it (never deletes: only the operator folds).
+GATEWAY_SPEND_REPORT_VERBS = ("create", "get", "list", "watch", "update", "patch")
 
 Manifest = dict[str, Any]
 
@@ -68,7 +75,17 @@ def render_gateway_access(
                     "resources": [CONFIG_MAP.plural],
                     "resourceNames": gateways,
                     "verbs": ["get", "list", "watch"],
-                }
+                },
+                {
+                    "apiGroups": [SPEND_REPORT.group],
+                    "resources": [SPEND_REPORT.plural],
+                    "verbs": list(GATEWAY_SPEND_REPORT_VERBS),
+                },
+                {
+                    "apiGroups": [API_KEY_TIER.group],
+                    "resources": [API_KEY_TIER.plural],
+                    "verbs": ["get", "list", "watch"],
+                },
             ],
         },
         {

@@ -8,13 +8,13 @@ from __future__ import annotations
 
 from collections import defaultdict
 from collections.abc import Collection, Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
 from pydantic import ValidationError
 
-from tiergate_contract import MAX_KEYS_PER_TIER, KeyExpiry
+from tiergate_contract import MAX_KEYS_PER_TIER, KeyExpiry, KeyName
 from tiergate_operator.key_lifecycle import key_secrets
 from tiergate_operator.models import ApiKeyTier, ModelRoute, SecretKeyRef
 from tiergate_operator.plans import Problem
@@ -124,6 +124,8 @@ class _TierKeys:
 
     expiries: Mapping[str, datetime | None]
     not_keys: tuple[str, ...]  # "Secret <name> data key <key> <why>", never a value
+    # digest -> "<Secret>/<data key>" it comes from (the first by name when several hold it).
+    names: Mapping[str, str] = field(default_factory=dict)
 
     @property
     def digests(self) -> frozenset[str]:
@@ -136,6 +138,7 @@ class ServedKeys:
 
     digests: tuple[str, ...]
     expiry: tuple[KeyExpiry, ...] = ()
+    names: tuple[KeyName, ...] = ()  # sorted by digest
 
 
 def _later(first: datetime | None, second: datetime | None) -> datetime | None:
@@ -145,6 +148,7 @@ def _later(first: datetime | None, second: datetime | None) -> datetime | None:
 
 def _tier_keys(tier: ApiKeyTier, secrets: SecretDigests, created: Mapping[str, str]) -> _TierKeys:
     expiries: dict[str, datetime | None] = {}
+    names: dict[str, str] = {}
     not_keys: list[str] = []
     for source in key_secrets(tier.spec, created):
         if source.disabled:
@@ -154,9 +158,11 @@ def _tier_keys(tier: ApiKeyTier, secrets: SecretDigests, created: Mapping[str, s
             if why is None:
                 held = expiries.get(entry, source.expires_at)
                 expiries[entry] = _later(held, source.expires_at)
+                name = f"{source.name}/{data_key}"
+                names[entry] = min(names.get(entry, name), name)
             else:
                 not_keys.append(f"Secret {source.name} data key {data_key} {why}")
-    return _TierKeys(expiries, tuple(not_keys))
+    return _TierKeys(expiries, tuple(not_keys), names)
 
 
 def _served(keys: _TierKeys) -> ServedKeys:
@@ -166,6 +172,9 @@ def _served(keys: _TierKeys) -> ServedKeys:
             KeyExpiry(sha256=digest, expires_at=moment)
             for digest, moment in sorted(keys.expiries.items())
             if moment is not None
+        ),
+        names=tuple(
+            KeyName(sha256=digest, name=name) for digest, name in sorted(keys.names.items())
         ),
     )
 

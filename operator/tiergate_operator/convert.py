@@ -10,6 +10,7 @@ import tiergate_contract as contract
 from tiergate_operator.models import (
     ApiKeyTierSpec,
     Catalog,
+    Credits,
     Failover,
     ModelRouteSpec,
     Pricing,
@@ -151,12 +152,16 @@ def contract_tier(
     models: Iterable[str],
     key_expiry: Iterable[contract.KeyExpiry] = (),
     catalogs: Iterable[str] = (),
+    key_names: Iterable[contract.KeyName] = (),
 ) -> contract.Tier:
     limits, budget, upstream = spec.limits, spec.budget, spec.upstream
     return contract.Tier(
         name=name,
         key_sha256=tuple(sorted(set(key_digests))),
         key_expiry=tuple(sorted(key_expiry, key=lambda entry: entry.sha256)),
+        key_names=tuple(sorted(key_names, key=lambda entry: entry.sha256)),
+        credits=_credits(spec.credits),
+        per_key_metrics=bool(spec.per_key_metrics),
         models=tuple(sorted(set(models))),
         catalogs=tier_catalogs(spec, catalogs),
         default_class=contract.RequestClass(spec.default_class or "Standard"),
@@ -180,6 +185,16 @@ def contract_tier(
         if upstream
         else contract.TierUpstream(),
         routing=_routing(spec.routing),
+    )
+
+
+def _credits(credits: Credits | None) -> contract.Credits | None:
+    """The sum of the grants (a tier with ``credits`` and no grant has none to spend)."""
+    if credits is None:
+        return None
+    return contract.Credits(
+        granted_usd=sum((Decimal(grant.amount_usd) for grant in credits.grants or ()), Decimal(0)),
+        warn_below_usd=Decimal(credits.warn_below_usd or 0),
     )
 
 

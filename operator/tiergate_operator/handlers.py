@@ -16,19 +16,23 @@ from typing import Any
 import kopf
 
 from tiergate_operator.kube import KubeApi, load_client_configuration
+from tiergate_operator.ledger_keeper import LedgerKeeper
 from tiergate_operator.readiness import TIERGATE_CRDS, Readiness, is_established, serve_readiness
 from tiergate_operator.reconcile import Reconciler
 from tiergate_operator.registry import (
     API_KEY_TIER,
     CHILD_KINDS,
     MANAGED_BY,
+    MANAGED_BY_LABEL,
     MODEL_ROUTE,
     OPTIONAL_KINDS,
     PROMETHEUS_RULE_CRD,
     SECRET,
+    SPEND_REPORT,
     Kind,
 )
 from tiergate_operator.settings import SettingsError, load_operator_settings, readiness_endpoint
+from tiergate_operator.spend_reports import REPORT_MANAGED_BY
 from tiergate_operator.store import Store
 
 __all__: list[str] = []
@@ -57,9 +61,15 @@ async def start_reconciler(
     kube = KubeApi(configuration)
     memo.store = Store()
     memo.reconciler = Reconciler(memo.store, kube, operator_settings)
+    memo.ledger = LedgerKeeper(
+        memo.store,
+        kube,
+        stale_seconds=operator_settings.ledger_stale_seconds,
+    )
     memo.task = memo.readiness.loop = asyncio.create_task(
         memo.reconciler.run(), name="tiergate-reconciler"
     )
+    memo.ledger_task = asyncio.create_task(memo.ledger.run(), name="tiergate-ledger")
     logger.info("tiergate reconciler started (gateway image %s)", operator_settings.gateway_image)
 
 
@@ -70,7 +80,9 @@ async def stop_reconciler(
     if (readiness_server := getattr(memo, "readiness_server", None)) is not None:
         await readiness_server.stop()  # first: the port is free when the operator ends
     memo.task.cancel()
-    await asyncio.gather(memo.task, return_exceptions=True)
+    memo.ledger_task.cancel()
+    await asyncio.gather(memo.task, memo.ledger_task, return_exceptions=True)
+    memo.ledger.close()
     reconciler: Reconciler = memo.reconciler
     writes = dict(sorted(reconciler.kube.writes.items()))
     logger.info(
@@ -154,6 +166,38 @@ def _watch(kind: Kind, put: Put, remove: Remove, labels: dict[str, str] | None =
 
 _watch(MODEL_ROUTE, Store.put_route, Store.remove_route)
 _watch(API_KEY_TIER, Store.put_tier, Store.remove_tier)
+
+
+@kopf.on.event(
+    API_KEY_TIER.group, API_KEY_TIER.version, API_KEY_TIER.plural, id="apikeytiers-ledger"
+)
+async def tier_money_observed(namespace: str | None, memo: Any, **_: Any) -> None:
+    """A tier's budget, grants or ledger changed: its status.spend is recomputed."""
+    assert namespace, "apikeytiers are namespaced"
+    memo.ledger.wake(namespace)
+
+
+_REPORTS = (SPEND_REPORT.group, SPEND_REPORT.version, SPEND_REPORT.plural)
+_REPORT_LABELS = {MANAGED_BY_LABEL: REPORT_MANAGED_BY}
+
+
+@kopf.index(*_REPORTS, labels=_REPORT_LABELS, id="spendreports-ledger")
+async def report_stored(body: kopf.Body, memo: Any, **_: Any) -> None:
+    memo.ledger.put_report(dict(body))
+
+
+@kopf.on.event(*_REPORTS, labels=_REPORT_LABELS, id="spendreports-ledger-events")
+async def report_observed(
+    event: kopf.RawEvent, namespace: str | None, name: str, memo: Any, **_: Any
+) -> None:
+    """Async, as the ledger's handlers all are: they run on the keeper's event loop (kopf
+    runs sync handlers in threads)."""
+    assert namespace, "spendreports are namespaced"
+    if event["type"] == "DELETED":
+        memo.ledger.remove_report(namespace, name)
+    memo.ledger.wake(namespace)
+
+
 _watch(
     SECRET,
     lambda store, body: store.put_secret(

@@ -239,6 +239,48 @@ class KubeApi:
                 if uid is None:
                     raise
 
+    async def get(self, ref: ObjectRef) -> dict[str, Any] | None:
+        """The object, or None when there is none."""
+        try:
+            return await self._request("GET", ref.path())
+        except NotFound:
+            return None
+
+    async def delete_unchanged(
+        self, ref: ObjectRef, uid: str, resource_version: str
+    ) -> dict[str, Any] | None:
+        """Delete ``ref`` only as it was read (its uid and resourceVersion): the object as
+        deleted (still there while a finalizer holds it), or None when it changed or is gone."""
+        options = {
+            "propagationPolicy": "Background",
+            "preconditions": {"uid": uid, "resourceVersion": resource_version},
+        }
+        try:
+            return await self._request("DELETE", ref.path(), body=json.dumps(options).encode())
+        except (Conflict, NotFound):
+            return None
+
+    async def merge_patch(
+        self,
+        ref: ObjectRef,
+        patch: dict[str, Any],
+        resource_version: str | None = None,
+        subresource: str = "",
+    ) -> dict[str, Any]:
+        """A JSON merge patch; with ``resource_version``, only of the object as it was read
+        (``Conflict`` otherwise)."""
+        if resource_version is not None:
+            patch = {
+                **patch,
+                "metadata": {**patch.get("metadata", {}), "resourceVersion": resource_version},
+            }
+        return await self._request(
+            "PATCH",
+            ref.path() + (f"/{subresource}" if subresource else ""),
+            body=json.dumps(patch).encode(),
+            content_type="application/merge-patch+json",
+        )
+
     async def patch_status(self, ref: ObjectRef, status: dict[str, Any]) -> dict[str, Any]:
         return await self._request(
             "PATCH",

@@ -34,11 +34,16 @@ __all__ = [
     "CircuitBreaker",
     "Condition",
     "ConditionStatus",
+    "CreditGrant",
+    "Credits",
     "Failover",
     "Isolation",
     "KeyPolicy",
     "KeySource",
     "LatencyObjective",
+    "LedgerKey",
+    "LedgerMonth",
+    "LedgerStatus",
     "Limits",
     "ModelRoute",
     "ModelRouteSpec",
@@ -52,6 +57,9 @@ __all__ = [
     "SecretKeyRef",
     "SecretRef",
     "ServiceLevelObjectives",
+    "SpendKey",
+    "SpendOtherKeys",
+    "SpendStatus",
     "Target",
     "TierCatalog",
     "Timeouts",
@@ -350,6 +358,30 @@ class Budget(_Spec):
         return self
 
 
+class CreditGrant(_Spec):
+    id: Annotated[
+        str,
+        StringConstraints(
+            min_length=1, max_length=63, pattern=r"^[A-Za-z0-9]([-._A-Za-z0-9]*[A-Za-z0-9])?$"
+        ),
+    ]
+    amount_usd: DecimalUSD = Field(alias="amountUSD")
+    reason: Annotated[str, StringConstraints(min_length=1, max_length=256)]
+
+
+class Credits(_Spec):
+    grants: list[CreditGrant] | None = Field(default=None, max_length=256)
+    warn_below_usd: DecimalUSD | None = Field(default=None, alias="warnBelowUSD")
+
+    @field_validator("grants")
+    @classmethod
+    def _distinct_ids(cls, grants: list[CreditGrant] | None) -> list[CreditGrant] | None:
+        ids = [grant.id for grant in grants or ()]
+        if len(set(ids)) != len(ids):
+            raise ValueError("credits.grants must have distinct ids")
+        return grants
+
+
 class Upstream(_Spec):
     credentials_secret_ref: SecretKeyRef | None = Field(default=None, alias="credentialsSecretRef")
     model_prefix: str | None = Field(default=None, max_length=253, alias="modelPrefix")
@@ -427,6 +459,8 @@ class ApiKeyTierSpec(_Spec):
     default_class: RequestClass | None = Field(default=None, alias="defaultClass")
     limits: Limits | None = None
     budget: Budget | None = None
+    credits: Credits | None = None
+    per_key_metrics: bool | None = Field(default=None, alias="perKeyMetrics")
     upstream: Upstream | None = None
     routing: Routing | None = None
     replicas: int | None = Field(default=None, ge=1, le=100)
@@ -505,12 +539,74 @@ class ModelRouteStatus(_Status):
     )
 
 
+_MONTH = r"^[0-9]{4}-(0[1-9]|1[0-2])$"
+KeyName = Annotated[str, StringConstraints(min_length=1, max_length=507)]
+StatusUSD = Annotated[str, StringConstraints(max_length=32)]
+
+
+class LedgerKey(_Status):
+    key: KeyName
+    spent_nano: int = Field(ge=0, alias="spentNano")
+    calls: int = Field(ge=0)
+    last_used_at: str | None = Field(default=None, alias="lastUsedAt")
+
+
+class LedgerMonth(_Status):
+    month: Annotated[str, StringConstraints(max_length=7, pattern=_MONTH)]
+    spent_nano: int = Field(ge=0, alias="spentNano")
+    calls: int = Field(ge=0)
+    keys: list[LedgerKey] | None = Field(default=None, max_length=201)
+
+
+class LedgerStatus(_Status):
+    """``status.ledger``: the wire form of ``tiergate_contract.ledger.TierLedger``."""
+
+    lifetime_nano: int | None = Field(default=None, ge=0, alias="lifetimeNano")
+    lifetime_calls: int | None = Field(default=None, ge=0, alias="lifetimeCalls")
+    months: list[LedgerMonth] | None = Field(default=None, max_length=3)
+    last_used: list[LedgerKey] | None = Field(default=None, max_length=800, alias="lastUsed")
+    folded: list[Annotated[str, StringConstraints(max_length=253)]] | None = Field(
+        default=None, max_length=256
+    )
+
+
+class SpendKey(_Status):
+    key: Annotated[str, StringConstraints(max_length=507)]
+    month_usd: StatusUSD = Field(alias="monthUSD")
+    calls: int = Field(ge=0)
+    last_used_at: str | None = Field(default=None, alias="lastUsedAt")
+
+
+class SpendOtherKeys(_Status):
+    count: int = Field(ge=0)
+    month_usd: StatusUSD = Field(alias="monthUSD")
+    calls: int = Field(ge=0)
+
+
+class SpendStatus(_Status):
+    """``status.spend``: the tier's money for people and ``kubectl get akt``."""
+
+    month: Annotated[str, StringConstraints(max_length=7, pattern=_MONTH)]
+    month_usd: StatusUSD = Field(alias="monthUSD")
+    month_calls: int | None = Field(default=None, ge=0, alias="monthCalls")
+    lifetime_usd: StatusUSD = Field(alias="lifetimeUSD")
+    budget_usd: StatusUSD | None = Field(default=None, alias="budgetUSD")
+    credits_granted_usd: StatusUSD | None = Field(default=None, alias="creditsGrantedUSD")
+    credits_used_usd: StatusUSD | None = Field(default=None, alias="creditsUsedUSD")
+    credits_remaining_usd: StatusUSD | None = Field(default=None, alias="creditsRemainingUSD")
+    keys: list[SpendKey] | None = Field(default=None, max_length=20)
+    other_keys: SpendOtherKeys | None = Field(default=None, alias="otherKeys")
+    updated_at: str = Field(alias="updatedAt")
+
+
 class ApiKeyTierStatus(_Status):
     observed_generation: int | None = Field(default=None, ge=0, alias="observedGeneration")
     conditions: list[Condition] | None = Field(default=None, max_length=8)
     gateway: str | None = Field(default=None, max_length=63)
     replicas: int | None = Field(default=None, ge=0)
     ready_replicas: int | None = Field(default=None, ge=0, alias="readyReplicas")
+    ledger: LedgerStatus | None = None
+    spend: SpendStatus | None = None
 
 
 class ObjectMeta(_Status):

@@ -31,7 +31,7 @@ from typing import Any
 from aiohttp import web
 from kubernetes import client as k8s_client
 
-from tiergate_operator.registry import API_KEY_TIER, MODEL_ROUTE
+from tiergate_operator.registry import CRD_KINDS
 from tiergate_operator.settings import ReadinessEndpoint, SettingsError
 
 __all__ = [
@@ -47,7 +47,7 @@ __all__ = [
 
 logger = logging.getLogger("tiergate.readiness")
 
-TIERGATE_CRDS = frozenset(f"{kind.plural}.{kind.group}" for kind in (MODEL_ROUTE, API_KEY_TIER))
+TIERGATE_CRDS = frozenset(kind.resource for kind in CRD_KINDS)
 StandbyCheck = Callable[[], Awaitable[bool]]
 
 

@@ -23,6 +23,7 @@ __all__ = [
     "CONFIG_MAP",
     "CRD_API_VERSION",
     "CRD_GROUP",
+    "CRD_KINDS",
     "CRD_VERSION",
     "CUSTOM_KINDS",
     "DEFAULT_PREFIX",
@@ -50,6 +51,7 @@ __all__ = [
     "SECRET",
     "SERVICE",
     "SERVICE_ACCOUNT",
+    "SPEND_REPORT",
     "Kind",
     "PrefixedKeys",
     "is_label_prefix",
@@ -89,6 +91,8 @@ CRD_GROUP, CRD_VERSION = "tiergate.dev", "v1alpha1"
 CRD_API_VERSION = f"{CRD_GROUP}/{CRD_VERSION}"
 MODEL_ROUTE = Kind("ModelRoute", CRD_GROUP, CRD_VERSION, "modelroutes")
 API_KEY_TIER = Kind("ApiKeyTier", CRD_GROUP, CRD_VERSION, "apikeytiers")
+# Written by the gateways (one per process), folded and released by the operator.
+SPEND_REPORT = Kind("SpendReport", CRD_GROUP, CRD_VERSION, "spendreports")
 SECRET = Kind("Secret", "", "v1", "secrets")
 EVENT = Kind("Event", "", "v1", "events")
 CONFIG_MAP = Kind("ConfigMap", "", "v1", "configmaps")
@@ -106,6 +110,8 @@ PROMETHEUS_RULE = Kind("PrometheusRule", "monitoring.coreos.com", "v1", "prometh
 PROMETHEUS_RULE_CRD = PROMETHEUS_RULE.resource
 
 CUSTOM_KINDS = (MODEL_ROUTE, API_KEY_TIER)
+# Every CRD tiergate installs (crds/<plural>.yaml).
+CRD_KINDS = (*CUSTOM_KINDS, SPEND_REPORT)
 # What the operator creates: per gateway, and once per namespace for the gateways' API access.
 GATEWAY_KINDS = (CONFIG_MAP, DEPLOYMENT, SERVICE, POD_DISRUPTION_BUDGET, HORIZONTAL_POD_AUTOSCALER)
 ACCESS_KINDS = (SERVICE_ACCOUNT, ROLE, ROLE_BINDING)
@@ -113,7 +119,7 @@ CHILD_KINDS = GATEWAY_KINDS + ACCESS_KINDS
 # Children of kinds another project defines: written and watched only while their CRD exists.
 OPTIONAL_KINDS = (PROMETHEUS_RULE,)
 KINDS: Mapping[str, Kind] = {
-    k.kind: k for k in (*CUSTOM_KINDS, *CHILD_KINDS, *OPTIONAL_KINDS, SECRET, EVENT)
+    k.kind: k for k in (*CRD_KINDS, *CHILD_KINDS, *OPTIONAL_KINDS, SECRET, EVENT)
 }
 
 NAME_LABEL = "app.kubernetes.io/name"

@@ -68,6 +68,9 @@ class OperatorSettings:
     # gives in-flight requests, streams included, the grace period to finish.
     gateway_drain_delay_seconds: int = 5
     gateway_grace_seconds: int = 25
+    # A SpendReport not written for this long belongs to a process that ended (a live gateway
+    # heartbeats every 60 s): its money is folded into the tiers' ledgers (docs/ledger.md).
+    ledger_stale_seconds: int = 600
 
     def __post_init__(self) -> None:
         if not is_label_prefix(self.prefix):
@@ -89,6 +92,11 @@ class OperatorSettings:
             raise SettingsError(
                 f"TIERGATE_GATEWAY_GRACE_SECONDS={self.gateway_grace_seconds} "
                 "is not between 1 and 3600"
+            )
+        if not 1 <= self.ledger_stale_seconds <= 86_400:
+            raise SettingsError(
+                f"TIERGATE_LEDGER_STALE_SECONDS={self.ledger_stale_seconds} "
+                "is not between 1 and 86400"
             )
         if self.redis_url and self.redis_secret:
             raise SettingsError(
@@ -174,7 +182,8 @@ def load_operator_settings(env: Mapping[str, str] | None = None) -> OperatorSett
     or TIERGATE_REDIS_SECRET_NAME + TIERGATE_REDIS_SECRET_KEY (a Secret in each gateway
     namespace), TIERGATE_GATEWAY_SERVICE_ACCOUNT, TIERGATE_PREFIX,
     TIERGATE_GATEWAY_EPHEMERAL_STORAGE_{REQUEST,LIMIT}, TIERGATE_GATEWAY_TUNING (JSON),
-    TIERGATE_GATEWAY_DRAIN_DELAY_SECONDS, TIERGATE_GATEWAY_GRACE_SECONDS.
+    TIERGATE_GATEWAY_DRAIN_DELAY_SECONDS, TIERGATE_GATEWAY_GRACE_SECONDS,
+    TIERGATE_LEDGER_STALE_SECONDS.
     """
     env = os.environ if env is None else env
     defaults = OperatorSettings()
@@ -183,6 +192,7 @@ def load_operator_settings(env: Mapping[str, str] | None = None) -> OperatorSett
         env, "TIERGATE_GATEWAY_DRAIN_DELAY_SECONDS", defaults.gateway_drain_delay_seconds
     )
     grace = _whole_number(env, "TIERGATE_GATEWAY_GRACE_SECONDS", defaults.gateway_grace_seconds)
+    stale = _whole_number(env, "TIERGATE_LEDGER_STALE_SECONDS", defaults.ledger_stale_seconds)
     secret_name = env.get("TIERGATE_REDIS_SECRET_NAME") or None
     secret_key = env.get("TIERGATE_REDIS_SECRET_KEY") or None
     if secret_key and not secret_name:
@@ -217,6 +227,7 @@ def load_operator_settings(env: Mapping[str, str] | None = None) -> OperatorSett
             gateway_tuning=parse_tuning(env.get("TIERGATE_GATEWAY_TUNING")),
             gateway_drain_delay_seconds=drain_delay,
             gateway_grace_seconds=grace,
+            ledger_stale_seconds=stale,
         )
     except TuningError as error:
         raise SettingsError(str(error)) from error

@@ -148,7 +148,13 @@ class _GatewayBuilder:
         catalogs = [self._catalog(n) for n in allowed if n in catalog_names]
         found = [c for c in catalogs if c is not None]
         entry = contract_tier(
-            tier.metadata.name, tier.spec, keys.digests, (), keys.expiry, [c.name for c in found]
+            tier.metadata.name,
+            tier.spec,
+            keys.digests,
+            (),
+            keys.expiry,
+            [c.name for c in found],
+            keys.names,
         )
         return self._admit(entry, [r for r in routes if r is not None], found)
 

@@ -24,6 +24,13 @@ from tiergate_devkit.cluster import ControlPlane
 
 pytestmark = pytest.mark.cluster
 
+KINDS = (
+    ("ModelRoute", "modelroutes"),
+    ("ApiKeyTier", "apikeytiers"),
+    ("SpendReport", "spendreports"),
+)
+PLURALS = tuple(plural for _, plural in KINDS)
+
 
 @dataclass(frozen=True)
 class IsolatedApi:
@@ -32,7 +39,7 @@ class IsolatedApi:
 
     @property
     def crds(self) -> list[str]:
-        return [f"{self.prefix}{plural}.{self.group}" for plural in ("modelroutes", "apikeytiers")]
+        return [f"{self.prefix}{plural}.{self.group}" for plural in PLURALS]
 
     @property
     def routes(self) -> str:
@@ -43,7 +50,7 @@ def isolate_crds(chart: Path) -> IsolatedApi:
     """Rename the chart copy's CRDs to a unique group and kinds, in place."""
     tag = uuid.uuid4().hex[:8]
     api = IsolatedApi(group=f"g{tag}.chart-test.tiergate.dev", prefix=f"x{tag}")
-    for kind, plural in (("ModelRoute", "modelroutes"), ("ApiKeyTier", "apikeytiers")):
+    for kind, plural in KINDS:
         path = chart / "templates" / "crds" / f"{plural}.yaml"
         text = path.read_text()
         replacements = [
@@ -56,9 +63,10 @@ def isolate_crds(chart: Path) -> IsolatedApi:
             (rf"(?m)^    listKind: {kind}List$", f"    listKind: X{tag}{kind}List"),
             (rf"(?m)^    plural: {plural}$", f"    plural: {api.prefix}{plural}"),
             (rf"(?m)^    singular: {plural[:-1]}$", f"    singular: {api.prefix}{plural[:-1]}"),
-            (r"(?m)^    shortNames: \[\w+\]\n", ""),
             (r"(?m)^    categories: \[\w+\]\n", ""),
         ]
+        if kind != "SpendReport":  # the one kind without a short name
+            replacements.append((r"(?m)^    shortNames: \[\w+\]\n", ""))
         for pattern, replacement in replacements:
             text, count = re.subn(pattern, replacement, text)
             assert count == 1, f"{path.name}: {pattern!r} matched {count} times; adapt isolate_crds"

@@ -40,6 +40,9 @@ ALLOWED = [
     ("create", "rolebindings.rbac.authorization.k8s.io", ""),
     ("create", "events", ""),
     ("create", "events.events.k8s.io", ""),
+    ("delete", "spendreports.tiergate.dev", ""),
+    ("patch", "spendreports.tiergate.dev", ""),
+    ("watch", "spendreports.tiergate.dev", ""),
 ]
 DENIED = [
     ("create", "secrets", ""),
@@ -51,6 +54,8 @@ DENIED = [
     ("patch", "modelroutes.tiergate.dev", ""),
     ("update", "apikeytiers.tiergate.dev", ""),
     ("delete", "modelroutes.tiergate.dev", ""),
+    ("delete", "apikeytiers.tiergate.dev", ""),
+    ("deletecollection", "spendreports.tiergate.dev", ""),
     ("create", "pods", "exec"),
     ("get", "pods", ""),
     ("create", "pods", ""),
@@ -179,6 +184,8 @@ def test_cluster_role_grants_exactly_the_documented_rules(
         ("tiergate.dev", f"{r}/status", "patch", ()) for r in ("modelroutes", "apikeytiers")
     }
     expected |= {("", "secrets", v, ()) for v in ("get", "list", "watch")}
+    # The ledger: folded and released by the operator; written by the gateways (their Role).
+    expected |= {("tiergate.dev", "spendreports", v, ()) for v in crud}
     expected |= {
         (g, r, v, ())
         for g, r in [

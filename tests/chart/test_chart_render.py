@@ -143,10 +143,13 @@ def test_values_reach_the_operator_environment(control_plane: ControlPlane) -> N
         "image.digest=sha256:" + "a" * 64,
         "--set",
         "peering.name=mine",
+        "--set",
+        "ledger.staleSeconds=120",
     )
     deployment = one(objects, "Deployment")
     env = env_of(deployment)
     assert env["TIERGATE_PEERING"] == "mine"
+    assert env["TIERGATE_LEDGER_STALE_SECONDS"] == "120"
     assert "TIERGATE_STANDALONE" not in env
     assert env["TIERGATE_GATEWAY_IMAGE"] == "ghcr.io/tiergate/tiergate-gateway:9.9.9"
     assert env["TIERGATE_SHARED_REPLICAS"] == "5"
@@ -262,7 +265,7 @@ def test_crd_templates_render_the_source_crds(control_plane: ControlPlane) -> No
         d["metadata"]["name"]: d
         for d in (
             yaml.safe_load((REPO / "crds" / f).read_text())
-            for f in ("modelroutes.yaml", "apikeytiers.yaml")
+            for f in ("modelroutes.yaml", "apikeytiers.yaml", "spendreports.yaml")
         )
     }
     kept = {
@@ -280,7 +283,7 @@ def test_crd_templates_render_the_source_crds(control_plane: ControlPlane) -> No
         for o in rendered(control_plane, "--set", "crds.keep=false")
         if o["kind"] == "CustomResourceDefinition"
     ]
-    assert len(owned) == 2 and all("annotations" not in o["metadata"] for o in owned)
+    assert len(owned) == 3 and all("annotations" not in o["metadata"] for o in owned)
     assert not [
         o
         for o in rendered(control_plane, "--set", "crds.enabled=false")

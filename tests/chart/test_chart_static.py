@@ -29,7 +29,7 @@ def test_crd_templates_are_generated_from_crds(tmp_path: Path) -> None:
     assert result.returncode == 0, result.stderr
     generated = {p.name: p.read_text() for p in tmp_path.glob("*.yaml")}
     committed = {p.name: p.read_text() for p in TEMPLATES.glob("*.yaml")}
-    assert generated.keys() == {"modelroutes.yaml", "apikeytiers.yaml"}
+    assert generated.keys() == {"modelroutes.yaml", "apikeytiers.yaml", "spendreports.yaml"}
     stale = [name for name in generated if generated[name] != committed.get(name)]
     assert generated.keys() == committed.keys() and not stale, (
         f"charts/tiergate/templates/crds is out of date with crds/ ({stale or 'file set'}): "
@@ -134,6 +134,7 @@ def test_crds_and_examples_build_with_kustomize() -> None:
     assert sorted(d["metadata"]["name"] for d in crds) == [
         "apikeytiers.tiergate.dev",
         "modelroutes.tiergate.dev",
+        "spendreports.tiergate.dev",
     ]
     examples = kustomize(REPO / "crds" / "examples")
     listed = {p.name for p in (REPO / "crds" / "examples").glob("*.yaml")} - {"kustomization.yaml"}

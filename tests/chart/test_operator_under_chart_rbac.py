@@ -3,6 +3,7 @@ example: the chart's RBAC is sufficient (and test_chart_install shows it is not 
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
@@ -36,7 +37,9 @@ def test_chart_identity_reconciles_every_example(
             timeout=100,
         )
     text = log.read_text()
-    assert "403" not in text and "Forbidden" not in text, "the chart's RBAC denied the operator"
+    # A status 403, not the milliseconds of a log line's time ("15:45:01,403 INFO ...").
+    denied = re.search(r"(?<![,\d])403\b", text)
+    assert not denied and "Forbidden" not in text, "the chart's RBAC denied the operator"
     for gateway in ("tiergate-shared", "tiergate-enterprise-acme"):
         assert (
             get(control_plane, namespace, "deployment", gateway)["spec"]["template"]["spec"][
@@ -51,5 +54,15 @@ def test_chart_identity_reconciles_every_example(
             "resources": ["configmaps"],
             "resourceNames": ["tiergate-enterprise-acme", "tiergate-shared"],
             "verbs": ["get", "list", "watch"],
-        }
+        },
+        {
+            "apiGroups": ["tiergate.dev"],
+            "resources": ["spendreports"],
+            "verbs": ["create", "get", "list", "watch", "update", "patch"],
+        },
+        {
+            "apiGroups": ["tiergate.dev"],
+            "resources": ["apikeytiers"],
+            "verbs": ["get", "list", "watch"],
+        },
     ]

@@ -9,7 +9,7 @@ from decimal import Decimal
 import pytest
 
 from tests.support.kube import EXAMPLES
-from tiergate_cli.costing import compact_tokens, money, parse_comparison, parse_tokens
+from tiergate_cli.costing import compact_tokens, lasts, money, parse_comparison, parse_tokens
 
 from .conftest import Result
 
@@ -108,3 +108,49 @@ def test_the_arithmetic_helpers() -> None:
     assert money(Decimal("1250")) == "$1,250.00" and money(Decimal("0.005")) == "$0.01"
     assert compact_tokens(Decimal("393700787.4")) == "393.7M"
     assert parse_comparison("gpt-4o=2.5/10", Decimal("0.5")).per_million == Decimal("6.25")
+
+
+def test_credits_show_how_long_they_last(tiergate: Callable[..., Result]) -> None:
+    result = tiergate(*SEED)
+    assert result.code == 0, result.err
+    lines = result.out.splitlines()
+    at = lines.index(next(line for line in lines if line.startswith("Prepaid credits")))
+    header = lines[at + 1].split()
+    assert header[:2] == ["tier", "credits"]
+    assert " ".join(header[2:]) == "last at 5M last at 50M last at 500M last at 5B"
+    # startup: the seed's 100 free credits at 0.254 $/1M tokens ($1.27 .. $1,270 a month).
+    assert lines[at + 2].split() == [
+        "startup",
+        "$100.00",
+        "6.6",
+        "years",
+        "7.9",
+        "months",
+        "23.6",
+        "days",
+        "2.4",
+        "days",
+    ]
+
+
+def test_credits_option_sets_the_balance_for_every_tier(tiergate: Callable[..., Result]) -> None:
+    result = tiergate(*SEED, "--credits", "5", "-o", "json")
+    assert result.code == 0, result.err
+    tiers = {t["name"]: t for t in json.loads(result.out)["tiers"]}
+    assert tiers["enterprise-acme"]["credits"] == "5"
+    assert tiers["enterprise-acme"]["creditsLast"] == {
+        "5M": "3.9 months",
+        "50M": "11.8 days",
+        "500M": "1.2 days",
+        "5B": "2.8 hours",
+    }
+    bad = tiergate(*SEED, "--credits", "lots")
+    assert bad.code == 2 and "--credits 'lots' is not an amount of USD" in bad.err
+
+
+def test_how_long_a_balance_lasts() -> None:
+    assert lasts(Decimal(100), Decimal(0)) == "forever"
+    assert lasts(Decimal(0), Decimal(10)) == "used up"
+    assert lasts(Decimal(100), Decimal(50)) == "2 months"
+    assert lasts(Decimal(100), Decimal(100)) == "30 days"
+    assert lasts(Decimal(1), Decimal(100_000)) == "under an hour"

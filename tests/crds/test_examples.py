@@ -56,6 +56,9 @@ def test_examples_cover_the_seed_setup() -> None:
     assert startup.spec.isolation == "Shared"
     assert startup.spec.limits
     assert startup.spec.limits.requests_per_minute == 50
+    # The seed's 100 free credits.
+    assert startup.spec.credits and startup.spec.credits.grants
+    assert [(g.id, g.amount_usd) for g in startup.spec.credits.grants] == [("welcome", "100")]
     acme = ApiKeyTier.model_validate(documents["ApiKeyTier", "enterprise-acme"])
     assert (acme.spec.isolation, acme.spec.replicas) == ("Dedicated", 3)
     assert acme.spec.upstream

@@ -179,7 +179,8 @@ def test_a_config_too_large_for_a_configmap_is_reported_not_applied_and_recovers
     first = decide(NS, store.namespace(NS), OperatorSettings(), NOW)
     settle(store, list(first.apply))
     _write_statuses(store, first)
-    _add_big_shared_tiers(store, 4)  # 36,000 digests: about 1.35 MB gzip-compressed
+    # 36,000 keys: digest and name each (key_names repeats the digest), about 2.5 MB gzipped.
+    _add_big_shared_tiers(store, 4)
 
     decision = decide(NS, store.namespace(NS), OperatorSettings(), NOW)
     # Nothing of the shared gateway is applied (its live objects keep serving), nothing deleted.
@@ -212,7 +213,7 @@ def test_a_config_too_large_for_a_configmap_is_reported_not_applied_and_recovers
     assert decide(NS, store.namespace(NS), OperatorSettings(), NOW).is_noop
 
     # Shrinking the input lets the config through again and clears the condition.
-    for name in ("big-2", "big-3"):
+    for name in ("big-1", "big-2", "big-3"):
         store.remove_tier(NS, name)
     recovered = decide(NS, store.namespace(NS), OperatorSettings(), NOW)
     configmap = next(m for m in recovered.apply if m["kind"] == "ConfigMap")

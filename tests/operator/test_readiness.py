@@ -44,7 +44,11 @@ def free_port() -> int:
 
 
 def test_the_crds_are_the_tiergate_kinds() -> None:
-    assert {"modelroutes.tiergate.dev", "apikeytiers.tiergate.dev"} == TIERGATE_CRDS
+    assert {
+        "modelroutes.tiergate.dev",
+        "apikeytiers.tiergate.dev",
+        "spendreports.tiergate.dev",
+    } == TIERGATE_CRDS
 
 
 def test_established_is_read_from_the_crd_conditions() -> None:
@@ -76,6 +80,7 @@ async def test_ready_once_kopf_has_listed_and_both_crds_are_established(
 
     readiness.crd_observed("modelroutes.tiergate.dev", established=True)
     readiness.crd_observed("unrelated.example.com", established=True)
+    readiness.crd_observed("spendreports.tiergate.dev", established=True)
     readiness.crd_observed("apikeytiers.tiergate.dev", established=False)
     assert not readiness.verdict().ready  # apikeytiers is not served yet
     assert [r for r in readiness.verdict().waiting_for if "CustomResourceDefinition" in r] == [

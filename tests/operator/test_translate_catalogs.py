@@ -185,6 +185,7 @@ def _config_bytes(models: int, tiers: int) -> tuple[int, int]:
 def test_the_config_grows_with_the_catalog_once_not_per_tier() -> None:
     one_tier, _ = _config_bytes(184, 1)
     raw, stored = _config_bytes(184, 90)
-    # A tier costs its name, key digest and the catalog's name, not the catalog's 184 models.
-    assert (raw - one_tier) / 89 < 400
+    # A tier costs its name, key digest (and its key's name) and the catalog's name, not the
+    # catalog's 184 models.
+    assert (raw - one_tier) / 89 < 500
     assert stored <= 0.10 * 1024 * 1024  # the goal: 10% of a ConfigMap's 1 MiB

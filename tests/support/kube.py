@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from tiergate_devkit.cluster import ControlPlane
-from tiergate_operator.registry import CUSTOM_KINDS, GATEWAY_KINDS, resources
+from tiergate_operator.registry import CRD_KINDS, CUSTOM_KINDS, GATEWAY_KINDS, resources
 
 __all__ = [
     "CHILD_KINDS",
@@ -73,9 +73,9 @@ def resource_versions(plane: ControlPlane, namespace: str, kinds: str) -> dict[s
 
 
 def apply_crds(plane: ControlPlane) -> None:
-    files = [arg for kind in CUSTOM_KINDS for arg in ("-f", str(CRDS / f"{kind.plural}.yaml"))]
+    files = [arg for kind in CRD_KINDS for arg in ("-f", str(CRDS / f"{kind.plural}.yaml"))]
     plane.kubectl("apply", "--server-side", "--force-conflicts", *files)
-    for kind in CUSTOM_KINDS:
+    for kind in CRD_KINDS:
         plane.kubectl(
             "wait", "--for=condition=Established", f"crd/{kind.resource}", "--timeout=30s"
         )
