@@ -75,6 +75,7 @@ GATEWAY_TUNING: dict[str, Callable[[object], str]] = {
     "redis_max_connections": _whole,
     "redis_timeout_seconds": _number,
     "lease_margin_seconds": _number,
+    "spend_report_seconds": _number,
 }
 
 

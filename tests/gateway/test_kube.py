@@ -21,7 +21,7 @@ import pytest
 
 from tests.support.fake_kube_api import FakeApi, cm_object, line, recorder
 from tests.support.gateway import STARTUP_KEY, GatewayThread, config, route, target, tier
-from tests.support.ledger import apply_ledger_crds
+from tests.support.kube import apply_crds
 from tiergate_contract import (
     GatewayConfig,
     canonical_json,
@@ -73,7 +73,7 @@ def wait_generation(client: httpx.Client, gw: GatewayThread, wanted: str, timeou
 
 
 def start_gateway(control_plane: Any, namespace: str, tmp_path: Any) -> GatewayThread:
-    apply_ledger_crds(control_plane)  # a gateway on the API reports its spend there
+    apply_crds(control_plane)  # a gateway on the API reports its spend there
     settings = Settings(
         port=0,
         configmap=f"{namespace}/gw",

@@ -33,8 +33,7 @@ from tests.support.gateway import (
     target,
     tier,
 )
-from tests.support.kube import eventually
-from tests.support.ledger import apply_ledger_crds
+from tests.support.kube import apply_crds, eventually
 from tests.support.redis_servers import start_redis
 from tiergate_contract import Credits, GatewayConfig, KeyName, configmap_payload
 from tiergate_contract import hash_client_key as digest
@@ -56,7 +55,7 @@ REPORT_SECONDS = "0.2"
 
 @pytest.fixture(scope="module")
 def ledger_crds(control_plane: Any) -> None:
-    apply_ledger_crds(control_plane)
+    apply_crds(control_plane)
 
 
 @pytest.fixture
