@@ -8,7 +8,8 @@ Not a test: a script that prints a table. Runs on 127.0.0.1 only.
 For each tree (the base commit, extracted with ``git archive`` into a temporary folder, and
 this checkout) it starts a redis-server of its own, the benchmark mock upstream and one
 gateway process (the same Python and dependencies; only the gateway and contract sources
-differ), with everything on: request, token and concurrency limits and a monthly budget.
+differ), with everything on: request, token and concurrency limits and a monthly budget, and
+for this tree prepaid credits too (``--no-credits`` leaves them out).
 
 - Redis round trips per call: the gateway talks to Redis through a counting TCP proxy (RESP
   commands the client sent; commands run inside a Lua script are not round trips), over
@@ -35,6 +36,7 @@ import sys
 import tempfile
 import time
 from dataclasses import dataclass
+from decimal import Decimal
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
@@ -308,6 +310,7 @@ def main() -> None:
     parser.add_argument("--connections", type=int, default=50)
     parser.add_argument("--count", type=int, default=500, help="calls for the round-trip count")
     parser.add_argument("--burst", type=int, default=500)
+    parser.add_argument("--no-credits", action="store_true", help="this tree without credits")
     args = parser.parse_args()
     base_commit = subprocess.run(
         ["git", "-C", str(ROOT), "rev-parse", "--short", args.base],
@@ -325,11 +328,13 @@ def main() -> None:
         ]
         mock_port = free_port()
         mock = subprocess.Popen([sys.executable, str(HERE / "mock_upstream.py"), str(mock_port)])
-        config = folder / "config.json"
-        tiergate_config(config, mock_port)
+        configs = {trees[0].name: folder / "base.json", trees[1].name: folder / "head.json"}
+        tiergate_config(configs[trees[0].name], mock_port)
+        credits = None if args.no_credits else Decimal("3000000")
+        tiergate_config(configs[trees[1].name], mock_port, credits_usd=credits)
         try:
             time.sleep(0.5)
-            trips = {tree.name: _round_trips(tree, config, args.count) for tree in trees}
+            trips = {tree.name: _round_trips(tree, configs[tree.name], args.count) for tree in trees}
             runs: dict[tuple[str, str], list[tuple[float, float, int]]] = {}
             bursts: dict[str, tuple[dict[int, int], str]] = {}
             for round_ in range(args.rounds):
@@ -338,7 +343,7 @@ def main() -> None:
                     for mode in ("no Redis", "Redis"):
                         redis_port = free_port() if mode == "Redis" else None
                         redis = _start_redis(redis_port) if redis_port is not None else None
-                        gateway, port = _start_gateway(tree, config, redis_port)
+                        gateway, port = _start_gateway(tree, configs[tree.name], redis_port)
                         try:
                             asyncio.run(_sequential(port, 100))
                             result = asyncio.run(_load(port, args.connections, args.duration))
@@ -356,7 +361,8 @@ def main() -> None:
     print(
         f"\nplain chat completions, {args.connections} keep-alive connections, "
         f"{args.duration:g}s per run, medians of {args.rounds} interleaved rounds; "
-        f"requests, tokens and concurrency limits and a budget on\n"
+        f"requests, tokens and concurrency limits and a budget on"
+        f"{'' if args.no_credits else ' (and credits, this tree)'}\n"
     )
     print(
         "| tree | Redis round trips per call | req/s no Redis | req/s Redis "

@@ -45,6 +45,7 @@ sys.path[:0] = [str(ROOT / "contract"), str(ROOT / "gateway_image")]
 
 from tiergate_contract import (  # noqa: E402
     Budget,
+    Credits,
     Limits,
     Pricing,
     Route,
@@ -167,7 +168,9 @@ def start(
     return system
 
 
-def tiergate_config(path: Path, mock_port: int) -> None:
+def tiergate_config(path: Path, mock_port: int, credits_usd: Decimal | None = None) -> None:
+    """The benchmark's config; ``credits_usd`` gives the tier prepaid credits too (a tree
+    from before credits existed refuses such a config)."""
     pricing = Pricing(input_per_million=Decimal("0.27"), output_per_million=Decimal("1.10"))
     route = Route(
         model="bench",
@@ -200,6 +203,7 @@ def tiergate_config(path: Path, mock_port: int) -> None:
             concurrent_requests=10_000,
         ),
         budget=Budget(soft_usd=Decimal("1000000"), hard_usd=Decimal("2000000")),
+        credits=None if credits_usd is None else Credits(granted_usd=credits_usd),
     )
     path.write_bytes(
         canonical_json(seal(gateway="bench", namespace="bench", routes=[route], tiers=[tier]))
