@@ -334,7 +334,9 @@ def main() -> None:
         tiergate_config(configs[trees[1].name], mock_port, credits_usd=credits)
         try:
             time.sleep(0.5)
-            trips = {tree.name: _round_trips(tree, configs[tree.name], args.count) for tree in trees}
+            trips = {
+                tree.name: _round_trips(tree, configs[tree.name], args.count) for tree in trees
+            }
             runs: dict[tuple[str, str], list[tuple[float, float, int]]] = {}
             bursts: dict[str, tuple[dict[int, int], str]] = {}
             for round_ in range(args.rounds):

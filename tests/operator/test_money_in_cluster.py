@@ -178,9 +178,7 @@ def test_a_killed_gateway_forgets_no_spend(
     assert (served, refusal) == (12, "budget_exceeded (x-should-retry: false)")
     # The tier's status has every call within 30 s, the killed process's included.
     spend = eventually(
-        lambda: (
-            (s := _spend(plane, namespace)).get("monthCalls") == 20 and s  # noqa: PLR2004
-        ),
+        lambda: (s := _spend(plane, namespace)).get("monthCalls") == 20 and s,
         timeout=30,
         what="20 calls in status.spend",
     )
