@@ -19,6 +19,9 @@ import orjson
 __all__ = ["AccessLog"]
 
 _BATCH_BYTES = 4096  # PIPE_BUF on Linux: a write of at most this much to a pipe is atomic
+_NEWLINE = orjson.OPT_APPEND_NEWLINE
+_dumps = orjson.dumps
+_time = time.time
 # ".000Z" to ".999Z": a lookup instead of formatting the milliseconds of every line.
 _MILLISECONDS = [f".{ms:03d}Z" for ms in range(1000)]
 
@@ -32,7 +35,7 @@ class AccessLog:
         self._rng = rng or random.Random()
         self._pending: list[bytes] = []
         self._size = 0
-        self._second = -1
+        self._second = -1.0
         self._stamp = ""
         self.broken = False  # the descriptor failed (e.g. closed): lines are dropped from then on
 
@@ -45,13 +48,13 @@ class AccessLog:
         """Queue one request's line (``time`` is filled in)."""
         if self.broken:
             return
-        now = time.time()
-        second = int(now)
+        now = _time()
+        second = now // 1  # a float: ``int()`` is a call, and costs more
         if second != self._second:  # strftime once a second, not once a line
             self._second = second
             self._stamp = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(second))
         entry["time"] = self._stamp + _MILLISECONDS[int((now - second) * 1000)]
-        line = orjson.dumps(entry, option=orjson.OPT_APPEND_NEWLINE)
+        line = _dumps(entry, None, _NEWLINE)  # positional: cheaper than a keyword
         if self._size + len(line) > _BATCH_BYTES:
             self.flush()
         self._pending.append(line)

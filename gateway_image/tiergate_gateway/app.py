@@ -361,7 +361,7 @@ class Gateway:
         metrics = self.metrics
         now = time.perf_counter()
         if call is not None:
-            tier, model = call.tier.name, call.route.route.model
+            tier, model = call.tier.name, call.route.model
             if call.first_token_at:
                 overhead = now - started - call.upstream_seconds
                 metrics.observe_served(tier, model, call.first_token_at - started, overhead)
@@ -403,9 +403,10 @@ class Gateway:
     ) -> None:
         """One access-log line (``time`` first); never a key, only the tier's name.
 
-        Built as one literal, milliseconds as ``int(us) / 1000``: this runs for every request
-        (``round`` and key-by-key building cost several times more)."""
-        duration_ms = int((ended - started) * 1_000_000) / 1000
+        Built as one literal, milliseconds as ``us // 1 / 1000`` (the value ``int(us) / 1000``
+        gives, without a call): this runs for every request (``round`` and key-by-key building
+        cost several times more)."""
+        duration_ms = (ended - started) * 1_000_000 // 1 / 1000
         if call is None:
             entry: dict[str, Any] = {
                 "time": "",
@@ -421,6 +422,7 @@ class Gateway:
             cost = 0.0
             if admission is not None:
                 target, usage, cost = admission.target, admission.usage, admission.cost_nano / 1e9
+            first_token_at, tried = call.first_token_at, call.tried
             entry = {
                 "time": "",
                 "request_id": request_id,
@@ -430,13 +432,13 @@ class Gateway:
                 "error": error,
                 "duration_ms": duration_ms,
                 "tier": call.tier.name,
-                "route": call.route.route.model,
+                "route": call.route.model,
                 "stream": call.stream,
-                "targets": call.tried,
-                "attempts": len(call.tried),
+                "targets": tried,
+                "attempts": len(tried),
                 "target": None if target is None else target.name,
-                "ttft_ms": int((call.first_token_at - started) * 1_000_000) / 1000
-                if call.first_token_at
+                "ttft_ms": (first_token_at - started) * 1_000_000 // 1 / 1000
+                if first_token_at
                 else None,
                 "prompt_tokens": None if usage is None else usage.prompt_tokens,
                 "completion_tokens": None if usage is None else usage.completion_tokens,

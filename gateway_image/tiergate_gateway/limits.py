@@ -26,6 +26,11 @@ class _Bucket:
 
     level: float
     updated: float
+    # The headers last made for this bucket and the (capacity, level) they show: a bucket
+    # refilled to its capacity before each call shows the same ones every time, and
+    # formatting them costs more than the rest of the decision.
+    shown: tuple[float, float] = (math.nan, math.nan)
+    headers: tuple[tuple[str, str], ...] = ()
 
 
 @dataclass(slots=True)
@@ -58,15 +63,24 @@ def ratelimit_headers(
     ]
 
 
-def _bucket_headers(kind: str, capacity: int, level: float) -> list[tuple[str, str]]:
+def _bucket_headers(kind: str, capacity: int, level: float) -> tuple[tuple[str, str], ...]:
     """``ratelimit_headers`` for a refilled local bucket (its level is never above its capacity)."""
     names = _HEADER_NAMES[kind]
     reset = (capacity - level) * 60.0 / capacity
-    return [
+    return (
         (names[0], str(capacity)),
         (names[1], str(int(level)) if level > 0 else "0"),
         (names[2], f"{reset:.3f}s" if reset < 60 else f"{reset / 60:.0f}m"),
-    ]
+    )
+
+
+def _shown(bucket: _Bucket, kind: str, capacity: int) -> tuple[tuple[str, str], ...]:
+    """The headers of ``bucket`` at its level, made again only when it changed."""
+    shown = (capacity, bucket.level)
+    if shown != bucket.shown:
+        bucket.shown = shown
+        bucket.headers = _bucket_headers(kind, capacity, bucket.level)
+    return bucket.headers
 
 
 class Limiter(Protocol):
@@ -112,9 +126,10 @@ class LocalLimiter:
         return self.acquire_now(tier, limits, tokens)
 
     def acquire_now(self, tier: str, limits: Limits, tokens: int) -> LimitDecision:
-        # The hot path of every call: bucket arithmetic inline, one header list per limit.
+        # The hot path of every call: bucket arithmetic inline (a conditional, not ``min``: a
+        # builtin call costs more), the headers of an unchanged level reused.
         now = self._clock()
-        state = self._state(tier, now)
+        state = self._tiers.get(tier) or self._state(tier, now)
         rpm, tpm, conc = (
             limits.requests_per_minute,
             limits.tokens_per_minute,
@@ -124,28 +139,31 @@ class LocalLimiter:
             return LimitDecision(False, [], 1.0, "concurrency")
         requests, bucket = state.requests, state.tokens
         if rpm is not None:
-            requests.level = min(rpm, requests.level + (now - requests.updated) * rpm / 60.0)
+            level = requests.level + (now - requests.updated) * rpm / 60.0
+            requests.level = level = level if level < rpm else rpm
             requests.updated = now
-            if requests.level < 1:
-                wait = (1 - requests.level) * 60.0 / rpm
-                headers = _bucket_headers("requests", rpm, requests.level)
+            if level < 1:
+                wait = (1 - level) * 60.0 / rpm
+                headers = list(_bucket_headers("requests", rpm, level))
                 return LimitDecision(False, headers, wait, "requests")
-        headers = []
+        shown: tuple[tuple[str, str], ...] = ()
         if tpm is not None:
-            bucket.level = min(tpm, bucket.level + (now - bucket.updated) * tpm / 60.0)
+            level = bucket.level + (now - bucket.updated) * tpm / 60.0
+            level = level if level < tpm else tpm
             bucket.updated = now
-            if tokens > bucket.level:
-                wait = 60.0 if tokens > tpm else (tokens - bucket.level) * 60.0 / tpm
-                headers = _bucket_headers("tokens", tpm, bucket.level)
+            if tokens > level:
+                bucket.level = level
+                wait = 60.0 if tokens > tpm else (tokens - level) * 60.0 / tpm
+                headers = list(_bucket_headers("tokens", tpm, level))
                 return LimitDecision(False, headers, wait, "tokens")
-            bucket.level -= tokens
-            headers = _bucket_headers("tokens", tpm, bucket.level)
-        if rpm is not None:
-            requests.level -= 1
-            headers = _bucket_headers("requests", rpm, requests.level) + headers
+            bucket.level = level - tokens
+            shown = _shown(bucket, "tokens", tpm)
         if conc is not None:
             state.inflight += 1
-        return LimitDecision(True, headers)
+        if rpm is None:
+            return LimitDecision(True, list(shown))
+        requests.level -= 1
+        return LimitDecision(True, [*_shown(requests, "requests", rpm), *shown])
 
     async def release(self, tier: str, limits: Limits) -> None:
         state = self._tiers.get(tier)

@@ -196,8 +196,7 @@ class Forwarder:
     async def forward(self, call: Call, admission: Admission) -> Response | Served:
         """The first answer of the planned targets; records on ``admission`` who served."""
         compiled = call.route
-        route = compiled.route
-        board = self._breakers.for_route(route.model, route.targets, route.failover.circuit_breaker)
+        board = self._breakers.for_route(compiled.model, compiled.targets, compiled.circuit_breaker)
         routing = call.tier.routing
         targets = plan(
             compiled.groups[call.request_class],
@@ -207,7 +206,7 @@ class Forwarder:
             routing.strategy,
             compiled.blended_prices,
         )
-        request_seconds = route.timeouts.request_seconds
+        request_seconds = compiled.request_seconds
         request_deadline = (
             _NEVER if request_seconds is None else self._pool.loop.time() + request_seconds
         )
@@ -218,10 +217,12 @@ class Forwarder:
                 return _served(call, *raced, admission)
             result = raced
         else:  # one target after the other (inline: one coroutine less per call)
+            max_attempts = compiled.max_attempts
             for target in targets:
-                if len(call.tried) == route.failover.max_attempts:
+                if len(call.tried) == max_attempts:
                     break
-                breaker = board[target.name]
+                name = target.name
+                breaker = board[name]
                 if not breaker.acquire(time.monotonic()):
                     continue
                 # From here the breaker's probe (if this is one) is the attempt's to resolve:
@@ -229,7 +230,7 @@ class Forwarder:
                 attempt = await self.attempt(call, target, breaker, request_deadline)
                 if call.tried:
                     self._failover(call, target)
-                call.tried.append(target.name)
+                call.tried.append(name)
                 if isinstance(attempt, Served):
                     return _served(call, attempt, target, admission)
                 result = _reported(result, attempt)
@@ -238,7 +239,7 @@ class Forwarder:
         if result is None:
             raise GatewayError(
                 503,
-                f"no healthy upstream for model {route.model!r} (circuit breakers open)",
+                f"no healthy upstream for model {compiled.model!r} (circuit breakers open)",
                 type_="upstream_error",
                 code="no_healthy_upstream",
                 headers=[("retry-after", "1")],
@@ -367,14 +368,13 @@ class Forwarder:
         response: UpstreamResponse | None = None
         started = 0.0
         try:
-            route = call.route.route
-            failover, timeouts = route.failover, route.timeouts
+            route = call.route  # its settings copied out of the pydantic models
             loop = self._pool.loop
             started_at = loop.time()
             if started_at >= request_deadline:
                 breaker.abandon()
                 return Failed(False, _request_deadline_passed(route.model), sent=False)
-            deadline = started_at + timeouts.total_seconds
+            deadline = started_at + route.total_seconds
             if request_deadline < deadline:
                 deadline = request_deadline
             ref = call.tier.upstream.credential or target.credential
@@ -392,7 +392,7 @@ class Forwarder:
                 )
                 return Failed(True, error, sent=False)
             # Encoded per attempt: a failover may change the model; most calls make one attempt.
-            upstream_model = call.route.upstream_model or target.upstream_model  # a catalog's
+            upstream_model = route.upstream_model or target.upstream_model  # a catalog's
             call.payload["model"] = call.tier.upstream.model_prefix + upstream_model
             try:
                 payload = orjson.dumps(call.payload)
@@ -407,13 +407,13 @@ class Forwarder:
             usage: Usage | None = None
             try:
                 response = await self._pool.request(
-                    call.route.endpoints[target.name],
+                    route.endpoints[target.name],
                     call.path[3:],  # base_url includes the API version, as in the openai SDK
                     _header_block(credential, call.stream) + call.trace_lines,
                     payload,
-                    connect_timeout=min(timeouts.connect_seconds, deadline - started_at),
-                    first_byte_timeout=timeouts.first_byte_seconds,
-                    first_token_timeout=timeouts.first_token_seconds,
+                    connect_timeout=min(route.connect_seconds, deadline - started_at),
+                    first_byte_timeout=route.first_byte_seconds,
+                    first_token_timeout=route.first_token_seconds,
                     deadline=deadline,
                     max_body_bytes=self._max_response_bytes,
                 )
@@ -427,7 +427,7 @@ class Forwarder:
                     wait = exhausted_for(status, headers)
                     if wait:
                         breaker.exhausted_until = time.monotonic() + wait
-                if response.status in failover.statuses:
+                if response.status in route.failover_statuses:
                     body = await response.read_all()
                     self._failed(route.model, target, breaker, f"status_{response.status // 100}xx")
                     return Failed(True, upstream=response, body=body)
@@ -493,7 +493,7 @@ class Forwarder:
                     type_="upstream_error",
                     code="upstream_timeout",
                 )
-                return Failed(failover.on_timeout, error)
+                return Failed(route.on_timeout, error)
             finally:
                 now = time.perf_counter()
                 call.upstream_seconds += now - started

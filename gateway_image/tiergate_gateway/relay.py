@@ -33,17 +33,23 @@ def _event_end(data: bytes) -> int:
     return max(lf + 2 if lf >= 0 else 0, crlf + 4 if crlf >= 0 else 0)
 
 
-def _without_usage_events(chunk: bytes) -> bytes:
+def _without_usage_events(chunk: bytes, known: tuple[bytes, object] | None = None) -> bytes:
     """``chunk`` (whole SSE events) without the usage-only events (``"choices": []``) a client
-    that did not ask for usage would not expect; the usage was read from them already."""
+    that did not ask for usage would not expect; the usage was read from them already.
+    ``known``: an event (a ``data:`` line) and what it decodes to, not decoded again."""
     kept = []
     for event in chunk.split(b"\n\n"):
-        if b'"usage"' in event:
-            data = event[event.find(b"data:") + 5 :] if b"data:" in event else b""
-            try:
-                parsed = orjson.loads(data)
-            except orjson.JSONDecodeError:
-                parsed = None
+        if event.find(b'"usage"') >= 0:  # ``find``, not ``in``: see server._Connection
+            parsed: object
+            if known is not None and event == known[0]:
+                parsed = known[1]
+            else:
+                at = event.find(b"data:")
+                data = event[at + 5 :] if at >= 0 else b""
+                try:
+                    parsed = orjson.loads(data)
+                except orjson.JSONDecodeError:
+                    parsed = None
             if isinstance(parsed, dict) and parsed.get("choices") == []:
                 continue
         kept.append(event)
@@ -158,8 +164,8 @@ class Relay:
             cut = _event_end(chunk)
             if len(chunk) - cut <= _MAX_CARRY_BYTES:
                 chunk, self._carry = chunk[:cut], chunk[cut:]
-        if self._strip_usage and (b'"usage":{' in chunk or b'"usage": {' in chunk):
-            chunk = _without_usage_events(chunk)
+        if self._strip_usage and (chunk.find(b'"usage":{') >= 0 or chunk.find(b'"usage": {') >= 0):
+            chunk = _without_usage_events(chunk, self._scanner.parsed)
         return chunk
 
     async def aclose(self) -> None:

@@ -38,11 +38,14 @@ class SseUsageScanner:
     generated text is escaped (``\\"usage\\"``), so it never matches.
     """
 
-    __slots__ = ("carry", "usage")
+    __slots__ = ("carry", "parsed", "usage")
 
     def __init__(self) -> None:
         self.carry = b""
         self.usage: Usage | None = None
+        # The last line parsed and what it decoded to (the relay reuses it rather than
+        # parsing the same usage event again).
+        self.parsed: tuple[bytes, object] | None = None
 
     def feed(self, chunk: bytes) -> None:
         data = self.carry + chunk if self.carry else chunk
@@ -57,8 +60,10 @@ class SseUsageScanner:
         if not line.startswith(b"data:"):
             return
         try:
-            found = usage_of(orjson.loads(line[5:]))
+            decoded = orjson.loads(line[5:])
         except orjson.JSONDecodeError:
             return
+        self.parsed = (line, decoded)
+        found = usage_of(decoded)
         if found is not None:
             self.usage = found
