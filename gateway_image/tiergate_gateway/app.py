@@ -384,7 +384,8 @@ class Gateway:
         admission: Admission,
     ) -> Callable[[str | None], None]:
         def ended(error: str | None) -> None:
-            if self.access_log.sampled():
+            log = self.access_log
+            if log.sample >= 1 or log.sampled():  # the common case without a call
                 now = time.perf_counter()
                 self._log_call(request, started, now, 200, error, request_id, call, admission)
 

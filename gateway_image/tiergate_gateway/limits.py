@@ -103,6 +103,10 @@ class _TierState:
     requests: _Bucket
     tokens: _Bucket
     inflight: int = 0
+    # The tier's limits as last seen, and their values copied out (an attribute of a pydantic
+    # model costs about 300 instructions more to read than a slot).
+    limits: Limits | None = None
+    values: tuple[int | None, int | None, int | None] = (None, None, None)
 
 
 class LocalLimiter:
@@ -130,11 +134,14 @@ class LocalLimiter:
         # builtin call costs more), the headers of an unchanged level reused.
         now = self._clock()
         state = self._tiers.get(tier) or self._state(tier, now)
-        rpm, tpm, conc = (
-            limits.requests_per_minute,
-            limits.tokens_per_minute,
-            limits.concurrent_requests,
-        )
+        if state.limits is not limits:
+            state.limits = limits
+            state.values = (
+                limits.requests_per_minute,
+                limits.tokens_per_minute,
+                limits.concurrent_requests,
+            )
+        rpm, tpm, conc = state.values
         if conc is not None and state.inflight >= conc:
             return LimitDecision(False, [], 1.0, "concurrency")
         requests, bucket = state.requests, state.tokens

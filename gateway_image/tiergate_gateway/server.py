@@ -666,7 +666,7 @@ class _Connection(asyncio.Protocol):
                 if pending:
                     transport.write(pending + frame)
                     pending = b""
-                    if _is_event_stream(response):
+                    if response.content_type.startswith("text/event-stream"):  # inline
                         self._stream_end = _last_chunks
                 else:
                     transport.write(frame)
