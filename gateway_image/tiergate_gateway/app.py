@@ -358,15 +358,24 @@ class Gateway:
             response = _error_response(error)
             error_code = error.code
         response.headers.append(("x-request-id", request_id))
-        metrics = self.metrics
         now = time.perf_counter()
-        if call is not None:
+        if call is None:
+            self.metrics.observe_call(endpoint, tier, model, response.status, now - started)
+        else:
             tier, model = call.tier.name, call.route.model
-            if call.first_token_at:
-                overhead = now - started - call.upstream_seconds
-                metrics.observe_served(tier, model, call.first_token_at - started, overhead)
-        metrics.add(metrics.requests, endpoint, tier, model, status_label(response.status))
-        metrics.observe_latency(now - started, endpoint, tier)
+            first_token_at = call.first_token_at
+            if first_token_at:
+                self.metrics.observe_call(
+                    endpoint,
+                    tier,
+                    model,
+                    response.status,
+                    now - started,
+                    first_token_at - started,
+                    now - started - call.upstream_seconds,
+                )
+            else:
+                self.metrics.observe_call(endpoint, tier, model, response.status, now - started)
         if isinstance(response, Response):
             log = self.access_log
             if log.sample >= 1 or log.sampled():

@@ -186,7 +186,8 @@ class Metrics:
         self._cache: dict[tuple[Any, ...], Any] = {}
         # Latency children by their labels alone: no key to build per observation.
         self._latency: dict[tuple[str, ...], Any] = {}
-        self._served: dict[tuple[str, str], tuple[Any, Any]] = {}
+        # (endpoint, tier, route) -> [latency child, ttft child, overhead child] (see observe_call)
+        self._calls: dict[tuple[str, str, str], list[Any]] = {}
         # Hot-path samples are summed in plain dicts and handed to prometheus_client by
         # ``flush`` (every second, and before each scrape): a labelled ``inc`` with its lock
         # cost more than a tenth of a proxied request.
@@ -242,16 +243,38 @@ class Metrics:
             child = self._latency[labels] = self.latency.labels(*labels)
         child.observe(seconds)
 
-    def observe_served(self, tier: str, route: str, ttft: float, overhead: float) -> None:
-        """A served call's time to first token and the gateway's own share of it."""
-        children = self._served.get((tier, route))
-        if children is None:
-            children = self._served[(tier, route)] = (
-                self.ttft.labels(tier, route),
-                self.overhead.labels(tier, route),
-            )
-        children[0].observe(ttft)
-        children[1].observe(overhead)
+    def observe_call(
+        self,
+        endpoint: str,
+        tier: str,
+        route: str,
+        status: int,
+        seconds: float,
+        ttft: float | None = None,
+        overhead: float = 0.0,
+    ) -> None:
+        """A proxied request answered: counted by status, its latency, and for a served call its
+        time to first token and the gateway's own share (a count, ``observe_latency`` and the two
+        served histograms in one call and one lookup: this runs for every request)."""
+        series = self._calls.get((endpoint, tier, route))
+        if series is None:
+            series = self._calls[(endpoint, tier, route)] = [
+                self.latency.labels(endpoint, tier),
+                None,  # the ttft and overhead children, made when a call of these is served
+                None,
+            ]
+        key = (self.requests, (endpoint, tier, route, status_label(status)))
+        counts = self._counts
+        counts[key] = counts.get(key, 0.0) + 1.0
+        series[0].observe(seconds)
+        if ttft is not None:
+            if series[1] is None:
+                series[1], series[2] = (
+                    self.ttft.labels(tier, route),
+                    self.overhead.labels(tier, route),
+                )
+            series[1].observe(ttft)
+            series[2].observe(overhead)
 
     def flush(self) -> None:
         counts, self._counts = self._counts, {}
@@ -283,7 +306,7 @@ class Metrics:
         """Drop cached children after a config swap (names may have gone)."""
         self._cache.clear()
         self._latency.clear()
-        self._served.clear()
+        self._calls.clear()
 
     def render(self) -> bytes:
         self.flush()

@@ -36,24 +36,56 @@ def _event_end(data: bytes) -> int:
 def _without_usage_events(chunk: bytes, known: tuple[bytes, object] | None = None) -> bytes:
     """``chunk`` (whole SSE events) without the usage-only events (``"choices": []``) a client
     that did not ask for usage would not expect; the usage was read from them already.
-    ``known``: an event (a ``data:`` line) and what it decodes to, not decoded again."""
-    kept = []
-    for event in chunk.split(b"\n\n"):
-        if event.find(b'"usage"') >= 0:  # ``find``, not ``in``: see server._Connection
-            parsed: object
-            if known is not None and event == known[0]:
-                parsed = known[1]
+    ``known``: an event (a ``data:`` line) and what it decodes to, not decoded again.
+
+    The result is that of splitting at ``\\n\\n``, dropping those events and joining the rest.
+    Only the events naming ``"usage"`` are looked at, found from the end (where the usage
+    event of a stream is): scanning a chunk costs several instructions per byte. Next to a
+    run of three or more newlines the events are not where a search says (``split`` takes
+    such a run's pairs from the left): then the whole chunk is split."""
+    end = len(chunk)  # what is left to look at: chunk[:end] (with the separator ending it)
+    at = chunk.rfind(b'"usage"')
+    while at >= 0:
+        before = chunk.rfind(b"\n\n", 0, at)
+        begin = before + 2 if before >= 0 else 0
+        after = chunk.find(b"\n\n", at, end)
+        stop = after if after >= 0 else len(chunk)
+        if (before > 0 and chunk[before - 1] == 10) or chunk[stop + 2 : stop + 3] == b"\n":
+            return _without_usage_events_split(chunk, known)
+        if _usage_only(chunk[begin:stop], known):
+            if begin:
+                chunk = chunk[: begin - 2] + chunk[stop:]
             else:
-                at = event.find(b"data:")
-                data = event[at + 5 :] if at >= 0 else b""
-                try:
-                    parsed = orjson.loads(data)
-                except orjson.JSONDecodeError:
-                    parsed = None
-            if isinstance(parsed, dict) and parsed.get("choices") == []:
-                continue
-        kept.append(event)
-    return b"\n\n".join(kept)
+                chunk = chunk[stop + 2 :] if after >= 0 else b""
+        if before < 0:
+            break
+        end = before + 2
+        at = chunk.rfind(b'"usage"', 0, before)
+    return chunk
+
+
+def _usage_only(event: bytes, known: tuple[bytes, object] | None) -> bool:
+    parsed: object
+    if known is not None and event == known[0]:
+        parsed = known[1]
+    else:
+        start = event.find(b"data:")
+        data = event[start + 5 :] if start >= 0 else b""
+        try:
+            parsed = orjson.loads(data)
+        except orjson.JSONDecodeError:
+            return False
+    return isinstance(parsed, dict) and parsed.get("choices") == []
+
+
+def _without_usage_events_split(chunk: bytes, known: tuple[bytes, object] | None) -> bytes:
+    return b"\n\n".join(
+        [
+            event
+            for event in chunk.split(b"\n\n")
+            if event.find(b'"usage"') < 0 or not _usage_only(event, known)
+        ]
+    )
 
 
 Ended = Callable[[str | None], None]  # told when the stream ends: its error code, if it broke

@@ -27,7 +27,8 @@ def usage_of(data: object) -> Usage | None:
     completion = usage.get("completion_tokens", 0)
     if not isinstance(prompt, int) or not isinstance(completion, int):
         return None
-    return Usage(max(0, prompt), max(0, completion), True)
+    # Conditionals, not ``max(0, n)``: a builtin call costs more (this runs for every answer).
+    return Usage(prompt if prompt > 0 else 0, completion if completion > 0 else 0, True)
 
 
 class SseUsageScanner:
