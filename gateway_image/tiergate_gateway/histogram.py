@@ -32,7 +32,6 @@ class _Series:
         self.created = time.time()
 
     def observe(self, amount: float) -> None:
-        # ``Metrics.observe_call`` does the same inline (keep them alike).
         self.counts[bisect_left(self.bounds, amount)] += 1  # ``le`` bounds are inclusive
         self.total += amount
 

@@ -9,7 +9,6 @@ that directory and ``/metrics`` on any worker aggregates all of them.
 from __future__ import annotations
 
 import os
-from bisect import bisect_left
 from collections.abc import Sequence
 from typing import Any
 
@@ -267,25 +266,15 @@ class Metrics:
         key = (self.requests, (endpoint, tier, route, status_label(status)))
         counts = self._counts
         counts[key] = counts.get(key, 0.0) + 1.0
-        if ttft is not None and series[1] is None:
-            series[1], series[2] = self.ttft.labels(tier, route), self.overhead.labels(tier, route)
-        if self.multiprocess_dir is not None:  # prometheus_client's children
-            series[0].observe(seconds)
-            if ttft is not None:
-                series[1].observe(ttft)
-                series[2].observe(overhead)
-            return
-        # ``LocalHistogram`` series, observed inline (``_Series.observe``): a method call
-        # costs more than the observation.
-        latency = series[0]
-        latency.counts[bisect_left(latency.bounds, seconds)] += 1
-        latency.total += seconds
+        series[0].observe(seconds)
         if ttft is not None:
-            first, own = series[1], series[2]
-            first.counts[bisect_left(first.bounds, ttft)] += 1
-            first.total += ttft
-            own.counts[bisect_left(own.bounds, overhead)] += 1
-            own.total += overhead
+            if series[1] is None:
+                series[1], series[2] = (
+                    self.ttft.labels(tier, route),
+                    self.overhead.labels(tier, route),
+                )
+            series[1].observe(ttft)
+            series[2].observe(overhead)
 
     def flush(self) -> None:
         counts, self._counts = self._counts, {}
