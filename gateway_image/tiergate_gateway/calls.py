@@ -10,7 +10,7 @@ import orjson
 from tiergate_contract import RequestClass, Tier
 
 from .auth import identify
-from .config import CompiledConfig, CompiledRoute
+from .config import CompiledConfig, CompiledRoute, TierSettings
 from .errors import GatewayError
 from .server import Request
 
@@ -48,6 +48,7 @@ class Call:
     hedge_losers: tuple[HedgeLoser, ...] = ()  # hedged attempts that lost, each charged
     strip_usage: bool = False  # drop the usage-only chunk the client did not ask for
     key_name: str = ""  # the client key's name (``<secret>/<data key>``), never its value
+    settings: TierSettings | None = None  # the tier's, from the compiled config
 
 
 def read_call(request: Request, compiled: CompiledConfig, max_json_depth: int = 64) -> Call:
@@ -63,7 +64,8 @@ def read_call(request: Request, compiled: CompiledConfig, max_json_depth: int = 
             param="model",
             code="model_not_found",
         )
-    if not compiled.may_use(tier.name, model, route):
+    tier_name = tier.name
+    if not compiled.may_use(tier_name, model, route):
         raise GatewayError(
             403,
             f"your tier may not use model {model!r}",
@@ -86,13 +88,15 @@ def read_call(request: Request, compiled: CompiledConfig, max_json_depth: int = 
             payload["stream_options"] = {**extra, "include_usage": True}
             strip_usage = True
     # A cheap, deliberately generous estimate: ~4 bytes of JSON per token.
-    prompt_tokens = max(1, len(request.body) // 4)
+    prompt_tokens = len(request.body) // 4
+    prompt_tokens = prompt_tokens if prompt_tokens > 1 else 1  # not max(): a call costs more
     max_tokens = 0 if embeddings else _max_tokens(payload)
     call = Call(
         request.path, payload, stream, tier, route, request_class, prompt_tokens, max_tokens
     )
     call.strip_usage = strip_usage
     call.key_name = key_name
+    call.settings = compiled.tier_settings.get(tier_name)
     return call
 
 

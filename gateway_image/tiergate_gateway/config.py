@@ -22,10 +22,13 @@ from tiergate_contract import (
     CONFIG_VERSION,
     Catalog,
     CircuitBreaker,
+    CredentialRef,
     GatewayConfig,
+    Hedge,
     Pricing,
     RequestClass,
     Route,
+    RoutingStrategy,
     Target,
     Tier,
     TierCatalog,
@@ -105,6 +108,22 @@ class CompiledRoute:
 
 
 @dataclass(frozen=True, slots=True)
+class TierSettings:
+    """A tier's settings the forwarder reads on every call, copied out of its pydantic model
+    once per config (see ``CompiledRoute``)."""
+
+    strategy: RoutingStrategy
+    hedge: Hedge | None
+    credential: CredentialRef | None  # the tier's own upstream credential
+    model_prefix: str
+
+    @classmethod
+    def of(cls, tier: Tier) -> TierSettings:
+        routing, upstream = tier.routing, tier.upstream
+        return cls(routing.strategy, routing.hedge, upstream.credential, upstream.model_prefix)
+
+
+@dataclass(frozen=True, slots=True)
 class _Pattern:
     prefix: str
     route: CompiledRoute  # its prices; ``upstream_model`` is the model asked for
@@ -124,6 +143,7 @@ class CompiledConfig:
     # Catalog patterns, longest prefix first; and per tier, the catalogs it may use.
     patterns: tuple[_Pattern, ...] = ()
     catalog_grants: dict[str, dict[str, TierCatalog]] = field(default_factory=dict)
+    tier_settings: dict[str, TierSettings] = field(default_factory=dict)
 
     @property
     def generation(self) -> str:
@@ -308,6 +328,7 @@ def compile_config(config: GatewayConfig) -> CompiledConfig:
         key_expiry=key_expiry,
         patterns=tuple(patterns),
         catalog_grants=grants,
+        tier_settings={tier.name: TierSettings.of(tier) for tier in config.tiers},
     )
 
 

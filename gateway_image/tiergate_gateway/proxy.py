@@ -23,6 +23,7 @@ from .client import (
     UpstreamTooLarge,
     header_lines,
 )
+from .config import TierSettings
 from .credentials import CredentialStore
 from .errors import GatewayError
 from .exhaustion import exhausted_for
@@ -197,7 +198,7 @@ class Forwarder:
         """The first answer of the planned targets; records on ``admission`` who served."""
         compiled = call.route
         board = self._breakers.for_route(compiled.model, compiled.targets, compiled.circuit_breaker)
-        routing = call.tier.routing
+        routing = call.settings or TierSettings.of(call.tier)
         targets = plan(
             compiled.groups[call.request_class],
             board,
@@ -377,7 +378,8 @@ class Forwarder:
             deadline = started_at + route.total_seconds
             if request_deadline < deadline:
                 deadline = request_deadline
-            ref = call.tier.upstream.credential or target.credential
+            settings = call.settings or TierSettings.of(call.tier)
+            ref = settings.credential or target.credential
             credential = self._credentials.get(ref) if ref is not None else None
             if ref is not None and credential is None:
                 breaker.abandon()  # nothing was sent: says nothing of the target's health
@@ -393,7 +395,7 @@ class Forwarder:
                 return Failed(True, error, sent=False)
             # Encoded per attempt: a failover may change the model; most calls make one attempt.
             upstream_model = route.upstream_model or target.upstream_model  # a catalog's
-            call.payload["model"] = call.tier.upstream.model_prefix + upstream_model
+            call.payload["model"] = settings.model_prefix + upstream_model
             try:
                 payload = orjson.dumps(call.payload)
             except orjson.JSONEncodeError as exc:
