@@ -21,7 +21,8 @@ _CLASSES = {"premium": RequestClass.PREMIUM, "standard": RequestClass.STANDARD}
 
 
 class HedgeLoser(NamedTuple):
-    """A hedged attempt cancelled when another one won: what its upstream may bill for it."""
+    """An attempt that was sent and cut before it served (a hedge that lost, a client that
+    left): what its upstream may bill for it."""
 
     target: str
     prompt_tokens: int  # estimated from the body it was sent, as a prompt is from the client's
@@ -45,7 +46,7 @@ class Call:
     upstream_seconds: float = 0.0  # spent waiting on upstreams (perf_counter seconds)
     first_token_at: float = 0.0  # perf_counter when the first token (or whole answer) came
     upstream_request_id: str | None = None  # the serving upstream's own x-request-id
-    hedge_losers: tuple[HedgeLoser, ...] = ()  # hedged attempts that lost, each charged
+    hedge_losers: tuple[HedgeLoser, ...] = ()  # attempts sent and cut (hedges, a client gone)
     strip_usage: bool = False  # drop the usage-only chunk the client did not ask for
     key_name: str = ""  # the client key's name (``<secret>/<data key>``), never its value
     settings: TierSettings | None = None  # the tier's, from the compiled config

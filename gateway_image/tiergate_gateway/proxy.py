@@ -515,14 +515,20 @@ class Forwarder:
                     extra={"cause": f"circuit {route.model} {target.name}"},
                 )
             return Served(response, body, usage)
-        except BaseException:
+        except BaseException as exc:
             breaker.abandon()  # e.g. the client left: no verdict on the target
+            unread = 0
             if response is not None:
                 # Cut after its head (a hedge that lost, a client that left): the upstream
                 # connection is closed, not left streaming into a buffer nobody reads.
+                unread = response.unread_events()
                 if sent is not None:
-                    sent.completion_tokens += response.unread_events()
+                    sent.completion_tokens += unread
                 response.close()
+            if sent is None and started and isinstance(exc, asyncio.CancelledError):
+                # The client left while this attempt was out: its upstream bills the prompt it
+                # read (and what it streamed), so the call is charged as a hedge that lost.
+                call.hedge_losers += (HedgeLoser(target.name, max(1, len(payload) // 4), unread),)
             if started:
                 # Cut before its first token: it would have taken at least this long, which
                 # routing learns when that is more than its estimate (else nothing is known).

@@ -8,9 +8,11 @@ $0.000164 instead of $0.024, and a fifth passed a spent budget)."""
 from __future__ import annotations
 
 import re
+import time
 
 import httpx
 import openai
+import orjson
 import pytest
 
 from tests.support.gateway import STARTUP_KEY, config, route, target, tier
@@ -97,3 +99,40 @@ def test_a_budget_is_not_passed_by_turning_usage_off(upstreams, start_gateway):
             refusals.append(error.code)
     # 0.012 of 0.01 spent after two: the rest are refused, for the budget.
     assert refusals == ["budget_exceeded"] * 2
+
+
+def test_a_client_that_leaves_before_the_answer_is_charged_what_the_upstream_read(
+    upstreams, start_gateway
+):
+    """The upstream read the prompt (and bills it) even though the client hung up before the
+    first byte came back: the call is charged the prompt estimated from the body it was sent,
+    never 0."""
+    upstreams["a"].reset("slow", delay=3.0)
+    gateway = start_gateway(
+        config(
+            [route("m", target("a", upstreams["a"].base_url, price=("1000", "1000")))],
+            [tier("t", STARTUP_KEY, ["m"], limits=Limits())],
+        )
+    )
+    body = {"model": "m", "messages": [{"role": "user", "content": "x" * 400}]}
+    with pytest.raises(httpx.ReadTimeout):
+        httpx.post(
+            gateway.url + "/v1/chat/completions",
+            headers={"authorization": f"Bearer {STARTUP_KEY}"},
+            json=body,
+            timeout=httpx.Timeout(5, read=0.5),
+        )
+    assert upstreams["a"].received_event.wait(2)
+
+    def charged() -> float | None:
+        text = httpx.get(gateway.url + "/metrics").text
+        cost = re.search(
+            r'tiergate_gateway_cost_usd_total\{route="m",target="a",tier="t"\} (\S+)', text
+        )
+        return float(cost.group(1)) if cost else None
+
+    deadline = time.monotonic() + 5
+    while charged() is None and time.monotonic() < deadline:
+        time.sleep(0.05)
+    sent = len(orjson.dumps({**body, "model": "up"})) // 4  # what the gateway sent, about
+    assert charged() == pytest.approx(sent * 1000 / 1e6, rel=0.1)
