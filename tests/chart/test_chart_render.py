@@ -117,9 +117,10 @@ def test_one_replica_runs_standalone_hardened_with_probes(control_plane: Control
     # One replica: no budget (it would block every drain) and no anti-affinity to ask for.
     assert not [o for o in objects if o["kind"] == "PodDisruptionBudget"]
     assert "affinity" not in pod
+    chart_version = yaml.safe_load((CHART / "Chart.yaml").read_text())["version"]
     for obj in objects:
         labels = obj["metadata"]["labels"]
-        assert labels["helm.sh/chart"] == "tiergate-0.3.0", obj["kind"]
+        assert labels["helm.sh/chart"] == f"tiergate-{chart_version}", obj["kind"]
         assert labels["app.kubernetes.io/instance"] == "t", obj["kind"]
         assert labels["app.kubernetes.io/managed-by"] == "Helm", obj["kind"]
         assert labels["app.kubernetes.io/version"] == "0.1.0", obj["kind"]
