@@ -46,6 +46,18 @@ class IsolatedApi:
         return f"{self.prefix}modelroutes.{self.group}"
 
 
+def wait_servable(plane: ControlPlane, crd: str) -> None:
+    """Established, and its storage ready: a CRD deleted while its storage still initializes
+    has its cleanup requeued by the API server ("storage is (re)initializing") for up to a
+    minute, which held a `helm uninstall --wait` past its timeout on a loaded machine."""
+    plane.kubectl("wait", "--for=condition=Established", f"crd/{crd}", "--timeout=30s")
+    eventually(
+        lambda: plane.kubectl("get", crd, "-A", check=False).returncode == 0,
+        timeout=30,
+        what=f"{crd} listable",
+    )
+
+
 def isolate_crds(chart: Path) -> IsolatedApi:
     """Rename the chart copy's CRDs to a unique group and kinds, in place."""
     tag = uuid.uuid4().hex[:8]
@@ -103,7 +115,7 @@ def test_crd_upgrade_applies_and_keep_survives_disable_and_uninstall(
     release = release_name()
     install(control_plane, release, namespace, chart=chart_copy)
     for crd in isolated_api.crds:
-        control_plane.kubectl("wait", "--for=condition=Established", f"crd/{crd}", "--timeout=30s")
+        wait_servable(control_plane, crd)
         assert (
             get_json(control_plane, "crd", crd)["metadata"]["annotations"][
                 "helm.sh/resource-policy"
@@ -191,14 +203,16 @@ def test_uninstall_without_keep_removes_the_crds_and_their_objects(
     result = install(control_plane, release, namespace, "crds.keep=false", chart=chart_copy)
     assert "WARNING: crds.keep=false" in result.stdout
     for crd in isolated_api.crds:
-        control_plane.kubectl("wait", "--for=condition=Established", f"crd/{crd}", "--timeout=30s")
+        wait_servable(control_plane, crd)
         assert (
             "annotations" not in get_json(control_plane, "crd", crd)["metadata"]
             or "helm.sh/resource-policy"
             not in get_json(control_plane, "crd", crd)["metadata"]["annotations"]
         )
     control_plane.kubectl("apply", "-f", "-", input=user_route(isolated_api, namespace))
-    uninstall(control_plane, release, namespace)
+    # The API server can take a minute to finish deleting a CRD whose storage it is
+    # re-initializing (its finalizer requeued with backoff): room for that, not a hang.
+    uninstall(control_plane, release, namespace, timeout=180)
     eventually(
         lambda: not any(exists(control_plane, "crd", crd) for crd in isolated_api.crds),
         what="crds.keep=false: uninstall deletes the release's CRDs",

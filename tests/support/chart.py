@@ -47,10 +47,11 @@ def install(
     return plane.helm(*args)
 
 
-def uninstall(plane: ControlPlane, release: str, namespace: str) -> None:
+def uninstall(plane: ControlPlane, release: str, namespace: str, timeout: int = 60) -> None:
     result = plane.helm(
-        "uninstall", release, "-n", namespace, "--wait", "--timeout", "60s", check=False
-    )
+        "uninstall", release, "-n", namespace, "--wait", "--timeout", f"{timeout}s",
+        check=False, timeout=timeout + 30,
+    )  # fmt: skip
     if result.returncode != 0 and "not found" not in result.stderr:
         raise AssertionError(f"helm uninstall {release} failed: {result.stderr}")
 
