@@ -26,7 +26,14 @@ import psutil
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parents[1]
-GATEWAY_PATH = [str(ROOT / "contract"), str(ROOT / "gateway_image")]
+
+
+def gateway_path(tree: Path) -> list[str]:
+    """Where the gateway of a checkout is imported from (its contract and gateway packages)."""
+    return [str(tree / "contract"), str(tree / "gateway_image")]
+
+
+GATEWAY_PATH = gateway_path(ROOT)
 SERVER_CORE, LOAD_CORE = "0", "1"
 KEY = "sk-bench-client"
 DEFAULT_LITELLM = Path.home() / ".cache" / "tiergate-bench" / "litellm" / "bin"
@@ -193,8 +200,10 @@ def start_gateway(
     ready_within: float = 30.0,
     gc_probe: Path | None = None,
     profile: Path | None = None,
+    tree: Path = ROOT,
 ) -> Process:
     """tiergate on the server core, one worker, reading ``config``; ready when /readyz is 200.
+    ``tree``: the checkout whose gateway runs (another one to compare two versions).
 
     With ``gc_probe`` it runs under gc_probe.py, which writes its collector pauses there (and
     with ``profile`` too, a cProfile summary there)."""
@@ -222,7 +231,7 @@ def start_gateway(
         stderr=subprocess.STDOUT,
         env={
             **os.environ,
-            "PYTHONPATH": os.pathsep.join(GATEWAY_PATH),
+            "PYTHONPATH": os.pathsep.join(gateway_path(tree)),
             **({"TIERGATE_BENCH_PROFILE": str(profile)} if profile else {}),
         },
     )

@@ -303,6 +303,11 @@ def run_scenario(
         try:
             rows.append(measure("direct (mock)", mock.url, scenario, binary, mock, None, [gateway]))
             print(f"  direct: {errors_text(rows[-1].report)} errors", file=sys.stderr)
+            for tree in args.tree:  # before this tree's row, which the notes below describe
+                rows.append(
+                    other_tree(tree, scenario, args, binary, folder, index, config, mock, gateway)
+                )
+                rows[-1].notes.append(f"{rows[-1].system}: the gateway of {tree}")
             rows.append(measure("tiergate", gateway.url, scenario, binary, mock, gateway, []))
             print(f"  tiergate: {errors_text(rows[-1].report)} errors", file=sys.stderr)
         finally:
@@ -338,6 +343,35 @@ def run_scenario(
     finally:
         mock.stop()
     return rows
+
+
+def other_tree(
+    tree: Path,
+    scenario: Scenario,
+    args: argparse.Namespace,
+    binary: Path,
+    folder: Path,
+    index: int,
+    config: Path,
+    mock: harness.Process,
+    paused: harness.Process,
+) -> Row:
+    """The same scenario through another checkout's gateway (``paused``, this tree's, waits)."""
+    name = f"tiergate@{tree.name}"
+    other = harness.start_gateway(
+        args.gateway_python,
+        config,
+        max_connections=scenario.streams + 64,
+        log=folder / f"{name}-{index}.log",
+        name=name,
+        tree=tree,
+    )
+    try:
+        row = measure(name, other.url, scenario, binary, mock, other, [paused])
+    finally:
+        other.stop()
+    print(f"  {name}: {errors_text(row.report)} errors", file=sys.stderr)
+    return row
 
 
 def run_litellm(
@@ -415,6 +449,14 @@ def main() -> None:
         "--profile",
         action="store_true",
         help="run tiergate under cProfile (slower: for where the time goes, not for figures)",
+    )
+    parser.add_argument(
+        "--tree",
+        type=lambda text: Path(text).resolve(),
+        action="append",
+        default=[],
+        help="also run the gateway of this checkout (e.g. `git worktree add /tmp/base <commit>`) "
+        "in each scenario, right before this tree's, to compare two versions",
     )
     parser.add_argument("--json", type=Path, help="also write every run's raw figures here")
     args = parser.parse_args()

@@ -17,13 +17,14 @@ import socket
 import ssl
 from collections import deque
 from dataclasses import dataclass
-from typing import cast
+from typing import Protocol, cast
 from urllib.parse import urlsplit
 
 import httptools
 
 __all__ = [
     "BUFFER_BYTES",
+    "BodyConsumer",
     "Endpoint",
     "OutOfFiles",
     "UpstreamConnectError",
@@ -110,6 +111,17 @@ _KEPT_HEADERS = frozenset(
 )
 
 
+class BodyConsumer(Protocol):
+    """Takes a body as it arrives, in the connection's own callbacks (see
+    ``UpstreamResponse.stream_into``). Exactly one of ``on_end`` and ``on_error`` ends it."""
+
+    def on_data(self, data: bytes) -> None: ...
+
+    def on_end(self) -> None: ...
+
+    def on_error(self, exc: Exception) -> None: ...
+
+
 class _Conn(asyncio.Protocol):
     # Slots: no instance dict, one object less for the collector to track per connection.
     __slots__ = (
@@ -129,6 +141,7 @@ class _Conn(asyncio.Protocol):
         "parser",
         "reading_paused",
         "received_any",
+        "sink",
         "status",
         "token_seen",
         "transport",
@@ -156,6 +169,7 @@ class _Conn(asyncio.Protocol):
         self.body_bytes = 0  # body bytes received in this exchange
         self.max_body_bytes = 0  # 0: no limit (a stream; its buffer is still bounded)
         self.reading_paused = False
+        self.sink: BodyConsumer | None = None  # set: the body goes there, not into ``chunks``
 
     def reset(self, max_body_bytes: int) -> None:
         # The parser carries over: llhttp parses one keep-alive response after the other.
@@ -170,6 +184,7 @@ class _Conn(asyncio.Protocol):
         self.token_seen = False
         self.body_bytes = 0
         self.max_body_bytes = max_body_bytes
+        self.sink = None
         self.head = self.loop.create_future()
 
     @property
@@ -247,6 +262,10 @@ class _Conn(asyncio.Protocol):
         self.disarm()
         if self.head is not None and not self.head.done():
             self.head.set_exception(exc)
+        sink = self.sink
+        if sink is not None:
+            self.sink = None
+            sink.on_error(copy.copy(self.failed))
         self._wake()
 
     def _wake(self) -> None:
@@ -265,6 +284,10 @@ class _Conn(asyncio.Protocol):
             self.head.set_result(None)
 
     def on_body(self, body: bytes) -> None:
+        sink = self.sink
+        if sink is not None:  # a stream's body, handed on as it comes (bounded by the sink)
+            sink.on_data(body)
+            return
         size = len(body)
         self.body_bytes += size
         if self.max_body_bytes and self.body_bytes > self.max_body_bytes:
@@ -293,6 +316,10 @@ class _Conn(asyncio.Protocol):
         self.disarm()
         if not self.parser.should_keep_alive():
             self.failed = UpstreamProtocolError("not keep-alive")
+        sink = self.sink
+        if sink is not None:
+            self.sink = None
+            sink.on_end()
         self._wake()
 
 
@@ -360,6 +387,33 @@ class UpstreamResponse:
             conn.active = self._pool._streaming
             conn.active.add(conn)
 
+    def stream_into(self, sink: BodyConsumer) -> None:
+        """Hand the rest of the body to ``sink`` as it arrives, from the connection's callbacks:
+        no task step and no future per piece (a stream relays thousands of pieces a second).
+        What is buffered goes first; the end (or the failure) is told once, maybe at once.
+        ``pause_reading``/``resume_reading`` are the sink's backpressure; ``close`` detaches it."""
+        conn = self._conn
+        if conn.chunks:
+            sink.on_data(self._drain())
+        if conn.complete:
+            sink.on_end()
+        elif conn.failed is not None:
+            sink.on_error(copy.copy(conn.failed))
+        elif not self._released:
+            conn.sink = sink
+
+    def pause_reading(self) -> None:
+        """Stop reading the upstream (the client is slower than it): TCP pushes back on it."""
+        conn = self._conn
+        if not conn.reading_paused and conn.transport is not None:
+            conn.reading_paused = True
+            conn.transport.pause_reading()
+
+    def resume_reading(self) -> None:
+        conn = self._conn
+        if conn.reading_paused:
+            conn.taken()
+
     def unread_events(self) -> int:
         """SSE data events (``[DONE]`` aside) among the bytes received and not read yet."""
         events = 0
@@ -393,6 +447,7 @@ class UpstreamResponse:
             return
         self._released = True
         conn = self._conn
+        conn.sink = None
         conn.disarm()
         if conn.complete and conn.usable:
             self._pool.release(self._key, conn)

@@ -10,82 +10,16 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Callable
 
-import orjson
-
 from .admission import Admission
 from .client import UpstreamProtocolError
 from .errors import envelope
 from .handover import AsyncManager
 from .proxy import Served
-from .server import StreamResponse
-from .usage import SseUsageScanner, Usage
+from .server import BodySink, StreamResponse
+from .sse import SseFilter
+from .usage import Usage
 
 __all__ = ["Relay", "relay"]
-
-
-_MAX_CARRY_BYTES = 1024 * 1024  # an event longer than this is relayed in pieces
-
-
-def _event_end(data: bytes) -> int:
-    """Where the last complete SSE event in ``data`` ends (0: none ends in it)."""
-    lf = data.rfind(b"\n\n")
-    crlf = data.rfind(b"\r\n\r\n")
-    return max(lf + 2 if lf >= 0 else 0, crlf + 4 if crlf >= 0 else 0)
-
-
-def _without_usage_events(chunk: bytes, known: tuple[bytes, object] | None = None) -> bytes:
-    """``chunk`` (whole SSE events) without the usage-only events (``"choices": []``) a client
-    that did not ask for usage would not expect; the usage was read from them already.
-    ``known``: an event (a ``data:`` line) and what it decodes to, not decoded again.
-
-    The result is that of splitting at ``\\n\\n``, dropping those events and joining the rest.
-    Only the events naming ``"usage"`` are looked at, found from the end (where the usage
-    event of a stream is): scanning a chunk costs several instructions per byte. Next to a
-    run of three or more newlines the events are not where a search says (``split`` takes
-    such a run's pairs from the left): then the whole chunk is split."""
-    end = len(chunk)  # what is left to look at: chunk[:end] (with the separator ending it)
-    at = chunk.rfind(b'"usage"')
-    while at >= 0:
-        before = chunk.rfind(b"\n\n", 0, at)
-        begin = before + 2 if before >= 0 else 0
-        after = chunk.find(b"\n\n", at, end)
-        stop = after if after >= 0 else len(chunk)
-        if (before > 0 and chunk[before - 1] == 10) or chunk[stop + 2 : stop + 3] == b"\n":
-            return _without_usage_events_split(chunk, known)
-        if _usage_only(chunk[begin:stop], known):
-            if begin:
-                chunk = chunk[: begin - 2] + chunk[stop:]
-            else:
-                chunk = chunk[stop + 2 :] if after >= 0 else b""
-        if before < 0:
-            break
-        end = before + 2
-        at = chunk.rfind(b'"usage"', 0, before)
-    return chunk
-
-
-def _usage_only(event: bytes, known: tuple[bytes, object] | None) -> bool:
-    parsed: object
-    if known is not None and event == known[0]:
-        parsed = known[1]
-    else:
-        start = event.find(b"data:")
-        data = event[start + 5 :] if start >= 0 else b""
-        try:
-            parsed = orjson.loads(data)
-        except orjson.JSONDecodeError:
-            return False
-    return isinstance(parsed, dict) and parsed.get("choices") == []
-
-
-def _without_usage_events_split(chunk: bytes, known: tuple[bytes, object] | None) -> bytes:
-    return b"\n\n".join(
-        [
-            event
-            for event in chunk.split(b"\n\n")
-            if event.find(b'"usage"') < 0 or not _usage_only(event, known)
-        ]
-    )
 
 
 Ended = Callable[[str | None], None]  # told when the stream ends: its error code, if it broke
@@ -111,20 +45,21 @@ def relay(
 
 
 class Relay:
-    """An async iterator of chunks; ``aclose`` ends the call (idempotent)."""
+    """A stream's body for the server: the first pieces pulled (``__anext__``), the rest pushed
+    (``push``) from the upstream connection's callbacks straight to the client's socket, with
+    no task step per piece. ``aclose`` ends the call (idempotent)."""
 
     __slots__ = (
         "_admission",
-        "_carry",
-        "_chunks",
         "_done",
         "_ended",
         "_error",
+        "_events",
         "_exit",
+        "_finished",
         "_pending",
         "_response",
-        "_scanner",
-        "_strip_usage",
+        "_sink",
     )
 
     def __init__(
@@ -135,22 +70,26 @@ class Relay:
         ended: Ended | None = None,
         strip_usage: bool = False,
     ) -> None:
-        self._strip_usage = strip_usage
         self._pending: bytes | None = stream.body
         self._response = stream.response
         self._admission = admission
         self._exit: AsyncManager[Admission] | None = exit  # None once closed
         self._ended = ended
         self._error: str | None = None
-        self._scanner = SseUsageScanner()
+        self._events = SseFilter(strip_usage)
         self._done = False
-        self._chunks = 0
-        self._carry = b""  # the start of an event whose end has not arrived
+        self._sink: BodySink | None = None  # while pushing
+        self._finished: asyncio.Future[None] | None = None  # while pushing: done at the end
 
     @property
     def exhausted(self) -> bool:
         """Would the next ``__anext__`` end the stream? (Lets the server send the end with the last chunk.)"""
-        if not self._done and self._pending is None and not self._carry and self._response.finished:
+        if (
+            not self._done
+            and self._pending is None
+            and not self._events.holding
+            and self._response.finished
+        ):
             self._done = True  # nothing more will come
         return self._done
 
@@ -166,39 +105,96 @@ class Relay:
             try:
                 chunk = await self._response.read()
             except (TimeoutError, UpstreamProtocolError) as exc:
-                self._done = True
-                self._error = "upstream_stream_interrupted"
-                # The partial event is dropped: the error event must not be glued to it.
-                self._carry = b""
-                reason = "timed out" if isinstance(exc, TimeoutError) else "broke off"
-                return (
-                    b"data: "
-                    + envelope(
-                        f"the upstream stream {reason}",
-                        "upstream_error",
-                        "upstream_stream_interrupted",
-                    )
-                    + b"\n\n"
-                )
+                return self._interrupted(exc)
             if not chunk:
                 self._done = True
-                tail, self._carry = self._carry, b""
+                tail = self._events.end()
                 if tail:  # the upstream ended mid-event: pass on what it sent
                     return tail
                 raise StopAsyncIteration
-        self._chunks += 1
-        self._scanner.feed(chunk)
-        if self._carry:
-            chunk, self._carry = self._carry + chunk, b""
-        if not chunk.endswith(b"\n\n"):
-            # Whole events only, so that an error event after a break starts on its own line
-            # (the client's SSE parser would glue it to the broken event otherwise).
-            cut = _event_end(chunk)
-            if len(chunk) - cut <= _MAX_CARRY_BYTES:
-                chunk, self._carry = chunk[:cut], chunk[cut:]
-        if self._strip_usage and (chunk.find(b'"usage":{') >= 0 or chunk.find(b'"usage": {') >= 0):
-            chunk = _without_usage_events(chunk, self._scanner.parsed)
-        return chunk
+        return self._events.take(chunk)
+
+    def _interrupted(self, exc: Exception) -> bytes:
+        """The error event that ends a stream the upstream broke off or let time out."""
+        self._done = True
+        self._error = "upstream_stream_interrupted"
+        self._events.drop()  # the partial event: the error event must not be glued to it
+        reason = "timed out" if isinstance(exc, TimeoutError) else "broke off"
+        return (
+            b"data: "
+            + envelope(
+                f"the upstream stream {reason}", "upstream_error", "upstream_stream_interrupted"
+            )
+            + b"\n\n"
+        )
+
+    # -- pushing: the server hands over its socket, the upstream connection calls back ----
+    async def push(self, sink: BodySink) -> None:
+        """Relay the rest of the body into ``sink`` as it arrives; return once it has ended
+        (``sink.end`` written) or raise what broke the gateway's side of it."""
+        if self._done:
+            sink.end(b"")
+            return
+        finished = asyncio.get_running_loop().create_future()
+        self._sink, self._finished = sink, finished
+        pending, self._pending = self._pending, None
+        try:
+            if pending is not None:
+                self.on_data(pending)
+            if not finished.done():
+                self._response.stream_into(self)
+            await finished
+        finally:
+            # No reference cycle outlives the stream (sink <-> relay <-> upstream connection).
+            self._sink = self._finished = None
+
+    def pause(self) -> None:
+        """The client's socket buffer is full: stop reading the upstream until ``resume``."""
+        self._response.pause_reading()
+
+    def resume(self) -> None:
+        self._response.resume_reading()
+
+    def on_data(self, data: bytes) -> None:
+        sink = self._sink
+        if sink is None:
+            return  # ended already
+        try:
+            chunk = self._events.take(data)
+        except Exception as exc:
+            self._broken(exc)
+            return
+        if chunk:
+            sink.send(chunk)
+
+    def on_end(self) -> None:
+        sink = self._sink
+        if sink is None:
+            return
+        self._done = True
+        sink.end(self._events.end())  # with what the upstream sent of an event it did not end
+        self._finish()
+
+    def on_error(self, exc: Exception) -> None:
+        sink = self._sink
+        if sink is None:
+            return
+        sink.end(self._interrupted(exc))
+        self._finish()
+
+    def _finish(self) -> None:
+        finished = self._finished
+        self._sink = None
+        if finished is not None and not finished.done():
+            finished.set_result(None)
+
+    def _broken(self, exc: Exception) -> None:
+        """A bug on the gateway's side of the stream: the server logs it and cuts the client."""
+        self._sink = None
+        self._response.close()
+        finished = self._finished
+        if finished is not None and not finished.done():
+            finished.set_exception(exc)
 
     async def aclose(self) -> None:
         exit, self._exit = self._exit, None
@@ -209,11 +205,13 @@ class Relay:
         done = self._done or (self._pending is None and self._response.finished)
         abandoned = None if done else asyncio.CancelledError
         self._done = True
+        self._sink = None
         self._response.close()
         admission = self._admission
         if admission.usage is None:
             # Without a usage chunk, each relayed chunk counts as one completion token.
-            admission.usage = self._scanner.usage or Usage(0, self._chunks, False)
+            events = self._events
+            admission.usage = events.usage or Usage(0, events.pieces, False)
         try:
             await exit.__aexit__(abandoned, None, None)
         finally:

@@ -19,11 +19,19 @@ import time
 from collections import deque
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field, replace
-from typing import cast
+from typing import Protocol, cast
 
 import httptools
 
-__all__ = ["HttpServer", "Request", "Response", "ServerLimits", "StreamResponse"]
+__all__ = [
+    "BodySink",
+    "HttpServer",
+    "PushedBody",
+    "Request",
+    "Response",
+    "ServerLimits",
+    "StreamResponse",
+]
 
 _log = logging.getLogger("tiergate_gateway.server")
 
@@ -128,8 +136,31 @@ class Response:
     content_type: str = "application/json"
 
 
+class BodySink(Protocol):
+    """Where a pushed body goes: ``send`` writes a piece to the client at once, ``end`` writes
+    the last piece (maybe empty) and the end of the body."""
+
+    def send(self, data: bytes) -> None: ...
+
+    def end(self, data: bytes) -> None: ...
+
+
+class PushedBody(Protocol):
+    """A stream body that, once its first piece is out, writes the rest itself (``push``
+    returns when it has ended), paused and resumed with the client's socket buffer."""
+
+    def push(self, sink: BodySink) -> Awaitable[None]: ...
+
+    def pause(self) -> None: ...
+
+    def resume(self) -> None: ...
+
+
 @dataclass(slots=True)
 class StreamResponse:
+    """A chunked answer. ``chunks`` may also be a ``PushedBody``: after the first piece the
+    server hands it the socket instead of stepping a coroutine per piece."""
+
     status: int
     chunks: AsyncIterator[bytes]
     headers: list[tuple[str, str]] = field(default_factory=list)
@@ -190,6 +221,26 @@ def _last_chunks(event: bytes) -> bytes:
     return b"%x\r\n%s\r\n0\r\n\r\n" % (len(event), event)
 
 
+class _ChunkedSink:
+    """A pushed body's pieces written as chunks of the client's response, dropped once the
+    connection is closing (the client left, or the drain cut the stream)."""
+
+    __slots__ = ("_transport",)
+
+    def __init__(self, transport: asyncio.Transport) -> None:
+        self._transport = transport
+
+    def send(self, data: bytes) -> None:
+        transport = self._transport
+        if data and not transport.is_closing():
+            transport.write(b"%x\r\n%s\r\n" % (len(data), data))
+
+    def end(self, data: bytes) -> None:
+        transport = self._transport
+        if not transport.is_closing():
+            transport.write(_last_chunks(data) if data else b"0\r\n\r\n")
+
+
 class _Connection(asyncio.Protocol):
     """One client connection; requests on it are served one after the other.
 
@@ -220,6 +271,7 @@ class _Connection(asyncio.Protocol):
         "_phase_request",
         "_phase_since",
         "_problem",
+        "_pushed",
         "_queue",
         "_reading",
         "_rejected",
@@ -268,6 +320,7 @@ class _Connection(asyncio.Protocol):
         self._discard_left = 0
         # While an event stream's head is out: the bytes that end it with a given event.
         self._stream_end: Callable[[bytes], bytes] | None = None
+        self._pushed: PushedBody | None = None  # a body writing itself, told of backpressure
         self.busy = False
         # The phase as the sweeper last saw it, the request it was in (each request has a
         # headers dict of its own), and since when.
@@ -316,9 +369,13 @@ class _Connection(asyncio.Protocol):
 
     def pause_writing(self) -> None:
         self._writable.clear()
+        if self._pushed is not None:
+            self._pushed.pause()
 
     def resume_writing(self) -> None:
         self._writable.set()
+        if self._pushed is not None:
+            self._pushed.resume()
 
     def data_received(self, data: bytes) -> None:
         # The head's lines are counted before the parser sees them: it buffers an unfinished
@@ -674,6 +731,15 @@ class _Connection(asyncio.Protocol):
                     break
                 if not self._writable.is_set():
                     await self._writable.wait()
+                push = getattr(chunks, "push", None)
+                if push is not None:  # the rest goes out from the body's own callbacks
+                    self._pushed = cast(PushedBody, chunks)
+                    try:
+                        await push(_ChunkedSink(transport))
+                    finally:
+                        self._pushed = None
+                    finished = True
+                    break
         except Exception:
             if pending:
                 raise  # nothing sent yet: the caller answers with an error

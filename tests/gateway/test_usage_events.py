@@ -6,8 +6,7 @@ import orjson
 from hypothesis import given
 from hypothesis import strategies as st
 
-from tiergate_gateway.relay import _without_usage_events
-from tiergate_gateway.usage import SseUsageScanner
+from tiergate_gateway.sse import SseFilter, without_usage_events
 
 
 def _by_splitting(chunk: bytes) -> bytes:
@@ -53,18 +52,18 @@ def test_usage_events_are_dropped_exactly_as_splitting_drops_them(
     chunk = b"".join(piece + end for piece, end in parts)
     known = None
     if use_scanner:  # the relay passes the event the scanner decoded, not to decode it again
-        scanner = SseUsageScanner()
-        scanner.feed(chunk)
-        known = scanner.parsed
-    assert _without_usage_events(chunk, known) == _by_splitting(chunk)
+        events = SseFilter()
+        events.take(chunk)
+        known = events.parsed
+    assert without_usage_events(chunk, known) == _by_splitting(chunk)
 
 
 def test_a_streams_usage_event_is_dropped_and_the_rest_kept() -> None:
     content = b'data: {"choices":[{"delta":{"content":"hi"}}],"usage":null}\n\n'
     usage = b'data: {"choices":[],"usage":{"prompt_tokens":3,"completion_tokens":1}}\n\n'
     done = b"data: [DONE]\n\n"
-    scanner = SseUsageScanner()
-    scanner.feed(content + usage + done)
-    assert _without_usage_events(content + usage + done, scanner.parsed) == content + done
-    assert _without_usage_events(usage + done) == done
-    assert _without_usage_events(content + usage) == content
+    events = SseFilter()
+    events.take(content + usage + done)
+    assert without_usage_events(content + usage + done, events.parsed) == content + done
+    assert without_usage_events(usage + done) == done
+    assert without_usage_events(content + usage) == content
