@@ -22,8 +22,6 @@ import re
 import subprocess
 import sys
 import tempfile
-import time
-import urllib.request
 from pathlib import Path
 
 import httptools
@@ -93,39 +91,19 @@ def instructions(tree: Path, streams: int, chunks: int, interval_ms: float, fold
         scenario = Scenario(streams, interval_ms, chunks * interval_ms / 1000, 1)
         tiergate_config(config, mock.url, scenario)
         out = folder / f"callgrind-{chunks}.out"
-        port = harness.free_port()
-        proc = subprocess.Popen(
-            [
-                "valgrind",
-                "--tool=callgrind",
-                f"--callgrind-out-file={out}",
-                str(harness.python_default()),
-                "-m",
-                "tiergate_gateway",
-                "--port",
-                str(port),
-                "--config-file",
-                str(config),
-                "--log-level",
-                "WARNING",
-            ],
-            env={"PYTHONPATH": gateway_path(tree), "PATH": "/usr/bin:/bin"},
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
+        gateway = harness.start_gateway(
+            harness.python_default(),
+            config,
+            max_connections=streams + 64,
+            log=folder / "gateway.log",
+            tree=tree,
+            wrapper=("valgrind", "--tool=callgrind", f"--callgrind-out-file={out}"),
+            ready_within=300,
         )
-        deadline = time.monotonic() + 300
-        while True:
-            try:
-                with urllib.request.urlopen(f"http://127.0.0.1:{port}/readyz", timeout=5):
-                    break
-            except OSError:
-                if proc.poll() is not None or time.monotonic() > deadline:
-                    raise RuntimeError(f"the gateway of {tree} did not start") from None
-                time.sleep(0.5)
+        port = int(gateway.url.rsplit(":", 1)[1])
         _streams(port, streams, chunks)  # warm-up
         _streams(port, streams, chunks)
-        proc.terminate()
-        proc.wait(120)
+        gateway.stop(wait=120)  # callgrind writes its counts on the way out
         found = re.search(r"^(?:totals|summary): (\d+)", out.read_text(), flags=re.M)
         if found is None:
             raise RuntimeError(f"no callgrind totals for {tree}")

@@ -132,12 +132,13 @@ class Process:
             else:
                 self.ps.resume()
 
-    def stop(self) -> None:
+    def stop(self, wait: float = 15) -> None:
+        """SIGTERM, and SIGKILL if it has not exited after ``wait`` seconds."""
         self.pause(False)
         if self.proc.poll() is None:
             self.proc.terminate()
             try:
-                self.proc.wait(15)
+                self.proc.wait(wait)
             except subprocess.TimeoutExpired:
                 self.proc.kill()
                 self.proc.wait(5)
@@ -201,9 +202,11 @@ def start_gateway(
     gc_probe: Path | None = None,
     profile: Path | None = None,
     tree: Path = ROOT,
+    wrapper: tuple[str, ...] = (),
 ) -> Process:
     """tiergate on the server core, one worker, reading ``config``; ready when /readyz is 200.
-    ``tree``: the checkout whose gateway runs (another one to compare two versions).
+    ``tree``: the checkout whose gateway runs (another one to compare two versions);
+    ``wrapper``: a command it runs under (e.g. valgrind's).
 
     With ``gc_probe`` it runs under gc_probe.py, which writes its collector pauses there (and
     with ``profile`` too, a cProfile summary there)."""
@@ -213,6 +216,7 @@ def start_gateway(
         launch = [str(HERE / "gc_probe.py"), str(gc_probe)]
     command = taskset(
         SERVER_CORE,
+        *wrapper,
         str(python),
         *launch,
         "--port",

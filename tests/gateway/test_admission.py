@@ -16,7 +16,15 @@ from decimal import Decimal
 import httpx
 import pytest
 
-from tests.support.gateway import STARTUP_KEY, config, free_port, route, target, tier
+from tests.support.gateway import (
+    STARTUP_KEY,
+    config,
+    free_port,
+    raw_completion_request,
+    route,
+    target,
+    tier,
+)
 from tiergate_contract import Limits, RequestClass
 from tiergate_gateway.admission import Admission, Admissions, call_seconds
 from tiergate_gateway.budget import BudgetMonth, LocalLedger, to_nano
@@ -269,11 +277,7 @@ def test_a_client_that_leaves_mid_call_releases_its_slot(upstreams, start_gatewa
     gw = start_gateway(_one_at_a_time(a.base_url))
     body = b'{"model":"m","messages":[{"role":"user","content":"hi"}]}'
     with socket.create_connection(("127.0.0.1", gw.port)) as client:
-        client.sendall(
-            b"POST /v1/chat/completions HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\n"
-            b"authorization: Bearer %s\r\ncontent-length: %d\r\n\r\n%s"
-            % (STARTUP_KEY.encode(), len(body), body)
-        )
+        client.sendall(raw_completion_request(body))
         assert a.received_event.wait(5)
     # The client is gone while the upstream still thinks: the call is cancelled.
     a.reset("ok")

@@ -17,7 +17,7 @@ import httpx
 import openai
 import pytest
 
-from tests.support.gateway import STARTUP_KEY, config, route, target, tier
+from tests.support.gateway import STARTUP_KEY, config, raw_completion_request, route, target, tier
 from tiergate_contract import Limits
 from tiergate_gateway import sse
 
@@ -74,11 +74,7 @@ def test_a_client_that_leaves_mid_push_frees_the_slot_and_the_upstream(upstreams
     gw = start_gateway(_one_at_a_time(a.base_url))
     body = b'{"model":"m","stream":true,"messages":[{"role":"user","content":"hi"}]}'
     with socket.create_connection(("127.0.0.1", gw.port)) as client:
-        client.sendall(
-            b"POST /v1/chat/completions HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\n"
-            b"authorization: Bearer %s\r\ncontent-length: %d\r\n\r\n%s"
-            % (STARTUP_KEY.encode(), len(body), body)
-        )
+        client.sendall(raw_completion_request(body))
         received = b""
         while received.count(b"keep-alive") < 3:  # pushed pieces, after the first
             received += client.recv(65536)

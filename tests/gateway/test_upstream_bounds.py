@@ -26,6 +26,7 @@ from tests.support.gateway import (
     STARTUP_KEY,
     GatewayProcess,
     config,
+    raw_completion_request,
     route,
     target,
     tier,
@@ -256,11 +257,7 @@ def test_a_client_that_stops_reading_an_endless_stream_stops_the_upstream(
     flood.mode = "sse"
     assert gateway.proc is not None
     body = b'{"model":"m","stream":true,"messages":[{"role":"user","content":"hi"}]}'
-    request = (
-        b"POST /v1/chat/completions HTTP/1.1\r\nhost: x\r\nauthorization: Bearer %s\r\n"
-        b"content-type: application/json\r\ncontent-length: %d\r\n\r\n%s"
-        % (STARTUP_KEY.encode(), len(body), body)
-    )
+    request = raw_completion_request(body)
     sockets = []
     with PeakRss(gateway.proc.pid) as rss:
         for _ in range(10):

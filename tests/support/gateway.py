@@ -187,6 +187,15 @@ def config(
     )
 
 
+def raw_completion_request(body: bytes, key: str = STARTUP_KEY) -> bytes:
+    """The bytes of a chat-completion POST with ``body``, for tests that speak HTTP by hand."""
+    return (
+        b"POST /v1/chat/completions HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\n"
+        b"authorization: Bearer %s\r\ncontent-length: %d\r\n\r\n%s"
+        % (key.encode(), len(body), body)
+    )
+
+
 def write_config(path: Path, cfg: GatewayConfig | bytes) -> None:
     """Replace the file the way Kubernetes does: write a new file, then rename it over the old."""
     data = cfg if isinstance(cfg, bytes) else canonical_json(cfg)
