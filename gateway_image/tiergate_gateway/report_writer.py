@@ -196,13 +196,18 @@ class SpendReporter:
         raise RuntimeError("the report kept changing under the gateway")
 
     def _months_pending(self, snapshot: Snapshot) -> int:
-        return max(
-            (
-                sum(1 for month in months if months[month] != self.base.get(tier, {}).get(month))
-                for tier, months in snapshot.items()
-            ),
-            default=0,
-        )
+        """The most months one tier of the report would hold: those with calls since
+        ``base``. Compared as ``report_tiers`` does, by spend and calls: a last-use moment
+        comes back from a written report rounded to the microsecond, so it differs."""
+        most = 0
+        for tier, months in snapshot.items():
+            base = self.base.get(tier, {})
+            pending = 0
+            for month, (spent, calls, _) in months.items():
+                base_spent, base_calls, _ = base.get(month, (0, 0, {}))
+                pending += (spent, calls) != (base_spent, base_calls)
+            most = max(most, pending)
+        return most
 
     async def _put(self, gateway: str, spec: SpendReportSpec) -> None:
         """One create or update; ``_Conflict`` when the report must be read again first."""

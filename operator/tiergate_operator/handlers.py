@@ -10,13 +10,14 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import os
 from collections.abc import Callable
 from typing import Any
 
 import kopf
 
 from tiergate_operator.kube import KubeApi, load_client_configuration
-from tiergate_operator.ledger_keeper import LedgerKeeper
+from tiergate_operator.ledger_keeper import LedgerKeeper, month_clock_for_tests
 from tiergate_operator.readiness import TIERGATE_CRDS, Readiness, is_established, serve_readiness
 from tiergate_operator.reconcile import Reconciler
 from tiergate_operator.registry import (
@@ -53,6 +54,10 @@ async def start_reconciler(
     peering = None if settings.peering.standalone else settings.peering.name
     try:
         operator_settings = load_operator_settings()
+        try:
+            month_clock = month_clock_for_tests(os.environ)
+        except ValueError as error:
+            raise SettingsError(str(error)) from None
         memo.readiness_server = await serve_readiness(
             memo.readiness, readiness_endpoint(), configuration, peering, settings.peering.priority
         )
@@ -65,6 +70,7 @@ async def start_reconciler(
         memo.store,
         kube,
         stale_seconds=operator_settings.ledger_stale_seconds,
+        month_clock=month_clock,
     )
     memo.task = memo.readiness.loop = asyncio.create_task(
         memo.reconciler.run(), name="tiergate-reconciler"

@@ -23,8 +23,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Callable
-from datetime import UTC, datetime
+from collections.abc import Callable, Mapping
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from tiergate_contract.ledger import LEDGER_FINALIZER, fold
@@ -50,7 +50,7 @@ from tiergate_operator.spend_status import (
 )
 from tiergate_operator.store import Store
 
-__all__ = ["LedgerKeeper"]
+__all__ = ["LedgerKeeper", "month_clock_for_tests", "seconds_to_month_end"]
 
 logger = logging.getLogger("tiergate.ledger")
 
@@ -67,8 +67,12 @@ class LedgerKeeper:
         debounce_seconds: float = 2.0,
         retry_seconds: float = 5.0,
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+        month_clock: Callable[[], datetime] | None = None,
     ) -> None:
         self.store, self.kube, self.clock = store, kube, clock
+        # What month it is (status.spend's month, when every tier's month starts again):
+        # ``clock`` unless a test moves the calendar alone (reports' ages stay real).
+        self.month_clock = month_clock or clock
         self.stale_seconds, self.debounce_seconds = stale_seconds, debounce_seconds
         self.retry_seconds = retry_seconds
         self.reports: dict[str, dict[str, Body]] = {}
@@ -118,28 +122,23 @@ class LedgerKeeper:
 
     # --- the loop ------------------------------------------------------------------------
     async def run(self) -> None:
+        # The month now, so that a turn before the first wake is noticed too.
+        self._month = month_of(self.month_clock())
         while True:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), timeout=self._seconds_to_month_end())
             self._wake.clear()
-            month = month_of(self.clock())
+            month = month_of(self.month_clock())
             if month != self._month:
                 # A new month: every tier's month spend starts again.
-                if self._month:
-                    self._dirty |= {ns for ns, s in self.store.namespaces.items() if s.tiers}
+                self._dirty |= {ns for ns, s in self.store.namespaces.items() if s.tiers}
                 self._month = month
             taken, self._dirty = sorted(self._dirty), set()
             for namespace in taken:
                 await self._pass_safely(namespace)
 
     def _seconds_to_month_end(self) -> float:
-        now = self.clock()
-        following = (
-            now.replace(year=now.year + 1, month=1)
-            if now.month == 12
-            else now.replace(month=now.month + 1)
-        ).replace(day=1, hour=0, minute=0, second=0, microsecond=0)
-        return max(1.0, min(3600.0, (following - now).total_seconds() + 1))
+        return seconds_to_month_end(self.month_clock())
 
     async def _pass_safely(self, namespace: str) -> None:
         try:
@@ -275,6 +274,7 @@ class LedgerKeeper:
         self, namespace: str, reports: list[StoredReport], now: datetime
     ) -> None:
         live = [(r.name, r.spec) for r in reports]
+        month_now = self.month_clock()
         state = self.store.namespace(namespace)
         for name, body in sorted(state.tiers.items()):
             spec = tier_spec(body)
@@ -285,7 +285,7 @@ class LedgerKeeper:
             except LedgerUnreadable as error:
                 logger.error("%s; its status.spend is not updated", error)
                 continue
-            desired = spend_status(name, spec, ledger, live, now)
+            desired = spend_status(name, spec, ledger, live, month_now)
             current = (body.get("status") or {}).get("spend")
             if not spend_changed(current, desired):
                 continue
@@ -312,6 +312,34 @@ class LedgerKeeper:
                     logger.warning(
                         "posting a %s event about %s failed: %s", warning.reason, ref, error
                     )
+
+
+TEST_CLOCK_VARIABLE = "TIERGATE_TEST_CLOCK_OFFSET_SECONDS"
+
+
+def month_clock_for_tests(env: Mapping[str, str]) -> Callable[[], datetime] | None:
+    """For tests only: ``TIERGATE_TEST_CLOCK_OFFSET_SECONDS`` set, the ledger's calendar
+    (status.spend's month, the month's turn) runs that many seconds ahead of the system
+    clock, so a month's turn can be tested without waiting for one. Not a chart value."""
+    text = env.get(TEST_CLOCK_VARIABLE, "").strip()
+    if not text:
+        return None
+    try:
+        offset = timedelta(seconds=float(text))
+    except (ValueError, OverflowError):
+        raise ValueError(f"{TEST_CLOCK_VARIABLE}={text!r} is not a number of seconds") from None
+    return lambda: datetime.now(UTC) + offset
+
+
+def seconds_to_month_end(now: datetime) -> float:
+    """How long the ledger loop may sleep: until just past the month's end, at most an hour."""
+    first = now.replace(day=1, hour=0, minute=0, second=0, microsecond=0)
+    following = (
+        first.replace(year=now.year + 1, month=1)
+        if now.month == 12
+        else first.replace(month=now.month + 1)
+    )
+    return max(1.0, min(3600.0, (following - now).total_seconds() + 1))
 
 
 def _older(body: Body, stored: Body) -> bool:
