@@ -22,6 +22,7 @@ import subprocess
 import sys
 import tempfile
 from collections.abc import Callable, Sequence
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from tiergate_contract import GatewayConfig
@@ -33,6 +34,10 @@ from .settings import DEFAULT_CREDENTIALS_DIR, Settings, parse_buckets
 __all__ = ["TUNING_FLAGS", "main", "parse_args", "run", "serve"]
 
 _ENV = "TIERGATE_GATEWAY_"
+# For tests only (no flag, not a tuning key, so no chart value or ConfigMap sets it): the
+# calendar budgets are counted in runs this many seconds ahead of the system clock, so a
+# month's turn can be tested without waiting for one. Read by ``serve``.
+_TEST_CLOCK = _ENV + "TEST_CLOCK_OFFSET_SECONDS"
 
 
 def _env(name: str, default: str | None = None) -> str | None:
@@ -66,6 +71,7 @@ TUNING_FLAGS: tuple[tuple[str, Callable[[str], object], str], ...] = (
     ("redis_timeout_seconds", float, "to connect to Redis and for each answer"),
     ("lease_margin_seconds", float, "a Redis lease outlives its call's deadline by this much"),
     ("spend_report_seconds", float, "how often the spend report is written while there is news"),
+    ("spend_heartbeat_seconds", float, "the spend report is written at least this often"),
 )
 
 
@@ -209,7 +215,7 @@ async def serve(
     with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, stop.set)
-    gateway = create_gateway(settings, config=config)
+    gateway = create_gateway(settings, config=config, wall_clock=_test_wall_clock())
     await gateway.start()
     if on_ready is not None:
         on_ready(gateway.port)
@@ -222,6 +228,20 @@ async def serve(
             settings.grace_seconds,
         )
         await gateway.stop()
+
+
+def _test_wall_clock() -> Callable[[], datetime] | None:
+    text = (_env("TEST_CLOCK_OFFSET_SECONDS") or "").strip()
+    if not text:
+        return None
+    try:
+        offset = timedelta(seconds=float(text))
+    except (ValueError, OverflowError):
+        raise ValueError(f"{_TEST_CLOCK}={text!r} is not a number of seconds") from None
+    logging.getLogger("tiergate_gateway").warning(
+        "%s is set: budget months follow a clock %s s ahead (for tests only)", _TEST_CLOCK, text
+    )
+    return lambda: datetime.now(UTC) + offset
 
 
 def _configure_logging(settings: Settings) -> None:

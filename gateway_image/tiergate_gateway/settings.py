@@ -68,8 +68,11 @@ class Settings:
     # A Redis lease outlives its call's deadline (the route's total timeout) by this much.
     lease_margin_seconds: float = 30.0
     # With a ConfigMap source: how often this process's SpendReport is written while there
-    # is news (the durable ledger, docs/ledger.md); a heartbeat goes at least every 60 s.
+    # is news (the durable ledger, docs/ledger.md), and at least how often with none (the
+    # heartbeat that tells the operator the process is alive; other replicas count a
+    # report's reservations for 90 s after it was written, so at most 60 s).
     spend_report_seconds: float = 5.0
+    spend_heartbeat_seconds: float = 60.0
     workers: int = 1
     # On SIGTERM: /readyz answers 503 while the gateway keeps serving for the drain delay
     # (in a cluster, until its endpoint is gone from every Service; the operator renders 5 s),
@@ -141,6 +144,10 @@ class Settings:
         if not 0.1 <= self.spend_report_seconds <= 60:
             raise ValueError(
                 f"spend_report_seconds {self.spend_report_seconds} is not between 0.1 and 60"
+            )
+        if not 0.1 <= self.spend_heartbeat_seconds <= 60:
+            raise ValueError(
+                f"spend_heartbeat_seconds {self.spend_heartbeat_seconds} is not between 0.1 and 60"
             )
         if not 0 <= self.lease_margin_seconds <= 3600:
             raise ValueError(

@@ -76,6 +76,7 @@ GATEWAY_TUNING: dict[str, Callable[[object], str]] = {
     "redis_timeout_seconds": _number,
     "lease_margin_seconds": _number,
     "spend_report_seconds": _number,
+    "spend_heartbeat_seconds": _number,
 }
 
 
