@@ -25,8 +25,6 @@ import argparse
 import contextlib
 import http.client
 import json
-import os
-import socket
 import statistics
 import subprocess
 import sys
@@ -36,11 +34,9 @@ import uuid
 from decimal import Decimal
 from pathlib import Path
 
-HERE = Path(__file__).resolve().parent
-ROOT = HERE.parents[1]
-sys.path[:0] = [str(ROOT / "contract"), str(ROOT / "gateway_image"), str(ROOT / "operator")]
+from kube_bench import ROOT, free_port, gateway_process  # first: the import path
 
-from tiergate_contract import (  # noqa: E402
+from tiergate_contract import (
     GatewayConfig,
     Pricing,
     Route,
@@ -50,7 +46,7 @@ from tiergate_contract import (  # noqa: E402
     hash_client_key,
     seal,
 )
-from tiergate_devkit.cluster import ControlPlane, start, stop, tools_bin_dir  # noqa: E402
+from tiergate_devkit.cluster import ControlPlane, start, stop, tools_bin_dir
 
 DEFAULT_WORKDIR = ROOT / ".tiergate" / "cluster"
 
@@ -98,12 +94,6 @@ def manifest(namespace: str, cfg: GatewayConfig) -> str:
     )
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 class Readyz:
     """``GET /readyz`` over one keep-alive connection; the generation served, or None."""
 
@@ -145,23 +135,8 @@ def run_size(
     plane.kubectl(*apply, input=manifest(namespace, first))
     port = free_port()
     log = (workdir / f"gateway-{size}.log").open("wb")
-    gateway = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "tiergate_gateway",
-            "--port",
-            str(port),
-            "--configmap",
-            f"{namespace}/gw",
-            "--kubeconfig",
-            str(plane.kubeconfig),
-            "--credentials-dir",
-            str(workdir),
-        ],
-        stdout=log,
-        stderr=subprocess.STDOUT,
-        env=dict(os.environ, PYTHONPATH=os.pathsep.join(sys.path[:3])),
+    gateway = gateway_process(
+        plane.kubeconfig, f"{namespace}/gw", port, log, "--credentials-dir", str(workdir)
     )
     latencies: list[float] = []
     try:

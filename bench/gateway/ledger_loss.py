@@ -20,10 +20,8 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
-import os
 import random
 import signal
-import socket
 import statistics
 import subprocess
 import sys
@@ -34,12 +32,9 @@ from decimal import Decimal
 from pathlib import Path
 
 import httpx
+from kube_bench import HERE, ROOT, free_port, gateway_process  # first: the import path
 
-HERE = Path(__file__).resolve().parent
-ROOT = HERE.parents[1]
-sys.path[:0] = [str(ROOT / "contract"), str(ROOT / "gateway_image"), str(ROOT / "devkit")]
-
-from tiergate_contract import (  # noqa: E402
+from tiergate_contract import (
     GatewayConfig,
     KeyName,
     Pricing,
@@ -50,16 +45,10 @@ from tiergate_contract import (  # noqa: E402
     hash_client_key,
     seal,
 )
-from tiergate_devkit.cluster import ControlPlane, start, stop, tools_bin_dir  # noqa: E402
+from tiergate_devkit.cluster import ControlPlane, start, stop, tools_bin_dir
 
 KEY = "sk-bench-ledger-0001"
 BODY = {"model": "m", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 16}
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def the_config(upstream_port: int) -> GatewayConfig:
@@ -100,27 +89,18 @@ def start_gateway(
     plane: ControlPlane, namespace: str, pod: str, args: argparse.Namespace, log: Path
 ) -> tuple[subprocess.Popen[bytes], int]:
     port = free_port()
-    proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "tiergate_gateway",
-            "--port",
-            str(port),
-            "--configmap",
-            f"{namespace}/gw",
-            "--kubeconfig",
-            str(plane.kubeconfig),
-            "--credentials-dir",
-            str(log.parent),
-            "--spend-report-seconds",
-            str(args.report_seconds),
-            "--access-log-sample",
-            "0",
-        ],
-        stdout=log.open("ab"),
-        stderr=subprocess.STDOUT,
-        env=dict(os.environ, POD_NAME=pod, PYTHONPATH=os.pathsep.join(sys.path[:3])),
+    proc = gateway_process(
+        plane.kubeconfig,
+        f"{namespace}/gw",
+        port,
+        log.open("ab"),
+        "--credentials-dir",
+        str(log.parent),
+        "--spend-report-seconds",
+        str(args.report_seconds),
+        "--access-log-sample",
+        "0",
+        env={"POD_NAME": pod},
     )
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline:
