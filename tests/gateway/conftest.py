@@ -1,4 +1,5 @@
-"""Fixtures for the gateway tests: mock upstreams, gateways, a real redis-server."""
+"""Fixtures for the gateway tests: mock upstreams, gateways, a real redis-server (emptied for
+each test that takes ``redis`` or ``leases``)."""
 
 from __future__ import annotations
 
@@ -6,7 +7,7 @@ import shutil
 import socket
 import subprocess
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -15,6 +16,8 @@ import pytest
 from tests.support.gateway import GatewayThread, free_port, write_config
 from tests.support.upstream import MockUpstream
 from tiergate_contract import GatewayConfig
+from tiergate_gateway.leases import RedisLeases
+from tiergate_gateway.redis_client import RedisClient, RedisOptions, connect
 from tiergate_gateway.settings import Settings
 
 
@@ -104,3 +107,17 @@ def redis_url() -> Iterator[str]:
     yield f"redis://127.0.0.1:{port}/0"
     proc.terminate()
     proc.wait(10)
+
+
+@pytest.fixture
+async def redis(redis_url: str) -> AsyncIterator[RedisClient]:
+    """A client of the session's redis-server, its database emptied first."""
+    client = connect(RedisOptions(redis_url, timeout_seconds=5.0))
+    await client.execute("FLUSHDB")
+    yield client
+    await client.aclose()
+
+
+@pytest.fixture
+def leases(redis: RedisClient) -> RedisLeases:
+    return RedisLeases(redis, owner="test")

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from decimal import Decimal
 
@@ -29,19 +28,6 @@ MONTH = "2025-01"
 LONG = 60.0  # a lease that does not expire during a test
 BUDGET = Budget(soft_usd=Decimal("0.5"), hard_usd=Decimal("1"))
 USD_03 = to_nano(Decimal("0.3"))
-
-
-@pytest.fixture
-async def redis(redis_url: str) -> AsyncIterator[RedisClient]:
-    client = connect(RedisOptions(redis_url, timeout_seconds=5.0))
-    await client.execute("FLUSHDB")
-    yield client
-    await client.aclose()
-
-
-@pytest.fixture
-def leases(redis: RedisClient) -> RedisLeases:
-    return RedisLeases(redis, owner="test")
 
 
 async def test_admissions_are_atomic_under_concurrency(leases: RedisLeases):

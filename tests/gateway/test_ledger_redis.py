@@ -4,34 +4,18 @@ spend, and a Redis that lost its data starts again from the floor, in one round 
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
 from decimal import Decimal
 
 import pytest
 
 from tiergate_contract import Budget, Credits, Limits
 from tiergate_gateway.budget import to_nano
-from tiergate_gateway.leases import RedisLeases
-from tiergate_gateway.redis_client import RedisClient, RedisOptions, connect
 
 pytestmark = pytest.mark.redis
 MONTH = "2026-12"
 LONG = 60.0
 BUDGET = Budget(soft_usd=Decimal("0.5"), hard_usd=Decimal("1"))
 USD_01 = to_nano(Decimal("0.1"))
-
-
-@pytest.fixture
-async def redis(redis_url: str) -> AsyncIterator[RedisClient]:
-    client = connect(RedisOptions(redis_url, timeout_seconds=5.0))
-    await client.execute("FLUSHDB")
-    yield client
-    await client.aclose()
-
-
-@pytest.fixture
-def leases(redis: RedisClient) -> RedisLeases:
-    return RedisLeases(redis, owner="test")
 
 
 async def test_the_month_floor_is_counted_and_stored_when_above_redis_count(leases):
