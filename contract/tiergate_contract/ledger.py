@@ -154,18 +154,13 @@ def tier_totals(
     month_nano = month_calls = reserved = 0
     lifetime_nano, lifetime_calls = ledger.lifetime_nano, ledger.lifetime_calls
     keys: dict[str, list[int]] = {}
-    last_used: dict[str, datetime] = {
-        k.key: k.last_used_at for k in ledger.last_used if k.last_used_at
-    }
+    last_used = _last_used(ledger)
 
     def add_month(entry: MonthSpend) -> None:
         nonlocal month_nano, month_calls
         month_nano += entry.spent_nano
         month_calls += entry.calls
-        for key in entry.keys:
-            total = keys.setdefault(key.key, [0, 0])
-            total[0] += key.spent_nano
-            total[1] += key.calls
+        _add_keys(keys, entry.keys)
 
     for entry in ledger.months:
         if entry.month == month:
@@ -206,9 +201,7 @@ def fold(ledger: TierLedger, tier: str, name: str, report: SpendReportSpec) -> T
     tier_report = report.tier(tier)
     entries = tier_report.months if tier_report is not None else ()
     months = {entry.month: entry for entry in ledger.months}
-    last_used: dict[str, datetime] = {
-        k.key: k.last_used_at for k in ledger.last_used if k.last_used_at
-    }
+    last_used = _last_used(ledger)
     lifetime_nano, lifetime_calls = ledger.lifetime_nano, ledger.lifetime_calls
     for entry in entries:
         lifetime_nano += entry.spent_nano
@@ -234,10 +227,7 @@ def _merge(into: MonthSpend | None, entry: MonthSpend) -> MonthSpend:
     if into is None:
         return entry
     keys: dict[str, list[int]] = {}
-    for key in (*into.keys, *entry.keys):
-        total = keys.setdefault(key.key, [0, 0])
-        total[0] += key.spent_nano
-        total[1] += key.calls
+    _add_keys(keys, (*into.keys, *entry.keys))
     return MonthSpend(
         month=into.month,
         spent_nano=into.spent_nano + entry.spent_nano,
@@ -259,6 +249,19 @@ def _bounded_keys(keys: dict[str, list[int]]) -> tuple[KeySpend, ...]:
     return tuple(
         KeySpend(key=key, spent_nano=spent, calls=calls) for key, (spent, calls) in sorted(kept)
     )
+
+
+def _add_keys(totals: dict[str, list[int]], keys: Iterable[KeySpend]) -> None:
+    """Add each key's spend and calls to ``totals`` (key -> [spent nano-USD, calls])."""
+    for key in keys:
+        total = totals.setdefault(key.key, [0, 0])
+        total[0] += key.spent_nano
+        total[1] += key.calls
+
+
+def _last_used(ledger: TierLedger) -> dict[str, datetime]:
+    """When each key was last used, as the ledger remembers it."""
+    return {k.key: k.last_used_at for k in ledger.last_used if k.last_used_at}
 
 
 def _latest(last_used: dict[str, datetime], key: KeySpend) -> None:

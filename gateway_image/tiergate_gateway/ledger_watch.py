@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Callable
+from typing import Any
 
 from .durable import DurableSpend
 from .sources.kubeconfig import KubeAccess
@@ -19,6 +20,8 @@ __all__ = ["LedgerWatch"]
 
 _log = logging.getLogger("tiergate_gateway.ledger")
 _API = "/apis/tiergate.dev/v1alpha1/namespaces"
+_OnListed = Callable[[list[dict[str, Any]]], None]
+_OnEvent = Callable[[str, dict[str, Any]], None]
 
 
 class LedgerWatch:
@@ -30,24 +33,19 @@ class LedgerWatch:
         *,
         backoff: tuple[float, float] = (0.1, 10.0),
     ) -> None:
-        self.reports = ListWatch(
-            f"spendreports in {namespace}",
-            f"{_API}/{namespace}/spendreports",
-            access,
-            on_listed=durable.reports_listed,
-            on_event=durable.report_changed,
-            backoff=backoff,
-            log=_log,
-        )
-        self.tiers = ListWatch(
-            f"apikeytiers in {namespace}",
-            f"{_API}/{namespace}/apikeytiers",
-            access,
-            on_listed=durable.tiers_listed,
-            on_event=durable.tier_changed,
-            backoff=backoff,
-            log=_log,
-        )
+        def watch(resource: str, on_listed: _OnListed, on_event: _OnEvent) -> ListWatch:
+            return ListWatch(
+                f"{resource} in {namespace}",
+                f"{_API}/{namespace}/{resource}",
+                access,
+                on_listed=on_listed,
+                on_event=on_event,
+                backoff=backoff,
+                log=_log,
+            )
+
+        self.reports = watch("spendreports", durable.reports_listed, durable.report_changed)
+        self.tiers = watch("apikeytiers", durable.tiers_listed, durable.tier_changed)
 
     async def start(self, wait_seconds: float = 10.0) -> None:
         """Start both; return once both have listed (the floors are known), or after
