@@ -1,15 +1,15 @@
 """Money across the turn of a month, end to end: the real control plane, the operator and two
 gateway processes (with and without a real redis-server) whose calendars are moved by the
 test clocks (``TIERGATE_TEST_CLOCK_OFFSET_SECONDS``, ``TIERGATE_GATEWAY_TEST_CLOCK_OFFSET_SECONDS``:
-for tests only, the same offset for all) so that 2026-12 turns into 2027-01 a minute after the
+for tests only, the same offset for all) so that 2027-01 turns into 2027-02 a minute after the
 test starts:
 
-- December: one replica spends the month's budget (4 calls) and is refused; the other is
-  refused too, from the first one's report (or Redis); status.spend shows December, and the
+- January: one replica spends the month's budget (4 calls) and is refused; the other is
+  refused too, from the first one's report (or Redis); status.spend shows January, and the
   soft threshold's event fires once;
-- the turn: status.spend shows 2027-01 from 0 (the operator's own timer: no report changed),
+- the turn: status.spend shows 2027-02 from 0 (the operator's own timer: no report changed),
   the lifetime spend and the credits left unchanged;
-- January: the budget admits again from 0 while the credits keep counting (3 calls, then
+- February: the budget admits again from 0 while the credits keep counting (3 calls, then
   ``credits_exhausted``); the first replica's report holds both months, each with its own
   counters; the soft threshold's event fires again, once;
 - the gateways stop (final reports): the operator folds them; the ledger holds both months
@@ -45,8 +45,9 @@ from tiergate_devkit.cluster import ControlPlane
 
 pytestmark = pytest.mark.cluster
 
-TURN = datetime(2027, 1, 1, tzinfo=UTC)
-TURN_AFTER_SECONDS = 60.0  # from the test's start: time for the operator, setup and December
+# From January 31st: the day the operator's loop used to fail computing next month's start.
+TURN = datetime(2027, 2, 1, tzinfo=UTC)
+TURN_AFTER_SECONDS = 60.0  # from the test's start: time for the operator, setup and January
 # Each call settles to $0.015 and reserves $0.023 (test_money_in_cluster.py): a monthly
 # budget of $0.07 serves 4 calls (0.045 + 0.023 <= 0.07), its soft threshold at 50% is
 # $0.035; credits of $0.12 serve 7 calls in all (0.09 + 0.023 <= 0.12).
@@ -109,49 +110,49 @@ def test_the_month_turns_for_budgets_status_and_ledger_while_credits_keep_counti
                 )  # fmt: skip
             first, second = gateways
 
-            # December.
+            # January.
             assert _spend_until_refused(first) == (4, BUDGET_REFUSED)
             eventually(lambda: _reported_calls(plane, namespace) == 4, timeout=20, what="4")
             assert _call(second) == BUDGET_REFUSED  # the other replica's spend counts
-            december = eventually(
+            january = eventually(
                 lambda: (s := _spend(plane, namespace)).get("monthCalls") == 4 and s,
                 timeout=30,
-                what="December's 4 calls in status.spend",
+                what="January's 4 calls in status.spend",
             )
-            assert (december["month"], december["monthUSD"]) == ("2026-12", "0.06")
+            assert (january["month"], january["monthUSD"]) == ("2027-01", "0.06")
             eventually(lambda: _soft_events(plane, namespace) == 1, timeout=20, what="event")
-            assert _calendar(offset) < TURN, "too slow: December ended before the test did"
+            assert _calendar(offset) < TURN, "too slow: January ended before the test did"
 
             # The turn, with nothing written meanwhile (the reports heartbeat every 60 s).
             time.sleep(max(0.0, TURN.timestamp() - _calendar(offset).timestamp()) + 0.5)
-            january = eventually(
-                lambda: (s := _spend(plane, namespace)).get("month") == "2027-01" and s,
+            february = eventually(
+                lambda: (s := _spend(plane, namespace)).get("month") == "2027-02" and s,
                 timeout=8,  # the loop wakes 1 s past the month's end, by itself
-                what="status.spend in January",
+                what="status.spend in February",
             )
-            assert (january["monthUSD"], january["monthCalls"]) == ("0", 0)
-            assert (january["lifetimeUSD"], january["creditsRemainingUSD"]) == ("0.06", "0.06")
+            assert (february["monthUSD"], february["monthCalls"]) == ("0", 0)
+            assert (february["lifetimeUSD"], february["creditsRemainingUSD"]) == ("0.06", "0.06")
             assert _soft_events(plane, namespace) == 1  # the turn itself posts nothing
 
-            # January: the budget admits again; the credits do not start again.
+            # February: the budget admits again; the credits do not start again.
             assert _call(first) == "ok"
             # The first replica's one report holds both months, each with its own counters.
             eventually(
                 lambda: (
-                    _months_of(plane, namespace, "gw-first") == [("2026-12", 4), ("2027-01", 1)]
+                    _months_of(plane, namespace, "gw-first") == [("2027-01", 4), ("2027-02", 1)]
                 ),
                 timeout=20,
-                what="December and January in one report",
+                what="January and February in one report",
             )
             # (Without Redis the other replica learns it from that report.)
             assert _spend_until_refused(second) == (2, CREDITS_REFUSED)
-            january = eventually(
+            february = eventually(
                 lambda: (s := _spend(plane, namespace)).get("monthCalls") == 3 and s,
                 timeout=30,
-                what="January's 3 calls in status.spend",
+                what="February's 3 calls in status.spend",
             )
-            assert (january["month"], january["monthUSD"]) == ("2027-01", "0.045")
-            assert (january["lifetimeUSD"], january["creditsRemainingUSD"]) == ("0.105", "0.015")
+            assert (february["month"], february["monthUSD"]) == ("2027-02", "0.045")
+            assert (february["lifetimeUSD"], february["creditsRemainingUSD"]) == ("0.105", "0.015")
             eventually(lambda: _soft_events(plane, namespace) == 2, timeout=20, what="2 events")
 
             # The gateways stop: their final reports are folded; the ledger keeps both months.
@@ -162,8 +163,8 @@ def test_the_month_turns_for_budgets_status_and_ledger_while_credits_keep_counti
             eventually(lambda: not _reports(plane, namespace), timeout=30, what="all folded")
             ledger: dict[str, Any] = get(plane, namespace, "apikeytier", "web")["status"]["ledger"]
             assert [(m["month"], m["calls"]) for m in ledger["months"]] == [
-                ("2026-12", 4),
-                ("2027-01", 3),
+                ("2027-01", 4),
+                ("2027-02", 3),
             ]
             assert Decimal(ledger["lifetimeNano"]) / USD == Decimal("0.105")
             assert ledger["lifetimeCalls"] == 7
