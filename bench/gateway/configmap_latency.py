@@ -34,7 +34,7 @@ import uuid
 from decimal import Decimal
 from pathlib import Path
 
-from kube_bench import ROOT, free_port, gateway_process  # first: the import path
+from kube_bench import ROOT, apply_ledger_crds, free_port, gateway_process  # first: the import path
 
 from tiergate_contract import (
     GatewayConfig,
@@ -201,6 +201,7 @@ def main() -> int:
         plane = start(own / "cluster", tools_bin_dir())
     scratch = Path(tempfile.mkdtemp(prefix="tiergate-cm-bench-gw-"))
     try:
+        apply_ledger_crds(plane)
         for size in sizes:
             run_size(plane, size, args.updates, args.interval, scratch)
     finally:

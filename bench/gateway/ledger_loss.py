@@ -32,7 +32,7 @@ from decimal import Decimal
 from pathlib import Path
 
 import httpx
-from kube_bench import HERE, ROOT, free_port, gateway_process  # first: the import path
+from kube_bench import HERE, apply_ledger_crds, free_port, gateway_process  # first: the import path
 
 from tiergate_contract import (
     GatewayConfig,
@@ -175,21 +175,7 @@ def main() -> None:
     )
     namespace = f"bench-ledger-{uuid.uuid4().hex[:6]}"
     try:
-        plane.kubectl(
-            "apply",
-            "--server-side",
-            "-f",
-            str(ROOT / "crds" / "apikeytiers.yaml"),
-            "-f",
-            str(ROOT / "crds" / "spendreports.yaml"),
-        )
-        plane.kubectl(
-            "wait",
-            "--for=condition=Established",
-            "crd/spendreports.tiergate.dev",
-            "crd/apikeytiers.tiergate.dev",
-            "--timeout=60s",
-        )
+        apply_ledger_crds(plane)
         plane.kubectl("create", "namespace", namespace)
         manifest = {
             "apiVersion": "v1",
