@@ -184,6 +184,7 @@ class Gateway:
             recorder,
             access,
             interval=self.settings.spend_report_seconds,
+            heartbeat=self.settings.spend_heartbeat_seconds,
         )
         durable = DurableSpend(
             admissions.month,

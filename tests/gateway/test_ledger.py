@@ -389,3 +389,26 @@ def test_credits_spent_before_a_restart_stay_spent(control_plane, ns, upstreams,
         again.stop()
     total = (20 + served) * CALL_NANO
     assert total <= HARD_NANO < total + RESERVED_NANO
+
+
+def test_a_gateway_with_no_traffic_heartbeats_at_its_setting(
+    control_plane, ns, upstreams, tmp_path
+):
+    """``--spend-heartbeat-seconds`` reaches the process's report writer: with no call at all,
+    the report is written again at that interval (the operator folds a silent report)."""
+    put_configmap(control_plane, ns, the_config(upstreams["a"].base_url))
+    gw = gateway(control_plane, ns, tmp_path, "gw-h-0", "--spend-heartbeat-seconds", "1")
+    try:
+        [first] = of_pod(control_plane, ns, "gw-h-0")
+        seen = {first["spec"]["reportedAt"]}
+
+        def beats() -> bool:
+            [report] = of_pod(control_plane, ns, "gw-h-0")
+            seen.add(report["spec"]["reportedAt"])
+            return len(seen) >= 3
+
+        eventually(beats, timeout=10, interval=0.2, what="two heartbeats with no traffic")
+        [report] = of_pod(control_plane, ns, "gw-h-0")
+        assert month_of(report)["calls"] == 0
+    finally:
+        gw.stop()
