@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import re
 import socket
+import ssl
 import time
 
 import httpx
@@ -18,6 +19,8 @@ import openai
 import pytest
 
 from tests.support.gateway import STARTUP_KEY, config, raw_completion_request, route, target, tier
+from tests.support.redis_servers import tls_files
+from tests.support.upstream import MockUpstream
 from tiergate_contract import Limits
 from tiergate_gateway import sse
 
@@ -111,4 +114,30 @@ def test_a_fault_of_the_gateways_own_mid_push_cuts_the_stream_and_releases_every
     assert _metric(gw, 'tiergate_gateway_internal_errors_total{where="stream"}') == 1
     gw.expected_internal_errors = 1  # this one, injected
     monkeypatch.setattr(sse.SseFilter, "take", take)
+    _admitted_again(gw)
+
+
+@pytest.fixture
+def tls_upstream(tmp_path, monkeypatch: pytest.MonkeyPatch):
+    """A real upstream serving https with a throwaway CA the gateway is told to trust."""
+    files = tls_files(tmp_path / "tls")
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.load_cert_chain(files.cert, files.key)
+    upstream = MockUpstream("s", tls=context).start()
+    # The gateway's client takes the default CAs when it first dials https: these, here.
+    monkeypatch.setenv("SSL_CERT_FILE", str(files.ca))
+    yield upstream
+    upstream.stop()
+
+
+def test_a_stream_over_tls_is_pushed_whole_and_frees_its_slot(tls_upstream, start_gateway):
+    tls_upstream.reset("slow_stream", delay=0.002, chunks=300)
+    gw = start_gateway(_one_at_a_time(tls_upstream.base_url))
+    client = openai.OpenAI(base_url=gw.url + "/v1", api_key=STARTUP_KEY, max_retries=0)
+    parts = [
+        chunk.choices[0].delta.content
+        for chunk in client.chat.completions.create(model="m", messages=MSG, stream=True)
+        if chunk.choices
+    ]
+    assert parts == ["s:", *(f" part{i}" for i in range(300))]
     _admitted_again(gw)

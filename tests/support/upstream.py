@@ -26,6 +26,7 @@ from __future__ import annotations
 import asyncio
 import json
 import socket
+import ssl
 import threading
 from dataclasses import dataclass, field
 from typing import Any
@@ -64,13 +65,15 @@ class MockUpstream:
     received_event: threading.Event = field(default_factory=threading.Event)
     disconnected: threading.Event = field(default_factory=threading.Event)
     port: int = 0
+    tls: ssl.SSLContext | None = None  # set before start: serves https
     _loop: asyncio.AbstractEventLoop | None = None
     _thread: threading.Thread | None = None
     _runner: web.AppRunner | None = None
 
     @property
     def base_url(self) -> str:
-        return f"http://127.0.0.1:{self.port}/v1"
+        scheme = "https" if self.tls is not None else "http"
+        return f"{scheme}://127.0.0.1:{self.port}/v1"
 
     def reset(self, behaviour: str = "ok", **changes: Any) -> None:
         self.behaviour = behaviour
@@ -94,7 +97,7 @@ class MockUpstream:
             app.router.add_post("/v1/{endpoint:.*}", self._handle)
             self._runner = web.AppRunner(app, access_log=None, handle_signals=False)
             loop.run_until_complete(self._runner.setup())
-            site = web.SockSite(self._runner, sock)
+            site = web.SockSite(self._runner, sock, ssl_context=self.tls)
             loop.run_until_complete(site.start())
             ready.set()
             loop.run_forever()
