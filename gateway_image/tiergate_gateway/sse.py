@@ -51,16 +51,18 @@ class SseFilter:
             cut = _event_end(piece)
             if len(piece) - cut <= MAX_CARRY_BYTES:
                 piece, self._carry = piece[:cut], piece[cut:]
-        return self._with_usage_noted(piece)
+        at = piece.rfind(b'"usage"')
+        return self._usage_noted(piece, at) if at >= 0 else piece
 
     def end(self) -> bytes:
         """What is left when the body ends: the start of an event the upstream did not end."""
         tail, self._carry = self._carry, b""
-        return self._with_usage_noted(tail) if tail else tail
+        at = tail.rfind(b'"usage"')
+        return self._usage_noted(tail, at) if at >= 0 else tail
 
-    def _with_usage_noted(self, events: bytes) -> bytes:
-        at = events.rfind(b'"usage"')
-        if at >= 0 and self._read_usage(events, at) and self._strip_usage:
+    def _usage_noted(self, events: bytes, at: int) -> bytes:
+        """``events`` after reading the usage named at ``at`` (without it, if asked)."""
+        if self._read_usage(events, at) and self._strip_usage:
             return without_usage_events(events, self.parsed)
         return events
 
