@@ -217,6 +217,19 @@ class _Conn(asyncio.Protocol):
             self._fail(UpstreamProtocolError(f"malformed upstream response: {exc}"))
             if self.transport is not None:
                 self.transport.close()
+            return
+        if self.sink is not None and self.chunks:
+            self._hand_on()
+
+    def _hand_on(self) -> None:
+        """A pushed body's pieces of one read go to the sink as one piece: one write to the
+        client however many chunks (events) the upstream's read held."""
+        chunks = self.chunks
+        data = chunks[0] if len(chunks) == 1 else b"".join(chunks)
+        chunks.clear()
+        sink = self.sink
+        if sink is not None:
+            sink.on_data(data)
 
     def eof_received(self) -> bool:
         return False
@@ -262,6 +275,8 @@ class _Conn(asyncio.Protocol):
         self.disarm()
         if self.head is not None and not self.head.done():
             self.head.set_exception(exc)
+        if self.sink is not None and self.chunks:
+            self._hand_on()  # what arrived before the failure
         sink = self.sink
         if sink is not None:
             self.sink = None
@@ -284,9 +299,8 @@ class _Conn(asyncio.Protocol):
             self.head.set_result(None)
 
     def on_body(self, body: bytes) -> None:
-        sink = self.sink
-        if sink is not None:  # a stream's body, handed on as it comes (bounded by the sink)
-            sink.on_data(body)
+        if self.sink is not None:  # a stream's body: handed on at the end of this read
+            self.chunks.append(body)
             return
         size = len(body)
         self.body_bytes += size
@@ -316,6 +330,8 @@ class _Conn(asyncio.Protocol):
         self.disarm()
         if not self.parser.should_keep_alive():
             self.failed = UpstreamProtocolError("not keep-alive")
+        if self.sink is not None and self.chunks:
+            self._hand_on()
         sink = self.sink
         if sink is not None:
             self.sink = None

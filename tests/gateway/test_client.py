@@ -435,3 +435,58 @@ async def test_a_cancelled_request_closes_its_connection(
         await task
     assert transport.closed
     assert await exchange(pool, upstream, answer(b"next"), 2) == b"next"
+
+
+# --- a pushed body (UpstreamResponse.stream_into) ---------------------------------------------
+
+
+class Sink:
+    """Records what a pushed body is told, in order."""
+
+    def __init__(self) -> None:
+        self.told: list[tuple[str, bytes | str]] = []
+
+    def on_data(self, data: bytes) -> None:
+        self.told.append(("data", data))
+
+    def on_end(self) -> None:
+        self.told.append(("end", b""))
+
+    def on_error(self, exc: Exception) -> None:
+        self.told.append(("error", type(exc).__name__))
+
+
+async def _pushing(pool: UpstreamPool, upstream: FakeConnector) -> tuple[FakeTransport, Sink]:
+    task = call(pool)
+    transport = await sent(upstream)
+    transport.feed(b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n5\r\nfirst\r\n")
+    response = await task
+    assert await response.read() == b"first"
+    sink = Sink()
+    response.stream_into(sink)
+    return transport, sink
+
+
+async def test_a_pushed_read_of_several_chunks_is_one_piece(
+    pool: UpstreamPool, upstream: FakeConnector
+) -> None:
+    transport, sink = await _pushing(pool, upstream)
+    transport.feed(b"2\r\nab\r\n3\r\ncde\r\n1\r\nf\r\n")  # three chunks in one read
+    transport.feed(b"1\r\ng\r\n")
+    assert sink.told == [("data", b"abcdef"), ("data", b"g")]
+
+
+async def test_a_pushed_body_ends_after_its_last_piece(
+    pool: UpstreamPool, upstream: FakeConnector
+) -> None:
+    transport, sink = await _pushing(pool, upstream)
+    transport.feed(b"2\r\nab\r\n0\r\n\r\n")  # the last chunk and the end in one read
+    assert sink.told == [("data", b"ab"), ("end", b"")]
+
+
+async def test_a_pushed_body_broken_mid_read_hands_on_what_came_first(
+    pool: UpstreamPool, upstream: FakeConnector
+) -> None:
+    transport, sink = await _pushing(pool, upstream)
+    transport.feed(b"2\r\nab\r\nzz-not-a-chunk-size\r\n")
+    assert sink.told == [("data", b"ab"), ("error", "UpstreamProtocolError")]
