@@ -24,6 +24,7 @@ from tiergate_contract import Budget, Route, Target
 
 from .budget import BudgetLedger, nano_cost
 from .calls import Call, HedgeLoser
+from .config import TierSettings
 from .credits import LocalCredits, credits_exhausted, credits_warning
 from .durable import DurableSpend
 from .errors import GatewayError
@@ -90,9 +91,11 @@ class Admission:
         "_lease",
         "_month",
         "_reserved",
+        "_tier",
         "cost_nano",
         "headers",
         "target",
+        "target_name",
         "usage",
     )
 
@@ -102,21 +105,26 @@ class Admission:
         self._reserved = 0  # nano-USD
         self._month = ""
         self._lease = ""  # the Redis lease held, if any
+        # The tier's settings as plain slots (a pydantic attribute costs ~300 instructions more).
+        tier = call.settings
+        if tier is None:
+            tier = call.settings = TierSettings.of(call.tier)
+        self._tier = tier
         # Attempts that may be in flight at once (a hedged call: several): each is reserved for.
-        hedge = call.tier.routing.hedge
-        self._attempts = 1 if hedge is None else 1 + hedge.max_extra
+        self._attempts = tier.attempts
         # Rate-limit headers and the budget warning, sent with any answer to the call.
         self.headers: list[tuple[str, str]] = []
         self.target: Target | None = None  # the target that served, if one did
+        self.target_name = ""  # its name, once settled (a slot: cheaper than ``target.name``)
         self.usage: Usage | None = None  # None: the estimate stands
         self.cost_nano = 0  # what the call cost, once settled (nano-USD)
 
     async def __aenter__(self) -> Admission:
-        admissions, call = self._admissions, self._call
-        tier, budget = call.tier, call.tier.budget
+        admissions, call, tier = self._admissions, self._call, self._tier
+        budget = tier.budget
         attempts = self._attempts
         prompt_tokens = call.prompt_tokens * attempts
-        tokens_per_minute = tier.limits.tokens_per_minute
+        tokens_per_minute = tier.tokens_per_minute
         if tokens_per_minute is not None and prompt_tokens > tokens_per_minute:
             admissions.metrics.add(admissions.metrics.rate_limited, tier.name, "tokens")
             raise _never_fits(tier.name, tokens_per_minute, prompt_tokens)
@@ -175,8 +183,8 @@ class Admission:
 
     async def _enter_shared(self, shared: RedisLeases, attempts: int) -> Admission:
         """Every limit and the budget checked and held under one Redis lease: one round trip."""
-        admissions, call = self._admissions, self._call
-        tier, budget, credits = call.tier, call.tier.budget, call.tier.credits
+        admissions, call, tier = self._admissions, self._call, self._tier
+        budget, credits = tier.budget, tier.credits
         month_floor = lifetime_floor = 0
         if budget is not None or credits is not None:
             self._month = admissions.month()
@@ -227,13 +235,13 @@ class Admission:
 
     def _warn(self, budget: Budget) -> None:
         admissions = self._admissions
-        admissions.metrics.add(admissions.metrics.budget_warnings, self._call.tier.name)
+        admissions.metrics.add(admissions.metrics.budget_warnings, self._tier.name)
         warning = f"spend is above the soft budget of {budget.soft_usd} USD"
         self.headers.append(("x-tiergate-budget-warning", warning))
 
     def _warn_credits(self, left_nano: int) -> None:
         admissions = self._admissions
-        admissions.metrics.add(admissions.metrics.credits_warnings, self._call.tier.name)
+        admissions.metrics.add(admissions.metrics.credits_warnings, self._tier.name)
         self.headers.append(credits_warning(left_nano))
 
     def __aexit__(
@@ -252,19 +260,20 @@ class Admission:
 
     async def _settle(self) -> None:
         """Replace the estimate and the reservation with what was used; free the slot."""
-        admissions, call = self._admissions, self._call
-        tier, usage, target = call.tier, self.usage, self.target
+        admissions, call, tier = self._admissions, self._call, self._tier
+        usage, target = self.usage, self.target
         estimated = call.prompt_tokens
         if usage is not None and usage.reported:
             prompt = usage.prompt_tokens
         else:
             prompt = estimated if target is not None else 0
         completion = usage.completion_tokens if usage is not None else 0
-        cost = (
-            nano_cost(*call.route.nano_prices[target.name], prompt, completion)
-            if target is not None
-            else 0
-        )
+        cost = 0
+        if target is not None:
+            self.target_name = target_name = target.name
+            input_nano, output_nano = call.route.nano_prices[target_name]
+            # ``nano_cost`` inline (a call less on every settle): nano-USD, rounded up.
+            cost = -(-(input_nano * prompt + output_nano * completion) // 1_000_000)
         used = prompt + completion
         # Hedges that lost were sent too: their upstreams bill the prompt they read and what
         # they streamed before the cut.
@@ -308,7 +317,7 @@ class Admission:
         if spend is not None:
             month = self._month or admissions.month()
             spend.settle(tier.name, month, call.key_name, self._reserved, cost, target is not None)
-        model = call.route.route.model
+        model = call.route.model
         if target is not None and (usage is None or not usage.reported):
             # Settled on the estimates (the prompt from its size, a token per streamed event).
             admissions.metrics.add(admissions.metrics.usage_missing, tier.name, model)
@@ -326,7 +335,7 @@ class Admission:
             cost -= loser_cost
         if target is not None and (prompt or completion):
             admissions.metrics.add_usage(
-                tier.name, model, target.name, prompt, completion, cost / 1e9, key
+                tier.name, model, self.target_name, prompt, completion, cost / 1e9, key
             )
 
 

@@ -363,7 +363,9 @@ class Gateway:
         if call is None:
             self.metrics.observe_call(endpoint, tier, model, response.status, now - started)
         else:
-            tier, model = call.tier.name, call.route.model
+            settings = call.settings
+            tier = call.tier.name if settings is None else settings.name
+            model = call.route.model
             first_token_at = call.first_token_at
             if first_token_at:
                 self.metrics.observe_call(
@@ -429,11 +431,14 @@ class Gateway:
                 "duration_ms": duration_ms,
             }
         else:
-            target = usage = None
+            target: str | None = None
+            usage = None
             cost = 0.0
             if admission is not None:
-                target, usage, cost = admission.target, admission.usage, admission.cost_nano / 1e9
-            first_token_at, tried = call.first_token_at, call.tried
+                usage, cost = admission.usage, admission.cost_nano / 1e9
+                if admission.target is not None:
+                    target = admission.target_name or admission.target.name  # before the settle
+            first_token_at, tried, settings = call.first_token_at, call.tried, call.settings
             entry = {
                 "time": "",
                 "request_id": request_id,
@@ -442,12 +447,12 @@ class Gateway:
                 "status": status,
                 "error": error,
                 "duration_ms": duration_ms,
-                "tier": call.tier.name,
+                "tier": call.tier.name if settings is None else settings.name,
                 "route": call.route.model,
                 "stream": call.stream,
                 "targets": tried,
                 "attempts": len(tried),
-                "target": None if target is None else target.name,
+                "target": target,
                 "ttft_ms": (first_token_at - started) * 1_000_000 // 1 / 1000
                 if first_token_at
                 else None,

@@ -12,12 +12,19 @@ import time
 from collections.abc import Callable
 from datetime import UTC, datetime
 
+try:  # CPython's own SHA-256: about 1,400 instructions less per key than OpenSSL's EVP calls
+    from _sha256 import sha256 as _builtin_sha256  # type: ignore[import-not-found]
+except ImportError:  # pragma: no cover - a Python built without it
+    _builtin_sha256 = hashlib.sha256
+
 from tiergate_contract import Tier
 
-from .config import CompiledConfig
+from .config import CompiledConfig, TierSettings
 from .errors import GatewayError
 
 __all__ = ["authenticate", "identify"]
+
+_sha256: Callable[[bytes], hashlib._Hash] = _builtin_sha256
 
 
 def _unauthorized(message: str, code: str = "invalid_api_key") -> GatewayError:
@@ -49,21 +56,25 @@ def authenticate(
 
 def identify(
     authorization: str | None, config: CompiledConfig, clock: Callable[[], float] = time.time
-) -> tuple[Tier, str]:
-    """``authenticate``, with the key's name (``<secret>/<data key>``, never its value)."""
+) -> tuple[Tier, str, TierSettings]:
+    """``authenticate``, with the key's name (``<secret>/<data key>``, never its value) and the
+    tier's settings."""
     if not authorization:
         raise _unauthorized("missing API key: send 'Authorization: Bearer <key>'")
-    scheme, _, key = authorization.partition(" ")
-    key = key.strip()
-    if scheme.lower() != "bearer" or not key:
+    if authorization.startswith("Bearer "):  # the usual spelling: no partition, no lower()
+        key = authorization[7:].strip()
+    else:
+        scheme, _, key = authorization.partition(" ")
+        key = key.strip() if scheme.lower() == "bearer" else ""
+    if not key:
         raise _unauthorized("malformed Authorization header: expected 'Bearer <key>'")
-    digest = hashlib.sha256(key.encode("utf-8", "surrogateescape")).hexdigest()
+    digest = _sha256(key.encode("utf-8", "surrogateescape")).hexdigest()
     # Only a digest of the key is looked up (its timing tells nothing about the key);
     # the final comparison is constant-time all the same.
     entry = config.tiers_by_digest.get(digest)
     if entry is None or not hmac.compare_digest(entry[0], digest):
         raise _unauthorized("invalid API key")
-    expires_at = config.key_expiry.get(digest)
+    expires_at = entry[4]
     if expires_at is not None and clock() >= expires_at:
         raise _expired(expires_at)
-    return entry[1], entry[2]
+    return entry[1], entry[2], entry[3]

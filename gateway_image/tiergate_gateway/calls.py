@@ -54,7 +54,7 @@ class Call:
 
 def read_call(request: Request, compiled: CompiledConfig, max_json_depth: int = 64) -> Call:
     """Who asks (401), for what (400, 415), and whether they may (403, 404)."""
-    tier, key_name = identify(request.headers.get("authorization"), compiled)
+    tier, key_name, settings = identify(request.headers.get("authorization"), compiled)
     payload = _parse(request, max_json_depth)
     model = payload["model"]
     route = compiled.lookup(model)
@@ -65,7 +65,7 @@ def read_call(request: Request, compiled: CompiledConfig, max_json_depth: int = 
             param="model",
             code="model_not_found",
         )
-    tier_name = tier.name
+    tier_name = settings.name
     if not compiled.may_use(tier_name, model, route):
         raise GatewayError(
             403,
@@ -74,7 +74,7 @@ def read_call(request: Request, compiled: CompiledConfig, max_json_depth: int = 
             param="model",
             code="model_not_allowed",
         )
-    request_class = _request_class(request, tier)
+    request_class = _request_class(request, settings)
     stream = payload.get("stream", False)
     if not isinstance(stream, bool):
         raise GatewayError(400, "stream must be a boolean", param="stream", code="invalid_type")
@@ -97,7 +97,7 @@ def read_call(request: Request, compiled: CompiledConfig, max_json_depth: int = 
     )
     call.strip_usage = strip_usage
     call.key_name = key_name
-    call.settings = compiled.tier_settings.get(tier_name)
+    call.settings = settings
     return call
 
 
@@ -151,7 +151,7 @@ def _deeper_than(limit: int, payload: dict[str, Any]) -> bool:
     return False
 
 
-def _request_class(request: Request, tier: Tier) -> RequestClass:
+def _request_class(request: Request, tier: TierSettings) -> RequestClass:
     header = request.headers.get("x-tiergate-class")
     if header is None:
         return tier.default_class

@@ -20,11 +20,14 @@ import pydantic
 
 from tiergate_contract import (
     CONFIG_VERSION,
+    Budget,
     Catalog,
     CircuitBreaker,
     CredentialRef,
+    Credits,
     GatewayConfig,
     Hedge,
+    Limits,
     Pricing,
     RequestClass,
     Route,
@@ -116,11 +119,38 @@ class TierSettings:
     hedge: Hedge | None
     credential: CredentialRef | None  # the tier's own upstream credential
     model_prefix: str
+    # Read by the admission, the call's reader and the access log.
+    name: str
+    limits: Limits
+    budget: Budget | None
+    credits: Credits | None
+    default_class: RequestClass
+    per_key_metrics: bool
+    attempts: int  # attempts that may be in flight at once: 1, or 1 + a hedge's extras
+    tokens_per_minute: int | None
 
     @classmethod
     def of(cls, tier: Tier) -> TierSettings:
-        routing, upstream = tier.routing, tier.upstream
-        return cls(routing.strategy, routing.hedge, upstream.credential, upstream.model_prefix)
+        routing, upstream, limits = tier.routing, tier.upstream, tier.limits
+        hedge = routing.hedge
+        return cls(
+            routing.strategy,
+            hedge,
+            upstream.credential,
+            upstream.model_prefix,
+            tier.name,
+            limits,
+            tier.budget,
+            tier.credits,
+            tier.default_class,
+            tier.per_key_metrics,
+            1 if hedge is None else 1 + hedge.max_extra,
+            limits.tokens_per_minute,
+        )
+
+
+# A key's digest, its tier, its name, the tier's settings, when it expires (POSIX seconds).
+KeyEntry = tuple[str, Tier, str, TierSettings, float | None]
 
 
 @dataclass(frozen=True, slots=True)
@@ -132,8 +162,9 @@ class _Pattern:
 @dataclass(frozen=True, slots=True)
 class CompiledConfig:
     config: GatewayConfig
-    # Digest -> (digest, its tier, its name: ``<secret>/<data key>``, or KEY_NAME_OTHER).
-    tiers_by_digest: dict[str, tuple[str, Tier, str]]
+    # Digest -> (digest, its tier, its name: ``<secret>/<data key>``, or KEY_NAME_OTHER, the
+    # tier's settings, the POSIX time from which the key is refused or None).
+    tiers_by_digest: dict[str, KeyEntry]
     # Route aliases and catalog models by exact name.
     routes: dict[str, CompiledRoute]
     allowed: dict[str, frozenset[str]]
@@ -299,11 +330,19 @@ def compile_config(config: GatewayConfig) -> CompiledConfig:
         routes.update(models)
         patterns += found
     patterns.sort(key=lambda p: len(p.prefix), reverse=True)
-    tiers_by_digest: dict[str, tuple[str, Tier, str]] = {}
+    key_expiry = {
+        entry.sha256: entry.expires_at.timestamp()
+        for tier in config.tiers
+        for entry in tier.key_expiry
+    }
+    tier_settings = {tier.name: TierSettings.of(tier) for tier in config.tiers}
+    tiers_by_digest: dict[str, KeyEntry] = {}
     for tier in config.tiers:
         names = {entry.sha256: entry.name for entry in tier.key_names}
+        settings = tier_settings[tier.name]
         for digest in tier.key_sha256:
-            tiers_by_digest[digest] = (digest, tier, names.get(digest, KEY_NAME_OTHER))
+            name = names.get(digest, KEY_NAME_OTHER)
+            tiers_by_digest[digest] = (digest, tier, name, settings, key_expiry.get(digest))
     allowed = {tier.name: frozenset(tier.models) for tier in config.tiers}
     # Tiers allowing the same models share one body (90 tiers of a 2,000-model catalog).
     bodies: dict[tuple[object, ...], bytes] = {}
@@ -314,11 +353,6 @@ def compile_config(config: GatewayConfig) -> CompiledConfig:
             bodies[allowlist] = _models_body(tier, config)
         models_body[tier.name] = bodies[allowlist]
     grants = {tier.name: {c.name: c for c in tier.catalogs} for tier in config.tiers}
-    key_expiry = {
-        entry.sha256: entry.expires_at.timestamp()
-        for tier in config.tiers
-        for entry in tier.key_expiry
-    }
     return CompiledConfig(
         config,
         tiers_by_digest,
@@ -328,7 +362,7 @@ def compile_config(config: GatewayConfig) -> CompiledConfig:
         key_expiry=key_expiry,
         patterns=tuple(patterns),
         catalog_grants=grants,
-        tier_settings={tier.name: TierSettings.of(tier) for tier in config.tiers},
+        tier_settings=tier_settings,
     )
 
 

@@ -181,8 +181,13 @@ class LocalLimiter:
         state = self._tiers.get(tier)
         if state is None:
             return
-        tpm = limits.tokens_per_minute
+        if state.limits is limits:  # the values copied by ``acquire_now``: no pydantic reads
+            _, tpm, conc = state.values
+        else:
+            tpm, conc = limits.tokens_per_minute, limits.concurrent_requests
         if tpm is not None:
-            state.tokens.level = min(float(tpm), state.tokens.level + estimated - actual)
-        if limits.concurrent_requests is not None and state.inflight > 0:
+            tokens = state.tokens
+            level = tokens.level + estimated - actual
+            tokens.level = level if level < tpm else float(tpm)  # not ``min()``: a call
+        if conc is not None and state.inflight > 0:
             state.inflight -= 1

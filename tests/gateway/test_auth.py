@@ -15,7 +15,7 @@ import pytest
 
 from tests.support.gateway import STARTUP_KEY, config, route, target, tier
 from tiergate_contract import GatewayConfig, KeyExpiry, Tier, hash_client_key
-from tiergate_gateway.auth import authenticate
+from tiergate_gateway.auth import authenticate, identify
 from tiergate_gateway.config import compile_config
 from tiergate_gateway.errors import GatewayError
 
@@ -66,6 +66,44 @@ def test_an_expiry_concerns_only_its_own_key() -> None:
 def test_an_unknown_key_is_invalid_whatever_the_time() -> None:
     error = _refusal("Bearer sk-nobody", EXPIRES + timedelta(days=1))
     assert (error.status, error.code) == (401, "invalid_api_key")
+
+
+@pytest.mark.parametrize(
+    "authorization",
+    [
+        f"Bearer {OTHER_KEY}",
+        f"bearer {OTHER_KEY}",
+        f"BEARER {OTHER_KEY}",
+        f"Bearer   {OTHER_KEY}  ",
+        f"Bearer {OTHER_KEY}\t",
+    ],
+)
+def test_the_scheme_is_matched_in_any_case_and_the_key_stripped(authorization: str) -> None:
+    compiled = compile_config(_config(EXPIRES))
+    found, name, settings = identify(authorization, compiled, clock=lambda: 0.0)
+    assert (found.name, settings.name) == ("startup", "startup")
+    assert settings is compiled.tier_settings["startup"]
+    assert OTHER_KEY not in name  # a key's name, never its value
+
+
+@pytest.mark.parametrize(
+    ("authorization", "code"),
+    [
+        ("", "invalid_api_key"),
+        ("Bearer", "invalid_api_key"),
+        ("Bearer ", "invalid_api_key"),
+        ("Bearer    ", "invalid_api_key"),
+        (f"Basic {OTHER_KEY}", "invalid_api_key"),
+        (f"Bearer{OTHER_KEY}", "invalid_api_key"),
+        (f"Bearer {OTHER_KEY}x", "invalid_api_key"),
+    ],
+)
+def test_a_malformed_or_unknown_authorization_is_refused(authorization: str, code: str) -> None:
+    error = _refusal(authorization, EXPIRES - timedelta(days=1))
+    assert (error.status, error.code) == (401, code)
+    malformed = authorization.strip() in {"Bearer", f"Basic {OTHER_KEY}", f"Bearer{OTHER_KEY}"}
+    if malformed:
+        assert error.message.startswith("malformed Authorization header")
 
 
 def test_a_config_without_expiring_keys_serialises_as_before() -> None:
