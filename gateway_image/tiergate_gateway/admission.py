@@ -150,7 +150,7 @@ class Admission:
                 call.max_tokens,
             )
             if credits is not None:
-                credit = admissions.credits.reserve(tier.name, credits, self._reserved)
+                credit = admissions.credits.reserve(tier.name, credits, self._reserved, self._month)
                 if not credit.allowed:
                     admissions.metrics.add(admissions.metrics.credits_rejected, tier.name)
                     raise credits_exhausted(tier.name, credits)

@@ -198,7 +198,10 @@ class Gateway:
             ledger, credits = admissions.ledger, admissions.credits
             if isinstance(ledger, LocalLedger):
                 ledger.floor = lambda tier, month: durable.floors(tier, month).month
-            credits.floor = lambda tier: durable.floors(tier, admissions.month()).lifetime
+            # The admission passes the month it has: no second clock read per call.
+            credits.floor = lambda tier, month: (
+                durable.floors(tier, month or admissions.month()).lifetime
+            )
         self._ledger_watch = LedgerWatch(namespace, durable, access)
         await self._ledger_watch.start()
         self._reporter = reporter

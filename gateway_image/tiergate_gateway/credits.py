@@ -40,10 +40,11 @@ class CreditDecision:
 
 
 class LocalCredits:
-    """This process's lifetime committed spend per tier, checked with ``floor(tier)`` (the rest
-    of the tier's lifetime spend, durable) against the tier's credits."""
+    """This process's lifetime committed spend per tier, checked with ``floor(tier, month)`` (the
+    rest of the tier's lifetime spend, durable, as of the budget month ``month``) against the
+    tier's credits."""
 
-    def __init__(self, floor: Callable[[str], int] = lambda tier: 0) -> None:
+    def __init__(self, floor: Callable[[str, str], int] = lambda tier, month: 0) -> None:
         self.floor = floor
         self._committed: dict[str, int] = {}
         self._thresholds: dict[int, tuple[Credits, tuple[int, int]]] = {}
@@ -54,10 +55,11 @@ class LocalCredits:
             cached = self._thresholds[id(credits)] = (credits, credit_thresholds(credits))
         return cached[1]
 
-    def reserve(self, tier: str, credits: Credits, nano: int) -> CreditDecision:
+    def reserve(self, tier: str, credits: Credits, nano: int, month: str = "") -> CreditDecision:
+        """``month``: the budget month the caller already has (the floor's month)."""
         granted, warn_below = self.thresholds(credits)
         own = self._committed.get(tier, 0)
-        committed = own + self.floor(tier)
+        committed = own + self.floor(tier, month)
         if committed + nano > granted:
             return CreditDecision(False, True, granted - committed)
         self._committed[tier] = own + nano
