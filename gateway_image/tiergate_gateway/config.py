@@ -169,7 +169,8 @@ class CompiledConfig:
     routes: dict[str, CompiledRoute]
     allowed: dict[str, frozenset[str]]
     models_body: dict[str, bytes]
-    # Digest -> POSIX time from which the key is refused (``auth`` compares with its clock).
+    # Digest -> POSIX time from which the key is refused (``auth`` reads the copy in the key's
+    # entry of ``tiers_by_digest`` and compares it with its clock).
     key_expiry: dict[str, float] = field(default_factory=dict)
     # Catalog patterns, longest prefix first; and per tier, the catalogs it may use.
     patterns: tuple[_Pattern, ...] = ()
