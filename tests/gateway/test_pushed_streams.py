@@ -51,6 +51,16 @@ def _admitted_again(gw) -> None:
         time.sleep(0.02)
 
 
+def _streamed_parts(gw) -> list[str | None]:
+    """The content of each piece of one streamed answer, read with the openai SDK."""
+    client = openai.OpenAI(base_url=gw.url + "/v1", api_key=STARTUP_KEY, max_retries=0)
+    return [
+        chunk.choices[0].delta.content
+        for chunk in client.chat.completions.create(model="m", messages=MSG, stream=True)
+        if chunk.choices
+    ]
+
+
 def _metric(gw, name: str) -> float:
     text = httpx.get(gw.url + "/metrics").text
     found = re.search(rf"^{re.escape(name)} (\S+)$", text, flags=re.M)
@@ -61,13 +71,7 @@ def test_a_long_stream_arrives_whole_and_in_order(upstreams, start_gateway):
     a = upstreams["a"]
     a.reset("slow_stream", delay=0.005, chunks=200)
     gw = start_gateway(_one_at_a_time(a.base_url))
-    client = openai.OpenAI(base_url=gw.url + "/v1", api_key=STARTUP_KEY, max_retries=0)
-    parts = [
-        chunk.choices[0].delta.content
-        for chunk in client.chat.completions.create(model="m", messages=MSG, stream=True)
-        if chunk.choices
-    ]
-    assert parts == ["a:", *(f" part{i}" for i in range(200))]
+    assert _streamed_parts(gw) == ["a:", *(f" part{i}" for i in range(200))]
     _admitted_again(gw)
 
 
@@ -133,11 +137,5 @@ def tls_upstream(tmp_path, monkeypatch: pytest.MonkeyPatch):
 def test_a_stream_over_tls_is_pushed_whole_and_frees_its_slot(tls_upstream, start_gateway):
     tls_upstream.reset("slow_stream", delay=0.002, chunks=300)
     gw = start_gateway(_one_at_a_time(tls_upstream.base_url))
-    client = openai.OpenAI(base_url=gw.url + "/v1", api_key=STARTUP_KEY, max_retries=0)
-    parts = [
-        chunk.choices[0].delta.content
-        for chunk in client.chat.completions.create(model="m", messages=MSG, stream=True)
-        if chunk.choices
-    ]
-    assert parts == ["s:", *(f" part{i}" for i in range(300))]
+    assert _streamed_parts(gw) == ["s:", *(f" part{i}" for i in range(300))]
     _admitted_again(gw)
