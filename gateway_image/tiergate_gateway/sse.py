@@ -71,7 +71,9 @@ class SseFilter:
         self._carry = b""
 
     def _read_usage(self, events: bytes, at: int) -> bool:
-        """Read the line of the ``"usage"`` at ``at``; whether it held a usage object."""
+        """Read the line of the ``"usage"`` at ``at``; whether it names one (not null). Only a
+        usage the gateway can bill is kept in ``usage``; an event naming another is still
+        dropped for a client that did not ask (its ``choices: []`` would surprise it)."""
         after = events[at + 7 : at + 13]
         if after.startswith(b":null") or after == b": null":  # every event but the last
             return False
@@ -86,9 +88,8 @@ class SseFilter:
             return False
         self.parsed = (line, decoded)
         found = usage_of(decoded)
-        if found is None:
-            return False
-        self.usage = found
+        if found is not None:
+            self.usage = found
         return True
 
 

@@ -88,3 +88,16 @@ def test_an_unended_usage_event_is_dropped_for_a_client_that_did_not_ask() -> No
     assert events.take(content + last) == content
     assert events.end() == b""
     assert events.usage == Usage(5, 7, True)
+
+
+def test_a_usage_event_the_gateway_cannot_bill_is_still_dropped_for_a_client_that_did_not_ask():
+    """A provider's usage in other fields is no usage to bill, but its ``choices: []`` event
+    would still break a client that reads ``choices[0]`` of every chunk."""
+    content = b'data: {"choices":[{"delta":{"content":"hi"}}],"usage":null}\n\n'
+    odd = b'data: {"choices":[],"usage":{"input_tokens":3,"output_tokens":1}}\n\n'
+    done = b"data: [DONE]\n\n"
+    events = SseFilter(strip_usage=True)
+    assert events.take(content + odd + done) == content + done
+    assert events.usage is None
+    kept = SseFilter()
+    assert kept.take(content + odd + done) == content + odd + done
