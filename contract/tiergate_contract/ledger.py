@@ -18,9 +18,9 @@ Money is recorded by the gateways and kept by the Kubernetes API (see ``docs/led
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
 from pydantic.alias_generators import to_camel
@@ -38,7 +38,9 @@ __all__ = [
     "TierLedger",
     "TierReport",
     "TierTotals",
+    "clock_ahead_for_tests",
     "fold",
+    "month_of",
     "tier_totals",
 ]
 
@@ -270,3 +272,26 @@ def _latest(last_used: dict[str, datetime], key: KeySpend) -> None:
     seen = last_used.get(key.key)
     if seen is None or key.last_used_at > seen:
         last_used[key.key] = key.last_used_at
+
+
+def month_of(moment: datetime) -> str:
+    """The UTC calendar month of an aware datetime, e.g. ``2025-03``: a ledger's month key."""
+    if moment.tzinfo is None:
+        raise ValueError("a ledger month needs an aware datetime")
+    if moment.tzinfo is not UTC:
+        moment = moment.astimezone(UTC)
+    return f"{moment.year:04d}-{moment.month:02d}"
+
+
+def clock_ahead_for_tests(env: Mapping[str, str], variable: str) -> Callable[[], datetime] | None:
+    """For tests only: with ``variable`` set in ``env``, a clock that many seconds ahead of
+    the system's, so that a month's turn can be tested without waiting for one (None when
+    it is not set). Each side reads its own variable; none is a chart value or a flag."""
+    text = env.get(variable, "").strip()
+    if not text:
+        return None
+    try:
+        offset = timedelta(seconds=float(text))
+    except (ValueError, OverflowError):
+        raise ValueError(f"{variable}={text!r} is not a number of seconds") from None
+    return lambda: datetime.now(UTC) + offset

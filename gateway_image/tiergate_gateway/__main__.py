@@ -22,10 +22,11 @@ import subprocess
 import sys
 import tempfile
 from collections.abc import Callable, Sequence
-from datetime import UTC, datetime, timedelta
+from datetime import datetime
 from pathlib import Path
 
 from tiergate_contract import GatewayConfig
+from tiergate_contract.ledger import clock_ahead_for_tests
 
 from . import logs, runtime
 from .app import create_gateway
@@ -231,17 +232,14 @@ async def serve(
 
 
 def _test_wall_clock() -> Callable[[], datetime] | None:
-    text = (_env("TEST_CLOCK_OFFSET_SECONDS") or "").strip()
-    if not text:
-        return None
-    try:
-        offset = timedelta(seconds=float(text))
-    except (ValueError, OverflowError):
-        raise ValueError(f"{_TEST_CLOCK}={text!r} is not a number of seconds") from None
-    logging.getLogger("tiergate_gateway").warning(
-        "%s is set: budget months follow a clock %s s ahead (for tests only)", _TEST_CLOCK, text
-    )
-    return lambda: datetime.now(UTC) + offset
+    clock = clock_ahead_for_tests(os.environ, _TEST_CLOCK)
+    if clock is not None:
+        logging.getLogger("tiergate_gateway").warning(
+            "%s is set: budget months follow a clock %s s ahead (for tests only)",
+            _TEST_CLOCK,
+            os.environ[_TEST_CLOCK].strip(),
+        )
+    return clock
 
 
 def _configure_logging(settings: Settings) -> None:

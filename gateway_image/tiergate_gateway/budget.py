@@ -17,6 +17,7 @@ from decimal import ROUND_CEILING, Decimal
 from typing import Protocol
 
 from tiergate_contract import Budget
+from tiergate_contract.ledger import month_of
 
 __all__ = [
     "BudgetDecision",
@@ -29,15 +30,6 @@ __all__ = [
 ]
 
 _NANO = Decimal(1_000_000_000)
-
-
-def month_of(now: datetime) -> str:
-    """The UTC calendar month of an aware datetime, e.g. ``2025-03``."""
-    if now.tzinfo is None:
-        raise ValueError("budget clock must return an aware datetime")
-    if now.tzinfo is not UTC:
-        now = now.astimezone(UTC)
-    return f"{now.year:04d}-{now.month:02d}"
 
 
 class BudgetMonth:

@@ -24,10 +24,10 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import Callable, Mapping
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from typing import Any
 
-from tiergate_contract.ledger import LEDGER_FINALIZER, fold
+from tiergate_contract.ledger import LEDGER_FINALIZER, clock_ahead_for_tests, fold
 from tiergate_operator.key_lifecycle import tier_spec
 from tiergate_operator.kube import Conflict, KubeApi, KubeError, NotFound
 from tiergate_operator.refs import ObjectRef
@@ -321,14 +321,7 @@ def month_clock_for_tests(env: Mapping[str, str]) -> Callable[[], datetime] | No
     """For tests only: ``TIERGATE_TEST_CLOCK_OFFSET_SECONDS`` set, the ledger's calendar
     (status.spend's month, the month's turn) runs that many seconds ahead of the system
     clock, so a month's turn can be tested without waiting for one. Not a chart value."""
-    text = env.get(TEST_CLOCK_VARIABLE, "").strip()
-    if not text:
-        return None
-    try:
-        offset = timedelta(seconds=float(text))
-    except (ValueError, OverflowError):
-        raise ValueError(f"{TEST_CLOCK_VARIABLE}={text!r} is not a number of seconds") from None
-    return lambda: datetime.now(UTC) + offset
+    return clock_ahead_for_tests(env, TEST_CLOCK_VARIABLE)
 
 
 def seconds_to_month_end(now: datetime) -> float:

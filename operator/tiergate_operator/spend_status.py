@@ -16,7 +16,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from tiergate_contract.ledger import SpendReportSpec, TierLedger, tier_totals
+from tiergate_contract.ledger import SpendReportSpec, TierLedger, month_of, tier_totals
 from tiergate_operator.models import ApiKeyTierSpec
 
 __all__ = [
@@ -53,10 +53,6 @@ def usd(nano: int) -> str:
     """Nano-USD as a plain decimal string: 13200000 -> "0.0132", 0 -> "0"."""
     text = format((Decimal(nano) / _NANO).normalize(), "f")
     return "0" if text in ("-0", "0") else text
-
-
-def month_of(moment: datetime) -> str:
-    return moment.astimezone(UTC).strftime("%Y-%m")
 
 
 def format_time(moment: datetime) -> str:
