@@ -312,10 +312,15 @@ class _Conn(asyncio.Protocol):
             return
         self.chunks.append(body)
         self.buffered += size
-        if self.buffered >= BUFFER_BYTES and not self.reading_paused and self.transport:
+        if self.buffered >= BUFFER_BYTES:
+            self.pause()
+        self._wake()
+
+    def pause(self) -> None:
+        """Stop reading the upstream until ``taken``: TCP pushes back on it."""
+        if not self.reading_paused and self.transport is not None:
             self.reading_paused = True
             self.transport.pause_reading()
-        self._wake()
 
     def taken(self) -> None:
         """The reader took the buffered body: read the upstream again if it was paused."""
@@ -420,15 +425,10 @@ class UpstreamResponse:
 
     def pause_reading(self) -> None:
         """Stop reading the upstream (the client is slower than it): TCP pushes back on it."""
-        conn = self._conn
-        if not conn.reading_paused and conn.transport is not None:
-            conn.reading_paused = True
-            conn.transport.pause_reading()
+        self._conn.pause()
 
     def resume_reading(self) -> None:
-        conn = self._conn
-        if conn.reading_paused:
-            conn.taken()
+        self._conn.taken()
 
     def unread_events(self) -> int:
         """SSE data events (``[DONE]`` aside) among the bytes received and not read yet."""
