@@ -22,7 +22,7 @@ $(BIN)/python: pyproject.toml $(addsuffix /pyproject.toml,$(PACKAGES))
 
 setup: $(BIN)/python ## create .venv: the five packages (editable) and the pinned dev tools
 
-tools: ## build the pinned control-plane and test binaries into ~/.cache/tiergate-tools (cold: ~19 min)
+tools: ## build the pinned control-plane and test binaries into ~/.cache/tiergate-tools (cold: 30-40 min on 2 cores)
 	scripts/build-tools.sh
 
 test: setup tools ## run every test: unit, golden, gateway, and real control-plane tests
