@@ -37,7 +37,7 @@ from .limits import LocalLimiter
 from .metrics import Metrics, status_label
 from .proxy import Forwarder, Served
 from .redis_client import RedisClient, connect
-from .relay import relay
+from .relay import relay, whole_stream
 from .report_writer import SpendReporter, pod_name
 from .routing import BreakerBoard, BreakerState
 from .server import HttpServer, Request, Response, StreamResponse
@@ -353,11 +353,13 @@ class Gateway:
             admitted = Handover(Admission(self.admissions, call))
             async with admitted as admission:
                 answer = await self._forwarder.forward(call, admission)
-                if isinstance(answer, Served):
+                if not isinstance(answer, Served):
+                    response = answer
+                elif answer.response.finished:  # the upstream has sent the whole stream
+                    response = whole_stream(answer, admission, call.strip_usage)
+                else:
                     ended = self._stream_ended(request, request_id, started, call, admission)
                     response = relay(answer, admission, admitted.pop(), ended, call.strip_usage)
-                else:
-                    response = answer
         except GatewayError as error:
             response = _error_response(error)
             error_code = error.code

@@ -3,6 +3,9 @@
 The relay owns the rest of the call: closing it (the server always does, at the
 end of the stream or when the client goes away) closes the upstream response,
 records the usage the stream reported and leaves the call's admission.
+
+A stream the upstream had ended by the time its first event was read (a short or cached
+answer) needs no relay: ``whole_stream`` answers it in one piece, like a plain answer.
 """
 
 from __future__ import annotations
@@ -15,11 +18,11 @@ from .client import UpstreamProtocolError
 from .errors import envelope
 from .handover import AsyncManager
 from .proxy import Served
-from .server import BodySink, StreamResponse
+from .server import BodySink, Response, StreamResponse
 from .sse import SseFilter
 from .usage import Usage
 
-__all__ = ["Relay", "relay"]
+__all__ = ["Relay", "relay", "whole_stream"]
 
 
 Ended = Callable[[str | None], None]  # told when the stream ends: its error code, if it broke
@@ -42,6 +45,23 @@ def relay(
     return StreamResponse(
         200, Relay(stream, admission, exit, ended, strip_usage), admission.headers, content_type
     )
+
+
+def whole_stream(stream: Served, admission: Admission, strip_usage: bool = False) -> Response:
+    """The client's answer to a stream whose whole body has arrived (``stream.response.finished``):
+    the same events the relay would send, with a length instead of chunks; its usage goes on
+    ``admission``, which the caller leaves as for a plain answer."""
+    response = stream.response
+    response.close()  # read to its end: the connection goes back to the pool
+    events = SseFilter(strip_usage)
+    body = events.take(stream.body) + events.end()
+    admission.usage = events.usage or Usage(0, events.pieces, False)
+    headers = response.headers
+    admission.headers.append(("cache-control", "no-cache"))
+    upstream_id = headers.get("x-request-id")
+    if upstream_id is not None:
+        admission.headers.append(("x-upstream-request-id", upstream_id))
+    return Response(200, body, admission.headers, headers.get("content-type", "text/event-stream"))
 
 
 class Relay:

@@ -23,8 +23,8 @@ class SseFilter:
     client's SSE parser would glue it to a broken event otherwise). OpenAI sends
     ``"usage":null`` in every event when usage is asked for and the totals in the last one; a
     ``"usage"`` inside generated text is escaped (``\\"usage\\"``), so it never matches. With
-    ``strip_usage`` the usage-only events (``"choices": []``) are dropped once read: the gateway
-    asks every upstream for usage, a client that did not would not expect them.
+    ``strip_usage`` the usage events (``"choices": []`` and a usage) are dropped once read: the
+    gateway asks every upstream for usage, a client that did not would not expect them.
     """
 
     __slots__ = ("_carry", "_strip_usage", "parsed", "pieces", "usage")
@@ -61,36 +61,69 @@ class SseFilter:
         return self._usage_noted(tail, at) if at >= 0 else tail
 
     def _usage_noted(self, events: bytes, at: int) -> bytes:
-        """``events`` after reading the usage named at ``at`` (without it, if asked)."""
-        if self._read_usage(events, at) and self._strip_usage:
-            return without_usage_events(events, self.parsed)
-        return events
+        """``events`` after reading the last usage they name, the ``"usage"`` at ``at`` or
+        before it (without its event, if asked)."""
+        # Past the "usage":null of every event but the last (OpenAI's, once usage is asked for).
+        while events[at + 7 : at + 12] == b":null" or events[at + 7 : at + 13] == b": null":
+            at = events.rfind(b'"usage"', 0, at)
+            if at < 0:
+                return events
+        line = self._read_usage(events, at)
+        if line is None or not self._strip_usage:
+            return events
+        return self._without_usage_event(events, *line)
+
+    def _without_usage_event(self, events: bytes, start: int, stop: int) -> bytes:
+        """``events`` without the usage-only event whose data line (just read) is
+        ``events[start:stop]``. The common case, cut by these bounds: that line is an event of
+        its own, and no event before it names a usage. Anything else is left to
+        ``without_usage_events``, which defines the result."""
+        parsed = self.parsed
+        assert parsed is not None
+        before = events.rfind(b'"usage"', 0, start)
+        while before >= 0 and (
+            events[before + 7 : before + 12] == b":null"
+            or events[before + 7 : before + 13] == b": null"
+        ):
+            before = events.rfind(b'"usage"', 0, before)
+        if (
+            before < 0
+            and stop >= 0
+            and (
+                start == 0
+                or (
+                    events[start - 2 : start] == b"\n\n" and (start == 2 or events[start - 3] != 10)
+                )
+            )
+            and events[stop : stop + 2] == b"\n\n"
+            and events[stop + 2 : stop + 3] != b"\n"
+        ):
+            return events[:start] + events[stop + 2 :] if _is_usage_only(parsed[1]) else events
+        return without_usage_events(events, parsed)
 
     def drop(self) -> None:
         """Forget a partial event (the stream broke: an error event follows instead)."""
         self._carry = b""
 
-    def _read_usage(self, events: bytes, at: int) -> bool:
-        """Read the line of the ``"usage"`` at ``at``; whether it names one (not null). Only a
-        usage the gateway can bill is kept in ``usage``; an event naming another is still
-        dropped for a client that did not ask (its ``choices: []`` would surprise it)."""
-        after = events[at + 7 : at + 13]
-        if after.startswith(b":null") or after == b": null":  # every event but the last
-            return False
+    def _read_usage(self, events: bytes, at: int) -> tuple[int, int] | None:
+        """Decode the data line of the ``"usage"`` at ``at``; its bounds (``stop`` -1: it runs to
+        the end), or None if it is no data line with JSON. Only a usage the gateway can bill is
+        kept in ``usage``; an event naming another is still dropped for a client that did not
+        ask (its ``choices: []`` would surprise it)."""
         start = events.rfind(b"\n", 0, at) + 1
         stop = events.find(b"\n", at)
         line = events[start:stop] if stop >= 0 else events[start:]
         if line[:5] != b"data:":
-            return False
+            return None
         try:
             decoded = orjson.loads(line[5:])
         except orjson.JSONDecodeError:
-            return False
+            return None
         self.parsed = (line, decoded)
         found = usage_of(decoded)
         if found is not None:
             self.usage = found
-        return True
+        return start, stop
 
 
 def _event_end(data: bytes) -> int:
@@ -101,17 +134,21 @@ def _event_end(data: bytes) -> int:
 
 
 def without_usage_events(chunk: bytes, known: tuple[bytes, object] | None = None) -> bytes:
-    """``chunk`` (whole SSE events) without the usage-only events (``"choices": []``).
-    ``known``: an event (a ``data:`` line) and what it decodes to, not decoded again.
+    """``chunk`` (whole SSE events) without the usage events: data that decodes to an object
+    with ``"choices": []`` and a ``"usage"`` that is not null. ``known``: an event (a
+    ``data:`` line) and what it decodes to, not decoded again.
 
     The result is that of splitting at ``\\n\\n``, dropping those events and joining the rest.
-    Only the events naming ``"usage"`` are looked at, found from the end (where the usage
-    event of a stream is). Next to a run of three or more newlines the events are not where
-    a search says (``split`` takes such a run's pairs from the left): then the whole chunk is
-    split."""
+    Only the events naming ``"usage"`` (not as ``"usage":null``) are looked at, found from the
+    end (where the usage event of a stream is). Next to a run of three or more newlines the
+    events are not where a search says (``split`` takes such a run's pairs from the left):
+    then the whole chunk is split."""
     end = len(chunk)  # what is left to look at: chunk[:end] (with the separator ending it)
     at = chunk.rfind(b'"usage"')
     while at >= 0:
+        if chunk[at + 7 : at + 12] == b":null" or chunk[at + 7 : at + 13] == b": null":
+            at = chunk.rfind(b'"usage"', 0, at)  # an earlier one may be in the same event
+            continue
         before = chunk.rfind(b"\n\n", 0, at)
         begin = before + 2 if before >= 0 else 0
         after = chunk.find(b"\n\n", at, end)
@@ -141,7 +178,16 @@ def _usage_only(event: bytes, known: tuple[bytes, object] | None) -> bool:
             parsed = orjson.loads(data)
         except orjson.JSONDecodeError:
             return False
-    return isinstance(parsed, dict) and parsed.get("choices") == []
+    return _is_usage_only(parsed)
+
+
+def _is_usage_only(parsed: object) -> bool:
+    """Is this decoded event the usage event the gateway asked for: ``"choices": []`` and a
+    usage? (Another provider's ``"choices": []`` event, with ``"usage": null``, is kept: a
+    client gets it without asking for usage too.)"""
+    return (
+        isinstance(parsed, dict) and parsed.get("choices") == [] and parsed.get("usage") is not None
+    )
 
 
 def _without_usage_events_split(chunk: bytes, known: tuple[bytes, object] | None) -> bytes:

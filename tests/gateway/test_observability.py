@@ -171,6 +171,47 @@ def test_a_stream_is_logged_when_it_ends_with_its_usage(
     assert line["ttft_ms"] <= line["duration_ms"]
 
 
+@pytest.mark.parametrize("include_usage", [False, True])
+def test_a_stream_that_arrives_whole_is_answered_and_billed_as_one_that_arrives_in_pieces(
+    gateway: GatewayProcess,
+    client: openai.OpenAI,
+    upstreams: dict[str, MockUpstream],
+    include_usage: bool,
+) -> None:
+    """A stream the upstream sent in one piece goes out in one piece with a length, not
+    through the relay; the client, the access log and the bill cannot tell the difference."""
+    seen = {}
+    for behaviour in ("one_piece_stream", "slow_stream"):
+        upstreams["first"].reset(behaviour, delay=0.02, chunks=4)
+        request_id = f"{behaviour}-{include_usage}"
+        options = {"include_usage": True} if include_usage else openai.NOT_GIVEN
+        raw = client.chat.completions.with_raw_response.create(
+            model="m",
+            messages=MESSAGES,
+            stream=True,
+            stream_options=options,
+            extra_headers={"x-request-id": request_id},
+        )
+        framing = "content-length" if behaviour == "one_piece_stream" else "transfer-encoding"
+        assert framing in raw.headers, raw.headers
+        assert raw.headers["content-type"].startswith("text/event-stream")
+        assert raw.headers["cache-control"] == "no-cache"
+        chunks = list(raw.parse())
+        text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
+        usages = [(c.usage.prompt_tokens, c.usage.completion_tokens) for c in chunks if c.usage]
+        (line,) = access_lines(gateway, request_id)
+        logged = {key: line[key] for key in ("status", "error", "stream", "target")}
+        billed = {key: line[key] for key in ("prompt_tokens", "completion_tokens", "cost_usd")}
+        seen[behaviour] = (text, usages, logged, billed, line["tokens_reported"])
+    assert seen["one_piece_stream"] == seen["slow_stream"]
+    text, usages, logged, billed, reported = seen["one_piece_stream"]
+    assert text == "first: part0 part1 part2 part3"
+    assert usages == ([(10, 5)] if include_usage else [])  # asked for, or stripped
+    assert logged == {"status": 200, "error": None, "stream": True, "target": "first"}
+    assert billed["completion_tokens"] == 5 and reported is True
+    assert billed["cost_usd"] == pytest.approx((10 * 1 + 5 * 2) / 1e6)
+
+
 def test_refusals_are_logged_with_their_error_code_and_never_the_key(
     gateway: GatewayProcess,
 ) -> None:

@@ -14,6 +14,8 @@ so sync and async clients alike can call through the gateway to it.
 - ``hang_stream``: send one chunk, then wait until the caller goes away
   (sets ``disconnected``)
 - ``slow_stream``: send a chunk every ``delay`` seconds, ``chunks`` times
+- ``one_piece_stream``: the events of ``ok``'s stream in one body with a length (the whole
+  stream arrives with its head, as from a fast or caching upstream)
 - ``stall_body``: send a 200 head and half of the body, then nothing (until the caller leaves)
 - ``late_first_event``: send the head at once, then SSE comments only; the first data
   event ``delay`` seconds later (a plain answer: the whole body after ``delay``)
@@ -171,6 +173,17 @@ class MockUpstream:
         self, request: web.Request, body: dict[str, Any], behaviour: str
     ) -> web.StreamResponse:
         model = str(body.get("model"))
+        if behaviour == "one_piece_stream":
+            events = [sse_chunk(model, f"{self.name}:")]
+            events += [sse_chunk(model, f" part{index}") for index in range(self.chunks)]
+            if wants_usage(body):
+                usage = usage_of(self.prompt_tokens, self.completion_tokens)
+                events.append(sse_event(model, [], usage=usage))
+            return web.Response(
+                body=b"".join(events) + SSE_DONE,
+                content_type="text/event-stream",
+                headers=self.headers,
+            )
         response = web.StreamResponse(headers={"content-type": "text/event-stream"})
         await response.prepare(request)
         if behaviour == "invalid_200":
