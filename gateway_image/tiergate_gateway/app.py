@@ -453,6 +453,7 @@ class Gateway:
                 "error": error,
                 "duration_ms": duration_ms,
                 "tier": call.tier.name if settings is None else settings.name,
+                "key": call.key_name,
                 "route": call.route.model,
                 "stream": call.stream,
                 "targets": tried,

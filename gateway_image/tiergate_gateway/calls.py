@@ -118,9 +118,14 @@ def _parse(request: Request, max_depth: int) -> dict[str, Any]:
     if not isinstance(payload, dict):
         raise GatewayError(400, "request body must be a JSON object", code="invalid_json")
     # A body with fewer brackets than the limit cannot be that deep (counted in C; brackets in
-    # strings only make the count larger): most requests stop here.
+    # strings only make the count larger), nor one too short to hold them and their closing
+    # brackets: most requests stop here.
     body = request.body
-    if body.count(b"{") + body.count(b"[") > max_depth and _deeper_than(max_depth, payload):
+    if (
+        len(body) > 2 * max_depth
+        and body.count(b"{") + body.count(b"[") > max_depth
+        and _deeper_than(max_depth, payload)
+    ):
         raise GatewayError(
             400,
             f"request body is nested deeper than {max_depth} levels of objects and arrays",
@@ -167,13 +172,15 @@ def _request_class(request: Request, tier: TierSettings) -> RequestClass:
 
 
 def _max_tokens(payload: dict[str, Any]) -> int:
-    for name in ("max_completion_tokens", "max_tokens"):
+    name = "max_completion_tokens"
+    value = payload.get(name)
+    if value is None:
+        name = "max_tokens"
         value = payload.get(name)
-        if value is None:
-            continue
-        if not isinstance(value, int) or isinstance(value, bool) or value < 0:
-            raise GatewayError(
-                400, f"{name} must be a non-negative integer", param=name, code="invalid_value"
-            )
-        return value
-    return _DEFAULT_MAX_TOKENS
+        if value is None:  # the common case: no loop and no second test for it
+            return _DEFAULT_MAX_TOKENS
+    if value.__class__ is not int or value < 0:  # not isinstance: a bool is no count
+        raise GatewayError(
+            400, f"{name} must be a non-negative integer", param=name, code="invalid_value"
+        )
+    return value

@@ -121,9 +121,8 @@ async def _first_event(response: UpstreamResponse) -> bytes:
             break
         if len(body) > _MAX_PREAMBLE_BYTES:
             raise InvalidAnswer("a stream without a data event in its first 1 MiB")
-    data = body[at + 5 : end].strip()
     try:
-        event = orjson.loads(data)
+        event = orjson.loads(body[at + 5 : end])  # JSON allows the spaces around it
     except orjson.JSONDecodeError:
         raise InvalidAnswer("a stream whose first event is not JSON") from None
     if not isinstance(event, dict) or ("error" in event and "choices" not in event):

@@ -54,7 +54,9 @@ def whole_stream(stream: Served, admission: Admission, strip_usage: bool = False
     response = stream.response
     response.close()  # read to its end: the connection goes back to the pool
     events = SseFilter(strip_usage)
-    body = events.take(stream.body) + events.end()
+    body = events.take(stream.body)
+    if events.holding:  # the upstream ended mid-event: pass on what it sent
+        body += events.end()
     admission.usage = events.usage or Usage(0, events.pieces, False)
     headers = response.headers
     admission.headers.append(("cache-control", "no-cache"))

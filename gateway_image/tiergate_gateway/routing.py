@@ -154,6 +154,11 @@ def priority_groups(targets: Sequence[Target]) -> tuple[tuple[Target, ...], ...]
 
 def _weighted_order(targets: list[Target], rng: random.Random) -> list[Target]:
     """A random order where each next pick is proportional to weight (sampling without replacement)."""
+    if len(targets) == 2:  # the usual group: the same single draw as the loop below, unrolled
+        first, second = targets
+        if rng.random() * (first.weight + second.weight) < first.weight:
+            return targets
+        return [second, first]
     order: list[Target] = []
     total = 0
     for target in targets:

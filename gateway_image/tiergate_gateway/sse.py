@@ -15,6 +15,14 @@ __all__ = ["MAX_CARRY_BYTES", "SseFilter", "without_usage_events"]
 
 MAX_CARRY_BYTES = 1024 * 1024  # an event longer than this is relayed in pieces
 
+# Where a usage event's line may be cut out by its bounds alone: after one blank line (not
+# two) and before one blank line (then the end, or anything but another newline). A run of
+# three newlines would be split elsewhere (see ``without_usage_events``).
+_ONE_BLANK_LINE = frozenset(bytes([c]) + b"\n\n" for c in range(256) if c != 10)
+_ONE_BLANK_LINE_AND_MORE = frozenset(b"\n\n" + bytes([c]) for c in range(256) if c != 10) | {
+    b"\n\n"
+}
+
 
 class SseFilter:
     """Cuts an SSE body into whole events and notes its last ``usage`` object.
@@ -62,24 +70,34 @@ class SseFilter:
 
     def _usage_noted(self, events: bytes, at: int) -> bytes:
         """``events`` after reading the last usage they name, the ``"usage"`` at ``at`` or
-        before it (without its event, if asked)."""
+        before it, and without its event if asked.
+
+        Only a usage the gateway can bill is kept in ``usage``; an event naming another is
+        still dropped for a client that did not ask (its ``choices: []`` would surprise it).
+        One method, not one per step: this runs for every stream."""
         # Past the "usage":null of every event but the last (OpenAI's, once usage is asked for).
         while events[at + 7 : at + 12] == b":null" or events[at + 7 : at + 13] == b": null":
             at = events.rfind(b'"usage"', 0, at)
             if at < 0:
                 return events
-        line = self._read_usage(events, at)
-        if line is None or not self._strip_usage:
+        start = events.rfind(b"\n", 0, at) + 1
+        stop = events.find(b"\n", at)  # -1: the line runs to the end
+        line = events[start:stop] if stop >= 0 else events[start:]
+        if line[:5] != b"data:":
             return events
-        return self._without_usage_event(events, *line)
-
-    def _without_usage_event(self, events: bytes, start: int, stop: int) -> bytes:
-        """``events`` without the usage-only event whose data line (just read) is
-        ``events[start:stop]``. The common case, cut by these bounds: that line is an event of
-        its own, and no event before it names a usage. Anything else is left to
-        ``without_usage_events``, which defines the result."""
-        parsed = self.parsed
-        assert parsed is not None
+        try:
+            decoded = orjson.loads(line[5:])
+        except orjson.JSONDecodeError:
+            return events
+        self.parsed = (line, decoded)
+        found = usage_of(decoded)
+        if found is not None:
+            self.usage = found
+        if not self._strip_usage:
+            return events
+        # The common case, cut by the line's bounds: the line is an event of its own and no
+        # event before it names a usage. Anything else is left to ``without_usage_events``,
+        # which defines the result.
         before = events.rfind(b'"usage"', 0, start)
         while before >= 0 and (
             events[before + 7 : before + 12] == b":null"
@@ -88,42 +106,15 @@ class SseFilter:
             before = events.rfind(b'"usage"', 0, before)
         if (
             before < 0
-            and stop >= 0
-            and (
-                start == 0
-                or (
-                    events[start - 2 : start] == b"\n\n" and (start == 2 or events[start - 3] != 10)
-                )
-            )
-            and events[stop : stop + 2] == b"\n\n"
-            and events[stop + 2 : stop + 3] != b"\n"
+            and (start == 0 or events[start - 3 : start] in _ONE_BLANK_LINE)
+            and events[stop : stop + 3] in _ONE_BLANK_LINE_AND_MORE
         ):
-            return events[:start] + events[stop + 2 :] if _is_usage_only(parsed[1]) else events
-        return without_usage_events(events, parsed)
+            return events[:start] + events[stop + 2 :] if _is_usage_only(decoded) else events
+        return without_usage_events(events, self.parsed)
 
     def drop(self) -> None:
         """Forget a partial event (the stream broke: an error event follows instead)."""
         self._carry = b""
-
-    def _read_usage(self, events: bytes, at: int) -> tuple[int, int] | None:
-        """Decode the data line of the ``"usage"`` at ``at``; its bounds (``stop`` -1: it runs to
-        the end), or None if it is no data line with JSON. Only a usage the gateway can bill is
-        kept in ``usage``; an event naming another is still dropped for a client that did not
-        ask (its ``choices: []`` would surprise it)."""
-        start = events.rfind(b"\n", 0, at) + 1
-        stop = events.find(b"\n", at)
-        line = events[start:stop] if stop >= 0 else events[start:]
-        if line[:5] != b"data:":
-            return None
-        try:
-            decoded = orjson.loads(line[5:])
-        except orjson.JSONDecodeError:
-            return None
-        self.parsed = (line, decoded)
-        found = usage_of(decoded)
-        if found is not None:
-            self.usage = found
-        return start, stop
 
 
 def _event_end(data: bytes) -> int:

@@ -6,6 +6,9 @@ import json
 import logging
 import os
 import random
+import socket
+import time
+from datetime import UTC, datetime
 
 from tiergate_gateway.access_log import AccessLog
 from tiergate_gateway.logs import JsonFormatter, RepeatFilter
@@ -49,6 +52,29 @@ def test_access_lines_are_written_whole_in_batches_of_at_most_4_kib() -> None:
     lines = [json.loads(line) for line in data.splitlines()]
     assert [line["request_id"] for line in lines] == [f"r{i}" for i in range(100)]
     assert all(line["time"].endswith("Z") for line in lines)
+
+
+def test_each_write_is_whole_lines_of_at_most_4_kib_stamped_with_the_wall_clock() -> None:
+    """A message socket keeps each write apart: none over PIPE_BUF, none ending mid-line."""
+    reader, writer = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+    log = AccessLog(sample=1.0, fd=writer.fileno())
+    before = time.time()
+    for index in range(200):
+        log.write({"time": "", "request_id": f"r{index}", "pad": "x" * (index % 300)})
+    log.flush()
+    after = time.time()
+    writer.close()
+    writes = []
+    while message := reader.recv(65536):
+        writes.append(message)
+    reader.close()
+    assert len(writes) > 5 and all(len(w) <= 4096 and w.endswith(b"\n") for w in writes)
+    lines = [json.loads(line) for w in writes for line in w.splitlines()]
+    assert [line["request_id"] for line in lines] == [f"r{i}" for i in range(200)]
+    for line in lines:
+        parsed = datetime.strptime(line["time"], "%Y-%m-%dT%H:%M:%S.%fZ")
+        stamp = parsed.replace(tzinfo=UTC).timestamp()
+        assert before - 0.001 <= stamp <= after, (line["time"], before, after)
 
 
 def test_sampling_keeps_about_its_share() -> None:

@@ -29,8 +29,9 @@ from tests.support.gateway import (
     write_config,
 )
 from tests.support.upstream import MockUpstream
-from tiergate_contract import Limits
+from tiergate_contract import KeyName, Limits, hash_client_key
 
+KEY = "web-keys/startup"  # the client key's name: <secret>/<data key>
 TRACEPARENT = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
 MESSAGES = [{"role": "user", "content": "hi"}]
 
@@ -60,7 +61,11 @@ def gateway(
                     failures=1,
                 )
             ],
-            [tier("t", STARTUP_KEY, ["m"], limits=Limits())],
+            [
+                tier("t", STARTUP_KEY, ["m"], limits=Limits()).model_copy(
+                    update={"key_names": (KeyName(sha256=hash_client_key(STARTUP_KEY), name=KEY),)}
+                )
+            ],
         ),
     )
     process = GatewayProcess(
@@ -126,6 +131,7 @@ def test_a_plain_call_has_one_access_line_and_keeps_the_clients_request_id(
     (line,) = access_lines(gateway, "client-id-1")
     assert line["status"] == 200 and line["error"] is None
     assert line["tier"] == "t" and line["route"] == "m" and line["target"] == "first"
+    assert line["key"] == KEY  # its name, never its value (below)
     assert line["targets"] == ["first"] and line["attempts"] == 1
     assert line["prompt_tokens"] == 10 and line["completion_tokens"] == 5
     assert line["cost_usd"] == pytest.approx((10 * 1 + 5 * 2) / 1e6)

@@ -163,6 +163,10 @@ def test_bad_requests_are_400_with_envelope(basic):
         b'{"model": 5}',
         b'{"model":"deepseek-chat","stream":"yes"}',
         b'{"model":"deepseek-chat","max_tokens":-1}',
+        b'{"model":"deepseek-chat","max_tokens":true}',
+        b'{"model":"deepseek-chat","max_tokens":2.5}',
+        b'{"model":"deepseek-chat","max_completion_tokens":"9"}',
+        b'{"model":"deepseek-chat","max_completion_tokens":null,"max_tokens":-3}',
     ]
     for body in cases:
         resp = httpx.post(
