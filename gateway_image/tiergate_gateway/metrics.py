@@ -60,6 +60,19 @@ def status_label(status: int) -> str:
     return _STATUS_LABELS.get(status) or f"{status // 100}xx"
 
 
+class _CallSeries:
+    """One (endpoint, tier, route)'s samples: answers by status, summed until the next flush
+    (no label built per call), and its latency, time-to-first-token and overhead children."""
+
+    __slots__ = ("latency", "overhead", "statuses", "ttft")
+
+    def __init__(self, latency: Any) -> None:
+        self.latency = latency
+        self.ttft: Any = None
+        self.overhead: Any = None
+        self.statuses: dict[int, int] = {}
+
+
 class Metrics:
     def __init__(
         self,
@@ -187,7 +200,7 @@ class Metrics:
         # Latency children by their labels alone: no key to build per observation.
         self._latency: dict[tuple[str, ...], Any] = {}
         # (endpoint, tier, route) -> [latency child, ttft child, overhead child] (see observe_call)
-        self._calls: dict[tuple[str, str, str], list[Any]] = {}
+        self._calls: dict[tuple[str, str, str], _CallSeries] = {}
         # Hot-path samples are summed in plain dicts and handed to prometheus_client by
         # ``flush`` (every second, and before each scrape): a labelled ``inc`` with its lock
         # cost more than a tenth of a proxied request.
@@ -258,25 +271,26 @@ class Metrics:
         served histograms in one call and one lookup: this runs for every request)."""
         series = self._calls.get((endpoint, tier, route))
         if series is None:
-            series = self._calls[(endpoint, tier, route)] = [
-                self.latency.labels(endpoint, tier),
-                None,  # the ttft and overhead children, made when a call of these is served
-                None,
-            ]
-        key = (self.requests, (endpoint, tier, route, status_label(status)))
-        counts = self._counts
-        counts[key] = counts.get(key, 0.0) + 1.0
-        series[0].observe(seconds)
+            series = self._calls[(endpoint, tier, route)] = _CallSeries(
+                self.latency.labels(endpoint, tier)
+            )
+        statuses = series.statuses
+        statuses[status] = statuses.get(status, 0) + 1
+        series.latency.observe(seconds)
         if ttft is not None:
-            if series[1] is None:
-                series[1], series[2] = (
-                    self.ttft.labels(tier, route),
-                    self.overhead.labels(tier, route),
-                )
-            series[1].observe(ttft)
-            series[2].observe(overhead)
+            if series.ttft is None:  # made when a call of these is served
+                series.ttft = self.ttft.labels(tier, route)
+                series.overhead = self.overhead.labels(tier, route)
+            series.ttft.observe(ttft)
+            series.overhead.observe(overhead)
 
     def flush(self) -> None:
+        for (endpoint, tier, route), series in self._calls.items():
+            if series.statuses:
+                statuses, series.statuses = series.statuses, {}
+                for status, count in statuses.items():
+                    label = status_label(status)
+                    self.child(self.requests, endpoint, tier, route, label).inc(count)
         counts, self._counts = self._counts, {}
         for (metric, labels), amount in counts.items():
             self.child(metric, *labels).inc(amount)
@@ -304,6 +318,7 @@ class Metrics:
 
     def forget_labels(self) -> None:
         """Drop cached children after a config swap (names may have gone)."""
+        self.flush()  # the answers counted since the last flush are kept
         self._cache.clear()
         self._latency.clear()
         self._calls.clear()
