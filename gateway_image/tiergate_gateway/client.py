@@ -490,11 +490,18 @@ class UpstreamPool:
         self._tick = tick_seconds
         self._ticker: asyncio.Task[None] | None = None
 
+    @property
+    def ticking(self) -> bool:
+        """Is the deadline ticker running? (Only while an exchange is armed.)"""
+        return self._ticker is not None
+
     async def _run_ticker(self) -> None:
+        """Check the armed exchanges' deadlines every tick; end once none is left (an idle
+        gateway does not wake 50 times a second): ``request`` starts it again."""
         loop = asyncio.get_running_loop()
         streaming_every = max(1, round(1.0 / self._tick))
         ticks = 0
-        while True:
+        while self._active or self._streaming:
             await asyncio.sleep(self._tick)
             if self._active:
                 now = loop.time()
@@ -506,6 +513,7 @@ class UpstreamPool:
                 now = loop.time()
                 for conn in list(self._streaming):
                     conn.check(now)
+        self._ticker = None  # no await since the test above: no exchange was armed meanwhile
 
     def release(self, key: tuple[str, str, int], conn: _Conn) -> None:
         idle = self._idle.setdefault(key, [])

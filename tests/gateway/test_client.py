@@ -388,6 +388,28 @@ async def test_the_first_byte_timeout_never_outlasts_the_total_deadline(
     assert time.monotonic() - started < 1.0
 
 
+async def test_the_deadline_ticker_stops_when_idle_and_deadlines_hold_after(
+    pool: UpstreamPool, upstream: FakeConnector
+) -> None:
+    """No exchange armed, no wake-ups: the ticker ends, and the next request starts it again
+    (a first-byte timeout after an idle spell still fires)."""
+    task = call(pool)
+    transport = await sent(upstream)
+    assert pool.ticking
+    transport.take()
+    transport.feed(answer(b"quick"))
+    assert await (await task).read_all() == b"quick"
+    await eventually(lambda: not pool.ticking)
+    started = time.monotonic()
+    task = call(pool, first_byte_timeout=0.05)
+    await sent(upstream)
+    assert pool.ticking
+    with pytest.raises(TimeoutError, match="first-byte timeout"):
+        await task
+    assert time.monotonic() - started < 1.0
+    await eventually(lambda: not pool.ticking)
+
+
 async def test_a_read_answer_is_not_timed_out_while_it_waits_in_the_pool(
     pool: UpstreamPool, upstream: FakeConnector
 ) -> None:
