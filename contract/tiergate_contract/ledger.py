@@ -8,8 +8,9 @@ Money is recorded by the gateways and kept by the Kubernetes API (see ``docs/led
   more, ``final``, when it exits. The object carries the finalizer ``LEDGER_FINALIZER``, so
   it cannot vanish before its money is folded.
 - The operator folds the report of a process that ended (``final``, or silent for longer
-  than the stale threshold) into the tier's ``status.ledger`` (``TierLedger``) and records its
-  name in ``folded``; then it removes the finalizer and the report is gone.
+  than the stale threshold, which must exceed ``quiet_report_max_age``) into the tier's
+  ``status.ledger`` (``TierLedger``) and records its name in ``folded``; then it removes the
+  finalizer and the report is gone.
 - Anyone (the operator for ``status.spend``, a gateway for its baseline) gets a tier's
   totals with ``tier_totals``: the folded ledger plus every report not yet folded. A report
   is counted exactly once: live until its name is in ``folded``, from then on in the ledger.
@@ -21,11 +22,14 @@ import re
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
+from decimal import Decimal
 
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
 from pydantic.alias_generators import to_camel
 
 __all__ = [
+    "DEFAULT_SPEND_HEARTBEAT_SECONDS",
+    "DEFAULT_SPEND_REPORT_SECONDS",
     "KEY_NAME_OTHER",
     "LEDGER_FINALIZER",
     "MAX_KEYS_PER_MONTH",
@@ -41,6 +45,7 @@ __all__ = [
     "clock_ahead_for_tests",
     "fold",
     "month_of",
+    "quiet_report_max_age",
     "tier_totals",
 ]
 
@@ -57,6 +62,12 @@ MAX_REPORT_MONTHS = 12
 MAX_LEDGER_MONTHS = 3
 # Report names the ledger remembers as folded, newest last.
 MAX_FOLDED = 256
+# A gateway process writes its report every this many seconds while it has news
+# (--spend-report-seconds) and at least every this many with none, its heartbeat
+# (--spend-heartbeat-seconds): its defaults, which the operator needs to tell a quiet
+# process from one that ended (``quiet_report_max_age``) when the tuning leaves them unset.
+DEFAULT_SPEND_REPORT_SECONDS = 5.0
+DEFAULT_SPEND_HEARTBEAT_SECONDS = 60.0
 
 _MONTH = re.compile(r"^[0-9]{4}-(0[1-9]|1[0-2])$")
 
@@ -281,6 +292,19 @@ def month_of(moment: datetime) -> str:
     if moment.tzinfo is not UTC:
         moment = moment.astimezone(UTC)
     return f"{moment.year:04d}-{moment.month:02d}"
+
+
+def quiet_report_max_age(report_seconds: Decimal, heartbeat_seconds: Decimal) -> Decimal:
+    """The stale threshold must be greater than this: ``2 x heartbeat + report interval``.
+
+    A live process with no news checks every ``report_seconds`` whether its heartbeat is due,
+    so its writes are up to ``heartbeat + report`` apart; one more heartbeat covers a write
+    that is slow or fails and is retried (an API server hiccup, 409s) and the clock skew
+    between the gateway, which stamps ``reportedAt``, and the operator, which judges its age.
+    A threshold at or below it would fold the reports of live, quiet processes. Decimal, so
+    the operator and the chart (whose float functions compute in decimal) agree at the edge.
+    """
+    return 2 * heartbeat_seconds + report_seconds
 
 
 def clock_ahead_for_tests(env: Mapping[str, str], variable: str) -> Callable[[], datetime] | None:

@@ -12,9 +12,9 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
-__all__ = ["GATEWAY_TUNING", "TuningError", "parse_tuning"]
+__all__ = ["GATEWAY_TUNING", "TuningError", "chart_key", "parse_tuning", "tuned"]
 
 
 class TuningError(ValueError):
@@ -87,6 +87,19 @@ def _snake(name: str) -> str:
 def _camel(name: str) -> str:
     head, *rest = name.split("_")
     return head + "".join(part.title() for part in rest)
+
+
+def chart_key(name: str) -> str:
+    """The chart value of a gateway setting: ``spend_report_seconds`` ->
+    ``gateway.tuning.spendReportSeconds``."""
+    return f"gateway.tuning.{_camel(name)}"
+
+
+def tuned(tuning: Sequence[tuple[str, str]], name: str) -> str | None:
+    """The value ``parse_tuning`` gave the gateway setting ``name``, or None: unset (the
+    gateway keeps its default)."""
+    variable = f"TIERGATE_GATEWAY_{name.upper()}"
+    return next((value for key, value in tuning if key == variable), None)
 
 
 def parse_tuning(text: str | None) -> tuple[tuple[str, str], ...]:

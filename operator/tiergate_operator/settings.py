@@ -6,12 +6,18 @@ import os
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from decimal import Decimal
 from functools import cached_property
 from urllib.parse import parse_qs, urlsplit
 
 from pydantic import TypeAdapter, ValidationError
 
-from tiergate_operator.gateway_tuning import TuningError, parse_tuning
+from tiergate_contract.ledger import (
+    DEFAULT_SPEND_HEARTBEAT_SECONDS,
+    DEFAULT_SPEND_REPORT_SECONDS,
+    quiet_report_max_age,
+)
+from tiergate_operator.gateway_tuning import TuningError, chart_key, parse_tuning, tuned
 from tiergate_operator.models import Quantity, ResourceList, Resources, SecretKeyRef
 from tiergate_operator.registry import DEFAULT_PREFIX, PrefixedKeys, is_label_prefix
 
@@ -70,6 +76,7 @@ class OperatorSettings:
     gateway_grace_seconds: int = 25
     # A SpendReport not written for this long belongs to a process that ended (a live gateway
     # heartbeats every 60 s): its money is folded into the tiers' ledgers (docs/ledger.md).
+    # It must exceed 2 x the gateways' heartbeat + their report interval (quiet_report_max_age).
     ledger_stale_seconds: int = 600
 
     def __post_init__(self) -> None:
@@ -98,6 +105,8 @@ class OperatorSettings:
                 f"TIERGATE_LEDGER_STALE_SECONDS={self.ledger_stale_seconds} "
                 "is not between 1 and 86400"
             )
+        if problem := _stale_problem(self.ledger_stale_seconds, self.gateway_tuning):
+            raise SettingsError(problem)
         if self.redis_url and self.redis_secret:
             raise SettingsError(
                 "set either TIERGATE_REDIS_URL or TIERGATE_REDIS_SECRET_NAME, not both"
@@ -137,6 +146,37 @@ class OperatorSettings:
 def prefix_from_env(env: Mapping[str, str] | None = None) -> str:
     """The prefix the operator uses, for tools that read what it wrote (``tiergate status``)."""
     return (os.environ if env is None else env).get("TIERGATE_PREFIX") or DEFAULT_PREFIX
+
+
+def _spend_seconds(
+    tuning: tuple[tuple[str, str], ...], name: str, default: float
+) -> tuple[Decimal, str]:
+    """A gateway's report timing as tuned, or its default; and how to name it in a message."""
+    value = tuned(tuning, name)
+    seconds = Decimal(str(default) if value is None else value)
+    shown = format(seconds.normalize(), "f")
+    return seconds, f"{chart_key(name)} ({shown}{', the gateway default' if value is None else ''})"
+
+
+def _stale_problem(stale_seconds: int, tuning: tuple[tuple[str, str], ...]) -> str | None:
+    """Why a stale threshold would fold the reports of live gateways, or None. After the
+    value, worded as the chart's check (``tiergate.checkLedgerTiming`` in _helpers.tpl)."""
+    report, report_text = _spend_seconds(
+        tuning, "spend_report_seconds", DEFAULT_SPEND_REPORT_SECONDS
+    )
+    heartbeat, heartbeat_text = _spend_seconds(
+        tuning, "spend_heartbeat_seconds", DEFAULT_SPEND_HEARTBEAT_SECONDS
+    )
+    floor = quiet_report_max_age(report, heartbeat)
+    if stale_seconds > floor:
+        return None
+    return (
+        f"TIERGATE_LEDGER_STALE_SECONDS={stale_seconds} (chart ledger.staleSeconds) must be"
+        f" greater than 2 x {heartbeat_text}"
+        f" + {report_text} = {format(floor.normalize(), 'f')}: a quiet gateway writes its"
+        " SpendReport only every heartbeat, so the operator would fold the reports of live"
+        " gateways (docs/ledger.md)"
+    )
 
 
 def _carries_password(url: str) -> bool:

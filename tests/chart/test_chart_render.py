@@ -3,14 +3,22 @@ the rendered objects carry what the operator and the cluster need."""
 
 from __future__ import annotations
 
+import json
+import math
+from decimal import Decimal
 from typing import Any
 
 import pytest
 import yaml
 
 from tests.support.chart import CHART, REPO, template
+from tiergate_contract.ledger import (
+    DEFAULT_SPEND_HEARTBEAT_SECONDS,
+    DEFAULT_SPEND_REPORT_SECONDS,
+    quiet_report_max_age,
+)
 from tiergate_devkit.cluster import ControlPlane
-from tiergate_operator.settings import load_operator_settings
+from tiergate_operator.settings import SettingsError, load_operator_settings
 
 pytestmark = pytest.mark.cluster
 
@@ -145,12 +153,12 @@ def test_values_reach_the_operator_environment(control_plane: ControlPlane) -> N
         "--set",
         "peering.name=mine",
         "--set",
-        "ledger.staleSeconds=120",
+        "ledger.staleSeconds=300",
     )
     deployment = one(objects, "Deployment")
     env = env_of(deployment)
     assert env["TIERGATE_PEERING"] == "mine"
-    assert env["TIERGATE_LEDGER_STALE_SECONDS"] == "120"
+    assert env["TIERGATE_LEDGER_STALE_SECONDS"] == "300"
     assert "TIERGATE_STANDALONE" not in env
     assert env["TIERGATE_GATEWAY_IMAGE"] == "ghcr.io/tiergate/tiergate-gateway:9.9.9"
     assert env["TIERGATE_SHARED_REPLICAS"] == "5"
@@ -243,6 +251,50 @@ def test_the_removed_existing_secret_value_fails_with_directions(
     )
     assert result.returncode != 0
     assert "gateway.redis.existingSecret was replaced by gateway.redis.secretRef" in result.stderr
+
+
+@pytest.mark.parametrize(
+    "tuning",
+    [
+        {},  # the gateway's defaults: above 2 x 60 + 5 = 125
+        {"spendHeartbeatSeconds": 3.5},
+        {"spendHeartbeatSeconds": 3.7, "spendReportSeconds": 1},  # 8.4
+        {"spendReportSeconds": 30},
+        {"spendHeartbeatSeconds": "0.35", "spendReportSeconds": 0.3},  # as --set-string passes it
+    ],
+)
+def test_a_stale_time_within_two_heartbeats_fails_as_the_operator_would_refuse_it(
+    control_plane: ControlPlane, tuning: dict[str, object]
+) -> None:
+    """ledger.staleSeconds must be greater than 2 x spendHeartbeatSeconds + spendReportSeconds
+    (the contract's defaults when unset): the greatest whole number not above the bound fails
+    with the operator's words, the next one renders and the operator accepts what it renders."""
+    report = tuning.get("spendReportSeconds", DEFAULT_SPEND_REPORT_SECONDS)
+    heartbeat = tuning.get("spendHeartbeatSeconds", DEFAULT_SPEND_HEARTBEAT_SECONDS)
+    floor = quiet_report_max_age(Decimal(str(report)), Decimal(str(heartbeat)))
+    refused, accepted = math.floor(floor), math.floor(floor) + 1
+    values = ["--set-json", f"gateway.tuning={json.dumps(tuning)}"]
+
+    result = template(
+        control_plane, *values, "--set", f"ledger.staleSeconds={refused}", check=False
+    )
+    assert result.returncode != 0, f"helm accepted ledger.staleSeconds={refused} with {tuning}"
+    with pytest.raises(SettingsError) as caught:
+        load_operator_settings(
+            {
+                "TIERGATE_LEDGER_STALE_SECONDS": str(refused),
+                "TIERGATE_GATEWAY_TUNING": json.dumps(tuning),
+            }
+        )
+    operator_words = str(caught.value)
+    rule = operator_words[operator_words.index("must be greater than") :]
+    assert f"ledger.staleSeconds={refused} {rule}" in result.stderr, result.stderr
+
+    objects = rendered(control_plane, *values, "--set", f"ledger.staleSeconds={accepted}")
+    env = env_of(one(objects, "Deployment"))
+    assert env["TIERGATE_LEDGER_STALE_SECONDS"] == str(accepted)
+    settings = load_operator_settings({k: v for k, v in env.items() if isinstance(v, str)})
+    assert settings.ledger_stale_seconds == accepted
 
 
 @pytest.mark.parametrize(

@@ -28,6 +28,8 @@ from tiergate_devkit.cluster import ControlPlane
 
 pytestmark = pytest.mark.cluster
 STALE_SECONDS = 8
+# The operator refuses a stale time not above 2 x heartbeat + report interval (2 x 3 + 1 = 7).
+TIMING = {"TIERGATE_GATEWAY_TUNING": '{"spendHeartbeatSeconds": 3, "spendReportSeconds": 1}'}
 
 
 @pytest.fixture(scope="module")
@@ -36,7 +38,7 @@ def operator_log(
 ) -> Iterator[Path]:
     apply_crds(control_plane)
     log = tmp_path_factory.mktemp("operator") / "operator.log"
-    env = {"TIERGATE_LEDGER_STALE_SECONDS": str(STALE_SECONDS)}
+    env = {"TIERGATE_LEDGER_STALE_SECONDS": str(STALE_SECONDS)} | TIMING
     with running_operator(control_plane, log, extra_env=env):
         yield log
     assert "Traceback" not in log.read_text(), "the operator logged a traceback"
@@ -257,3 +259,21 @@ def test_reports_not_ours_are_left_alone_and_a_gone_tier_releases_its_reports(
         "-n", namespace, "patch", "spendreport", "someone-elses", "--type", "merge",
         "-p", '{"metadata":{"finalizers":null}}',
     )  # fmt: skip
+
+
+def test_a_stale_time_within_two_heartbeats_refuses_to_start(
+    control_plane: ControlPlane, tmp_path: Path
+) -> None:
+    """With the gateways' default timing (heartbeat 60 s, report 5 s) a live, quiet gateway's
+    report can be 125 s old: the operator exits with the rule, not a traceback."""
+    log = tmp_path / "operator.log"
+    env = {"TIERGATE_LEDGER_STALE_SECONDS": str(STALE_SECONDS)}
+    with running_operator(control_plane, log, extra_env=env) as process:
+        assert process.wait(timeout=60) != 0
+    text = log.read_text()
+    assert (
+        "refusing to start: TIERGATE_LEDGER_STALE_SECONDS=8 (chart ledger.staleSeconds) must be"
+        " greater than 2 x gateway.tuning.spendHeartbeatSeconds (60, the gateway default)"
+        " + gateway.tuning.spendReportSeconds (5, the gateway default) = 125"
+    ) in text
+    assert "Traceback" not in text

@@ -73,3 +73,18 @@ app.kubernetes.io/name: tiergate-gateway
 app.kubernetes.io/part-of: tiergate
 app.kubernetes.io/component: gateway
 {{- end }}
+
+{{/* Fails unless ledger.staleSeconds > 2 x spendHeartbeatSeconds + spendReportSeconds (the
+gateway's tuning, else its defaults 60 and 5: DEFAULT_SPEND_*_SECONDS of tiergate_contract.ledger),
+the rule of quiet_report_max_age there: a lower stale time folds the reports of live, quiet
+gateways. Sprig's float functions compute in decimal, as the operator's check does. */}}
+{{- define "tiergate.checkLedgerTiming" -}}
+{{- $tuning := .Values.gateway.tuning | default dict }}
+{{- $heartbeat := float64 (ternary (index $tuning "spendHeartbeatSeconds") 60 (hasKey $tuning "spendHeartbeatSeconds")) }}
+{{- $report := float64 (ternary (index $tuning "spendReportSeconds") 5 (hasKey $tuning "spendReportSeconds")) }}
+{{- $floor := addf (mulf 2 $heartbeat) $report }}
+{{- $stale := .Values.ledger.staleSeconds }}
+{{- if not (gt (float64 $stale) $floor) }}
+{{- fail (printf "ledger.staleSeconds=%v must be greater than 2 x gateway.tuning.spendHeartbeatSeconds (%v%s) + gateway.tuning.spendReportSeconds (%v%s) = %v: a quiet gateway writes its SpendReport only every heartbeat, so the operator would fold the reports of live gateways (docs/ledger.md)" $stale $heartbeat (ternary "" ", the gateway default" (hasKey $tuning "spendHeartbeatSeconds")) $report (ternary "" ", the gateway default" (hasKey $tuning "spendReportSeconds")) $floor) }}
+{{- end }}
+{{- end }}
