@@ -5,6 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+from tiergate_contract.ledger import DEFAULT_SPEND_HEARTBEAT_SECONDS, DEFAULT_SPEND_REPORT_SECONDS
+
 from .redis_client import RedisOptions, parse_url
 from .server import ServerLimits
 
@@ -71,8 +73,8 @@ class Settings:
     # is news (the durable ledger, docs/ledger.md), and at least how often with none (the
     # heartbeat that tells the operator the process is alive; other replicas count a
     # report's reservations for 90 s after it was written, so at most 60 s).
-    spend_report_seconds: float = 5.0
-    spend_heartbeat_seconds: float = 60.0
+    spend_report_seconds: float = DEFAULT_SPEND_REPORT_SECONDS
+    spend_heartbeat_seconds: float = DEFAULT_SPEND_HEARTBEAT_SECONDS
     workers: int = 1
     # On SIGTERM: /readyz answers 503 while the gateway keeps serving for the drain delay
     # (in a cluster, until its endpoint is gone from every Service; the operator renders 5 s),
