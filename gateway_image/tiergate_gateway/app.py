@@ -355,11 +355,10 @@ class Gateway:
                 answer = await self._forwarder.forward(call, admission)
                 if not isinstance(answer, Served):
                     response = answer
-                elif answer.response.finished:  # the upstream has sent the whole stream
-                    response = whole_stream(answer, admission, call.strip_usage)
-                else:
+                else:  # a stream: left, and logged, once the answer is written
                     ended = self._stream_ended(request, request_id, started, call, admission)
-                    response = relay(answer, admission, admitted.pop(), ended, call.strip_usage)
+                    answered = whole_stream if answer.response.finished else relay
+                    response = answered(answer, admission, admitted.pop(), ended, call.strip_usage)
         except GatewayError as error:
             response = _error_response(error)
             error_code = error.code
@@ -384,7 +383,7 @@ class Gateway:
                 )
             else:
                 self.metrics.observe_call(endpoint, tier, model, response.status, now - started)
-        if isinstance(response, Response):
+        if isinstance(response, Response) and response.after is None:
             log = self.access_log
             if log.sample >= 1 or log.sampled():
                 self._log_call(

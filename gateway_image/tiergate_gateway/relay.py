@@ -5,7 +5,8 @@ end of the stream or when the client goes away) closes the upstream response,
 records the usage the stream reported and leaves the call's admission.
 
 A stream the upstream had ended by the time its first event was read (a short or cached
-answer) needs no relay: ``whole_stream`` answers it in one piece, like a plain answer.
+answer) needs no relay: ``whole_stream`` answers it in one piece, and leaves the call once
+that piece is written, as the relay does.
 """
 
 from __future__ import annotations
@@ -47,10 +48,16 @@ def relay(
     )
 
 
-def whole_stream(stream: Served, admission: Admission, strip_usage: bool = False) -> Response:
+def whole_stream(
+    stream: Served,
+    admission: Admission,
+    exit: AsyncManager[Admission],
+    ended: Ended | None = None,
+    strip_usage: bool = False,
+) -> Response:
     """The client's answer to a stream whose whole body has arrived (``stream.response.finished``):
-    the same events the relay would send, with a length instead of chunks; its usage goes on
-    ``admission``, which the caller leaves as for a plain answer."""
+    the same events the relay would send, with a length instead of chunks. As for a relayed
+    stream, the call is left (``exit``) and ``ended`` told once the answer is written."""
     response = stream.response
     response.close()  # read to its end: the connection goes back to the pool
     events = SseFilter(strip_usage)
@@ -63,7 +70,16 @@ def whole_stream(stream: Served, admission: Admission, strip_usage: bool = False
     upstream_id = headers.get("x-request-id")
     if upstream_id is not None:
         admission.headers.append(("x-upstream-request-id", upstream_id))
-    return Response(200, body, admission.headers, headers.get("content-type", "text/event-stream"))
+
+    async def settle() -> None:
+        try:
+            await exit.__aexit__(None, None, None)
+        finally:
+            if ended is not None:
+                ended(None)
+
+    content_type = headers.get("content-type", "text/event-stream")
+    return Response(200, body, admission.headers, content_type, settle)
 
 
 class Relay:

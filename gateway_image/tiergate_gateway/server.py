@@ -130,10 +130,15 @@ class Request:
 
 @dataclass(slots=True)
 class Response:
+    """A whole answer, written in one piece. ``after``: work left for once it is written (a
+    call's settle, its log line), so the client does not wait for it; the server runs it to
+    its end even if the client leaves meanwhile, and no error of it reaches the client."""
+
     status: int
     body: bytes
     headers: list[tuple[str, str]] = field(default_factory=list)
     content_type: str = "application/json"
+    after: Callable[[], Awaitable[None]] | None = None
 
 
 class BodySink(Protocol):
@@ -257,6 +262,7 @@ class _Connection(asyncio.Protocol):
         "_closing",
         "_discard_left",
         "_discarding",
+        "_finishing",
         "_header_bytes",
         "_header_count",
         "_headers",
@@ -321,6 +327,7 @@ class _Connection(asyncio.Protocol):
         # While an event stream's head is out: the bytes that end it with a given event.
         self._stream_end: Callable[[bytes], bytes] | None = None
         self._pushed: PushedBody | None = None  # a body writing itself, told of backpressure
+        self._finishing = False  # running an answer's ``after``: the client leaving waits
         self.busy = False
         # The phase as the sweeper last saw it, the request it was in (each request has a
         # headers dict of its own), and since when.
@@ -353,7 +360,7 @@ class _Connection(asyncio.Protocol):
         self._server.connections.discard(self)
         self._writable.set()
         task, self._task = self._task, None
-        if task is not None and not task.done():
+        if task is not None and not task.done() and not self._finishing:
             task.cancel()
         # Nothing is parsed any more. Without these two references the connection is no
         # reference cycle (its parser holds its bound methods; its task, cancelled, holds a
@@ -363,7 +370,7 @@ class _Connection(asyncio.Protocol):
 
     def eof_received(self) -> bool:
         # A client that half-closes has gone away: treat it as a disconnect.
-        if self._task is not None and not self._task.done():
+        if self._task is not None and not self._task.done() and not self._finishing:
             self._task.cancel()
         return False
 
@@ -659,7 +666,11 @@ class _Connection(asyncio.Protocol):
             try:
                 response = await self._server.handler(request)
                 keep_alive = keep_alive and self._server.keep_alive and not self._server.draining
-                keep_alive = await self._write(transport, request, response, keep_alive, flags)
+                try:
+                    keep_alive = await self._write(transport, request, response, keep_alive, flags)
+                finally:
+                    if isinstance(response, Response) and response.after is not None:
+                        await self._after(response.after)
             except asyncio.CancelledError:
                 transport.close()
                 raise
@@ -675,6 +686,19 @@ class _Connection(asyncio.Protocol):
             if not keep_alive:
                 transport.close()
                 return
+
+    async def _after(self, after: Callable[[], Awaitable[None]]) -> None:
+        """Run an answer's ``after`` to its end: the client leaving does not cancel it (a
+        settle cut halfway would lose what the call cost); its errors are logged, counted
+        and kept from the client, who has its answer."""
+        self._finishing = True
+        try:
+            await after()
+        except Exception:
+            _log.exception("unhandled error after an answer was written")
+            self._server.on_internal_error("after_answer")
+        finally:
+            self._finishing = False
 
     async def _write(
         self,

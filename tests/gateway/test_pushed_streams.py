@@ -75,6 +75,26 @@ def test_a_long_stream_arrives_whole_and_in_order(upstreams, start_gateway):
     _admitted_again(gw)
 
 
+def test_a_whole_stream_is_answered_before_its_call_is_left_and_a_client_leaving_frees_it(
+    upstreams, start_gateway
+):
+    """A stream the upstream sent in one piece goes out with a length; the call is left once
+    it is written, even when the client hangs up the moment it has read it."""
+    a = upstreams["a"]
+    a.reset("one_piece_stream", chunks=3)
+    gw = start_gateway(_one_at_a_time(a.base_url))
+    body = b'{"model":"m","stream":true,"messages":[{"role":"user","content":"hi"}]}'
+    for _ in range(5):
+        with socket.create_connection(("127.0.0.1", gw.port)) as client:
+            client.sendall(raw_completion_request(body))
+            received = b""
+            while not received.endswith(b"data: [DONE]\n\n"):
+                received += client.recv(65536)
+        assert b"content-length:" in received.lower() and b" part2" in received
+        _admitted_again(gw)  # the slot (one at a time) was freed
+    assert _metric(gw, 'tiergate_gateway_internal_errors_total{where="after_answer"}') == 0
+
+
 def test_a_client_that_leaves_mid_push_frees_the_slot_and_the_upstream(upstreams, start_gateway):
     a = upstreams["a"]
     a.reset("hang_stream")  # keep-alive comments every 50 ms: pushed, never ending

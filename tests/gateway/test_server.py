@@ -916,3 +916,52 @@ async def test_once_keep_alive_is_off_answers_close_their_connection() -> None:
     transport.feed(request_bytes("GET", "/x"))
     await eventually(lambda: transport.lost)
     assert transport.take() == ok(b"GET /x ", CLOSE)
+
+
+# --- work left for after the answer ----------------------------------------------------
+
+
+async def test_an_answers_after_work_runs_once_it_is_written_and_outlives_the_client() -> None:
+    """``Response.after`` (a call's settle) runs after the write; a client that leaves meanwhile
+    does not cancel it: a settle cut halfway would lose what the call cost."""
+    release = asyncio.Event()
+    ran: list[str] = []
+
+    async def after() -> None:
+        ran.append("started")
+        await release.wait()
+        ran.append("finished")
+
+    async def app(request: Request) -> Response:
+        return Response(200, b"done", content_type="text/plain", after=after)
+
+    server = HttpServer(app, error_bytes, MAX_BODY)
+    transport = connect(server.new_connection())
+    transport.feed(request_bytes("GET", "/x"))
+    await eventually(lambda: ran == ["started"])
+    assert transport.take() == ok(b"done")  # written before the after-work started
+    transport.peer_reset()  # the client leaves while it runs
+    await settle()
+    release.set()
+    await eventually(lambda: ran == ["started", "finished"])
+
+
+async def test_an_error_in_after_work_is_counted_and_never_reaches_the_client() -> None:
+    errors: list[str] = []
+
+    async def after() -> None:
+        raise RuntimeError("settle bug")
+
+    async def app(request: Request) -> Response:
+        return Response(200, b"done", content_type="text/plain", after=after)
+
+    server = HttpServer(app, error_bytes, MAX_BODY)
+    server.on_internal_error = errors.append
+    transport = connect(server.new_connection())
+    transport.feed(request_bytes("GET", "/x"))
+    await eventually(lambda: errors == ["after_answer"])
+    await settle()
+    assert transport.take() == ok(b"done")  # nothing after the answer
+    transport.feed(request_bytes("GET", "/y"))  # and the connection serves on
+    await eventually(lambda: bool(transport.written))
+    assert transport.take() == ok(b"done")
