@@ -199,7 +199,7 @@ class Metrics:
         self._cache: dict[tuple[Any, ...], Any] = {}
         # Latency children by their labels alone: no key to build per observation.
         self._latency: dict[tuple[str, ...], Any] = {}
-        # (endpoint, tier, route) -> [latency child, ttft child, overhead child] (see observe_call)
+        # (endpoint, tier, route) -> its answers by status and histogram children (observe_call)
         self._calls: dict[tuple[str, str, str], _CallSeries] = {}
         # Hot-path samples are summed in plain dicts and handed to prometheus_client by
         # ``flush`` (every second, and before each scrape): a labelled ``inc`` with its lock

@@ -38,14 +38,20 @@ def relay(
 ) -> StreamResponse:
     """The client's answer to a served stream; it leaves the admission (``exit``) when it closes,
     then calls ``ended``."""
-    headers = stream.response.headers
-    content_type = headers.get("content-type", "text/event-stream")
-    upstream_id = headers.get("x-request-id")
-    if upstream_id is not None:
-        admission.headers.append(("x-upstream-request-id", upstream_id))
+    content_type = _stream_headers(stream, admission)
     return StreamResponse(
         200, Relay(stream, admission, exit, ended, strip_usage), admission.headers, content_type
     )
+
+
+def _stream_headers(stream: Served, admission: Admission) -> str:
+    """Adds what a streamed answer carries from its upstream to ``admission.headers``; its
+    content type."""
+    headers = stream.response.headers
+    upstream_id = headers.get("x-request-id")
+    if upstream_id is not None:
+        admission.headers.append(("x-upstream-request-id", upstream_id))
+    return headers.get("content-type", "text/event-stream")
 
 
 def whole_stream(
@@ -65,11 +71,8 @@ def whole_stream(
     if events.holding:  # the upstream ended mid-event: pass on what it sent
         body += events.end()
     admission.usage = events.usage or Usage(0, events.pieces, False)
-    headers = response.headers
-    admission.headers.append(("cache-control", "no-cache"))
-    upstream_id = headers.get("x-request-id")
-    if upstream_id is not None:
-        admission.headers.append(("x-upstream-request-id", upstream_id))
+    admission.headers.append(("cache-control", "no-cache"))  # chunked answers get it too
+    content_type = _stream_headers(stream, admission)
 
     async def settle() -> None:
         try:
@@ -78,7 +81,6 @@ def whole_stream(
             if ended is not None:
                 ended(None)
 
-    content_type = headers.get("content-type", "text/event-stream")
     return Response(200, body, admission.headers, content_type, settle)
 
 

@@ -75,11 +75,9 @@ class SseFilter:
         Only a usage the gateway can bill is kept in ``usage``; an event naming another is
         still dropped for a client that did not ask (its ``choices: []`` would surprise it).
         One method, not one per step: this runs for every stream."""
-        # Past the "usage":null of every event but the last (OpenAI's, once usage is asked for).
-        while events[at + 7 : at + 12] == b":null" or events[at + 7 : at + 13] == b": null":
-            at = events.rfind(b'"usage"', 0, at)
-            if at < 0:
-                return events
+        at = _past_nulls(events, at)
+        if at < 0:
+            return events
         start = events.rfind(b"\n", 0, at) + 1
         stop = events.find(b"\n", at)  # -1: the line runs to the end
         line = events[start:stop] if stop >= 0 else events[start:]
@@ -98,14 +96,8 @@ class SseFilter:
         # The common case, cut by the line's bounds: the line is an event of its own and no
         # event before it names a usage. Anything else is left to ``without_usage_events``,
         # which defines the result.
-        before = events.rfind(b'"usage"', 0, start)
-        while before >= 0 and (
-            events[before + 7 : before + 12] == b":null"
-            or events[before + 7 : before + 13] == b": null"
-        ):
-            before = events.rfind(b'"usage"', 0, before)
         if (
-            before < 0
+            _past_nulls(events, events.rfind(b'"usage"', 0, start)) < 0
             and (start == 0 or events[start - 3 : start] in _ONE_BLANK_LINE)
             and events[stop : stop + 3] in _ONE_BLANK_LINE_AND_MORE
         ):
@@ -115,6 +107,14 @@ class SseFilter:
     def drop(self) -> None:
         """Forget a partial event (the stream broke: an error event follows instead)."""
         self._carry = b""
+
+
+def _past_nulls(data: bytes, at: int) -> int:
+    """The ``"usage"`` at ``at`` or the last one before it that does not name ``null`` (as
+    every event but the last of an OpenAI stream that asked for usage does); -1: none."""
+    while at >= 0 and (data[at + 7 : at + 12] == b":null" or data[at + 7 : at + 13] == b": null"):
+        at = data.rfind(b'"usage"', 0, at)
+    return at
 
 
 def _event_end(data: bytes) -> int:
@@ -136,10 +136,7 @@ def without_usage_events(chunk: bytes, known: tuple[bytes, object] | None = None
     then the whole chunk is split."""
     end = len(chunk)  # what is left to look at: chunk[:end] (with the separator ending it)
     at = chunk.rfind(b'"usage"')
-    while at >= 0:
-        if chunk[at + 7 : at + 12] == b":null" or chunk[at + 7 : at + 13] == b": null":
-            at = chunk.rfind(b'"usage"', 0, at)  # an earlier one may be in the same event
-            continue
+    while (at := _past_nulls(chunk, at)) >= 0:  # (a null one may share an event with another)
         before = chunk.rfind(b"\n\n", 0, at)
         begin = before + 2 if before >= 0 else 0
         after = chunk.find(b"\n\n", at, end)
